@@ -19,6 +19,14 @@ class SpecError(ScaledbError):
         self.problems = sorted(problems, key=lambda p: (p.file, p.line or 0, p.field))
         super().__init__(self._format())
 
+    @classmethod
+    def combine(cls, errors: list["SpecError"]) -> "SpecError":
+        """One error holding the problems of several files (each keeps its own file name)."""
+        if len(errors) == 1:
+            return errors[0]
+        merged = cls(f"{len(errors)} spec files", [p for e in errors for p in e.problems])
+        return merged
+
     def _format(self) -> str:
         n = len(self.problems)
         head = f"{self.path}: {n} problem{'s' if n != 1 else ''}"

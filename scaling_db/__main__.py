@@ -1,0 +1,3 @@
+from scaling_db.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""The `scaledb` command line. The only place that prints, exits, or knows about click.
+
+Each area registers its commands from its own module (`spec_commands`, ...); `main` turns
+any `ScaledbError` into one `Error: ...` message and exit code 1. `--debug` (or
+SCALEDB_DEBUG=1) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from scaling_db import __version__
+from scaling_db.errors import ScaledbError
+
+#: Modules whose import registers commands on `cli`.
+COMMAND_MODULES = ("spec_commands",)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="scaledb")
+@click.option("--debug", is_flag=True, envvar="SCALEDB_DEBUG", help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """scaledb: compile scaling-law experiment specs, run them, and ask the results database."""
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"scaling_db.cli.{_name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = os.environ.get("SCALEDB_DEBUG", "") not in ("", "0") or "--debug" in (argv or sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="scaledb", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ScaledbError as exc:
+        if debug:
+            raise
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)

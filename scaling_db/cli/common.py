@@ -1,0 +1,49 @@
+"""Options and output helpers shared by every command: the same `--workspace` and `--json` everywhere."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from scaling_db.workspace import DEFAULT_DIRNAME, ENV_VAR, Workspace
+
+F = Callable[..., Any]
+
+
+def workspace_option(fn: F) -> F:
+    return click.option(
+        "--workspace", "-w", "workspace", envvar=ENV_VAR, type=click.Path(file_okay=False),
+        default=None, help=f"Workspace directory [default: ${ENV_VAR} or ./{DEFAULT_DIRNAME}].",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
+
+
+def get_workspace(path: str | None) -> Workspace:
+    return Workspace.resolve(path)
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def console() -> Console:
+    # Tables go to stdout; width fixed when not a terminal so piped output is stable.
+    return Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+
+
+def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console().print(table)

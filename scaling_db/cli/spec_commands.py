@@ -1,0 +1,180 @@
+"""`scaledb validate | compile | schema | diff`: the spec front half."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scaling_db.cli import cli
+from scaling_db.cli.common import emit_json, get_workspace, json_option, print_table, workspace_option
+from scaling_db.compiler import CompiledExperiment, compile_spec
+from scaling_db.errors import RunError, SpecError
+from scaling_db.manifest import RunManifest, diff_manifests
+from scaling_db.plan import PlanRow, plan_rows, summarize_plan
+from scaling_db.spec import spec_json_schema
+
+SPEC_PATHS = click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
+        return out
+    return {prefix: value}
+
+
+def run_json(manifest: RunManifest, state: str) -> dict[str, Any]:
+    """The machine-readable view of one compiled run (used by compile --json and status)."""
+    dumped = manifest.model_dump(mode="json")
+    return {
+        "run_id": manifest.run_id,
+        "name": manifest.name,
+        "experiment": manifest.experiment,
+        "state": state,
+        "n_params": manifest.counts.n_params,
+        "n_params_nonembed": manifest.counts.n_params_nonembed,
+        "tokens": manifest.tokens,
+        "train_flops": manifest.train_flops,
+        "vars": manifest.vars,
+        "params": _flatten({k: dumped[k] for k in ("data", "model", "train")}),
+        "resources": dumped["resources"],
+    }
+
+
+@cli.command()
+@SPEC_PATHS
+@json_option
+def validate(specs: tuple[str, ...], as_json: bool) -> None:
+    """Check spec files without writing anything.
+
+    Every problem of every file is listed at once, as FILE:LINE FIELD: WHAT.
+    """
+    results, failed = [], []
+    for path in specs:
+        try:
+            compiled = compile_spec(path)
+        except SpecError as exc:
+            failed.append(exc)
+            results.append({"spec": path, "valid": False, "problems": [
+                {"file": p.file, "line": p.line, "field": p.field, "message": p.message} for p in exc.problems
+            ]})
+            continue
+        results.append({"spec": path, "valid": True, "experiment": compiled.experiment,
+                        "runs": len(compiled.runs), "dropped": len(compiled.dropped)})
+        if not as_json:
+            click.echo(f"ok  {path}: {compiled.experiment}, {len(compiled.runs)} runs"
+                       + (f", {len(compiled.dropped)} points dropped" if compiled.dropped else ""))
+    if as_json:
+        emit_json(results)
+    if failed:
+        if as_json:
+            raise SystemExit(1)
+        raise SpecError.combine(failed)
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float, dry_run: bool) -> None:
+    s = summarize_plan(compiled, rows, gflops)
+    verb = "would write" if dry_run else "compiled"
+    click.echo(f"\n{compiled.experiment} ({compiled.spec_path}): {verb} {s.n_runs} runs "
+               f"({s.counts_line})")
+    click.echo(f"  parameters      {_human(s.params[0])} - {_human(s.params[1])} total, "
+               f"{_human(s.params_nonembed[0])} - {_human(s.params_nonembed[1])} non-embedding")
+    click.echo(f"  tokens          {_human(s.tokens[0])} - {_human(s.tokens[1])} per run, "
+               f"{_human(s.tokens_total)} in all")
+    if s.flops is not None:
+        click.echo(f"  training FLOPs  {s.flops['exact']:.3g} (exact: Chinchilla App. F); "
+                   f"{s.flops['6n']:.3g} (6N); {s.flops['6n_nonembed']:.3g} (6N non-embedding, Kaplan)")
+        click.echo(f"  est. wall time  {s.wall_time_text} for the {s.n_todo} runs not yet finished, serially, "
+                   f"at {gflops:g} GFLOP/s (exact FLOPs; change with --gflops)")
+    for d in compiled.dropped:
+        shown = ", ".join(f"{k}={v}" for k, v in d.assignments.items())
+        click.echo(f"  dropped         {shown or '(base point)'}: {d.reason}")
+    print_table(None, ["run_id", "name", "state", "params", "non-emb", "tokens", "FLOPs (exact)"], [
+        [r.manifest.run_id, r.manifest.name, r.state, _human(r.manifest.counts.n_params),
+         _human(r.manifest.counts.n_params_nonembed), _human(r.manifest.tokens),
+         f"{r.manifest.train_flops['exact']:.3g}" if r.manifest.train_flops else "-"]
+        for r in rows
+    ])
+
+
+@cli.command(name="compile")
+@SPEC_PATHS
+@workspace_option
+@json_option
+@click.option("--dry-run", is_flag=True, help="Show the plan without writing to the workspace.")
+@click.option("--gflops", type=float, default=30.0, show_default=True,
+              help="Throughput assumed for the wall-time estimate (GFLOP/s of one worker).")
+def compile_cmd(specs: tuple[str, ...], workspace: str | None, as_json: bool, dry_run: bool, gflops: float) -> None:
+    """Expand specs into run manifests in the workspace and print the plan.
+
+    Compiling again after adding a sweep point adds exactly the new runs; finished runs
+    keep their results.
+    """
+    ws = get_workspace(workspace)
+    compiled_all = [compile_spec(path) for path in specs]  # all validated before anything is written
+    out: list[dict[str, Any]] = []
+    for compiled in compiled_all:
+        rows = plan_rows(ws, compiled)
+        if not dry_run:
+            ws.write_compiled(compiled)
+        if as_json:
+            out += [run_json(r.manifest, r.state) for r in rows]
+        else:
+            _print_plan(compiled, rows, gflops, dry_run)
+    if as_json:
+        emit_json(out)
+    elif not dry_run:
+        click.echo(f"\nmanifests in {ws.runs_dir}")
+
+
+@cli.command()
+@click.option("--out", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+def schema(out: str | None) -> None:
+    """Print the JSON Schema of the spec format (for YAML language servers)."""
+    text = json.dumps(spec_json_schema(), indent=2) + "\n"
+    if out:
+        Path(out).write_text(text)
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text, nl=False)
+
+
+def _find_manifest(ws: Any, prefix: str) -> RunManifest:
+    hits = ws.find_runs(prefix)
+    if not hits:
+        raise RunError(f"{ws.root}: no run id starts with {prefix!r}. `scaledb status` lists runs.")
+    if len(hits) > 1:
+        raise RunError(f"{ws.root}: {prefix!r} matches {len(hits)} runs ({', '.join(hits[:5])}...). Give more digits.")
+    return ws.load_manifest(hits[0])
+
+
+@cli.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@workspace_option
+@json_option
+def diff(run_a: str, run_b: str, workspace: str | None, as_json: bool) -> None:
+    """Show the manifest fields that differ between two runs (ids or unique prefixes)."""
+    ws = get_workspace(workspace)
+    a, b = _find_manifest(ws, run_a), _find_manifest(ws, run_b)
+    changes = diff_manifests(a, b)
+    if as_json:
+        emit_json([{"field": f, "a": x, "b": y} for f, x, y in changes])
+        return
+    if not changes:
+        click.echo("the manifests are identical")
+        return
+    print_table(f"{a.run_id} ({a.name})  vs  {b.run_id} ({b.name})", ["field", a.run_id, b.run_id],
+                [[f, json.dumps(x), json.dumps(y)] for f, x, y in changes])

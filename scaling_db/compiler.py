@@ -1,0 +1,460 @@
+"""The compiler: a spec file in, fully resolved and content-addressed run manifests out.
+
+Pure and deterministic: it reads the YAML (and files it `extends`) and nothing else, so the
+same spec gives the same run ids on every machine. Each sweep point is validated as a
+`RunSpec` (twice when `derive:` is used: once to fill defaults that expressions may read,
+once with the derived values), filtered by `constraints:`, and resolved into a `RunManifest`
+(budget in whole steps, checkpoint steps listed, counts and FLOPs computed). Every problem of
+every point is collected and reported at once, at the line that caused it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from scaling_db.counting import TransformerShape, count_params, estimate_peak_memory_bytes, flops_per_token
+from scaling_db.errors import SpecError, SpecProblem
+from scaling_db.manifest import (
+    ResolvedLMTrain,
+    ResolvedTransformer,
+    RunCounts,
+    RunManifest,
+    RunOrigin,
+    RunResources,
+    canonical_json,
+    compute_run_id,
+)
+from scaling_db.spec import (
+    AnalysisSpec,
+    ExperimentHeader,
+    LinearCheckpoints,
+    LMTrain,
+    RunSpec,
+    TransformerModel,
+)
+from scaling_db.specfile import SpecSource, display_path, problems_from_validation, read_spec_source
+from scaling_db.sweep import (
+    COUNT_NAMES,
+    FUNCTIONS,
+    RUN_SECTIONS,
+    Expression,
+    ExpressionError,
+    Scope,
+    SweepPoint,
+    expand_sweep,
+    is_field_path,
+    set_path,
+)
+
+MAX_REPORTED_PROBLEMS = 50
+
+
+@dataclass(frozen=True)
+class DroppedPoint:
+    """A sweep point that produced no run, and why."""
+
+    assignments: dict[str, Any]
+    reason: str
+
+
+@dataclass(frozen=True)
+class CompiledExperiment:
+    experiment: str
+    spec_path: str
+    spec_hash: str
+    description: str
+    analysis: AnalysisSpec
+    runs: list[RunManifest]
+    dropped: list[DroppedPoint] = field(default_factory=list)
+
+
+def vocab_size_of(data: dict[str, Any]) -> int | None:
+    """The vocabulary a data source yields, known without touching any file."""
+    kind = data["kind"]
+    if kind == "graph_walk":
+        return int(data["graph"]["n"])
+    if kind in ("language_bigram", "teacher_lm", "corpus"):
+        tok = data["tokenizer"]
+        return 256 if tok["kind"] == "char" else int(tok["vocab_size"])
+    return None
+
+
+def transformer_shape(model: dict[str, Any], vocab_size: int) -> TransformerShape:
+    """The shape of a (validated, defaults-filled) transformer model section."""
+    heads = model["n_heads"] or model["d_model"] // model["d_head"]
+    return TransformerShape(
+        vocab_size=vocab_size,
+        context=model["context"],
+        n_layers=model["n_layers"],
+        d_model=model["d_model"],
+        n_heads=heads,
+        d_ff=int(round(model["mlp_ratio"] * model["d_model"])),
+        positions=model["positions"],
+        tie_embeddings=model["tie_embeddings"],
+        bias=model["bias"],
+    )
+
+
+def _counts(run: dict[str, Any]) -> dict[str, Any]:
+    model, data = run["model"], run["data"]
+    if model["kind"] == "transformer":
+        vocab = vocab_size_of(data)
+        shape = transformer_shape(model, vocab)
+        c = count_params(shape)
+        fpt = flops_per_token(shape)
+        return {
+            "n_params": c.n_params, "n_params_nonembed": c.n_params_nonembed,
+            "n_params_embed": c.n_params_embed, "vocab_size": vocab,
+            "tokens_per_step": run["train"]["batch_size"] * model["context"],
+            "flops_per_token_6n_nonembed": fpt["6n_nonembed"], "flops_per_token_6n": fpt["6n"],
+            "flops_per_token_exact": fpt["exact"],
+        }
+    n = model.get("n_features") or model.get("capacity") or run["train"]["samples"]
+    return {"n_params": n, "n_params_nonembed": n, "n_params_embed": 0}
+
+
+def _copy(value: Any) -> Any:
+    """Deep copy of plain YAML data (much faster than copy.deepcopy)."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _checkpoint_steps(train: LMTrain, steps: int) -> list[int]:
+    sched = train.checkpoints
+    if isinstance(sched, LinearCheckpoints):
+        points = np.linspace(steps / sched.count, steps, sched.count)
+    else:
+        first = min(sched.first, steps)
+        points = np.geomspace(first, steps, sched.count) if steps > first else np.array([steps])
+    out = sorted({max(1, int(round(p))) for p in points} | {steps})
+    return out
+
+
+def _number(value: Any) -> Any:
+    """Derived values: integral floats become ints so `d_model: 64.0` validates as an int."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, (np.integer, np.floating)):
+        return _number(value.item())
+    return value
+
+
+def _short(key: str) -> str:
+    last = key.rsplit(".", 1)[-1]
+    return {
+        "d_model": "d", "n_layers": "L", "n_heads": "h", "seed": "s", "batch_size": "bs",
+        "tokens": "tok", "n_features": "N", "samples": "T", "parameterization": "", "kind": "",
+    }.get(last, last)
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind", "x"))
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def run_name(experiment: str, assignments: dict[str, Any]) -> str:
+    """A readable name from the swept values. For people only: never parsed."""
+    parts = [f"{_short(k)}{_fmt_value(v)}" for k, v in assignments.items()]
+    return "-".join([experiment, *parts])
+
+
+class _Compiler:
+    def __init__(self, source: SpecSource):
+        self.source = source
+        self.problems: list[SpecProblem] = []
+
+    def fail(self) -> SpecError:
+        shown = display_path(self.source.path)
+        return SpecError(shown, self.problems[:MAX_REPORTED_PROBLEMS])
+
+    # -- header ------------------------------------------------------------------------------
+    def header(self) -> ExperimentHeader:
+        try:
+            return ExperimentHeader.model_validate(self.source.data)
+        except ValidationError as exc:
+            self.problems += problems_from_validation(
+                exc, ExperimentHeader, self.source.data, lambda p: self.source.problem(p, "")
+            )
+            raise self.fail() from None
+
+    def expressions(self, header: ExperimentHeader) -> tuple[dict[str, Expression], list[tuple[Expression, str, int]]]:
+        sweep = header.sweep
+        variables = {k for k in sweep.axes if not is_field_path(k)}
+        for group in sweep.zip:
+            variables |= {k for k in group if not is_field_path(k)}
+        known_roots = set(RUN_SECTIONS) | variables | set(COUNT_NAMES) | set(FUNCTIONS)
+        derive: dict[str, Expression] = {}
+        for target, text in sweep.derive.items():
+            where = ("sweep", "derive", target)
+            try:
+                expr = Expression.parse(text)
+            except ExpressionError as exc:
+                self.problems.append(self.source.problem(where, str(exc)))
+                continue
+            self._check_names(expr, known_roots, where)
+            derive[target] = expr
+            if not is_field_path(target):
+                known_roots.add(target)
+        constraints: list[tuple[Expression, str, int]] = []
+        for i, c in enumerate(sweep.constraints):
+            where = ("sweep", "constraints", i, "drop_if")
+            try:
+                expr = Expression.parse(c.drop_if)
+            except ExpressionError as exc:
+                self.problems.append(self.source.problem(where, str(exc)))
+                continue
+            self._check_names(expr, known_roots, where)
+            constraints.append((expr, c.reason, i))
+        return derive, constraints
+
+    def _check_names(self, expr: Expression, roots: set[str], where: tuple) -> None:
+        import difflib
+
+        for name in expr.names:
+            root = name.split(".", 1)[0]
+            if root not in roots:
+                close = difflib.get_close_matches(root, sorted(roots), n=1, cutoff=0.6)
+                hint = f"; did you mean `{close[0]}`?" if close else ""
+                self.problems.append(self.source.problem(where, f"references unknown field `{name}`{hint}"))
+
+    # -- points ------------------------------------------------------------------------------
+    def _locate(self, point: SweepPoint, derived: set[str]):
+        def locate(path: tuple) -> SpecProblem:
+            for cut in range(len(path), 0, -1):
+                key = ".".join(str(p) for p in path[:cut])
+                if key in point.source:
+                    return self.source.problem(point.source[key], "", field_name=key)
+                if key in derived:
+                    return self.source.problem(("sweep", "derive", key), "", field_name=key)
+            return self.source.problem(path, "")
+
+        return locate
+
+    def _validate(self, run: dict[str, Any], point: SweepPoint, derived: set[str], ignore: set[str]) -> RunSpec | None:
+        try:
+            return RunSpec.model_validate(run)
+        except ValidationError as exc:
+            found = problems_from_validation(exc, RunSpec, run, self._locate(point, derived))
+            for p in found:
+                if p.field in ignore:
+                    continue
+                if point.assignments:
+                    shown = ", ".join(f"{k}={_fmt_value(v)}" for k, v in point.assignments.items())
+                    p.message += f" [sweep point {shown}]"
+                self.problems.append(p)
+            return None
+
+    def point(
+        self,
+        base: dict[str, Any],
+        point: SweepPoint,
+        derive: dict[str, Expression],
+        constraints: list[tuple[Expression, str, int]],
+    ) -> tuple[RunSpec, dict[str, Any]] | DroppedPoint | None:
+        run = _copy(base)
+        variables = {k: v for k, v in point.assignments.items() if not is_field_path(k)}
+        for key, value in point.assignments.items():
+            if is_field_path(key):
+                set_path(run, key, _copy(value))
+        derived = {k for k in derive if is_field_path(k)}
+        if derive:
+            # First pass fills defaults the expressions may read; derived targets get a
+            # placeholder so a required-but-derived field does not fail this pass.
+            first = _copy(run)
+            for key in derived:
+                set_path(first, key, 1)
+            spec = self._validate(first, point, derived, ignore=derived)
+            if spec is None:
+                return None
+            full = spec.model_dump(mode="json")
+            for key in derived:  # drop placeholders of fields the user did not set
+                parts = key.split(".")
+                node = full
+                for part in parts[:-1]:
+                    node = node.get(part, {})
+                src = run
+                for part in parts[:-1]:
+                    src = src.get(part, {}) if isinstance(src, dict) else {}
+                if parts[-1] not in src:
+                    node.pop(parts[-1], None)
+            scope = Scope(full, variables, lambda: _counts(full))
+            for target, expr in derive.items():
+                try:
+                    value = _number(expr.evaluate(scope))
+                except ExpressionError as exc:
+                    self.problems.append(self.source.problem(("sweep", "derive", target), str(exc)))
+                    return None
+                except (ArithmeticError, TypeError, ValueError) as exc:
+                    msg = f"cannot evaluate {expr.source!r}: {exc}"
+                    self.problems.append(self.source.problem(("sweep", "derive", target), msg))
+                    return None
+                if is_field_path(target):
+                    set_path(full, target, value)
+                    scope.invalidate()
+                else:
+                    variables[target] = value
+            run = full
+        spec = self._validate(run, point, derived, ignore=set())
+        if spec is None:
+            return None
+        full = spec.model_dump(mode="json")
+        if constraints:
+            scope = Scope(full, variables, lambda: _counts(full))
+            for expr, reason, i in constraints:
+                try:
+                    hit = expr.evaluate(scope)
+                except (ExpressionError, ArithmeticError, TypeError, ValueError) as exc:
+                    self.problems.append(self.source.problem(("sweep", "constraints", i, "drop_if"), str(exc)))
+                    return None
+                if hit:
+                    return DroppedPoint(dict(point.assignments), reason)
+        return spec, variables
+
+
+def _resolve(
+    header: ExperimentHeader,
+    spec: RunSpec,
+    variables: dict[str, Any],
+    assignments: dict[str, Any],
+    origin: RunOrigin,
+) -> RunManifest:
+    data = spec.data.model_dump(mode="json")
+    model_spec = spec.model
+    counts_map: dict[str, Any]
+    if isinstance(model_spec, TransformerModel):
+        vocab = vocab_size_of(data)
+        shape = transformer_shape(model_spec.model_dump(mode="json"), vocab)
+        model: Any = ResolvedTransformer(
+            **{**model_spec.model_dump(), "n_heads": shape.n_heads, "d_ff": shape.d_ff, "vocab_size": vocab}
+        )
+        pc = count_params(shape)
+        fpt = flops_per_token(shape)
+        t: LMTrain = spec.train  # type: ignore[assignment]
+        per_step = t.batch_size * shape.context
+        steps = t.steps if t.steps is not None else max(1, math.ceil(t.tokens / per_step))
+        train: Any = ResolvedLMTrain(
+            optimizer=t.optimizer,
+            schedule=t.schedule,
+            checkpoint_schedule=t.checkpoints,
+            batch_size=t.batch_size,
+            steps=steps,
+            tokens=steps * per_step,
+            warmup_steps=int(round(t.schedule.warmup_frac * steps)),
+            checkpoint_steps=_checkpoint_steps(t, steps),
+            eval_tokens=t.eval_tokens,
+            grad_clip=t.grad_clip,
+            precision=t.precision,
+            state_every=t.state_every,
+            seed=t.seed,
+        )
+        counts = RunCounts(
+            n_params=pc.n_params, n_params_nonembed=pc.n_params_nonembed,
+            n_params_embed=pc.n_params_embed, vocab_size=vocab,
+        )
+        flops = dict(fpt)
+        train_flops = {k: float(v) * train.tokens for k, v in fpt.items()}
+        memory = estimate_peak_memory_bytes(shape, t.batch_size)
+    else:
+        model = model_spec
+        train = spec.train
+        counts_map = _counts({"model": model_spec.model_dump(), "data": data, "train": train.model_dump()})
+        n = counts_map["n_params"]
+        counts = RunCounts(n_params=n, n_params_nonembed=n, n_params_embed=0, vocab_size=None)
+        flops = None
+        train_flops = None
+        # features of the training and eval sets, plus the normal equations, in float64
+        memory = 8 * ((train.samples + train.eval_samples) * n + n * n)
+    res = spec.resources
+    payload: dict[str, Any] = {
+        "run_id": "",
+        "name": run_name(header.experiment, assignments),
+        "experiment": header.experiment,
+        "description": header.description,
+        "tags": list(header.tags),
+        "origin": origin,
+        "vars": variables,
+        "data": spec.data,
+        "model": model,
+        "train": train,
+        "counts": counts,
+        "flops_per_token": flops,
+        "train_flops": train_flops,
+        "resources": RunResources(
+            device=res.device, n_devices=1, threads=res.threads, peak_memory_bytes=int(memory)
+        ),
+    }
+    manifest = RunManifest.model_validate(payload)
+    dumped = manifest.model_dump(mode="json")
+    return manifest.model_copy(update={"run_id": compute_run_id(dumped)})
+
+
+def compile_source(source: SpecSource) -> CompiledExperiment:
+    """Compile an already-read spec source (see `compile_spec`)."""
+    c = _Compiler(source)
+    header = c.header()
+    derive, constraints = c.expressions(header)
+    if c.problems:
+        raise c.fail()
+    base = {k: source.data[k] for k in RUN_SECTIONS if k in source.data}
+    origin = RunOrigin(spec_path=display_path(source.path), base_dir=str(source.path.resolve().parent))
+    runs: list[RunManifest] = []
+    dropped: list[DroppedPoint] = []
+    seen: dict[str, str] = {}
+    try:
+        points = list(expand_sweep(header.sweep))
+    except ExpressionError as exc:
+        c.problems.append(source.problem(("sweep", "zip"), str(exc)))
+        raise c.fail() from None
+    for point in points:
+        out = c.point(base, point, derive, constraints)
+        if isinstance(out, DroppedPoint):
+            dropped.append(out)
+        elif out is not None and not c.problems:
+            spec, variables = out
+            manifest = _resolve(header, spec, variables, point.assignments, origin)
+            if manifest.run_id in seen:
+                dropped.append(DroppedPoint(dict(point.assignments), f"same run as {seen[manifest.run_id]}"))
+                continue
+            seen[manifest.run_id] = manifest.name
+            runs.append(manifest)
+        if len(c.problems) >= MAX_REPORTED_PROBLEMS:
+            break
+    if c.problems:
+        raise c.fail()
+    if not runs:
+        reasons = sorted({d.reason for d in dropped})
+        problem = source.problem(
+            ("sweep", "constraints"),
+            f"the constraints remove every point ({len(dropped)} dropped: {'; '.join(reasons)})",
+        )
+        problem.field = "sweep.constraints"
+        c.problems.append(problem)
+        raise c.fail()
+    spec_hash = hashlib.sha256(canonical_json(source.data).encode()).hexdigest()[:12]
+    return CompiledExperiment(
+        experiment=header.experiment,
+        spec_path=display_path(source.path),
+        spec_hash=spec_hash,
+        description=header.description,
+        analysis=header.analysis,
+        runs=runs,
+        dropped=dropped,
+    )
+
+
+def compile_spec(path: str | Path) -> CompiledExperiment:
+    """Validate a spec file and expand its sweep into run manifests. Raises SpecError."""
+    return compile_source(read_spec_source(path))

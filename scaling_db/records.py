@@ -1,0 +1,73 @@
+"""What a run writes while it trains: checkpoint records (append-only JSON Lines) and a status file.
+
+These are the contract between runners (which write) and the store (which loads). A run's
+log is `runs/<run_id>/log.jsonl`: one `CheckpointRecord` per line, appended and fsynced at each
+checkpoint; a line without its trailing newline is an interrupted write, never a record.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RunState(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    DIVERGED = "diverged"
+
+    @property
+    def done(self) -> bool:
+        return self in (RunState.FINISHED, RunState.FAILED, RunState.DIVERGED)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class RunStatus(BaseModel):
+    """Contents of `runs/<run_id>/status.json`, rewritten atomically on every change."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str
+    status: RunState = RunState.PENDING
+    step: int | None = Field(None, description="last logged checkpoint step")
+    error: str | None = None
+    diverged_at_step: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    updated_at: str = Field(default_factory=utc_now)
+    device: str | None = None
+    precision: str | None = Field(None, description="what `precision: auto` resolved to on this device")
+    entropy_rate: float | None = Field(None, description="the data source's exact entropy rate, if known")
+    backend: str | None = None
+    job_id: str | None = None
+    host: str | None = None
+
+
+class CheckpointRecord(BaseModel):
+    """One evaluated checkpoint of one run (a row of the `checkpoints` table)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    step: int
+    tokens: int
+    flops_6n_nonembed: float | None
+    flops_6n: float | None
+    flops_exact: float | None
+    train_loss: float | None = Field(description="mean training loss since the previous checkpoint")
+    eval_loss: float | None
+    lr: float | None
+    wall_time_s: float = Field(description="training wall time since the run first started")
+    tokens_per_s: float | None = None
+    metrics: dict[str, float] = Field({}, description="extra named metrics (e.g. coordinate checks)")
+
+    def to_line(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), separators=(",", ":"), allow_nan=True) + "\n"

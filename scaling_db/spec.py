@@ -1,0 +1,567 @@
+"""The spec language: Pydantic models of what a user writes in `specs/*.yaml`.
+
+Every model forbids unknown keys, and every variant is chosen by a `kind:` key, so a typo is
+an error, never a silently ignored field. These models describe *one* run's settings; the
+`sweep:` section says how values vary across runs (see `scaling_db.sweep`), and the compiler
+resolves each point into a `RunManifest` (see `scaling_db.manifest`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+class StrictModel(BaseModel):
+    """Base of every spec model: unknown keys are errors; instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data sources (SCIENCE.md: the complexity ladder, plus the two solvable models)
+# ---------------------------------------------------------------------------------------------
+
+
+class ErdosRenyiGnm(StrictModel):
+    """G(n, m): n nodes, m edges drawn uniformly."""
+
+    kind: Literal["erdos_renyi_gnm"]
+    n: Annotated[int, Field(ge=2)]
+    m: PositiveInt
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _edges_fit(self) -> "ErdosRenyiGnm":
+        max_edges = self.n * (self.n - 1) // 2
+        if self.m > max_edges:
+            raise ValueError(f"m must be <= n(n-1)/2 = {max_edges} for a simple graph (got {self.m})")
+        return self
+
+
+class ErdosRenyiGnp(StrictModel):
+    """G(n, p): each of the n(n-1)/2 edges present with probability p."""
+
+    kind: Literal["erdos_renyi_gnp"]
+    n: Annotated[int, Field(ge=2)]
+    p: Annotated[float, Field(gt=0, le=1)]
+    seed: int = 0
+
+
+class BarabasiAlbert(StrictModel):
+    """Preferential attachment: each new node attaches to m existing ones (scale-free)."""
+
+    kind: Literal["barabasi_albert"]
+    n: Annotated[int, Field(ge=2)]
+    m: PositiveInt
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _m_below_n(self) -> "BarabasiAlbert":
+        if self.m >= self.n:
+            raise ValueError(f"m must be < n (got m={self.m}, n={self.n})")
+        return self
+
+
+class RandomRegular(StrictModel):
+    """Every node has exactly `d` neighbours."""
+
+    kind: Literal["random_regular"]
+    n: Annotated[int, Field(ge=2)]
+    d: PositiveInt
+
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _degree_ok(self) -> "RandomRegular":
+        if self.d >= self.n or (self.n * self.d) % 2:
+            raise ValueError(f"need d < n and n*d even (got n={self.n}, d={self.d})")
+        return self
+
+
+class WattsStrogatz(StrictModel):
+    """Ring lattice with k neighbours per node, each edge rewired with probability p."""
+
+    kind: Literal["watts_strogatz"]
+    n: Annotated[int, Field(ge=3)]
+    k: Annotated[int, Field(ge=2)]
+    p: Annotated[float, Field(ge=0, le=1)]
+    seed: int = 0
+
+
+GraphSpec = Annotated[
+    Union[ErdosRenyiGnm, ErdosRenyiGnp, BarabasiAlbert, RandomRegular, WattsStrogatz],
+    Field(discriminator="kind"),
+]
+
+
+class GraphWalkData(StrictModel):
+    """Random walks on a graph; nodes are tokens (vocab = graph.n).
+
+    Transition weights from node i to neighbour j are proportional to deg(j)**kappa, so
+    kappa = 0 is the unbiased walk (see `scaling_db.sources.walks` for the exact formula).
+    """
+
+    kind: Literal["graph_walk"]
+    graph: GraphSpec
+    kappa: float = 0.0
+    component: Literal["largest", "error"] = Field(
+        "largest", description="disconnected graph: walk on the largest component, or fail"
+    )
+    seed: int = Field(0, description="seed of the walks (the graph has its own seed)")
+
+
+class CharTokenizer(StrictModel):
+    """Character level: the UTF-8 bytes of the text (vocab 256; one token per ASCII character)."""
+
+    kind: Literal["char"]
+
+
+class BpeTokenizer(StrictModel):
+    """Byte-level BPE trained locally on the corpus (Hugging Face `tokenizers`)."""
+
+    kind: Literal["bpe"]
+    vocab_size: Annotated[int, Field(ge=257, le=1_000_000)]
+
+
+TokenizerSpec = Annotated[Union[CharTokenizer, BpeTokenizer], Field(discriminator="kind")]
+
+
+class _CorpusBacked(StrictModel):
+    corpus: str = Field(description="path to a UTF-8 text file; relative paths are from the spec file")
+    tokenizer: TokenizerSpec = CharTokenizer(kind="char")
+    eval_frac: Annotated[float, Field(gt=0, lt=0.5)] = 0.1
+
+
+class LanguageBigramData(_CorpusBacked):
+    """Token bigram statistics of a corpus, sampled as a Markov chain."""
+
+    kind: Literal["language_bigram"]
+    seed: int = 0
+
+
+class TeacherLMData(_CorpusBacked):
+    """Text sampled from a small transformer trained on the corpus (T1L / T2L / T4L)."""
+
+    kind: Literal["teacher_lm"]
+    n_layers: Literal[1, 2, 4] = 2
+    d_model: PositiveInt = 128
+    context: PositiveInt = 50
+    train_tokens: PositiveInt = 2_000_000
+    temperature: PositiveFloat = 1.0
+    seed: int = 0
+
+
+class CorpusData(_CorpusBacked):
+    """The tokenized text itself, split into train and held-out parts."""
+
+    kind: Literal["corpus"]
+
+
+class PercolationData(StrictModel):
+    """Brill (2024): points on critical percolation clusters of a Bethe lattice.
+
+    `p` defaults to the critical value 1/(z-1) with coordination z = 2*dimension.
+    """
+
+    kind: Literal["percolation"]
+    dimension: Annotated[int, Field(ge=2)] = 100
+    p: Annotated[float, Field(gt=0, lt=1)] | None = None
+    max_cluster_size: PositiveInt = 100_000
+    seed: int = 0
+
+
+class RandomFeaturesData(StrictModel):
+    """Maloney, Roberts, Sully (2022): latent Gaussian features, spectrum lambda_+ * I**-(1+alpha)."""
+
+    kind: Literal["random_features"]
+    latent_dim: PositiveInt = 1000
+    alpha: PositiveFloat = 1.0
+    lambda_plus: PositiveFloat = 1.0
+    sigma_w: PositiveFloat = 1.0
+    noise: Annotated[float, Field(ge=0)] = 0.0
+    seed: int = 0
+
+
+DataSpec = Annotated[
+    Union[
+        GraphWalkData, LanguageBigramData, TeacherLMData, CorpusData, PercolationData, RandomFeaturesData
+    ],
+    Field(discriminator="kind"),
+]
+TOKEN_SOURCES = ("graph_walk", "language_bigram", "teacher_lm", "corpus")
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+
+class GroupValues(StrictModel):
+    """One number per parameter group (SCIENCE.md's muP table rows)."""
+
+    embedding: float = 1.0
+    hidden: float = 1.0
+    readout: float = 1.0
+    norm: float = 1.0
+
+
+class _Parameterization(StrictModel):
+    base_width: PositiveInt = Field(64, description="width at which muP equals SP; w = d_model / base_width")
+    lr_mult: GroupValues = GroupValues()
+    lr_width_exponent: GroupValues = Field(
+        GroupValues(embedding=0, hidden=0, readout=0, norm=0),
+        description="extra LR factor w**exponent per group; SP with embedding LR x width: {embedding: 1}",
+    )
+    init_mult: GroupValues = GroupValues()
+
+
+class StandardParam(_Parameterization):
+    """Standard parameterization: PyTorch-style init, one learning rate for all groups."""
+
+    kind: Literal["sp"]
+
+
+class MupParam(_Parameterization):
+    """Maximal update parameterization (Tensor Programs V, Table 3 for Adam)."""
+
+    kind: Literal["mup"]
+    alpha_emb: PositiveFloat = 1.0
+    alpha_out: PositiveFloat = 1.0
+    zero_init_query: bool = True
+    zero_init_readout: bool = True
+
+
+ParameterizationSpec = Annotated[Union[StandardParam, MupParam], Field(discriminator="kind")]
+
+
+class TransformerModel(StrictModel):
+    """Decoder-only, pre-norm transformer (the vocab comes from the data source)."""
+
+    kind: Literal["transformer"]
+    n_layers: PositiveInt = 2
+    d_model: PositiveInt
+    n_heads: PositiveInt | None = Field(None, description="default: d_model // d_head")
+    d_head: PositiveInt = 16
+    context: PositiveInt = 50
+    mlp_ratio: PositiveFloat = 4.0
+    positions: Literal["learned", "rotary"] = "learned"
+    tie_embeddings: bool = False
+    bias: bool = Field(False, description="biases in linear layers and norms (GPT-2 has them)")
+    parameterization: ParameterizationSpec = StandardParam(kind="sp")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "TransformerModel":
+        heads = self.n_heads or self.d_model // self.d_head
+        if heads < 1 or self.d_model % heads:
+            raise ValueError(
+                f"d_model must be a multiple of the number of heads (d_model={self.d_model}, heads={heads})"
+            )
+        return self
+
+
+class RandomFeaturesModel(StrictModel):
+    """N random projections phi = f(U x) of the latent features, then ridge regression."""
+
+    kind: Literal["random_features"]
+    n_features: PositiveInt
+    ridge: Annotated[float, Field(ge=0)] = 0.0
+    nonlinearity: Literal["linear", "relu", "tanh"] = "linear"
+    sigma_u: PositiveFloat = 1.0
+
+
+class NearestNeighborModel(StrictModel):
+    """Brill's nearest-neighbour regressor; `capacity` caps how many training points it stores."""
+
+    kind: Literal["nearest_neighbor"]
+    capacity: PositiveInt | None = None
+
+
+ModelSpec = Annotated[
+    Union[TransformerModel, RandomFeaturesModel, NearestNeighborModel], Field(discriminator="kind")
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+class AdamW(StrictModel):
+    kind: Literal["adamw"]
+    lr: PositiveFloat
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.95)
+    eps: PositiveFloat = 1e-8
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+
+
+class SGD(StrictModel):
+    kind: Literal["sgd"]
+    lr: PositiveFloat
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+
+
+OptimizerSpec = Annotated[Union[AdamW, SGD], Field(discriminator="kind")]
+
+
+class ConstantSchedule(StrictModel):
+    kind: Literal["constant"]
+    warmup_frac: Fraction = 0.0
+
+
+class CosineSchedule(StrictModel):
+    """Linear warmup, then cosine decay to final_lr_frac * lr."""
+
+    kind: Literal["cosine"]
+    warmup_frac: Fraction = 0.02
+    final_lr_frac: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+class WsdSchedule(StrictModel):
+    """Warmup-stable-decay: linear warmup, constant, then linear decay over the last decay_frac."""
+
+    kind: Literal["wsd"]
+    warmup_frac: Fraction = 0.02
+    decay_frac: Annotated[float, Field(gt=0, le=1)] = 0.2
+    final_lr_frac: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+    @model_validator(mode="after")
+    def _phases_fit(self) -> "WsdSchedule":
+        if self.warmup_frac + self.decay_frac > 1:
+            raise ValueError(
+                f"warmup_frac + decay_frac must be <= 1 (got {self.warmup_frac + self.decay_frac:g})"
+            )
+        return self
+
+
+ScheduleSpec = Annotated[Union[ConstantSchedule, CosineSchedule, WsdSchedule], Field(discriminator="kind")]
+
+
+class LinearCheckpoints(StrictModel):
+    """Evenly spaced checkpoints: `count` of them over the run (the last step always included)."""
+
+    kind: Literal["linear"]
+    count: PositiveInt = 20
+
+
+class LogCheckpoints(StrictModel):
+    """Log-spaced checkpoints from step `first` to the end (dense early, where curves bend)."""
+
+    kind: Literal["log"]
+    count: PositiveInt = 20
+    first: PositiveInt = 10
+
+
+CheckpointSpec = Annotated[Union[LinearCheckpoints, LogCheckpoints], Field(discriminator="kind")]
+
+
+class LMTrain(StrictModel):
+    """Next-token training of a transformer; the budget is `tokens` or `steps`, not both."""
+
+    kind: Literal["lm"] = "lm"
+    optimizer: OptimizerSpec
+    schedule: ScheduleSpec = CosineSchedule(kind="cosine")
+    batch_size: PositiveInt = 64
+    tokens: PositiveFloat | None = None
+    steps: PositiveInt | None = None
+    checkpoints: CheckpointSpec = LogCheckpoints(kind="log")
+    eval_tokens: PositiveInt = 50_000
+    grad_clip: PositiveFloat | None = 1.0
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on GPU, fp32 on CPU"
+    )
+    state_every: PositiveInt | None = Field(
+        None, description="save model+optimizer state every N steps (default: at every checkpoint)"
+    )
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "LMTrain":
+        if (self.tokens is None) == (self.steps is None):
+            raise ValueError("give exactly one of `tokens` or `steps`")
+        return self
+
+
+class ClosedFormTrain(StrictModel):
+    """Closed-form or nearest-neighbour learners: fit once on `samples` training points."""
+
+    kind: Literal["closed_form"]
+    samples: PositiveInt
+    eval_samples: PositiveInt = 2000
+    seed: int = 0
+
+
+def _train_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return value.get("kind", "lm")
+    return getattr(value, "kind", "lm")
+
+
+TrainSpec = Annotated[
+    Union[Annotated[LMTrain, Tag("lm")], Annotated[ClosedFormTrain, Tag("closed_form")]],
+    Discriminator(_train_kind),
+]
+
+
+class ResourcesSpec(StrictModel):
+    """Where a run may go. Placement only: not part of a run's identity."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: PositiveInt = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis: the fits and plots the experiment is for
+# ---------------------------------------------------------------------------------------------
+
+LawName = Literal["power_law", "saturating_power_law", "chinchilla", "kaplan_nd", "exponential"]
+PlotKind = Literal[
+    "loss_curves", "scaling_fit", "compute_frontier", "isoflop", "optimal_allocation",
+    "lr_sweep", "mup_vs_sp", "coordcheck", "window_sensitivity",
+]
+
+
+class FitDecl(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    law: LawName
+    query: str = "final_loss"
+    params: dict[str, str | int | float] = {}
+    x: list[str] = ["n_params"]
+    y: str = "loss"
+    group: str = Field("run_id", description="bootstrap resamples whole groups (runs or seeds)")
+    bootstrap: Annotated[int, Field(ge=0)] = 200
+
+
+class PlotDecl(StrictModel):
+    kind: PlotKind
+    fit: str | None = None
+    query: str | None = None
+    x: str | None = None
+    out: str | None = Field(None, description="file name in the report folder; default from kind")
+
+
+class AnalysisSpec(StrictModel):
+    fits: list[FitDecl] = []
+    plots: list[PlotDecl] = []
+
+    @model_validator(mode="after")
+    def _plot_fits_exist(self) -> "AnalysisSpec":
+        names = [f.name for f in self.fits]
+        if len(set(names)) != len(names):
+            raise ValueError(f"fit names must be unique (got {names})")
+        for p in self.plots:
+            if p.fit is not None and p.fit not in names:
+                raise ValueError(f"plot {p.kind!r} refers to unknown fit {p.fit!r} (fits: {names})")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps
+# ---------------------------------------------------------------------------------------------
+
+
+class GeomRange(StrictModel):
+    """`num` values spaced evenly in log space from start to stop, inclusive."""
+
+    geomspace: tuple[PositiveFloat, PositiveFloat]
+    num: PositiveInt
+    integer: bool = Field(False, description="round to the nearest integer")
+
+
+class LinRange(StrictModel):
+    """`num` values spaced evenly from start to stop, inclusive."""
+
+    linspace: tuple[float, float]
+    num: PositiveInt
+    integer: bool = False
+
+
+AxisValues = Union[GeomRange, LinRange, Annotated[list[Any], Field(min_length=1)]]
+
+
+class Constraint(StrictModel):
+    """Drop sweep points for which `drop_if` is true, reporting `reason`."""
+
+    drop_if: str
+    reason: str
+
+
+class SweepSpec(StrictModel):
+    """How runs vary. Keys are dotted field paths (`model.d_model`) or free variables
+    (`flop_budget`) usable in `derive` and `constraints` and stored with each run."""
+
+    axes: dict[str, AxisValues] = Field({}, description="the product of these axes (default)")
+    zip: list[dict[str, AxisValues]] = Field(
+        [], description="groups of axes whose values pair up; each group is one axis of the product"
+    )
+    seeds: Annotated[list[int], Field(min_length=1)] | None = Field(
+        None, description="replicate axis: sets train.seed"
+    )
+    derive: dict[str, str] = Field({}, description="field path -> expression, evaluated in order")
+    constraints: list[Constraint] = []
+
+
+class RunSpec(StrictModel):
+    """One run's settings: a sweep point, fully validated (the compiler resolves it next)."""
+
+    data: DataSpec
+    model: ModelSpec
+    train: TrainSpec
+    resources: ResourcesSpec = ResourcesSpec()
+
+    @model_validator(mode="after")
+    def _model_fits_data(self) -> "RunSpec":
+        kind, model_kind = self.data.kind, self.model.kind
+        expected = {"random_features": "random_features", "percolation": "nearest_neighbor"}.get(
+            kind, "transformer"
+        )
+        if model_kind != expected:
+            raise ValueError(f"data kind {kind!r} needs model kind {expected!r} (got {model_kind!r})")
+        train_expected = "lm" if expected == "transformer" else "closed_form"
+        if self.train.kind != train_expected:
+            raise ValueError(
+                f"model kind {model_kind!r} needs train kind {train_expected!r} (got {self.train.kind!r})"
+            )
+        return self
+
+
+class ExperimentHeader(StrictModel):
+    """The experiment-level sections; the run sections are validated per sweep point."""
+
+    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    tags: list[str] = []
+    data: dict[str, Any]
+    model: dict[str, Any]
+    train: dict[str, Any]
+    resources: dict[str, Any] = {}
+    sweep: SweepSpec = SweepSpec()
+    analysis: AnalysisSpec = AnalysisSpec()
+
+
+class ExperimentSpec(RunSpec):
+    """The whole file, for the JSON Schema (validation goes header first, then per point)."""
+
+    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    tags: list[str] = []
+    sweep: SweepSpec = SweepSpec()
+    analysis: AnalysisSpec = AnalysisSpec()
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """JSON Schema of the spec format, for YAML language servers."""
+    schema = ExperimentSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "scaledb experiment spec"
+    schema.setdefault("properties", {})["extends"] = {
+        "type": "string",
+        "description": "path of a base spec (relative to this file) whose fields this one overrides",
+    }
+    return schema

@@ -1,0 +1,172 @@
+"""The workspace: one directory holding compiled manifests, run logs, caches and the database.
+
+Layout (all paths relative to the workspace root):
+    scaledb.duckdb                      the result database (one writer at a time)
+    experiments/<experiment>/spec.json  the merged spec as compiled, plus runs.json (ids, dropped)
+    runs/<run_id>/manifest.json         the run's manifest (written once; identical on recompile)
+    runs/<run_id>/status.json           pending | running | finished | failed | diverged
+    runs/<run_id>/log.jsonl             append-only checkpoint records
+    runs/<run_id>/state.pt              model + optimizer + data position, replaced atomically
+    cache/                              built graphs, tokenizers, teacher models (by config hash)
+    reports/<experiment>/               figures and the HTML report
+
+The root is `--workspace`, else `$SCALEDB_WORKSPACE`, else `./scaledb-workspace`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from scaling_db.errors import RunError, WorkspaceError
+from scaling_db.manifest import RunManifest
+from scaling_db.records import RunState, RunStatus
+
+ENV_VAR = "SCALEDB_WORKSPACE"
+DEFAULT_DIRNAME = "scaledb-workspace"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write then rename, so a reader (or a crash) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+@dataclass(frozen=True)
+class CompileWrite:
+    """What writing a compiled experiment changed in the workspace."""
+
+    new: list[str]
+    existing: list[str]
+
+
+class Workspace:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @classmethod
+    def resolve(cls, path: str | Path | None = None) -> "Workspace":
+        chosen = path or os.environ.get(ENV_VAR) or Path.cwd() / DEFAULT_DIRNAME
+        return cls(Path(chosen))
+
+    # -- paths -------------------------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.root / "scaledb.duckdb"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def manifest_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "manifest.json"
+
+    def log_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "log.jsonl"
+
+    def status_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "status.json"
+
+    def state_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "state.pt"
+
+    def experiment_dir(self, experiment: str) -> Path:
+        return self.root / "experiments" / experiment
+
+    def report_dir(self, experiment: str) -> Path:
+        return self.root / "reports" / experiment
+
+    # -- manifests ---------------------------------------------------------------------------
+    def write_compiled(self, compiled: Any) -> CompileWrite:
+        """Write the manifests of a `CompiledExperiment`; existing ones are left untouched."""
+        new, existing = [], []
+        for manifest in compiled.runs:
+            path = self.manifest_path(manifest.run_id)
+            if path.exists():
+                existing.append(manifest.run_id)
+                continue
+            atomic_write_text(path, manifest.model_dump_json(indent=2) + "\n")
+            new.append(manifest.run_id)
+        exp_dir = self.experiment_dir(compiled.experiment)
+        listing = {
+            "experiment": compiled.experiment,
+            "spec_path": compiled.spec_path,
+            "spec_hash": compiled.spec_hash,
+            "description": compiled.description,
+            "analysis": compiled.analysis.model_dump(mode="json"),
+            "run_ids": [m.run_id for m in compiled.runs],
+            "dropped": [{"assignments": d.assignments, "reason": d.reason} for d in compiled.dropped],
+        }
+        atomic_write_text(exp_dir / "experiment.json", json.dumps(listing, indent=2, default=str) + "\n")
+        return CompileWrite(new=new, existing=existing)
+
+    def load_manifest(self, run_id: str) -> RunManifest:
+        path = self.manifest_path(run_id)
+        try:
+            return RunManifest.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            raise RunError(f"{self.root}: no run {run_id!r} (no {path}). Compile its spec first.") from None
+        except ValidationError as exc:
+            raise WorkspaceError(f"{path}: not a valid manifest ({exc.error_count()} problems)") from None
+
+    def run_ids(self) -> list[str]:
+        if not self.runs_dir.exists():
+            return []
+        return sorted(p.name for p in self.runs_dir.iterdir() if (p / "manifest.json").exists())
+
+    def find_runs(self, prefix: str) -> list[str]:
+        """Run ids starting with `prefix` (so users can type a short prefix, git-style)."""
+        return [r for r in self.run_ids() if r.startswith(prefix)]
+
+    def experiment_info(self, experiment: str) -> dict[str, Any]:
+        path = self.experiment_dir(experiment) / "experiment.json"
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise WorkspaceError(
+                f"{self.root}: experiment {experiment!r} is not compiled here. Run `scaledb compile` first."
+            ) from None
+
+    def experiments(self) -> list[str]:
+        base = self.root / "experiments"
+        return sorted(p.name for p in base.iterdir() if (p / "experiment.json").exists()) if base.exists() else []
+
+    # -- status ------------------------------------------------------------------------------
+    def read_status(self, run_id: str) -> RunStatus:
+        path = self.status_path(run_id)
+        try:
+            return RunStatus.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            return RunStatus(run_id=run_id, status=RunState.PENDING)
+        except ValidationError as exc:
+            raise WorkspaceError(f"{path}: unreadable status file ({exc.error_count()} problems)") from None
+
+    def write_status(self, status: RunStatus) -> None:
+        atomic_write_text(self.status_path(status.run_id), status.model_dump_json(indent=2) + "\n")
+
