@@ -482,7 +482,26 @@ class LinRange(StrictModel):
     integer: bool = False
 
 
-AxisValues = Union[GeomRange, LinRange, Annotated[list[Any], Field(min_length=1)]]
+def _axis_kind(value: Any) -> str | None:
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "geomspace" if "geomspace" in value else "linspace" if "linspace" in value else None
+    return {GeomRange: "geomspace", LinRange: "linspace"}.get(type(value))
+
+
+AxisValues = Annotated[
+    Union[
+        Annotated[list[Any], Field(min_length=1), Tag("list")],
+        Annotated[GeomRange, Tag("geomspace")],
+        Annotated[LinRange, Tag("linspace")],
+    ],
+    Discriminator(
+        _axis_kind,
+        custom_error_type="axis_values",
+        custom_error_message="must be a list of values or a range ({geomspace: [a, b], num: n} or {linspace: [a, b], num: n})",
+    ),
+]
 
 
 class Constraint(StrictModel):
@@ -503,7 +522,7 @@ class SweepSpec(StrictModel):
     seeds: Annotated[list[int], Field(min_length=1)] | None = Field(
         None, description="replicate axis: sets train.seed"
     )
-    derive: dict[str, str] = Field({}, description="field path -> expression, evaluated in order")
+    derive: dict[str, str | int | float] = Field({}, description="field path -> expression, evaluated in order")
     constraints: list[Constraint] = []
 
 

@@ -7,6 +7,8 @@ base spec, the child, a sweep axis or a derived value) is reported as `file:line
 from __future__ import annotations
 
 import difflib
+import functools
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,19 @@ from pydantic import BaseModel, ValidationError
 from scaling_db.errors import SpecError, SpecProblem
 
 Path_ = tuple[str | int, ...]
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, but `1e9` and `1.0e9` are floats (YAML 1.2), not strings."""
+
+    yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 @dataclass
@@ -74,8 +89,8 @@ def _read_yaml(path: Path, referrer: SpecProblem | None) -> tuple[dict[str, Any]
         msg = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}). Save the file as UTF-8."
         raise SpecError(shown, [SpecProblem(shown, line, "", msg)]) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -149,13 +164,13 @@ def _fmt(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _candidate_models(annotation: Any) -> list[type[BaseModel]]:
+def candidate_models(annotation: Any) -> list[type[BaseModel]]:
     """BaseModel classes an annotation can hold (unwrapping Annotated, Optional and unions)."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _candidate_models(typing.get_args(annotation)[0])
+        return candidate_models(typing.get_args(annotation)[0])
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return [m for arg in typing.get_args(annotation) for m in _candidate_models(arg)]
+        return [m for arg in typing.get_args(annotation) for m in candidate_models(arg)]
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     return []
@@ -177,7 +192,8 @@ def _container_item(annotation: Any) -> Any:
     return None
 
 
-def _kind_of(model: type[BaseModel]) -> tuple[str, ...]:
+@functools.lru_cache(maxsize=None)
+def kind_of(model: type[BaseModel]) -> tuple[str, ...]:
     f = model.model_fields.get("kind")
     return typing.get_args(f.annotation) if f is not None else ()
 
@@ -192,7 +208,7 @@ def _walk_loc(root: type[BaseModel], raw: Any, loc: tuple[Any, ...]) -> tuple[Pa
     node = raw
     for part in loc:
         if models:
-            tagged = [m for m in models if part in _kind_of(m)]
+            tagged = [m for m in models if part in kind_of(m)]
             if tagged and not (isinstance(node, dict) and part in node and len(models) == 1):
                 models, owner = tagged[:1], tagged[0]
                 continue
@@ -201,14 +217,15 @@ def _walk_loc(root: type[BaseModel], raw: Any, loc: tuple[Any, ...]) -> tuple[Pa
                 if named:
                     models, owner = named, named[0]
                     continue
+            in_node = isinstance(node, dict) and part in node
+            if isinstance(part, str) and not in_node and not any(part in m.model_fields for m in models):
+                continue  # a union-branch label such as 'list', not a YAML key
             owner = models[0]
             f = owner.model_fields.get(part) if isinstance(part, str) else None
             annotation = f.annotation if f is not None else None
             path.append(part)
             node = node.get(part) if isinstance(node, dict) else None
-            models = _candidate_models(annotation) if annotation is not None else []
-            if not models and annotation is not None:
-                annotation = annotation
+            models = candidate_models(annotation) if annotation is not None else []
             continue
         # inside a container (list index, dict key) or a non-model union branch name
         if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int):
@@ -216,7 +233,7 @@ def _walk_loc(root: type[BaseModel], raw: Any, loc: tuple[Any, ...]) -> tuple[Pa
             node = node[part] if isinstance(node, dict) else (node[part] if part < len(node) else None)
             item = _container_item(annotation) if annotation is not None else None
             annotation = item
-            models = _candidate_models(item) if item is not None else []
+            models = candidate_models(item) if item is not None else []
             owner = models[0] if len(models) == 1 else owner
         # else: a union-branch label such as 'list[any]' or 'GeomRange': not a YAML key
     return tuple(path), owner
@@ -291,6 +308,8 @@ def _message(kind: str, ctx: dict, got: Any, default: str, path: Path_, root: ty
         return f"unknown kind {ctx.get('tag')!r}{hint} (expected one of: {', '.join(tags)})"
     if kind == "union_tag_not_found":
         return f"missing `{ctx.get('discriminator', 'kind').strip(chr(39))}:` key"
+    if kind == "axis_values":
+        return default
     if kind == "value_error":
         return default.removeprefix("Value error, ")
     if kind == "assertion_error":

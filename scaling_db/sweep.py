@@ -10,6 +10,7 @@ reachable: no attributes of Python objects, no builtins.
 from __future__ import annotations
 
 import ast
+import difflib
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -113,7 +114,9 @@ class _Section:
 
     def __getattr__(self, key: str) -> Any:
         if key not in self._data:
-            raise ExpressionError(f"unknown field `{self._path}.{key}`")
+            close = difflib.get_close_matches(key, list(self._data), n=1, cutoff=0.5)
+            hint = f"; did you mean `{self._path}.{close[0]}`?" if close else ""
+            raise ExpressionError(f"references unknown field `{self._path}.{key}`{hint}")
         value = self._data[key]
         return _Section(value, f"{self._path}.{key}") if isinstance(value, dict) else value
 

@@ -1,6 +1,6 @@
 """The `scaledb` command line. The only place that prints, exits, or knows about click.
 
-Each area registers its commands from its own module (`spec_commands`, ...); `main` turns
+Each area registers its commands from its own module (`spec_commands`, ...); the group turns
 any `ScaledbError` into one `Error: ...` message and exit code 1. `--debug` (or
 SCALEDB_DEBUG=1) shows the traceback instead.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 
 import click
 
@@ -20,7 +19,20 @@ from scaling_db.errors import ScaledbError
 COMMAND_MODULES = ("spec_commands",)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """Turns scaledb's own errors into one `Error: ...` line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ScaledbError as exc:
+            if ctx.obj and ctx.obj.get("debug") or os.environ.get("SCALEDB_DEBUG", "") not in ("", "0"):
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="scaledb")
 @click.option("--debug", is_flag=True, envvar="SCALEDB_DEBUG", help="Show tracebacks for errors.")
 @click.pass_context
@@ -33,21 +45,5 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"scaling_db.cli.{_name}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    debug = os.environ.get("SCALEDB_DEBUG", "") not in ("", "0") or "--debug" in (argv or sys.argv[1:])
-    try:
-        cli.main(args=argv, prog_name="scaledb", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except ScaledbError as exc:
-        if debug:
-            raise
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
+def main() -> None:
+    cli(prog_name="scaledb")

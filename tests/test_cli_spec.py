@@ -1,0 +1,111 @@
+"""`scaledb validate | compile | schema | diff` through click's test runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import REPO, TEST_SPECS
+from scaling_db.cli import cli
+
+BASE = str(TEST_SPECS / "base.yaml")
+
+
+def invoke(*args: str, env: dict | None = None):
+    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return result
+
+
+def test_validate_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke("validate", BASE)
+    assert result.exit_code == 0 and "tiny, 2 runs" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_validate_json_lists_problems() -> None:
+    result = invoke("validate", BASE, str(TEST_SPECS / "invalid" / "out_of_range.yaml"), "--json")
+    assert result.exit_code == 1
+    out = json.loads(result.output)
+    assert out[0] == {"spec": BASE, "valid": True, "experiment": "tiny", "runs": 2, "dropped": 0}
+    assert out[1]["valid"] is False
+    assert [(p["line"], p["field"]) for p in out[1]["problems"]] == [
+        (3, "train.optimizer.lr"), (4, "train.schedule.warmup_frac")
+    ]
+
+
+def test_compile_writes_manifests_and_reports_plan(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    first = invoke("compile", BASE, "--workspace", str(ws))
+    assert first.exit_code == 0
+    assert "compiled 2 runs (2 new)" in first.output
+    assert "6N non-embedding, Kaplan" in first.output and "GFLOP/s" in first.output
+    assert len(list((ws / "runs").glob("*/manifest.json"))) == 2
+    again = invoke("compile", BASE, "--workspace", str(ws))
+    assert "compiled 2 runs (0 new, 2 pending)" in again.output
+
+
+def test_compile_json_one_object_per_run(tmp_path: Path) -> None:
+    result = invoke("compile", BASE, "-w", str(tmp_path / "ws"), "--json")
+    runs = json.loads(result.output)
+    assert len(runs) == 2
+    for r in runs:
+        assert {"run_id", "name", "state", "n_params", "tokens", "params"} <= set(r)
+        assert r["state"] == "new"
+        assert r["params"]["model.d_model"] in (16, 32)
+        assert r["params"]["train.optimizer.lr"] == 0.01
+
+
+def test_dry_run_writes_nothing(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    result = invoke("compile", BASE, "-w", str(ws), "--dry-run")
+    assert result.exit_code == 0 and "would write 2 runs" in result.output
+    assert not ws.exists()
+
+
+def test_workspace_from_environment(tmp_path: Path) -> None:
+    ws = tmp_path / "from-env"
+    result = invoke("compile", BASE, env={"SCALEDB_WORKSPACE": str(ws)})
+    assert result.exit_code == 0 and (ws / "runs").is_dir()
+
+
+def test_adding_a_sweep_point_compiles_one_new_run(tmp_path: Path) -> None:
+    ws = str(tmp_path / "ws")
+    invoke("compile", BASE, "-w", ws)
+    wider = tmp_path / "wider.yaml"
+    wider.write_text(Path(BASE).read_text().replace("[16, 32]", "[16, 32, 48]"))
+    result = invoke("compile", str(wider), "-w", ws, "--json")
+    assert sorted(r["state"] for r in json.loads(result.output)) == ["new", "pending", "pending"]
+
+
+def test_schema_is_json_schema_with_every_source_kind(tmp_path: Path) -> None:
+    out = tmp_path / "schema.json"
+    invoke("schema", "--out", str(out))
+    schema = json.loads(out.read_text())
+    assert schema["$schema"].endswith("2020-12/schema")
+    kinds = {d["properties"]["kind"].get("const") for d in schema["$defs"].values() if "kind" in d.get("properties", {})}
+    for kind in ("graph_walk", "language_bigram", "teacher_lm", "corpus", "percolation", "random_features",
+                 "transformer", "mup", "sp", "cosine", "wsd", "adamw", "sgd"):
+        assert kind in kinds, kind
+    assert "extends" in schema["properties"]
+
+
+def test_diff_shows_differing_fields(tmp_path: Path) -> None:
+    ws = str(tmp_path / "ws")
+    runs = json.loads(invoke("compile", BASE, "-w", ws, "--json").output)
+    a, b = runs[0]["run_id"], runs[1]["run_id"]
+    out = json.loads(invoke("diff", a[:6], b[:6], "-w", ws, "--json").output)
+    fields = {d["field"] for d in out}
+    assert {"model.d_model", "run_id", "name"} <= fields
+    assert "train.optimizer.lr" not in fields
+    missing = CliRunner().invoke(cli, ["diff", "ffffff", b, "-w", ws])
+    assert missing.exit_code == 1 and "no run id starts with 'ffffff'" in missing.output
+
+
+def test_every_shipped_spec_validates() -> None:
+    specs = sorted(str(p) for p in (REPO / "specs").glob("*.yaml"))
+    result = invoke("validate", *specs)
+    assert result.exit_code == 0, result.output
