@@ -13,23 +13,32 @@ import inspect
 import multiprocessing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from scaling_db.errors import FitError
-from scaling_db.fit.result import LawFit, _jsonable
+from scaling_db.fit.result import LawFit, jsonable
 
-FitFn = Callable[..., LawFit]
-Derived = Mapping[str, Callable[[LawFit], float]]
+
+
+class Fitted(Protocol):
+    """Anything with named parameters: a LawFit, a FrontierFit, ..."""
+
+    @property
+    def params(self) -> Mapping[str, float]: ...
+
+
+FitFn = Callable[..., Fitted]
+Derived = Mapping[str, Callable[[Any], float]]
 
 
 @dataclass(frozen=True)
 class BootstrapFit:
     """Percentile intervals for every parameter and derived quantity of a fit."""
 
-    fit: LawFit  # the fit on all the data; its parameters are the point estimates
+    fit: Any  # the fit on all the data (LawFit, FrontierFit, ...): the point estimates
     estimates: dict[str, float]  # parameters and derived quantities of `fit`
     intervals: dict[str, tuple[float, float]]  # percentile confidence intervals at `level`
     samples: pd.DataFrame  # one row per successful refit
@@ -41,6 +50,7 @@ class BootstrapFit:
     group: str
     n_groups: int
     seed: int
+    strata: str | None = None
 
     def summary(self) -> pd.DataFrame:
         """One row per quantity: estimate, interval, bootstrap standard deviation."""
@@ -55,9 +65,10 @@ class BootstrapFit:
         rec["intervals"] = {k: [float(lo), float(hi)] for k, (lo, hi) in self.intervals.items()}
         rec["derived"] = {k: float(v) for k, v in self.estimates.items()
                           if k not in self.fit.params}
-        rec["bootstrap"] = _jsonable({
+        rec["bootstrap"] = jsonable({
             "n": self.n_requested, "n_failed": self.n_failed, "level": self.level,
             "group": self.group, "n_groups": self.n_groups, "seed": self.seed,
+            "strata": self.strata,
             "method": "percentile, groups resampled with replacement"})
         return rec
 
@@ -69,7 +80,7 @@ def _accepts_init(fn: Callable[..., Any]) -> bool:
         return False
 
 
-def _quantities(fit: LawFit, derived: Derived) -> dict[str, float]:
+def _quantities(fit: Fitted, derived: Derived) -> dict[str, float]:
     out = {k: float(v) for k, v in fit.params.items()}
     out.update({k: float(f(fit)) for k, f in derived.items()})
     return out
@@ -88,8 +99,8 @@ def _init_worker(work: dict[str, Any]) -> None:
 def _refit(b: int) -> tuple[int, dict[str, float] | None, np.ndarray | None, str | None]:
     w = _WORK
     rng = np.random.default_rng([w["seed"], b])
-    picks = rng.integers(0, len(w["positions"]), len(w["positions"]))
-    rows = np.concatenate([w["positions"][i] for i in picks])
+    rows = np.concatenate([stratum[i] for stratum in w["strata"]
+                           for i in rng.integers(0, len(stratum), len(stratum))])
     sample = w["df"].iloc[rows]
     try:
         fit = w["fit_fn"](sample, **w["kwargs"])
@@ -116,8 +127,12 @@ def bootstrap(
     predict_at: pd.DataFrame | None = None,
     level: float = 0.95,
     warm_start: bool = True,
+    strata: str | None = None,
 ) -> BootstrapFit:
     """Refit `fit_fn(df)` on `n` resamples of whole `group`s; percentile intervals at `level`.
+
+    strata: resample groups within each value of this column separately (e.g. per
+    parameterization or per FLOP budget), so every stratum keeps its number of groups.
 
     derived: name -> function of a fit (e.g. the N_opt(C) exponent, loss at a target scale);
     predict_at: inputs for confidence intervals of the mean prediction and prediction intervals
@@ -135,13 +150,21 @@ def bootstrap(
         raise FitError(f"{where}: too few resamples ({n} vs at least 2). Pass n=1000.")
     derived = dict(derived or {})
     full = fit_fn(df)
+    if strata is not None and strata not in df.columns:
+        raise FitError(f"{where}: strata column not in the data ({strata!r} vs "
+                       f"{', '.join(map(str, df.columns))}). Pass strata= a column or None.")
     codes, uniques = pd.factorize(df[group], sort=True)
     if len(uniques) < 2:
         raise FitError(f"{where}: too few groups ({len(uniques)} vs at least 2) in {group!r}. "
                        f"Bootstrap needs several runs or seeds.")
     order = np.argsort(codes, kind="stable")
     positions = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
-    work = {"df": df, "positions": positions, "fit_fn": fit_fn, "seed": seed,
+    if strata is None:
+        stratified = [positions]
+    else:  # a group belongs to the stratum of its first row
+        first = df[strata].to_numpy()[[p[0] for p in positions]]
+        stratified = [[p for p, s in zip(positions, first) if s == v] for v in pd.unique(first)]
+    work = {"df": df, "strata": stratified, "fit_fn": fit_fn, "seed": seed,
             "kwargs": {"init": full} if warm_start and _accepts_init(fit_fn) else {},
             "derived": derived, "predict_at": predict_at}
     if n_jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
@@ -175,7 +198,7 @@ def bootstrap(
         fit=full, estimates=_quantities(full, derived), intervals=intervals, samples=samples,
         predictions=predictions, level=level, n_requested=n, n_failed=len(failures),
         failures=tuple(dict.fromkeys(failures))[:5], group=group, n_groups=len(uniques),
-        seed=seed,
+        seed=seed, strata=strata,
     )
 
 

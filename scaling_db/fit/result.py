@@ -76,19 +76,20 @@ class LawFit:
             "y": self.y,
             "n_points": int(self.n_points),
             "stats": {k: float(v) for k, v in self.stats.items()},
-            "settings": _jsonable(self.settings),
-            "excluded": [[_jsonable(i), r] for i, r in self.excluded],
-            "used": [_jsonable(i) for i in self.used],
+            "settings": jsonable(self.settings),
+            "excluded": [[jsonable(i), r] for i, r in self.excluded],
+            "used": [jsonable(i) for i in self.used],
         }
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
+    """Numpy scalars and arrays, tuples and nested mappings as plain JSON-able Python values."""
     if isinstance(v, Mapping):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {str(k): jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     if isinstance(v, np.ndarray):
-        return [_jsonable(x) for x in v.tolist()]
+        return [jsonable(x) for x in v.tolist()]
     if isinstance(v, np.generic):
         return v.item()
     return v
@@ -101,6 +102,7 @@ class Selection:
     values: dict[str, Array]
     ids: tuple[Any, ...]
     excluded: tuple[tuple[Any, str], ...]
+    positions: Array  # row positions (iloc) of the kept rows in the input frame
 
     def __getitem__(self, column: str) -> Array:
         return self.values[column]
@@ -145,7 +147,9 @@ def select_rows(
         for c in columns:
             v = raw[c][i]
             if not np.isfinite(v):
-                reasons.append((ids[i], f"{c} is not a finite number (got {df[c].iloc[i]!r})"))
+                got = df[c].iloc[i]
+                got = got.item() if isinstance(got, np.generic) else got
+                reasons.append((ids[i], f"{c} is not a finite number (got {got!r})"))
                 break
             if c in log_columns and v <= 0:
                 reasons.append((ids[i], f"{c} <= 0 (got {v:g}); log undefined"))
@@ -161,4 +165,5 @@ def select_rows(
         values={c: v[keep] for c, v in raw.items()},
         ids=tuple(i for i, k in zip(ids, keep) if k),
         excluded=tuple(reasons),
+        positions=np.flatnonzero(keep),
     )
