@@ -172,6 +172,7 @@ class PercolationData(StrictModel):
     kind: Literal["percolation"]
     dimension: Annotated[int, Field(ge=2)] = 100
     p: Annotated[float, Field(gt=0, lt=1)] | None = None
+    n_clusters: PositiveInt = Field(10_000, description="clusters in the data universe (points are drawn from all of them)")
     max_cluster_size: PositiveInt = 100_000
     seed: int = 0
 
