@@ -1,0 +1,787 @@
+"""Loading runs into the result database: manifests, status files and checkpoint logs.
+
+`ingest_runs` is idempotent: the database mirrors the files. Loading twice, or after a resume
+that replayed steps, leaves exactly one row per (run_id, step) (the last line written for a
+step wins). What it reads, per run, from `<workspace>/runs/<run_id>/`:
+
+    manifest.json  -> a `runs` row (sweep parameters as columns, the manifest as JSON)
+    status.json    -> the status columns of that row (missing file: pending)
+    log.jsonl      -> `checkpoints` rows (and `metrics` rows for each record's extra metrics)
+
+Incremental: `ingest_state` remembers, per run, the byte offset and line count of the log up to
+its last complete line, the log's size and mtime, a hash of its first bytes, and signatures of
+the manifest and status files. An unchanged run is not read at all; a grown log is read from
+the stored offset; a log that shrank or whose first bytes changed (the run was restarted from
+scratch) is reloaded from the start, replacing that run's rows.
+
+Lines: a last line without its newline is an interrupted (or in-progress) write: it is skipped
+and reported, and loaded by a later ingest once complete. A corrupt line elsewhere is skipped
+and reported by path and line number; the run's other lines still load, and other runs are not
+affected. Non-finite numbers (NaN/inf losses of a diverged run) are stored as NULL.
+
+Transactions: every run's rows (runs, checkpoints, metrics, ingest_state) are written in one
+transaction together with the other runs of its batch, so a reader never sees half a run.
+
+Speed: clean logs read from the start are parsed by DuckDB's JSON reader, many files per call,
+straight into a staging table; everything else (appends, truncated tails, logs with bad or
+duplicated lines, small loads) goes through a line-by-line Python reader that knows line numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from scaling_db.errors import StoreError
+from scaling_db.manifest import canonical_json, identity_payload
+from scaling_db.store import RUN_STATUSES, open_store, to_utc, utc_now
+from scaling_db.workspace import Workspace
+
+#: Logs read from the start are handed to DuckDB's JSON reader once a batch holds this many bytes
+#: of them; below it, starting the reader costs more than parsing the lines in Python.
+FAST_PATH_MIN_BYTES = 2 << 20
+#: A batch (one transaction) holds at most this many bytes of log, or this many runs.
+BATCH_BYTES = 96 << 20
+BATCH_RUNS = 2000
+#: Bytes at the start of a log whose hash tells "same log, grown" from "new log" (a run reset).
+HEAD_BYTES = 4096
+
+CHECKPOINT_COLUMNS = (
+    "run_id", "step", "tokens", "flops_6n_nonembed", "flops_6n", "flops_exact",
+    "train_loss", "eval_loss", "lr", "wall_time_s", "tokens_per_s",
+)
+_FLOAT_COLUMNS = CHECKPOINT_COLUMNS[3:]
+_INT_COLUMNS = ("step", "tokens")
+
+CHECKPOINT_SCHEMA = pa.schema(
+    [("run_id", pa.string()), ("step", pa.int64()), ("tokens", pa.int64())]
+    + [(name, pa.float64()) for name in _FLOAT_COLUMNS]
+)
+METRIC_SCHEMA = pa.schema([("run_id", pa.string()), ("step", pa.int64()), ("name", pa.string()), ("value", pa.float64())])
+
+_JSON_COLUMNS = (
+    "{run_id: 'VARCHAR', step: 'BIGINT', tokens: 'BIGINT', "
+    + ", ".join(f"{c}: 'DOUBLE'" for c in _FLOAT_COLUMNS)
+    + ", metrics: 'MAP(VARCHAR, DOUBLE)'}"
+)
+
+RUNS_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("experiment", pa.string()), ("name", pa.string()), ("status", pa.string()),
+    ("config_id", pa.string()), ("model_kind", pa.string()),
+    ("n_params", pa.int64()), ("n_params_nonembed", pa.int64()), ("n_params_embed", pa.int64()),
+    ("n_layers", pa.int32()), ("d_model", pa.int32()), ("n_heads", pa.int32()), ("d_ff", pa.int32()),
+    ("context", pa.int32()), ("vocab_size", pa.int32()),
+    ("parameterization", pa.string()), ("optimizer", pa.string()), ("lr", pa.float64()),
+    ("weight_decay", pa.float64()), ("schedule", pa.string()), ("batch_size", pa.int32()),
+    ("steps", pa.int64()), ("tokens_budget", pa.int64()),
+    ("flops_budget_6n_nonembed", pa.float64()), ("flops_budget_6n", pa.float64()), ("flops_budget_exact", pa.float64()),
+    ("seed", pa.int64()), ("data_seed", pa.int64()), ("data_source", pa.string()), ("entropy_rate", pa.float64()),
+    ("vars", pa.string()), ("tags", pa.list_(pa.string())), ("manifest", pa.string()),
+    ("git_sha", pa.string()), ("device", pa.string()), ("precision", pa.string()), ("backend", pa.string()),
+    ("job_id", pa.string()), ("host", pa.string()), ("last_step", pa.int64()), ("error", pa.string()),
+    ("diverged_at_step", pa.int64()),
+    ("created_at", pa.timestamp("us")), ("started_at", pa.timestamp("us")), ("finished_at", pa.timestamp("us")),
+    ("updated_at", pa.timestamp("us")), ("ingested_at", pa.timestamp("us")),
+])
+
+STATE_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("log_path", pa.string()), ("log_offset", pa.int64()), ("log_lines", pa.int64()),
+    ("log_size", pa.int64()), ("log_mtime_ns", pa.int64()), ("log_head", pa.string()),
+    ("manifest_sig", pa.string()), ("status_sig", pa.string()), ("problems", pa.string()),
+    ("ingested_at", pa.timestamp("us")),
+])
+
+#: Fields of the run identity that only pick a replicate: runs differing only here share a config_id.
+SEED_FIELDS = (("train", "seed"), ("data", "seed"))
+
+
+# -- report --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SkippedLine:
+    """A line (or file) that was not loaded, and why. `line` is 1-based; None for a whole file."""
+
+    path: str
+    line: int | None
+    kind: str  # truncated | corrupt | invalid | mismatch | file
+    reason: str
+
+    def format(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class IngestReport:
+    """What one `ingest_runs` call did."""
+
+    runs_seen: int = 0
+    runs_loaded: int = 0  # runs whose rows changed (new log lines, status or manifest)
+    runs_unchanged: int = 0  # skipped without reading: nothing changed since the last ingest
+    rows_loaded: int = 0  # checkpoint rows written (inserted or replaced)
+    metric_rows: int = 0
+    skipped: list[SkippedLine] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_loaded / self.seconds if self.seconds > 0 else float("nan")
+
+    def merge(self, other: "IngestReport") -> "IngestReport":
+        return IngestReport(
+            self.runs_seen + other.runs_seen, self.runs_loaded + other.runs_loaded,
+            self.runs_unchanged + other.runs_unchanged, self.rows_loaded + other.rows_loaded,
+            self.metric_rows + other.metric_rows, self.skipped + other.skipped, self.seconds + other.seconds,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["skipped"] = [dict(asdict(s), where=s.format()) for s in self.skipped]
+        return out
+
+
+# -- per-run plan --------------------------------------------------------------------------------
+
+@dataclass
+class _Run:
+    run_id: str
+    run_dir: Path
+    manifest_sig: str = ""
+    status_sig: str = ""
+    log_size: int = 0
+    log_mtime_ns: int = 0
+    has_log: bool = False
+    prior: dict[str, Any] | None = None
+    #: "none" (no log), "unchanged", "append" (read from the stored offset), "reload" (from 0)
+    log_action: str = "none"
+    start_offset: int = 0
+    start_line: int = 0
+    delete_rows: bool = False  # the run's existing rows go before its log is read again
+    ends_with_newline: bool = True
+    head: str = ""
+    # filled while loading
+    new_offset: int = 0
+    new_lines: int = 0
+    problems: list[SkippedLine] = field(default_factory=list)
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "log.jsonl"
+
+    @property
+    def bytes_to_read(self) -> int:
+        return max(0, self.log_size - self.start_offset) if self.log_action in ("append", "reload") else 0
+
+
+def _sig(path: Path) -> str:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "missing"
+    return f"{st.st_mtime_ns}:{st.st_size}"
+
+
+def _head_hash(path: Path, upto: int) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha1(fh.read(min(HEAD_BYTES, upto))).hexdigest()
+
+
+def _plan(run: _Run, full: bool) -> None:
+    """Decide what to read for one run from its files' sizes and the stored ingest state."""
+    run.manifest_sig = _sig(run.run_dir / "manifest.json")
+    run.status_sig = _sig(run.run_dir / "status.json")
+    prior = run.prior
+    try:
+        st = run.log_path.stat()
+        run.has_log, run.log_size, run.log_mtime_ns = True, st.st_size, st.st_mtime_ns
+    except FileNotFoundError:
+        run.has_log = False
+    if not run.has_log:
+        # A log that existed and is gone means the run was reset: its rows go too.
+        run.log_action = "none"
+        run.delete_rows = bool(prior and prior["log_offset"] > 0) or full
+        return
+    if prior is None or full:
+        run.log_action, run.delete_rows = "reload", prior is not None or full
+    elif run.log_size == prior["log_size"] and run.log_mtime_ns == prior["log_mtime_ns"]:
+        run.log_action = "unchanged"
+    elif run.log_size < prior["log_offset"] or (
+        prior["log_offset"] > 0 and _head_hash(run.log_path, prior["log_offset"]) != prior["log_head"]
+    ):
+        run.log_action, run.delete_rows = "reload", True
+    else:
+        run.log_action = "append"
+        run.start_offset, run.start_line = int(prior["log_offset"]), int(prior["log_lines"])
+    if run.log_action == "unchanged":
+        run.new_offset, run.new_lines = int(prior["log_offset"]), int(prior["log_lines"])
+    elif run.log_size > 0:
+        with open(run.log_path, "rb") as fh:
+            fh.seek(run.log_size - 1)
+            run.ends_with_newline = fh.read(1) == b"\n"
+
+
+def _changed(run: _Run) -> bool:
+    prior = run.prior
+    if prior is None or run.log_action not in ("unchanged", "none") or run.delete_rows:
+        return True
+    return prior["manifest_sig"] != run.manifest_sig or prior["status_sig"] != run.status_sig
+
+
+# -- reading logs ----------------------------------------------------------------------------------
+
+@dataclass
+class _Rows:
+    """Checkpoint and metric rows, column-wise, ready to become Arrow tables."""
+
+    columns: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in CHECKPOINT_COLUMNS})
+    metrics: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in METRIC_SCHEMA.names})
+
+    def __len__(self) -> int:
+        return len(self.columns["step"])
+
+
+def _number(value: Any, integer: bool) -> tuple[bool, Any]:
+    """(ok, value): JSON numbers only; non-finite floats become None; integral floats ok for ints."""
+    if value is None:
+        return True, None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False, value
+    if integer:
+        if isinstance(value, float):
+            if not value.is_integer():
+                return False, value
+            value = int(value)
+        return True, value
+    value = float(value)
+    return True, value if math.isfinite(value) else None
+
+
+def _check_record(rec: Any, run_id: str) -> tuple[str, str] | tuple[None, tuple[list[Any], dict[str, Any]]]:
+    """Validate one parsed line: (None, (row, metrics)) or (kind, reason)."""
+    if not isinstance(rec, dict):
+        return "invalid", f"not a JSON object (got {type(rec).__name__})"
+    got = rec.get("run_id")
+    if got != run_id:
+        return "mismatch", f"record of run {got!r} vs {run_id!r} (the run's directory); not loaded"
+    step = rec.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return "invalid", f"step is not a non-negative integer (got {step!r})"
+    row: list[Any] = [run_id, step]
+    for name in CHECKPOINT_COLUMNS[2:]:
+        ok, value = _number(rec.get(name), integer=name in _INT_COLUMNS)
+        if not ok:
+            return "invalid", f"{name} is not a number (got {value!r})"
+        row.append(value)
+    metrics = rec.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        return "invalid", f"metrics is not an object (got {type(metrics).__name__})"
+    clean = {}
+    for name, value in metrics.items():
+        ok, value = _number(value, integer=False)
+        if not ok:
+            return "invalid", f"metric {name!r} is not a number (got {value!r})"
+        clean[str(name)] = value
+    return None, (row, clean)
+
+
+def _read_python(run: _Run, out: _Rows) -> None:
+    """Parse a run's log from `start_offset` line by line; rows to `out`, problems to the run."""
+    path = run.log_path
+    with open(path, "rb") as fh:
+        fh.seek(run.start_offset)
+        data = fh.read(max(0, run.log_size - run.start_offset))
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].split(b"\n")[:-1]
+    by_step: dict[int, tuple[list[Any], dict[str, Any]]] = {}
+    for number, raw in enumerate(lines, start=run.start_line + 1):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except ValueError as exc:
+            msg = getattr(exc, "msg", str(exc))
+            col = getattr(exc, "colno", None)
+            run.problems.append(SkippedLine(str(path), number, "corrupt",
+                                            f"invalid JSON ({msg}{f' at column {col}' if col else ''}); line skipped"))
+            continue
+        kind, result = _check_record(rec, run.run_id)
+        if kind is not None:
+            run.problems.append(SkippedLine(str(path), number, kind, f"{result}; line skipped"))
+            continue
+        row, metrics = result  # type: ignore[misc]
+        by_step[row[1]] = (row, metrics)  # a replayed step: the later line wins
+    if data[end:].strip():
+        run.problems.append(SkippedLine(
+            str(path), run.start_line + len(lines) + 1, "truncated",
+            "last line has no newline (a write in progress or interrupted); not loaded yet",
+        ))
+    run.new_offset = run.start_offset + end
+    run.new_lines = run.start_line + len(lines)
+    cols = out.columns
+    for row, metrics in by_step.values():
+        for name, value in zip(CHECKPOINT_COLUMNS, row):
+            cols[name].append(value)
+        for name, value in metrics.items():
+            out.metrics["run_id"].append(run.run_id)
+            out.metrics["step"].append(row[1])
+            out.metrics["name"].append(name)
+            out.metrics["value"].append(value)
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _stage_fast(con: duckdb.DuckDBPyConnection, runs: list[_Run]) -> list[_Run]:
+    """Parse whole clean logs with DuckDB into the temp table `_stage`; return the runs it could not
+    take (malformed JSON, a missing step, records of another run): the Python reader takes those.
+
+    Duplicated steps (a replay after a resume) are not checked here, because checking costs a tenth
+    of the load: the plain INSERT that follows trips over the primary key, and `_drop_replayed`
+    then sends those logs to the Python reader too.
+    """
+    rejected: list[_Run] = []
+    pending = {str(r.log_path): r for r in runs}
+    con.execute("DROP TABLE IF EXISTS _stage")
+    for _attempt in range(8):
+        if not pending:
+            return rejected
+        files = "[" + ", ".join(_sql_str(p) for p in pending) + "]"
+        try:
+            con.execute(
+                "CREATE TEMP TABLE _stage AS SELECT * FROM read_json("
+                f"{files}, format = 'newline_delimited', filename = '_file', columns = {_JSON_COLUMNS})"
+            )
+            break
+        except duckdb.Error as exc:
+            # DuckDB names the file it choked on: hand that one to the Python reader, retry the rest.
+            culprit = next((p for p in pending if f'"{p}"' in str(exc)), None)
+            if culprit is None:
+                rejected.extend(pending.values())
+                return rejected
+            rejected.append(pending.pop(culprit))
+    else:
+        rejected.extend(pending.values())
+        return rejected
+    stats = con.execute(
+        "SELECT _file, count(*), count(step), min(run_id), max(run_id), count(run_id) FROM _stage GROUP BY _file"
+    ).fetchall()
+    bad_files = []
+    seen = set()
+    for path, n, n_steps, lo, hi, n_ids in stats:
+        run = pending[path]
+        seen.add(path)
+        if n_steps != n or n_ids != n or lo != run.run_id or hi != run.run_id:
+            bad_files.append(path)
+            continue
+        run.new_offset, run.new_lines = run.log_size, n
+    for path in pending:
+        if path not in seen:  # an empty (or blank) log: nothing to load
+            pending[path].new_offset = pending[path].log_size
+    _unstage(con, bad_files)
+    rejected.extend(pending[p] for p in bad_files)
+    return rejected
+
+
+def _unstage(con: duckdb.DuckDBPyConnection, files: list[str]) -> None:
+    if files:
+        con.execute(f"DELETE FROM _stage WHERE _file IN ({', '.join(_sql_str(p) for p in files)})")
+
+
+def _drop_replayed(con: duckdb.DuckDBPyConnection, fast: list[_Run]) -> list[_Run]:
+    """Take the staged logs that repeat a step out of `_stage`; return their runs."""
+    dup = {row[0] for row in con.execute(
+        "SELECT DISTINCT _file FROM (SELECT _file, step FROM _stage GROUP BY _file, step HAVING count(*) > 1)"
+    ).fetchall()}
+    _unstage(con, sorted(dup))
+    return [r for r in fast if str(r.log_path) in dup]
+
+
+# -- manifests and status → runs rows --------------------------------------------------------------
+
+def config_id(manifest: dict[str, Any]) -> str | None:
+    """Hash of the run identity without its seeds: the replicates of one configuration share it."""
+    payload = json.loads(json.dumps(identity_payload(manifest)))
+    for section, key in SEED_FIELDS:
+        if isinstance(payload.get(section), dict):
+            payload[section].pop(key, None)
+    try:
+        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:12]
+    except ValueError:
+        return None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def run_row(run_id: str, manifest_text: str, status: dict[str, Any] | None, created_at: Any, now: Any) -> dict[str, Any]:
+    """The `runs` row of one run from its manifest (JSON text) and status file contents."""
+    m = json.loads(manifest_text)
+    model = m.get("model") or {}
+    train = m.get("train") or {}
+    data = m.get("data") or {}
+    counts = m.get("counts") or {}
+    optimizer = train.get("optimizer") or {}
+    flops = m.get("train_flops") or {}
+    status = status or {}
+    state = status.get("status", "pending")
+    tokens_budget = train.get("tokens") if train.get("kind", "lm") == "lm" else train.get("samples")
+    return {
+        "run_id": run_id,
+        "experiment": _str(m.get("experiment")),
+        "name": _str(m.get("name")),
+        "status": state if state in RUN_STATUSES else "unknown",
+        "config_id": config_id(m),
+        "model_kind": _str(model.get("kind")),
+        "n_params": _int(counts.get("n_params")),
+        "n_params_nonembed": _int(counts.get("n_params_nonembed")),
+        "n_params_embed": _int(counts.get("n_params_embed")),
+        "n_layers": _int(model.get("n_layers")),
+        "d_model": _int(model.get("d_model")),
+        "n_heads": _int(model.get("n_heads")),
+        "d_ff": _int(model.get("d_ff")),
+        "context": _int(model.get("context")),
+        "vocab_size": _int(counts.get("vocab_size") or model.get("vocab_size")),
+        "parameterization": _str((model.get("parameterization") or {}).get("kind")),
+        "optimizer": _str(optimizer.get("kind")),
+        "lr": _float(optimizer.get("lr")),
+        "weight_decay": _float(optimizer.get("weight_decay")),
+        "schedule": _str((train.get("schedule") or {}).get("kind")),
+        "batch_size": _int(train.get("batch_size")),
+        "steps": _int(train.get("steps")),
+        "tokens_budget": _int(tokens_budget),
+        "flops_budget_6n_nonembed": _float(flops.get("6n_nonembed")),
+        "flops_budget_6n": _float(flops.get("6n")),
+        "flops_budget_exact": _float(flops.get("exact")),
+        "seed": _int(train.get("seed")),
+        "data_seed": _int(data.get("seed")),
+        "data_source": _str(data.get("kind")),
+        "entropy_rate": _float(status.get("entropy_rate")),
+        "vars": json.dumps(m.get("vars") or {}, sort_keys=True),
+        "tags": [str(t) for t in m.get("tags") or []],
+        "manifest": manifest_text,
+        # The runner may record the code version in status.json (or the manifest): either is read.
+        "git_sha": _str(status.get("git_sha") or m.get("git_sha")),
+        "device": _str(status.get("device")),
+        "precision": _str(status.get("precision")),
+        "backend": _str(status.get("backend")),
+        "job_id": _str(status.get("job_id")),
+        "host": _str(status.get("host")),
+        "last_step": _int(status.get("step")),
+        "error": _str(status.get("error")),
+        "diverged_at_step": _int(status.get("diverged_at_step")),
+        "created_at": created_at,
+        "started_at": to_utc(status.get("started_at")),
+        "finished_at": to_utc(status.get("finished_at")),
+        "updated_at": to_utc(status.get("updated_at")),
+        "ingested_at": now,
+    }
+
+
+def _read_run_files(run: _Run, now: Any) -> dict[str, Any] | None:
+    """The runs row for one run, or None (problem recorded) if its manifest is unreadable."""
+    manifest_path = run.run_dir / "manifest.json"
+    try:
+        text = manifest_path.read_text()
+        created_at = to_utc(manifest_path.stat().st_mtime)
+    except FileNotFoundError:
+        run.problems.append(SkippedLine(str(manifest_path), None, "file", "no manifest.json: run not loaded. Compile its spec."))
+        return None
+    status: dict[str, Any] | None = None
+    status_path = run.run_dir / "status.json"
+    try:
+        status = json.loads(status_path.read_bytes())
+        if not isinstance(status, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        status = None
+    except ValueError as exc:
+        run.problems.append(SkippedLine(str(status_path), None, "file", f"unreadable status file ({exc}); status set to 'unknown'"))
+        status = {"status": "unknown"}
+    try:
+        row = run_row(run.run_id, text, status, created_at, now)
+    except (ValueError, AttributeError, TypeError) as exc:
+        run.problems.append(SkippedLine(str(manifest_path), None, "file", f"not a valid manifest ({exc}); run not loaded"))
+        return None
+    if row["experiment"] is None:
+        run.problems.append(SkippedLine(str(manifest_path), None, "file", "manifest has no experiment; run not loaded"))
+        return None
+    return row
+
+
+def _experiment_row(ws: Workspace, experiment: str, now: Any) -> dict[str, Any]:
+    path = ws.experiment_dir(experiment) / "experiment.json"
+    try:
+        info = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        info = {}
+    return {
+        "experiment": experiment,
+        "source": "spec",
+        "spec_path": _str(info.get("spec_path")),
+        "spec_hash": _str(info.get("spec_hash")),
+        "description": _str(info.get("description")),
+        "n_planned": len(info["run_ids"]) if isinstance(info.get("run_ids"), list) else None,
+        "n_dropped": len(info["dropped"]) if isinstance(info.get("dropped"), list) else None,
+        "info": json.dumps({k: v for k, v in info.items() if k != "run_ids"}, default=str) if info else None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def upsert_experiments(con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert or update experiments rows; `created_at` keeps its first value."""
+    if not rows:
+        return
+    cols = list(rows[0])
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("experiment", "created_at"))
+    con.executemany(
+        f"INSERT INTO experiments ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+        f"ON CONFLICT (experiment) DO UPDATE SET {updates}",
+        [[r[c] for c in cols] for r in rows],
+    )
+
+
+def _imported_experiments(con: duckdb.DuckDBPyConnection, names: Iterable[str]) -> set[str]:
+    names = list(names)
+    if not names:
+        return set()
+    return {r[0] for r in con.execute(
+        "SELECT experiment FROM experiments WHERE source = 'import' AND list_contains(?, experiment)", [names]
+    ).fetchall()}
+
+
+# -- the loader ------------------------------------------------------------------------------------
+
+def _resolve_runs(ws: Workspace, runs: Iterable[str | os.PathLike[str]] | None) -> list[str]:
+    if runs is None:
+        return ws.run_ids()
+    ids: list[str] = []
+    for item in runs:
+        text = os.fspath(item)
+        if isinstance(item, os.PathLike) or os.sep in text or (Path(text) / "manifest.json").exists():
+            path = Path(text).resolve()
+            if path.parent != ws.runs_dir.resolve():
+                raise StoreError(
+                    f"{text}: not a run directory of workspace {ws.root} (expected {ws.runs_dir}/<run_id>). "
+                    "Pass the run's own workspace."
+                )
+            ids.append(path.name)
+        else:
+            ids.append(text)
+    return list(dict.fromkeys(ids))
+
+
+def _load_state(con: duckdb.DuckDBPyConnection, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    if not run_ids:
+        return {}
+    cur = con.execute(
+        "SELECT run_id, log_offset, log_lines, log_size, log_mtime_ns, log_head, manifest_sig, status_sig, problems "
+        "FROM ingest_state WHERE list_contains(?, run_id)", [run_ids]
+    )
+    names = [d[0] for d in cur.description]
+    return {row[0]: dict(zip(names, row)) for row in cur.fetchall()}
+
+
+def _batches(runs: list[_Run]) -> Iterable[list[_Run]]:
+    batch: list[_Run] = []
+    size = 0
+    for run in runs:
+        if batch and (size + run.bytes_to_read > BATCH_BYTES or len(batch) >= BATCH_RUNS):
+            yield batch
+            batch, size = [], 0
+        batch.append(run)
+        size += run.bytes_to_read
+    if batch:
+        yield batch
+
+
+def _fin(col: str) -> str:
+    return f"CASE WHEN isfinite({col}) THEN {col} END AS {col}"
+
+
+def _load_batch(con: duckdb.DuckDBPyConnection, ws: Workspace, batch: list[_Run], report: IngestReport) -> None:
+    now = utc_now()
+    rows_by_run = {}
+    for run in batch:
+        row = _read_run_files(run, now)
+        if row is not None:
+            rows_by_run[run.run_id] = row
+    foreign = _imported_experiments(con, {r["experiment"] for r in rows_by_run.values()})
+    for run in batch:
+        if run.run_id in rows_by_run and rows_by_run[run.run_id]["experiment"] in foreign:
+            run.problems.append(SkippedLine(
+                str(run.run_dir / "manifest.json"), None, "file",
+                f"experiment {rows_by_run[run.run_id]['experiment']!r} holds imported runs; run not loaded. "
+                "Re-import that table under another --experiment name.",
+            ))
+            del rows_by_run[run.run_id]
+    loading = [r for r in batch if r.run_id in rows_by_run]
+
+    reading = [r for r in loading if r.log_action in ("append", "reload")]
+    fast = [r for r in reading if r.log_action == "reload" and r.ends_with_newline and r.log_size > 0]
+    if sum(r.log_size for r in fast) < FAST_PATH_MIN_BYTES:
+        fast = []
+    if fast:
+        rejected = {r.run_id for r in _stage_fast(con, fast)}
+        fast = [r for r in fast if r.run_id not in rejected]
+    fast_ids = {r.run_id for r in fast}
+    py_rows = _Rows()
+    for run in reading:
+        if run.run_id not in fast_ids:
+            _read_python(run, py_rows)
+    try:
+        try:
+            counts = _write_batch(con, ws, loading, rows_by_run, py_rows, staged=bool(fast), now=now)
+        except duckdb.ConstraintException:
+            # A staged log repeats a step (or rows of a run we have no state for exist): take the
+            # replayed logs out of the fast path and upsert the rest.
+            for run in _drop_replayed(con, fast):
+                _read_python(run, py_rows)
+            counts = _write_batch(con, ws, loading, rows_by_run, py_rows, staged=bool(fast), now=now, upsert=True)
+    finally:
+        if fast:
+            con.execute("DROP TABLE IF EXISTS _stage")
+    report.runs_loaded += len(loading)
+    report.rows_loaded += counts[0]
+    report.metric_rows += counts[1]
+    for run in batch:
+        report.skipped.extend(run.problems)
+
+
+def _write_batch(
+    con: duckdb.DuckDBPyConnection, ws: Workspace, loading: list[_Run], rows_by_run: dict[str, dict[str, Any]],
+    py_rows: _Rows, *, staged: bool, now: Any, upsert: bool = False,
+) -> tuple[int, int]:
+    """Write one batch in one transaction: (checkpoint rows, metric rows) written."""
+    deleting = [r.run_id for r in loading if r.delete_rows]
+    n_rows = n_metrics = 0
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if deleting:
+            for table in ("checkpoints", "metrics"):
+                con.execute(f"DELETE FROM {table} WHERE list_contains(?, run_id)", [deleting])
+        if staged:
+            # Staged logs are whole logs of runs whose rows were just deleted (or never loaded), so
+            # a plain INSERT is right, and twice as fast as INSERT OR REPLACE; a primary-key
+            # violation sends us back through `upsert=True`.
+            verb = "INSERT OR REPLACE" if upsert else "INSERT"
+            cols = ", ".join(["run_id", "step", "tokens"] + [_fin(c) for c in _FLOAT_COLUMNS])
+            (n,), = con.execute(f"{verb} INTO checkpoints SELECT {cols} FROM _stage").fetchall()
+            n_rows += n
+            (n,), = con.execute(
+                f"{verb} INTO metrics SELECT run_id, step, name, {_fin('value')} FROM ("
+                "SELECT run_id, step, unnest(map_keys(metrics)) AS name, unnest(map_values(metrics)) AS value "
+                "FROM _stage WHERE cardinality(metrics) > 0)"
+            ).fetchall()
+            n_metrics += n
+        if len(py_rows):
+            con.register("_py_rows", pa.table(py_rows.columns, schema=CHECKPOINT_SCHEMA))
+            (n,), = con.execute("INSERT OR REPLACE INTO checkpoints SELECT * FROM _py_rows").fetchall()
+            con.unregister("_py_rows")
+            n_rows += n
+        if py_rows.metrics["step"]:
+            con.register("_py_metrics", pa.table(py_rows.metrics, schema=METRIC_SCHEMA))
+            (n,), = con.execute("INSERT OR REPLACE INTO metrics SELECT * FROM _py_metrics").fetchall()
+            con.unregister("_py_metrics")
+            n_metrics += n
+        if rows_by_run:
+            con.register("_runs", pa.Table.from_pylist(list(rows_by_run.values()), schema=RUNS_SCHEMA))
+            con.execute("INSERT OR REPLACE INTO runs BY NAME SELECT * FROM _runs")
+            con.unregister("_runs")
+            experiments = sorted({r["experiment"] for r in rows_by_run.values()})
+            upsert_experiments(con, [_experiment_row(ws, e, now) for e in experiments])
+        state_rows = [_state_row(run, now) for run in loading]
+        if state_rows:
+            con.register("_state", pa.Table.from_pylist(state_rows, schema=STATE_SCHEMA))
+            con.execute("INSERT OR REPLACE INTO ingest_state SELECT * FROM _state")
+            con.unregister("_state")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return n_rows, n_metrics
+
+
+def _state_row(run: _Run, now: Any) -> dict[str, Any]:
+    if run.log_action == "none":
+        run.new_offset = run.new_lines = 0
+    head = _head_hash(run.log_path, run.new_offset) if run.has_log and run.new_offset > 0 else ""
+    kept = [] if run.delete_rows or run.prior is None else json.loads(run.prior.get("problems") or "[]")
+    # A truncated tail is not a lasting problem: it loads once its write completes.
+    lasting = kept + [asdict(p) for p in run.problems if p.kind != "truncated"]
+    return {
+        "run_id": run.run_id, "log_path": str(run.log_path), "log_offset": run.new_offset,
+        "log_lines": run.new_lines, "log_size": run.log_size if run.has_log else None,
+        "log_mtime_ns": run.log_mtime_ns if run.has_log else None, "log_head": head,
+        "manifest_sig": run.manifest_sig, "status_sig": run.status_sig,
+        "problems": json.dumps(lasting) if lasting else None, "ingested_at": now,
+    }
+
+
+def ingest_runs(
+    workspace: Workspace | str | Path,
+    runs: Iterable[str | os.PathLike[str]] | None = None,
+    *,
+    full: bool = False,
+    con: duckdb.DuckDBPyConnection | None = None,
+    lock_timeout_s: float | None = None,
+) -> IngestReport:
+    """Load runs (all of the workspace's, or the given run ids / run directories) into its database.
+
+    Idempotent and incremental (see the module docstring); `full=True` rereads every log from the
+    start. Pass `con` (an open writer connection) to load through it; otherwise the database is
+    opened for writing (waiting up to `lock_timeout_s` for another writer) and closed again.
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    if con is None:
+        with open_store(ws, lock_timeout_s=lock_timeout_s) as own:
+            return ingest_runs(ws, runs, full=full, con=own)
+    started = time.perf_counter()
+    run_ids = _resolve_runs(ws, runs)
+    report = IngestReport(runs_seen=len(run_ids))
+    prior = _load_state(con, run_ids)
+    todo: list[_Run] = []
+    for run_id in run_ids:
+        run = _Run(run_id, ws.run_dir(run_id), prior=prior.get(run_id))
+        if not (run.run_dir / "manifest.json").exists():
+            report.skipped.append(SkippedLine(str(run.run_dir), None, "file",
+                                              f"no run {run_id!r} here (no manifest.json). Compile its spec first."))
+            continue
+        _plan(run, full)
+        if _changed(run):
+            todo.append(run)
+        else:
+            report.runs_unchanged += 1
+    for batch in _batches(todo):
+        _load_batch(con, ws, batch, report)
+    report.seconds = time.perf_counter() - started
+    return report
