@@ -1,0 +1,244 @@
+"""Training curves, a fitted scaling law against its points, and fit-window sensitivity."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from scaling_db.errors import PlotError
+from scaling_db.plot._frame import (PADDING, finite, finite_positive, has_values, inline, log_x,
+                                    log_y, require, size_color, thin_log)
+from scaling_db.plot.theme import INK, MUTED, OKABE_ITO, apply_theme, label
+
+# What makes two runs "the same configuration, another seed"; the columns present are used.
+CONFIG_COLUMNS = ("experiment", "parameterization", "n_params", "n_params_nonembed", "d_model",
+                  "lr", "flop_budget")
+
+
+def _color(df: pd.DataFrame, field: str) -> alt.Color:
+    """A log-scaled sequential colour for a positive quantity, Okabe-Ito for categories."""
+    values = pd.to_numeric(df[field], errors="coerce")
+    if values.notna().all() and (values > 0).all():
+        return size_color(values, field)
+    return alt.Color(f"{field}:N", title=label(field), scale=alt.Scale(range=OKABE_ITO))
+
+
+def loss_curves(df: pd.DataFrame, *, x: str = "tokens", y: str = "loss", color: str = "n_params",
+                band: str = "minmax", config_columns: Sequence[str] | None = None,
+                max_points_per_run: int | None = 300, title: str | None = None) -> alt.LayerChart:
+    """Loss vs tokens or compute, one line per run coloured by size, seed bands, log axes.
+
+    Columns: `run_id`, `x` (tokens | flops | step), `y` (loss | train_loss), `color`; optional
+    `seed`, `name` (tooltip) and the `config_columns` that define a configuration (default: those
+    of CONFIG_COLUMNS present). Where a configuration has several runs (seeds), a band spans them
+    at each x: `band="minmax"` (min to max) or `"std"` (mean ± one standard deviation).
+    Rows with x or y <= 0 (step 0) cannot sit on log axes and are left out.
+    """
+    chart = "loss_curves"
+    if band not in ("minmax", "std"):
+        raise PlotError(f"{chart}: band must be 'minmax' or 'std' (got {band!r}).")
+    df = require(chart, df, ["run_id", x, y, color])
+    df = finite_positive(chart, df, [x, y])
+    df = thin_log(df, "run_id", x, max_points_per_run)
+    keys = [c for c in (config_columns or CONFIG_COLUMNS) if c in df.columns and c != "run_id"]
+    keys = list(dict.fromkeys([*keys, color]))
+    cols = list(dict.fromkeys(["run_id", x, y, color, *(["name"] if "name" in df else [])]))
+    runs = df[cols].assign(_layer="run")
+    layers_data = [runs]
+
+    config_id = df.groupby(keys, dropna=False, sort=False).ngroup().astype(str)
+    n_runs = df.groupby(config_id)["run_id"].transform("nunique")
+    seeded = df.assign(_config=config_id)[n_runs > 1]
+    if not seeded.empty:
+        stats = (seeded.groupby(["_config", x], sort=False)
+                 .agg(_lo=(y, "min"), _hi=(y, "max"), _mean=(y, "mean"), _std=(y, "std"),
+                      _n=(y, "size"), **{color: (color, "first")})
+                 .reset_index())
+        stats = stats[stats["_n"] > 1]
+        if band == "std":
+            stats["_lo"] = (stats["_mean"] - stats["_std"]).where(lambda v: v > 0, stats["_lo"])
+            stats["_hi"] = stats["_mean"] + stats["_std"]
+        layers_data.append(stats[["_config", x, "_lo", "_hi", color]].assign(_layer="band"))
+    data = pd.concat(layers_data, ignore_index=True)
+
+    col = _color(df, color)
+    xe = log_x(x, extent=[data[x]])
+    yext = [data[y], data.get("_lo", []), data.get("_hi", [])]
+    ye = log_y(y, extent=yext)
+    tooltip = [alt.Tooltip("name:N" if "name" in df else "run_id:N"),
+               alt.Tooltip(f"{x}:Q", format=".3~s"), alt.Tooltip(f"{y}:Q", format=".4f")]
+    lines = (alt.Chart().mark_line(strokeWidth=1.4, opacity=0.9)
+             .encode(x=xe, y=ye, color=col, detail="run_id:N", tooltip=tooltip)
+             .transform_filter(alt.datum._layer == "run"))
+    parts: list[alt.Chart] = [lines]
+    if len(layers_data) > 1:
+        bands = (alt.Chart().mark_area(opacity=0.25, line=False)
+                 .encode(x=xe, y=log_y("_lo", label(y), extent=yext, like=y), y2="_hi:Q", color=col,
+                         detail="_config:N")
+                 .transform_filter(alt.datum._layer == "band"))
+        parts.insert(0, bands)
+    what = {"tokens": "tokens", "flops": "compute", "step": "steps"}.get(x, label(x))
+    sub = (f"bands: {'min-max' if band == 'minmax' else 'mean ± 1 sd'} over seeds"
+           if len(layers_data) > 1 else [])
+    return apply_theme(alt.layer(*parts, data=inline(data)).properties(
+        title=alt.Title(title or f"{label(y).capitalize()} vs {what}", subtitle=sub)))
+
+
+def _segments(curve: pd.DataFrame) -> pd.DataFrame:
+    """The curve cut where `extrapolated` flips; each piece starts at the previous one's end."""
+    curve = curve.sort_values("x").reset_index(drop=True)
+    flag = curve["extrapolated"].astype(bool).to_numpy()
+    seg = np.concatenate([[0], np.cumsum(flag[1:] != flag[:-1])])
+    pieces = []
+    for s in np.unique(seg):
+        idx = np.flatnonzero(seg == s)
+        if s > 0:  # join to the previous piece so the line has no gap
+            idx = np.concatenate([[idx[0] - 1], idx])
+        piece = curve.iloc[idx].assign(_segment=int(s),
+                                       _part="extrapolation" if flag[idx[-1]] else "fit")
+        pieces.append(piece)
+    return pd.concat(pieces, ignore_index=True)
+
+
+def scaling_fit(points_df: pd.DataFrame, curve_df: pd.DataFrame, formula: str, *,
+                x: str = "n_params", y: str = "loss", floor: float | None = None,
+                floor_label: str | None = None, band_label: str = "95% confidence band",
+                title: str | None = None) -> alt.LayerChart:
+    """A fitted law over its points: band, fit line, dashed extrapolation, entropy-rate floor.
+
+    `points_df`: columns `x`, `y`; optional `excluded` (bool: drawn hollow, left out of the fit),
+    `name` or `run_id` (tooltip). `curve_df`: the law evaluated on a grid, columns `x`, `y`;
+    optional `lo`, `hi` (the band) and `extrapolated` (bool: drawn dashed). `formula` is shown
+    under the title; `floor` (the true entropy rate, where known) is drawn as a labelled rule.
+    """
+    chart = "scaling_fit"
+    points = require(chart, points_df, [x, y], what="points frame")
+    curve = require(chart, curve_df, ["x", "y"], what="curve frame")
+    points = finite_positive(chart, points, [x, y], what="points frame")
+    curve = finite_positive(chart, curve, ["x", "y"], what="curve frame").copy()
+    if "extrapolated" not in curve:
+        curve["extrapolated"] = False
+    curve["extrapolated"] = curve["extrapolated"].fillna(False).astype(bool)
+    xt, yt = label(x), label(y)
+    xext = [points[x], curve["x"]]
+    yext = [points[y], curve["y"], curve.get("lo", []), curve.get("hi", []),
+            [] if floor is None else [floor]]
+
+    def xe(field: str) -> alt.X:
+        return log_x(field, xt, extent=xext, like=x)
+
+    def ye(field: str) -> alt.Y:
+        return log_y(field, yt, extent=yext, like=y)
+
+    layers: list[alt.Chart] = []
+    if has_values(curve, "lo", "hi"):
+        band = finite_positive(chart, curve, ["lo", "hi"], what="curve frame")
+        layers.append(alt.Chart(inline(band[["x", "lo", "hi"]])).mark_area(
+            color=OKABE_ITO[0], opacity=0.18).encode(
+            x=xe("x"), y=ye("lo"), y2="hi:Q"))
+    seg = _segments(curve[["x", "y", "extrapolated"]])
+    dash = alt.StrokeDash("_part:N", title=None,
+                          scale=alt.Scale(domain=["fit", "extrapolation"], range=[[1, 0], [6, 4]]),
+                          legend=alt.Legend(orient="top-right", symbolStrokeColor=OKABE_ITO[0]))
+    layers.append(alt.Chart(inline(seg)).mark_line(color=OKABE_ITO[0], strokeWidth=2.2).encode(
+        x=xe("x"), y=ye("y"), strokeDash=dash, detail="_segment:N"))
+
+    tip = [c for c in ("name", "run_id") if c in points][:1]
+    pts = points[[x, y, *tip]].copy()
+    pts["_excluded"] = (points["excluded"].fillna(False).astype(bool)
+                        if "excluded" in points else False)
+    layers.append(alt.Chart(inline(pts)).mark_point(size=46, strokeWidth=1.5, opacity=0.9,
+                                                    filled=True, stroke=INK).encode(
+        x=xe(x), y=ye(y),
+        fill=alt.condition(alt.datum._excluded, alt.value("white"), alt.value(INK)),
+        tooltip=[*(f"{c}:N" for c in tip), alt.Tooltip(f"{x}:Q", format=".3~s"),
+                 alt.Tooltip(f"{y}:Q", format=".4f")]))
+
+    if floor is not None:
+        if not np.isfinite(floor) or floor <= 0:
+            raise PlotError(f"{chart}: floor must be a finite positive loss (got {floor!r}).")
+        text = floor_label or f"entropy rate {floor:.4g}"
+        xmax = float(max(points[x].max(), curve["x"].max()))
+        ref = alt.Chart(inline(pd.DataFrame({"y": [floor], "x": [xmax], "text": [text]})))
+        layers.append(ref.mark_rule(color=MUTED, strokeDash=[2, 3], strokeWidth=1.4)
+                      .encode(y=ye("y")))
+        layers.append(ref.mark_text(align="right", baseline="bottom", dy=-3, color="#555555")
+                      .encode(x=xe("x"), y=ye("y"), text="text:N"))
+    notes = ([f"shaded: {band_label}"] if has_values(curve, "lo", "hi") else []) + (
+        ["hollow: excluded from the fit"] if pts["_excluded"].any() else [])
+    subtitle = [formula] + (["; ".join(notes)] if notes else [])
+    return apply_theme(alt.layer(*layers).properties(
+        title=alt.Title(title or f"{yt.capitalize()} vs {xt}", subtitle=subtitle)))
+
+
+def window_sensitivity(
+        df: pd.DataFrame, bootstrap: pd.DataFrame | tuple[float, float] | None = None, *,
+        parameter: str = "exponent", title: str | None = None) -> alt.LayerChart | alt.FacetChart:
+    """The exponent refitted on each fit window, beside the bootstrap interval of the full fit.
+
+    `df`: one row per window, columns `window` (a label; rows keep their order) and `exponent`;
+    optional `lo`, `hi` (that window's own interval) and `parameter` (one panel per parameter).
+    `bootstrap`: (lo, hi), or a frame with `lo`, `hi`, optional `estimate` and `parameter`; drawn
+    as a shaded band so the spread across windows can be compared with it.
+    """
+    chart = "window_sensitivity"
+    df = finite(chart, require(chart, df, ["window", "exponent"]), ["exponent"]).copy()
+    if "parameter" not in df:
+        df["parameter"] = parameter
+    df["window"] = df["window"].astype(str)
+    order = list(dict.fromkeys(df["window"]))
+    rows = [df.assign(_layer="window")]
+    boot = None
+    if bootstrap is not None:
+        boot = (pd.DataFrame({"lo": [bootstrap[0]], "hi": [bootstrap[1]]})
+                if isinstance(bootstrap, tuple) else
+                require(chart, bootstrap, ["lo", "hi"], what="bootstrap frame").copy())
+        if "parameter" not in boot:
+            if df["parameter"].nunique() > 1:
+                raise PlotError(f"{chart}: bootstrap frame needs a `parameter` column when df "
+                                "has several parameters.")
+            boot["parameter"] = df["parameter"].iloc[0]
+        rows.append(boot.assign(_layer="bootstrap"))
+    data = pd.concat(rows, ignore_index=True)
+
+    xtitle = label(parameter) if data["parameter"].nunique() == 1 else None
+    xaxis = alt.Axis(title=xtitle, tickCount=6)
+    x = alt.X("exponent:Q", axis=xaxis, scale=alt.Scale(zero=False, padding=PADDING))
+    y = alt.Y("window:N", sort=order, title="fit window")
+    is_window = alt.datum._layer == "window"
+    is_boot = alt.datum._layer == "bootstrap"
+    layers: list[alt.Chart] = []
+    if boot is not None:
+        layers.append(alt.Chart().mark_rect(color=OKABE_ITO[1], opacity=0.16)
+                      .encode(x=alt.X("lo:Q", axis=xaxis), x2="hi:Q")
+                      .transform_filter(is_boot))
+        if "estimate" in boot:
+            layers.append(alt.Chart().mark_rule(color=OKABE_ITO[1], strokeWidth=1.5)
+                          .encode(x=alt.X("estimate:Q", axis=xaxis)).transform_filter(is_boot))
+    if has_values(df, "lo", "hi"):
+        layers.append(alt.Chart().mark_rule(color=OKABE_ITO[0], strokeWidth=1.6)
+                      .encode(x=alt.X("lo:Q", axis=xaxis), x2="hi:Q", y=y)
+                      .transform_filter(is_window))
+    layers.append(alt.Chart().mark_point(color=OKABE_ITO[0], size=60, filled=True)
+                  .encode(x=x, y=y, tooltip=["window:N", alt.Tooltip("exponent:Q", format=".4f")])
+                  .transform_filter(is_window))
+
+    subtitle = ["points: refit per window" + (" with its interval" if has_values(df, "lo", "hi")
+                                              else "")]
+    if boot is not None:
+        subtitle.append("shaded: bootstrap interval of the fit on all data")
+    if df["parameter"].nunique() == 1:
+        lo, hi = df["exponent"].min(), df["exponent"].max()
+        subtitle.append(f"spread over windows: {lo:.3g} to {hi:.3g}" + (
+            f"; bootstrap: {boot['lo'].iloc[0]:.3g} to {boot['hi'].iloc[0]:.3g}"
+            if boot is not None else ""))
+    body = alt.layer(*layers, data=inline(data)).properties(width=300, height=alt.Step(26))
+    heading = alt.Title(title or "Fit-window sensitivity", subtitle=subtitle)
+    if df["parameter"].nunique() == 1:
+        return apply_theme(body.properties(title=heading))
+    facet = body.facet(column=alt.Column("parameter:N", title=None, sort=list(
+        dict.fromkeys(df["parameter"])))).resolve_scale(x="independent")
+    return apply_theme(facet.properties(title=heading))

@@ -1,0 +1,94 @@
+"""The one look every scaledb figure shares: fonts, sizes, palettes and axis labels.
+
+Every chart function ends with `apply_theme`, which writes this config into the chart itself, so
+a figure looks the same in a notebook, in a saved file and in a report, whatever Altair theme
+happens to be enabled. `register_theme` makes the same look available to your own charts.
+
+Palettes are colour-blind safe:
+- categories: Okabe & Ito (2008), "Color Universal Design", https://jfly.uni-koeln.de/color/,
+  reordered so the low-contrast yellow comes last;
+- ordered quantities (model size, FLOP budget, width): viridis (van der Walt & Smith, 2015),
+  cut before its pale yellow end so the largest value stays visible on white.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import altair as alt
+
+OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
+             "#F0E442"]
+SEQUENTIAL = {"name": "viridis", "extent": [0.0, 0.88]}  # for alt.Scale(scheme=...)
+_SEQUENTIAL_RANGE = {"scheme": "viridis", "extent": [0.0, 0.88]}  # the same, as a range default
+INK = "#222222"
+MUTED = "#888888"
+FONT = "Helvetica, Arial, DejaVu Sans, Liberation Sans, sans-serif"
+
+WIDTH, HEIGHT = 340, 240  # one panel, in CSS pixels; PNG export doubles them
+FACET_WIDTH, FACET_HEIGHT = 250, 200
+
+CONFIG: dict[str, Any] = {
+    "font": FONT,
+    "background": "white",
+    "padding": 8,
+    "view": {"continuousWidth": WIDTH, "continuousHeight": HEIGHT, "stroke": "#bbbbbb"},
+    "title": {"fontSize": 14, "fontWeight": "bold", "anchor": "start", "color": INK,
+              "subtitleFontSize": 11, "subtitleColor": "#444444", "subtitlePadding": 4,
+              "offset": 10},
+    "axis": {"labelFontSize": 11, "titleFontSize": 12, "titleFontWeight": "normal",
+             "labelColor": INK, "titleColor": INK, "domainColor": "#444444",
+             "tickColor": "#444444", "gridColor": "#ebebeb", "labelFlush": False,
+             "titlePadding": 6},
+    "legend": {"labelFontSize": 11, "titleFontSize": 11, "titleFontWeight": "normal",
+               "labelColor": INK, "titleColor": INK, "labelLimit": 320, "titleLimit": 320,
+               "symbolStrokeWidth": 2},
+    "header": {"labelFontSize": 12, "titleFontSize": 12, "labelColor": INK, "titleColor": INK,
+               "titleFontWeight": "normal", "labelFontWeight": "bold"},
+    "range": {"category": OKABE_ITO, "ordinal": _SEQUENTIAL_RANGE, "ramp": _SEQUENTIAL_RANGE},
+    "line": {"strokeWidth": 1.8},
+    "point": {"size": 40, "filled": True},
+    "text": {"fontSize": 11, "color": INK},
+}
+
+# Human axis titles for the database's standard columns; anything else keeps its column name.
+LABELS = {
+    "n_params": "parameters N",
+    "n_params_nonembed": "non-embedding parameters N",
+    "tokens": "tokens D",
+    "flops": "compute C (FLOPs)",
+    "flop_budget": "FLOP budget C",
+    "loss": "eval loss",
+    "train_loss": "train loss",
+    "lr": "learning rate",
+    "lr_opt": "optimal learning rate",
+    "d_model": "width (d_model)",
+    "step": "step",
+    "act_abs_mean": "mean |activation|",
+    "exponent": "exponent",
+}
+
+PARAMETERIZATIONS = {"sp": "SP", "mup": "µP"}
+
+
+def label(column: str) -> str:
+    """The axis title for a column."""
+    return LABELS.get(column, column)
+
+
+def scaledb_theme() -> alt.theme.ThemeConfig:
+    """The scaledb theme as an Altair theme config."""
+    return alt.theme.ThemeConfig(config=CONFIG)  # type: ignore[typeddict-item]
+
+
+def register_theme(*, enable: bool = False) -> None:
+    """Register the theme with Altair as "scaledb" (optionally enabling it) for your own charts."""
+    alt.theme.register("scaledb", enable=enable)(scaledb_theme)
+
+
+C = TypeVar("C", bound=alt.TopLevelMixin)
+
+
+def apply_theme(chart: C) -> C:
+    """A copy of `chart` with the scaledb config written into it."""
+    return chart.configure(**CONFIG)  # type: ignore[return-value]
