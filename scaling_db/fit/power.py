@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
+from scipy.special import ndtri, stdtrit
 
 from scaling_db.errors import FitError
 from scaling_db.fit.laws import (EXPONENTIAL, POWER_LAW, SATURATING_EXPONENTIAL,
@@ -47,6 +48,17 @@ def _log_linear(
     return res, settings
 
 
+def conf_int(res: Any, level: float) -> Array:
+    """(k, 2) confidence intervals of a statsmodels fit: t quantiles if it uses t, else normal.
+
+    Same numbers as `res.conf_int`, without its per-call scipy.stats overhead (bootstrap loops).
+    """
+    p = (1 + level) / 2
+    q = stdtrit(res.df_resid, p) if getattr(res, "use_t", False) else ndtri(p)
+    params, bse = np.asarray(res.params), np.asarray(res.bse)
+    return np.c_[params - q * bse, params + q * bse]
+
+
 def fit_power_law(
     df: pd.DataFrame,
     x: str = "n_params",
@@ -70,7 +82,7 @@ def fit_power_law(
     res, settings = _log_linear(where, sel, sm.add_constant(lx, has_constant="add"), ly,
                                 method, weights, level)
     c0, c1 = res.params
-    ci = np.asarray(res.conf_int(alpha=1 - level))
+    ci = conf_int(res, level)
     params = {"A": float(np.exp(c0)), "alpha": float(-c1)}
     pred = POWER_LAW.evaluate(params, x=sel[x])
     resid = ly - np.log(pred)
@@ -106,7 +118,7 @@ def fit_exponential(
     res, settings = _log_linear(where, sel, sm.add_constant(sel[x] / scale, has_constant="add"),
                                 ly, method, weights, level)
     c0, c1 = res.params
-    ci = np.asarray(res.conf_int(alpha=1 - level))
+    ci = conf_int(res, level)
     params = {"A": float(np.exp(c0)), "k": float(-c1 / scale)}
     pred = EXPONENTIAL.evaluate(params, x=sel[x])
     resid = ly - np.log(pred)
@@ -151,7 +163,8 @@ def _saturating_starts(feature: Array, y: Array, rates: Array) -> Array:
 
 def _fit_saturating(
     where: str, law: Law, df: pd.DataFrame, x: str, y: str, loss: str, delta: float,
-    starts: Array | None, id_column: str, exponential: bool,
+    starts: Array | None, init: Mapping[str, float] | LawFit | None, id_column: str,
+    exponential: bool,
 ) -> LawFit:
     check_loss(where, loss, delta)
     sel = select_rows(df, [x, y], where=where, log_columns=[y] if exponential else [x, y],
@@ -160,10 +173,18 @@ def _fit_saturating(
     feature = sel[x] / scale if exponential else np.log(sel[x])
     rates = np.array([0.3, 1, 3, 10, 30]) if exponential else \
         np.array([0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6])
-    grid = _saturating_starts(feature, sel[y], rates) if starts is None else \
-        np.asarray(starts, dtype=float)
-    res = minimize_multistart(_saturating_model(feature),
-                              sel[y], grid, loss=loss, delta=delta, where=where)
+    if init is not None:  # warm start (bootstrap, windows): the previous optimum and neighbours
+        p = init.params if isinstance(init, LawFit) else init
+        th = np.array([np.log(p["A"]), np.log(max(p["E"], 1e-12)),
+                       (p["k"] if exponential else p["alpha"]) * scale])
+        grid = th + np.array([[0, 0, 0], [0, -0.1, 0], [0, 0.1, 0], [0, 0, -0.05 * th[2]],
+                              [0, 0, 0.05 * th[2]]])
+    elif starts is None:
+        grid = _saturating_starts(feature, sel[y], rates)
+    else:
+        grid = np.asarray(starts, dtype=float)
+    res = minimize_multistart(_saturating_model(feature), sel[y], grid, loss=loss, delta=delta,
+                              where=where, n_polish=1 if init is not None else 3)
     a, e, rate = res.theta
     rate_name = "k" if exponential else "alpha"
     params = {"E": float(np.exp(e)), "A": float(np.exp(a)), rate_name: float(rate / scale)}
@@ -176,6 +197,7 @@ def _fit_saturating(
                "huber_sum": float(np.sum(huber(np.log(pred) - np.log(obs), delta)))},
         settings={"estimator": "batched Levenberg-Marquardt + L-BFGS-B polish", "loss": loss,
                   "delta": delta, "space": "log" if loss == "huber" else "raw",
+                  "warm_start": init is not None,
                   "n_starts": res.n_starts, "n_near_best": res.n_near_best,
                   "polish_success": res.polish_success, "gradient_norm": res.gradient_norm},
         excluded=sel.excluded, used=sel.ids,
@@ -192,16 +214,18 @@ def fit_saturating_power_law(
     loss: str = "lsq",
     delta: float = 1e-3,
     starts: Array | None = None,
+    init: Mapping[str, float] | LawFit | None = None,
     id_column: str = "run_id",
 ) -> LawFit:
     """Fit y = E + A x^-alpha with E >= 0 by multi-start nonlinear least squares.
 
     Parametrised as log y = LSE(log A - alpha log x, log E) (Hoffmann et al. 2022 eq. 3 with
     one input), so E stays non-negative. loss="lsq": squared error on raw y (default);
-    loss="huber": Huber(delta) on log y. `starts`: (S, 3) rows of (log A, log E, alpha).
+    loss="huber": Huber(delta) on log y. `starts`: (S, 3) rows of (log A, log E, alpha);
+    `init`: warm start from a previous fit (bootstrap and window refits).
     """
     return _fit_saturating("fit_saturating_power_law", SATURATING_POWER_LAW, df, x, y, loss,
-                           delta, starts, id_column, exponential=False)
+                           delta, starts, init, id_column, exponential=False)
 
 
 def fit_saturating_exponential(
@@ -212,11 +236,12 @@ def fit_saturating_exponential(
     loss: str = "lsq",
     delta: float = 1e-3,
     starts: Array | None = None,
+    init: Mapping[str, float] | LawFit | None = None,
     id_column: str = "run_id",
 ) -> LawFit:
     """Fit y = E + A exp(-k x) with E >= 0, the saturating alternative to a power law."""
     return _fit_saturating("fit_saturating_exponential", SATURATING_EXPONENTIAL, df, x, y, loss,
-                           delta, starts, id_column, exponential=True)
+                           delta, starts, init, id_column, exponential=True)
 
 
 ONE_INPUT_FITS: Mapping[str, Callable[..., LawFit]] = {

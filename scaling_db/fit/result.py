@@ -111,6 +111,12 @@ class Selection:
         return len(self.ids)
 
 
+def _as_float(col: pd.Series) -> Array:
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        return col.to_numpy(dtype=float, na_value=np.nan)
+    return pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
 def select_rows(
     df: pd.DataFrame,
     columns: Iterable[str],
@@ -137,7 +143,7 @@ def select_rows(
             f"{', '.join(map(str, df.columns))}). Pass the column names as arguments."
         )
     ids = df[id_column].tolist() if id_column in df.columns else df.index.tolist()
-    raw = {c: pd.to_numeric(df[c], errors="coerce").to_numpy(float) for c in columns}
+    raw = {c: _as_float(df[c]) for c in columns}
     bad = np.zeros(len(df), dtype=bool)
     for c in columns:
         bad |= ~np.isfinite(raw[c]) | ((raw[c] <= 0) if c in log_columns else False)
