@@ -29,7 +29,7 @@ from scipy.optimize import brentq
 from scaling_db.sources import SPLIT_IDS, Split
 
 #: Samples are generated in chunks of this many rows, each from its own RNG stream.
-CHUNK = 1024
+CHUNK = 256
 _TEACHER, _SAMPLES, _FEATURES = 1, 2, 3  # RNG stream tags
 
 
@@ -80,7 +80,7 @@ def ridge_fit(phi: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
     """argmin ||phi beta - y||**2 + ridge ||beta||**2; ridge = 0 gives the min-norm solution."""
     t, n = phi.shape
     if ridge == 0:
-        return la.lstsq(phi, y, lapack_driver="gelsd")[0]
+        return la.lstsq(phi, y, lapack_driver="gelsy")[0]  # QR with pivoting: min-norm, faster than SVD
     if n <= t:  # primal: (N x N) normal equations
         return la.solve(phi.T @ phi + ridge * np.eye(n), phi.T @ y, assume_a="pos")
     return phi.T @ la.solve(phi @ phi.T + ridge * np.eye(t), y, assume_a="pos")  # dual: (T x T)
