@@ -1,0 +1,119 @@
+"""Compute-optimal frontiers on data generated from a known Chinchilla law.
+
+Truth (Hoffmann et al. 2022 eq. 10 parameters): a = beta/(alpha+beta) = 0.4516, b = 0.5484.
+Tolerances: over 3 seeds the methods land within 0.016 (envelope), 0.006 (IsoFLOP), 0.004
+(polynomial surface) and 0.008 (RBF surface) of the truth; the envelope is coarser because
+N_opt can only take the 14 simulated sizes. Each tolerance is about twice the worst seen.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling_db.errors import FitError
+from scaling_db.fit import (compare_frontiers, fit_chinchilla, frontier_envelope,
+                            frontier_isoflop, frontier_parametric, frontier_surface)
+from scaling_db.fit.laws import CHINCHILLA
+
+TRUTH = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+A_TRUE = 0.28 / 0.62
+G_TRUE = (0.34 * 406.4 / (0.28 * 410.7)) ** (1 / 0.62)
+
+
+def noisy_loss(df, rng, sigma=0.002):
+    clean = CHINCHILLA.evaluate(TRUTH, n=df["n_params"].to_numpy(), d=df["tokens"].to_numpy())
+    return clean * np.exp(rng.normal(0, sigma, len(df)))
+
+
+def isoflop_runs(seed=0):
+    """7 budgets x 9 sizes spread +-1.5 in log N around the true optimum (C = 6ND)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in np.geomspace(1e18, 1e21, 7):
+        for j, n in enumerate(G_TRUE * (c / 6) ** A_TRUE * np.exp(np.linspace(-1.5, 1.5, 9))):
+            rows.append({"run_id": f"{c:.0e}-{j}", "n_params": n, "tokens": c / (6 * n),
+                         "flops": c, "budget": c})
+    df = pd.DataFrame(rows)
+    return df.assign(loss=noisy_loss(df, rng))
+
+
+def training_curves(seed=0):
+    """14 sizes, each with 25 checkpoints from 2e8 tokens to 200 tokens per parameter."""
+    rng = np.random.default_rng(seed)
+    rows = [{"run_id": f"r{i}", "n_params": n, "tokens": d, "flops": 6 * n * d}
+            for i, n in enumerate(np.geomspace(1e7, 3e9, 14))
+            for d in np.geomspace(2e8, max(200 * n, 4e8), 25)]
+    df = pd.DataFrame(rows)
+    return df.assign(loss=noisy_loss(df, rng))
+
+
+def test_parametric_frontier_is_hoffmann_eq_4():
+    fit = fit_chinchilla(isoflop_runs(), init=TRUTH)
+    f = frontier_parametric(fit, flops=[1e20, 1e22])
+    p = fit.params
+    assert f.a == pytest.approx(p["beta"] / (p["alpha"] + p["beta"]), rel=1e-12)
+    assert f.a + f.b == pytest.approx(1.0)
+    n_opt, d_opt = f.optima["n_opt"].to_numpy(), f.optima["d_opt"].to_numpy()
+    assert 6 * n_opt * d_opt == pytest.approx([1e20, 1e22], rel=1e-9)
+    assert f.n_opt(np.array([1e20, 1e22])) == pytest.approx(n_opt, rel=1e-9)
+    # it is the minimum along the iso-compute line
+    for k in (0.97, 1.03):
+        shifted = fit.predict(n_params=n_opt * k, tokens=d_opt / k)
+        assert np.all(shifted > f.optima["loss_opt"].to_numpy())
+    assert f.a == pytest.approx(A_TRUE, abs=0.02)
+
+
+def test_isoflop_parabolas_recover_the_exponents():
+    f = frontier_isoflop(isoflop_runs(), budget="budget")
+    assert f.a == pytest.approx(A_TRUE, abs=0.012) and f.b == pytest.approx(1 - A_TRUE, abs=0.012)
+    assert len(f.optima) == 7 and not f.excluded
+    # without a budget column the runs are grouped by their FLOPs
+    assert frontier_isoflop(isoflop_runs()).a == pytest.approx(f.a, rel=1e-12)
+
+
+def test_isoflop_excludes_budgets_without_a_bracketed_minimum():
+    df = isoflop_runs()
+    top = df["budget"] == df["budget"].max()
+    df = df[~top | (df["n_params"] < df.loc[top, "n_params"].median())]  # only the left half
+    f = frontier_isoflop(df, budget="budget")
+    assert len(f.optima) == 6
+    assert f.excluded[0][0] == pytest.approx(1e21)
+    assert "outside the sampled range" in f.excluded[0][1] or "downward" in f.excluded[0][1]
+
+
+def test_lower_envelope_recovers_the_exponents():
+    f = frontier_envelope(training_curves())
+    assert f.a == pytest.approx(A_TRUE, abs=0.035)
+    assert f.settings["n_runs"] == 14
+    assert all("run(s)" in why for _, why in f.excluded)
+
+
+def test_envelope_needs_training_curves():
+    finals = training_curves().groupby("run_id").tail(1)
+    with pytest.raises(FitError, match=r"too few runs with a training curve \(0 vs at least 2"):
+        frontier_envelope(finals)
+
+
+@pytest.mark.parametrize("model,tol", [("poly", 0.01), ("rbf", 0.02)])
+def test_smooth_surface_recovers_the_exponents(model, tol):
+    f = frontier_surface(training_curves(), model=model, smoothing=0.1)
+    assert f.a == pytest.approx(A_TRUE, abs=tol)
+    assert f.a + f.b == pytest.approx(1.0, abs=1e-6)  # D_opt = C / (6 N_opt) on the line
+    assert f.settings["surface_rmse_log"] < 0.01
+
+
+def test_compare_frontiers_reports_every_method_with_intervals():
+    table = compare_frontiers(training_curves(), methods=["envelope", "parametric", "surface"],
+                              n_boot=30, n_jobs=1)
+    assert list(table["method"]) == ["envelope", "parametric", "surface"]
+    assert (table["a_lo"] <= table["a"]).all() and (table["a"] <= table["a_hi"]).all()
+    assert (table["b_lo"] <= table["b"]).all() and (table["b"] <= table["b_hi"]).all()
+    assert ((table["a_lo"] < A_TRUE + 0.03) & (table["a_hi"] > A_TRUE - 0.03)).all()
+    iso = compare_frontiers(isoflop_runs(), methods=["isoflop"], budget="budget", n_boot=30,
+                            n_jobs=1)
+    assert iso.loc[0, "a_lo"] < iso.loc[0, "a"] < iso.loc[0, "a_hi"]
+    assert json.dumps(frontier_isoflop(isoflop_runs(), budget="budget").to_record())
