@@ -1,0 +1,261 @@
+"""Loading run logs: idempotence, replays after resume, torn and corrupt lines, incremental loads.
+
+Every test that reads logs runs twice: through DuckDB's JSON reader (the bulk path, forced on
+by setting its size threshold to zero) and through the line-by-line Python reader.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scaling_db import ingest as ingest_module
+from scaling_db.errors import StoreError
+from scaling_db.ingest import ingest_runs
+from scaling_db.store import open_store
+
+from store_fakes import finish_runs, make_workspace, record, write_log, write_status
+
+SPEC = """
+experiment: storetest
+data:
+  kind: graph_walk
+  graph: {kind: barabasi_albert, n: 50, m: 2, seed: 0}
+model: {kind: transformer, n_layers: 1, d_model: 16, context: 8}
+train:
+  optimizer: {kind: adamw, lr: 1.0e-2}
+  batch_size: 4
+  tokens: 2000
+  checkpoints: {kind: linear, count: 3}
+  eval_tokens: 256
+sweep:
+  axes:
+    model.d_model: [16, 32]
+    train.optimizer.lr: [1.0e-3, 3.0e-3]
+  seeds: [0, 1]
+"""
+
+
+@pytest.fixture(params=["duckdb_reader", "python_reader"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    threshold = 0 if request.param == "duckdb_reader" else 1 << 60
+    monkeypatch.setattr(ingest_module, "FAST_PATH_MIN_BYTES", threshold)
+    return request.param
+
+
+@pytest.fixture
+def ws_runs(tmp_path: Path):
+    return make_workspace(tmp_path / "ws")
+
+
+def rows(ws, sql: str, params=None):
+    with open_store(ws, read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def counts(ws) -> dict[str, int]:
+    return dict(rows(ws, "SELECT run_id, count(*) FROM checkpoints GROUP BY run_id"))
+
+
+def test_ingest_twice_is_idempotent(ws_runs, reader):
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    first = ingest_runs(ws)
+    assert (first.runs_loaded, first.rows_loaded, first.skipped) == (5, 50, [])
+    second = ingest_runs(ws)
+    assert (second.runs_loaded, second.runs_unchanged, second.rows_loaded) == (0, 5, 0)
+    full = ingest_runs(ws, full=True)
+    assert (full.runs_loaded, full.rows_loaded) == (5, 50)
+    assert counts(ws) == {m.run_id: 10 for m in manifests}
+    assert rows(ws, "SELECT count(*), count(DISTINCT (run_id, step)) FROM checkpoints") == [(50, 50)]
+
+
+def test_runs_rows_carry_manifest_and_status(ws_runs):
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    ingest_runs(ws)
+    m = manifests[0]
+    got = rows(ws, "SELECT experiment, name, status, n_params, n_params_nonembed, n_layers, d_model, n_heads, "
+                   "context, vocab_size, parameterization, optimizer, lr, batch_size, seed, tokens_budget, steps, "
+                   "data_source, entropy_rate, finished_at::VARCHAR, flops_budget_exact, manifest->>'$.run_id' "
+                   "FROM runs WHERE run_id = ?", [m.run_id])[0]
+    assert got == (
+        "ba_graph", m.name, "finished", m.counts.n_params, m.counts.n_params_nonembed, 2, m.model.d_model,
+        m.model.n_heads, 50, 500, "sp", "adamw", 3e-3, 64, 0, m.train.tokens, m.train.steps, "graph_walk", 1.725,
+        "2026-01-01 10:00:00", m.train_flops["exact"], m.run_id,
+    )
+    experiment = rows(ws, "SELECT source, spec_path, spec_hash, n_planned FROM experiments")
+    assert experiment == [("spec", "specs/ba_graph.yaml", ws.experiment_info("ba_graph")["spec_hash"], 5)]
+
+
+def test_seed_replicates_share_a_config_id(tmp_path: Path):
+    spec = tmp_path / "storetest.yaml"
+    spec.write_text(SPEC)
+    ws, manifests = make_workspace(tmp_path / "ws", spec)
+    finish_runs(ws, manifests)
+    ingest_runs(ws)
+    groups = rows(ws, "SELECT config_id, count(*), list(seed ORDER BY seed) FROM runs GROUP BY config_id")
+    assert len(groups) == 4 and all(n == 2 and seeds == [0, 1] for _, n, seeds in groups)
+
+
+def test_replayed_steps_after_resume_leave_one_row_each_and_the_later_value(ws_runs, reader):
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    run_id = manifests[0].run_id
+    ingest_runs(ws)
+    # The run resumed from its step-7 state: steps 8..10 are logged again (new values), then 11, 12.
+    write_log(ws, run_id, range(8, 13), mode="a", loss=1.5)
+    report = ingest_runs(ws)
+    assert report.runs_loaded == 1 and report.rows_loaded == 5
+    assert rows(ws, "SELECT count(*), count(DISTINCT step), max(step) FROM checkpoints WHERE run_id = ?",
+                [run_id]) == [(12, 12, 12)]
+    assert rows(ws, "SELECT step, eval_loss FROM checkpoints WHERE run_id = ? AND step >= 7 ORDER BY step",
+                [run_id])[:2] == [(7, record(run_id, 7, n_params=manifests[0].counts.n_params).eval_loss), (8, 1.5)]
+
+
+def test_a_log_with_replays_loaded_from_scratch_keeps_the_later_lines(ws_runs, reader):
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    run_id = manifests[1].run_id
+    write_log(ws, run_id, range(5, 11), mode="a", loss=1.25)  # replay inside the very first load
+    report = ingest_runs(ws)
+    assert report.skipped == [] and report.rows_loaded == 50
+    assert rows(ws, "SELECT count(*), min(eval_loss) FILTER (WHERE step >= 5), max(eval_loss) FILTER (WHERE step >= 5) "
+                    "FROM checkpoints WHERE run_id = ?", [run_id]) == [(10, 1.25, 1.25)]
+    assert len(counts(ws)) == 5
+
+
+def test_truncated_last_line_is_reported_and_loaded_once_complete(ws_runs, reader):
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    run_id = manifests[2].run_id
+    path = ws.log_path(run_id)
+    line = record(run_id, 11, loss=1.0).to_line()
+    with open(path, "a") as fh:
+        fh.write(line[:40])  # the runner was killed mid-write
+    report = ingest_runs(ws)
+    assert [(s.path, s.line, s.kind) for s in report.skipped] == [(str(path), 11, "truncated")]
+    assert "no newline" in report.skipped[0].format() and report.skipped[0].format().startswith(f"{path}:11: ")
+    assert counts(ws)[run_id] == 10
+    with open(path, "a") as fh:
+        fh.write(line[40:])  # the write completes
+    report = ingest_runs(ws)
+    assert report.skipped == [] and report.rows_loaded == 1
+    assert rows(ws, "SELECT eval_loss FROM checkpoints WHERE run_id = ? AND step = 11", [run_id]) == [(1.0,)]
+
+
+def test_corrupt_line_is_reported_with_path_and_line_and_the_rest_loads(ws_runs, reader):
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    bad = manifests[3].run_id
+    path = ws.log_path(bad)
+    lines = path.read_text().splitlines(keepends=True)
+    lines[3] = '{"run_id": "' + bad + '", "step": 4, "tok\n'  # line 4 is garbage
+    lines[6] = json.dumps({**json.loads(lines[6]), "eval_loss": "high"}) + "\n"  # line 7: wrong type
+    lines.insert(8, record("someoneelse0", 99).to_line())  # line 9: another run's record
+    path.write_text("".join(lines))
+    report = ingest_runs(ws)
+    found = sorted((s.line, s.kind) for s in report.skipped)
+    assert found == [(4, "corrupt"), (7, "invalid"), (9, "mismatch")]
+    assert all(s.path == str(path) for s in report.skipped)
+    assert "eval_loss is not a number (got 'high')" in " ".join(s.reason for s in report.skipped)
+    got = counts(ws)
+    assert got[bad] == 8 and all(got[m.run_id] == 10 for m in manifests if m.run_id != bad)
+    problems = rows(ws, "SELECT problems FROM ingest_state WHERE run_id = ?", [bad])[0][0]
+    assert sorted(p["line"] for p in json.loads(problems)) == [4, 7, 9]
+
+
+def test_non_finite_losses_become_null_and_metrics_load(ws_runs, reader):
+    ws, manifests = ws_runs
+    run_id = manifests[0].run_id
+    write_log(ws, run_id, range(1, 4), metrics={"act_mean/layer0": 0.5, "grad_norm": float("inf")})
+    write_log(ws, run_id, [4], mode="a", loss=float("nan"))
+    write_status(ws, run_id, "diverged", diverged_at_step=4, error="loss is NaN")
+    report = ingest_runs(ws, [run_id])
+    assert report.rows_loaded == 4 and report.metric_rows == 6
+    assert rows(ws, "SELECT eval_loss, train_loss FROM checkpoints WHERE run_id = ? AND step = 4", [run_id]) == [(None, None)]
+    assert rows(ws, "SELECT status, diverged_at_step, error FROM runs") == [("diverged", 4, "loss is NaN")]
+    assert rows(ws, "SELECT name, value FROM metrics WHERE step = 2 ORDER BY name") == [
+        ("act_mean/layer0", 0.5), ("grad_norm", None)]
+
+
+def test_status_change_updates_the_run_without_rereading_the_log(ws_runs, reader):
+    ws, manifests = ws_runs
+    run_id = manifests[0].run_id
+    write_log(ws, run_id, range(1, 6))
+    write_status(ws, run_id, "running", step=5, started_at="2026-02-01T00:00:00+00:00",
+                 raw={"git_sha": "abc123"})
+    ingest_runs(ws)
+    assert rows(ws, "SELECT status, git_sha FROM runs WHERE run_id = ?", [run_id]) == [("running", "abc123")]
+    write_status(ws, run_id, "finished", step=5)
+    report = ingest_runs(ws)
+    assert (report.runs_loaded, report.rows_loaded) == (1, 0)
+    assert rows(ws, "SELECT status FROM runs WHERE run_id = ?", [run_id]) == [("finished",)]
+
+
+def test_pending_runs_have_rows_but_no_checkpoints(ws_runs):
+    ws, manifests = ws_runs
+    report = ingest_runs(ws)
+    assert report.runs_loaded == 5 and report.rows_loaded == 0
+    assert rows(ws, "SELECT status, count(*) FROM runs GROUP BY status") == [("pending", 5)]
+
+
+def test_a_restarted_run_replaces_its_rows(ws_runs, reader):
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    run_id = manifests[0].run_id
+    ingest_runs(ws)
+    write_log(ws, run_id, range(1, 4), loss=0.5)  # a fresh, shorter log (run reset and restarted)
+    ingest_runs(ws)
+    assert rows(ws, "SELECT count(*), max(eval_loss) FROM checkpoints WHERE run_id = ?", [run_id]) == [(3, 0.5)]
+    ws.log_path(run_id).unlink()  # reset again, nothing logged yet
+    ingest_runs(ws)
+    assert run_id not in counts(ws)
+
+
+def test_same_size_rewrite_is_detected_by_the_log_head(ws_runs):
+    ws, manifests = ws_runs
+    run_id = manifests[0].run_id
+    write_log(ws, run_id, range(1, 4), loss=0.25)
+    ingest_runs(ws)
+    write_log(ws, run_id, range(1, 5), loss=0.75)  # rewritten from scratch, longer
+    ingest_runs(ws)
+    assert rows(ws, "SELECT count(*), min(eval_loss) FROM checkpoints WHERE run_id = ?", [run_id]) == [(4, 0.75)]
+
+
+def test_selected_runs_by_id_or_directory(ws_runs):
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    report = ingest_runs(ws, [manifests[0].run_id, ws.run_dir(manifests[1].run_id), "000000000000"])
+    assert report.runs_loaded == 2 and report.rows_loaded == 20
+    assert [s.kind for s in report.skipped] == ["file"] and "no run '000000000000'" in report.skipped[0].reason
+    with pytest.raises(StoreError, match="not a run directory of workspace"):
+        ingest_runs(ws, [Path("/elsewhere/runs/abc")])
+
+
+def test_a_runs_rows_land_in_one_transaction(ws_runs, monkeypatch: pytest.MonkeyPatch):
+    """A failure while writing a batch leaves nothing of it behind."""
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ingest_module, "upsert_experiments", broken)
+    with pytest.raises(RuntimeError):
+        ingest_runs(ws)
+    assert rows(ws, "SELECT (SELECT count(*) FROM checkpoints), (SELECT count(*) FROM runs), "
+                    "(SELECT count(*) FROM ingest_state)") == [(0, 0, 0)]
+    monkeypatch.undo()
+    assert ingest_runs(ws).rows_loaded == 50
+
+
+def test_manifestless_or_unreadable_files_are_reported(ws_runs):
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    ws.status_path(manifests[0].run_id).write_text("{not json")
+    report = ingest_runs(ws)
+    assert [(s.path, s.kind) for s in report.skipped] == [(str(ws.status_path(manifests[0].run_id)), "file")]
+    assert rows(ws, "SELECT status FROM runs WHERE run_id = ?", [manifests[0].run_id]) == [("unknown",)]
