@@ -66,7 +66,8 @@ def test_lr_transfer_slope_is_flat_for_mup_and_minus_one_for_sp():
     assert abs(slopes.loc["mup", "slope"]) < 0.1
     assert slopes.loc["sp", "slope_lo"] < -1 < slopes.loc["sp", "slope_hi"]
     assert slopes.loc["sp", "slope_hi"] < slopes.loc["mup", "slope_lo"]  # clearly separated
-    assert (slopes["slope_lo"] < slopes["slope"]).all() and (slopes["slope"] < slopes["slope_hi"]).all()
+    assert (slopes["slope_lo"] < slopes["slope"]).all()
+    assert (slopes["slope"] < slopes["slope_hi"]).all()
     assert len(fit.optima) == 10 and not fit.excluded
     assert set(slopes["estimator"]) == {"WLS 1/se^2"}
 

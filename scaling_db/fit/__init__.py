@@ -5,8 +5,10 @@ solver (`solver`), uncertainty (`bootstrap`, `window`), model comparison (`compa
 compute-optimal frontiers (`frontier`) and hyperparameter transfer (`mup`). No database, no CLI.
 """
 
-from scaling_db.fit.bootstrap import BootstrapFit, IrreducibleCheck, bootstrap, compare_irreducible
-from scaling_db.fit.chinchilla import HOFFMANN_GRID, chinchilla_starts, fit_chinchilla, fit_kaplan_nd
+from scaling_db.fit.bootstrap import (BootstrapFit, IrreducibleCheck, bootstrap,
+                                      compare_irreducible)
+from scaling_db.fit.chinchilla import (HOFFMANN_GRID, chinchilla_starts, fit_chinchilla,
+                                       fit_kaplan_nd)
 from scaling_db.fit.compare import compare_laws
 from scaling_db.fit.frontier import (FrontierFit, compare_frontiers, frontier_envelope,
                                      frontier_isoflop, frontier_parametric, frontier_surface)

@@ -1,4 +1,4 @@
-"""Bootstrap uncertainty for any fit: resample whole groups (runs or seeds), refit, take percentiles.
+"""Bootstrap uncertainty for any fit: resample whole groups (runs, seeds), refit, take percentiles.
 
 Checkpoints of one run are not independent draws, so resampling single rows understates the
 uncertainty; here the unit is a group (a run, or a seed), as Besiroglu et al. 2024 (sec. 3)

@@ -199,7 +199,8 @@ def frontier_isoflop(
 
 
 def frontier_parametric(
-    fit: LawFit, flops: Sequence[float] | Array | None = None, *, flops_per_param_token: float = 6.0,
+    fit: LawFit, flops: Sequence[float] | Array | None = None, *,
+    flops_per_param_token: float = 6.0,
 ) -> FrontierFit:
     """Approach 3 (Hoffmann et al. 2022 eq. 4): the frontier implied by a fitted Chinchilla law.
 

@@ -1,4 +1,4 @@
-"""Fit-window sensitivity: how much the parameters move with which scales and checkpoints are fitted.
+"""Fit-window sensitivity: how far the parameters move with the scales and checkpoints fitted.
 
 Barkeshli et al. 2026 (and Li et al. 2025, "(Mis)Fitting") show fitted exponents moving with the
 fit window by more than their bootstrap intervals; the bootstrap answers "what if we reran the
