@@ -89,7 +89,14 @@ def test_lower_envelope_recovers_the_exponents():
     f = frontier_envelope(training_curves())
     assert f.a == pytest.approx(A_TRUE, abs=0.035)
     assert f.settings["n_runs"] == 14
-    assert all("run(s)" in why for _, why in f.excluded)
+    assert f.excluded and all("run(s)" in why for _, why in f.excluded)
+
+
+def test_envelope_lists_runs_without_a_curve():
+    df = training_curves()
+    df = df[(df.run_id != "r0") | (df.tokens == df.tokens.min())]  # r0: one checkpoint left
+    f = frontier_envelope(df)
+    assert ("r0", "one checkpoint: no training curve to interpolate") in f.excluded
 
 
 def test_envelope_needs_training_curves():

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scaling_db.fit.laws import CHINCHILLA, KAPLAN_ND, r_squared, huber
+from scaling_db.fit.laws import CHINCHILLA, KAPLAN_ND, huber, r_squared
 from scaling_db.fit.result import LawFit, select_rows
 from scaling_db.fit.solver import MultiStartResult, check_loss, minimize_multistart
 
@@ -57,11 +57,11 @@ def _chinchilla_model(log_n: Array, log_d: Array, tie: bool):
     return model
 
 
-def _summary(y: Array, pred: Array, res: MultiStartResult, loss: str, delta: float) -> dict:
-    stats = {"r2": r_squared(y, pred), "rmse": float(np.sqrt(np.mean((y - pred) ** 2))),
-             "objective": res.objective,
-             "huber_sum": float(np.sum(huber(np.log(pred) - np.log(y), delta)))}
-    return stats
+def _summary(y: Array, pred: Array, res: MultiStartResult, delta: float) -> dict[str, float]:
+    # the Huber sum on log loss is reported for every loss, so lsq and Huber fits compare
+    return {"r2": r_squared(y, pred), "rmse": float(np.sqrt(np.mean((y - pred) ** 2))),
+            "objective": res.objective,
+            "huber_sum": float(np.sum(huber(np.log(pred) - np.log(y), delta)))}
 
 
 def _diagnostics(res: MultiStartResult) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def fit_chinchilla(
     obs = sel[y]
     return LawFit(
         law=CHINCHILLA, params=params, columns={"n": n, "d": d}, y=y, n_points=len(sel),
-        stats=_summary(obs, pred, res, loss, delta),
+        stats=_summary(obs, pred, res, delta),
         settings={"estimator": "batched Levenberg-Marquardt + L-BFGS-B polish", "loss": loss,
                   "delta": delta, "space": "log" if loss == "huber" else "raw",
                   "tie_exponents": tie_exponents, "warm_start": init is not None,
@@ -214,7 +214,7 @@ def fit_kaplan_nd(
     obs = sel[y]
     return LawFit(
         law=KAPLAN_ND, params=params, columns={"n": n, "d": d}, y=y, n_points=len(sel),
-        stats=_summary(obs, pred, res, loss, delta),
+        stats=_summary(obs, pred, res, delta),
         settings={"estimator": "batched Levenberg-Marquardt + L-BFGS-B polish", "loss": loss,
                   "delta": delta, "space": "log" if loss == "huber" else "raw",
                   "warm_start": init is not None, **_diagnostics(res)},

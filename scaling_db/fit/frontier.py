@@ -102,12 +102,14 @@ def frontier_envelope(
     sel = select_rows(df, [n, d, c, y], where=where, log_columns=[n, d, c, y], min_points=4,
                       id_column=run)
     rows = df.iloc[sel.positions]
-    curves = []
+    curves, lone = [], []
     for rid, g in rows.groupby(run, sort=True):
         g = g.sort_values(c)
-        if len(g) >= 2:
-            curves.append((rid, np.log(g[c].to_numpy(float)), np.log(g[y].to_numpy(float)),
-                           np.log(g[d].to_numpy(float)), float(g[n].iloc[-1])))
+        if len(g) < 2:
+            lone.append((rid, "one checkpoint: no training curve to interpolate"))
+            continue
+        curves.append((rid, np.log(g[c].to_numpy(float)), np.log(g[y].to_numpy(float)),
+                       np.log(g[d].to_numpy(float)), float(g[n].iloc[-1])))
     if len(curves) < 2:
         raise FitError(f"{where}: too few runs with a training curve ({len(curves)} vs at least "
                        f"2 runs with >= 2 checkpoints). Pass checkpoints, or use the isoflop "
@@ -128,8 +130,8 @@ def frontier_envelope(
         best_n[idx] = n_run
         best_d[idx] = np.exp(np.interp(grid[idx], lc, ld))
     ok = cover >= 2
-    excluded = [(float(np.exp(g)), f"covered by {k} run(s) (vs at least 2)")
-                for g, k in zip(grid[~ok], cover[~ok])]
+    excluded = lone + [(float(np.exp(g)), f"covered by {k} run(s) (vs at least 2)")
+                       for g, k in zip(grid[~ok], cover[~ok])]
     optima = pd.DataFrame({"flops": np.exp(grid[ok]), "n_opt": best_n[ok],
                            "d_opt": best_d[ok], "loss_opt": np.exp(best_loss[ok])})
     return _power_laws("envelope", optima, excluded,
@@ -276,7 +278,9 @@ def frontier_surface(
         if hi - lo < 1e-6:
             excluded.append((float(np.exp(lc)), "iso-compute line misses the data"))
             continue
-        line = lambda t: float(surface(np.array([t]), np.array([lc - np.log(k) - t]))[0])
+        def line(t: float, lc: float = lc) -> float:  # log L along the iso-compute line
+            return float(surface(np.array([t]), np.array([lc - np.log(k) - t]))[0])
+
         ts = np.linspace(lo, hi, 200)
         vals = surface(ts, lc - np.log(k) - ts)
         i = int(np.argmin(vals))
