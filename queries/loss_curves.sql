@@ -1,0 +1,20 @@
+-- name: loss_curves
+-- purpose: Every checkpoint of every run of an experiment: loss against step, tokens and FLOPs.
+-- params:
+--   experiment (required): the experiment's name
+--   convention = 'exact' (exact | 6n | 6n_nonembed): FLOPs convention of `flops`
+--   loss = 'eval' (eval | train): which loss becomes `loss`
+--   status = 'any' (finished | running | failed | diverged | pending | any): only runs in this state
+-- columns: run_id, name, status, config_id, seed, n_params, n_params_nonembed, d_model, parameterization, lr, step, tokens, flops, loss, eval_loss, train_loss, lr_at_step, wall_time_s
+SELECT
+    r.run_id, r.name, r.status, r.config_id, r.seed,
+    r.n_params, r.n_params_nonembed, r.d_model, r.parameterization, r.lr,
+    c.step, c.tokens,
+    CASE $convention WHEN 'exact' THEN c.flops_exact WHEN '6n' THEN c.flops_6n ELSE c.flops_6n_nonembed END AS flops,
+    CASE $loss WHEN 'eval' THEN c.eval_loss ELSE c.train_loss END AS loss,
+    c.eval_loss, c.train_loss, c.lr AS lr_at_step, c.wall_time_s
+FROM runs AS r
+JOIN checkpoints AS c USING (run_id)
+WHERE r.experiment = $experiment
+  AND ($status = 'any' OR r.status = $status)
+ORDER BY r.n_params, r.lr, r.seed, r.run_id, c.step

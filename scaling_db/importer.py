@@ -1,0 +1,365 @@
+"""Importing runs from elsewhere: a CSV (or Parquet/JSON) table of published runs becomes an
+experiment of its own, queried and fitted with the same tools as compiled runs.
+
+A mapping names, for each scaledb column, the source column (or a DuckDB SQL expression over
+the source columns) that provides it:
+
+    n_params=params tokens=tokens loss=val_loss                       (final points: a run per row)
+    run=model,peak_lr,sweep,total_steps step=current_steps ...        (checkpoint curves)
+    flops="throughput/total_gflops" * 1e9                             (an expression)
+    var.flop_budget=budget                                            (a sweep variable, into `vars`)
+
+Required: n_params, tokens, loss. A value that is exactly a source column name (or, failing
+that, a unique case-insensitive match) is that column; anything else is an SQL expression.
+
+Runs: without `run`, every row is a run of its own, keyed by the row's whole content; with
+`run` (one column, a comma-separated list of columns, or an expression), rows sharing the key
+form one run's checkpoint curve (`step` says which checkpoint; without it, one row per run).
+Run ids are synthetic: 12 hex digits of SHA-256 over ("import", experiment, run key), so the
+same table imported again gives the same ids. Run-level columns (n_params, lr, ...) must be
+constant within a run; the manifest JSON holds the source, the mapping and the run's last row.
+
+FLOPs: `flops` (or `flops_exact`) is the table's own compute column, stored as flops_exact,
+whatever convention the authors used; flops_6n (and flops_6n_nonembed, with n_params_nonembed)
+are computed as 6*N*D when not mapped.
+
+Idempotent: an import replaces every run of that experiment (in one transaction); importing
+into an experiment compiled from a spec is refused. Rows lacking a required value are skipped
+and reported by file and line; for a (run, step) given twice, the later row wins and the
+earlier is reported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from scaling_db.errors import StoreError
+from scaling_db.ingest import CHECKPOINT_SCHEMA, RUNS_SCHEMA, SkippedLine, upsert_experiments
+from scaling_db.manifest import canonical_json
+from scaling_db.store import open_store, utc_now
+from scaling_db.workspace import Workspace
+
+#: Where each mappable name goes: "run" (constant per run), "ckpt" (per checkpoint) or "key".
+NUMERIC_RUN = {
+    "n_params": "int", "n_params_nonembed": "int", "n_params_embed": "int", "lr": "float", "weight_decay": "float",
+    "batch_size": "int", "seed": "int", "d_model": "int", "n_layers": "int", "n_heads": "int", "d_ff": "int",
+    "context": "int", "vocab_size": "int", "tokens_budget": "int", "steps": "int", "entropy_rate": "float",
+}
+TEXT_RUN = ("name", "parameterization", "data_source", "optimizer", "schedule")
+CHECKPOINT_TARGETS = {
+    "step": "int", "tokens": "int", "loss": "float", "eval_loss": "float", "train_loss": "float",
+    "flops": "float", "flops_exact": "float", "flops_6n": "float", "flops_6n_nonembed": "float",
+    "wall_time_s": "float",
+}
+TARGETS = ("run", *NUMERIC_RUN, *TEXT_RUN, *CHECKPOINT_TARGETS)
+REQUIRED = ("n_params", "tokens", "loss")
+#: Columns that pick a replicate, not a configuration: left out of config_id.
+_NOT_CONFIG = ("seed", "name")
+
+
+@dataclass
+class ImportReport:
+    experiment: str
+    source: str
+    rows_read: int = 0
+    runs: int = 0
+    checkpoints: int = 0
+    replaced_runs: int = 0  # runs of the experiment's previous import, now replaced
+    skipped: list[SkippedLine] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["skipped"] = [dict(asdict(s), where=s.format()) for s in self.skipped]
+        return out
+
+
+def parse_mapping(items: list[str]) -> dict[str, str]:
+    """`["n_params=params", "loss=val_loss"]` -> {"n_params": "params", ...}, checking the names."""
+    mapping: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise StoreError(f"--map {item!r}: expected NAME=COLUMN (e.g. n_params=params).")
+        if key in mapping:
+            raise StoreError(f"--map {key}: given twice ({mapping[key]!r} and {value!r}).")
+        mapping[key] = value
+    return mapping
+
+
+def _check_targets(mapping: dict[str, str]) -> None:
+    for key in mapping:
+        if key.startswith("var.") and len(key) > 4:
+            continue
+        if key not in TARGETS:
+            close = difflib.get_close_matches(key, TARGETS, n=1)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            raise StoreError(f"--map {key}: not a column scaledb knows ({hint}known: {', '.join(TARGETS)}, var.NAME).")
+    missing = [r for r in REQUIRED if r not in mapping and not (r == "loss" and "eval_loss" in mapping)]
+    if missing:
+        raise StoreError(f"import: no mapping for {', '.join(missing)} (required: {', '.join(REQUIRED)}). "
+                         f"Add --map {missing[0]}=COLUMN.")
+    if "flops" in mapping and "flops_exact" in mapping:
+        raise StoreError("--map flops and flops_exact name the same column (flops is stored as flops_exact); give one.")
+    if "loss" in mapping and "eval_loss" in mapping:
+        raise StoreError("--map loss and eval_loss name the same column (loss is stored as eval_loss); give one.")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _expression(target: str, value: str, columns: list[str]) -> str:
+    """The SQL for one mapped value: a column (exact, else unique case-insensitive) or an expression."""
+    if value in columns:
+        return _quote(value)
+    folded = [c for c in columns if c.lower() == value.lower()]
+    if len(folded) == 1:
+        return _quote(folded[0])
+    if target == "run":
+        parts = [p.strip() for p in value.split(",")]
+        if len(parts) > 1 and all(p in columns for p in parts):
+            # a list of columns: the key is their values as a JSON list
+            return "to_json([" + ", ".join(f"CAST({_quote(p)} AS VARCHAR)" for p in parts) + "])::VARCHAR"
+    return f"({value})"
+
+
+def _read_table(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    reader = {".parquet": "read_parquet", ".json": "read_json_auto", ".jsonl": "read_json_auto"}.get(
+        path.suffix.lower(), "read_csv")
+    try:
+        con.execute(f"CREATE TABLE src AS SELECT row_number() OVER () AS _row, * FROM {reader}(?)", [str(path)])
+    except duckdb.Error as exc:
+        raise StoreError(f"{path}: cannot read the table ({str(exc).splitlines()[0]})") from None
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _clean(value: Any) -> Any:
+    """A JSON-able Python value (NaN -> None, numpy/Decimal -> float/int)."""
+    if value is None:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (int, str, bool)):
+        return value
+    try:
+        number = float(value)
+        return int(number) if number.is_integer() and abs(number) < 2**63 else number
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _as(kind: str, value: Any) -> Any:
+    value = _clean(value)
+    if value is None:
+        return None
+    if kind == "int":
+        number = float(value)
+        return int(round(number)) if math.isfinite(number) else None
+    if kind == "float":
+        return float(value)
+    return str(value)
+
+
+def import_table(
+    workspace: Workspace | str | Path,
+    path: str | Path,
+    experiment: str,
+    mapping: dict[str, str],
+    *,
+    where: str | None = None,
+    description: str | None = None,
+    lock_timeout_s: float | None = None,
+) -> ImportReport:
+    """Import an external table of runs as `experiment` (replacing its previous import)."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise StoreError(f"{path}: no such file.")
+    if not experiment or any(c in experiment for c in "/\\") or experiment != experiment.strip():
+        raise StoreError(f"--experiment {experiment!r}: give a plain name (no slashes or surrounding spaces).")
+    _check_targets(mapping)
+    report = ImportReport(experiment=experiment, source=str(path))
+
+    mem = duckdb.connect()
+    try:
+        _read_table(mem, path)
+        columns = [r[0] for r in mem.execute("DESCRIBE src").fetchall() if r[0] != "_row"]
+        selects = [f"{_expression(t, v, columns)} AS {_quote(t)}" for t, v in mapping.items()]
+        sql = f"SELECT _row, {', '.join(selects)} FROM src"
+        if where:
+            sql += f" WHERE {where}"
+        try:
+            mapped = mem.execute(sql + " ORDER BY _row").fetchall()
+            names = ["_row", *mapping]
+        except duckdb.Error as exc:
+            _explain_mapping_error(mem, mapping, where, columns, exc)
+        raw_rows = {r[0]: r[1:] for r in mem.execute("SELECT * FROM src").fetchall()}
+        (report.rows_read,), = mem.execute("SELECT count(*) FROM src").fetchall()
+    finally:
+        mem.close()
+
+    file_hash = _file_hash(path)
+    # CSV line of a row: the header is line 1 (multi-line quoted fields would shift this).
+    line_of = (lambda row: row + 1) if path.suffix.lower() == ".csv" else (lambda row: row)
+    runs: dict[str, dict[str, Any]] = {}
+    for values in mapped:
+        rec = dict(zip(names, values))
+        row = rec.pop("_row")
+        loss_key = "loss" if "loss" in rec else "eval_loss"
+        lacking = [k for k in ("n_params", "tokens", loss_key) if _clean(rec.get(k)) is None]
+        if lacking:
+            report.skipped.append(SkippedLine(str(path), line_of(row), "invalid",
+                                              f"no value for {', '.join(lacking)}; row skipped"))
+            continue
+        original = {c: _clean(v) for c, v in zip(columns, raw_rows[row])}
+        key = str(rec["run"]) if rec.get("run") is not None else canonical_json(original)
+        run_id = hashlib.sha256(f"import\0{experiment}\0{key}".encode()).hexdigest()[:12]
+        run = runs.setdefault(run_id, {"key": key, "rows": {}, "first_line": line_of(row)})
+        step = _as("int", rec.get("step")) if "step" in rec else _as("int", rec.get("steps")) if "steps" in rec else 0
+        if step is None:
+            report.skipped.append(SkippedLine(str(path), line_of(row), "invalid", "no value for step; row skipped"))
+            continue
+        if step in run["rows"]:
+            earlier = run["rows"][step]["line"]
+            report.skipped.append(SkippedLine(
+                str(path), earlier, "duplicate",
+                f"run {key} step {step} appears again at line {line_of(row)}; the later row wins",
+            ))
+        run["rows"][step] = {"rec": rec, "original": original, "line": line_of(row)}
+
+    now = utc_now()
+    run_rows, ckpt = [], {c: [] for c in CHECKPOINT_SCHEMA.names}
+    for run_id, run in runs.items():
+        steps = sorted(run["rows"])
+        final = run["rows"][steps[-1]]
+        _check_constant(path, run, steps)
+        rec = final["rec"]
+        fields = {k: _as(kind, rec.get(k)) for k, kind in NUMERIC_RUN.items() if k in rec}
+        fields.update({k: _as("str", rec.get(k)) for k in TEXT_RUN if k in rec})
+        if "tokens_budget" not in fields:
+            fields["tokens_budget"] = max(_as("int", run["rows"][s]["rec"]["tokens"]) for s in steps)
+        var_values = {k[4:]: _clean(rec[k]) for k in rec if k.startswith("var.")}
+        config = {k: v for k, v in fields.items() if k not in _NOT_CONFIG}
+        config_id = hashlib.sha256(canonical_json({"experiment": experiment, **config, "vars": var_values})
+                                   .encode()).hexdigest()[:12]
+        manifest = {
+            "experiment": experiment,
+            "source": {"kind": "import", "path": str(path), "sha256": file_hash, "map": mapping, "where": where},
+            "run_key": run["key"],
+            "row": final["original"],
+        }
+        run_rows.append({
+            "run_id": run_id, "experiment": experiment, "status": "finished", "config_id": config_id,
+            "name": fields.get("name") or (run["key"] if rec.get("run") is not None else None),
+            **{k: v for k, v in fields.items() if k != "name"},
+            "vars": json.dumps(var_values, sort_keys=True), "tags": ["imported"],
+            "manifest": json.dumps(manifest, sort_keys=True), "created_at": now, "ingested_at": now,
+        })
+        for step in steps:
+            r = run["rows"][step]["rec"]
+            n, tokens = fields.get("n_params"), _as("int", r["tokens"])
+            n_ne = fields.get("n_params_nonembed")
+            ckpt["run_id"].append(run_id)
+            ckpt["step"].append(step)
+            ckpt["tokens"].append(tokens)
+            ckpt["flops_exact"].append(_as("float", r.get("flops", r.get("flops_exact"))))
+            ckpt["flops_6n"].append(_as("float", r["flops_6n"]) if "flops_6n" in r else 6.0 * n * tokens)
+            ckpt["flops_6n_nonembed"].append(
+                _as("float", r["flops_6n_nonembed"]) if "flops_6n_nonembed" in r
+                else (6.0 * n_ne * tokens if n_ne is not None else None))
+            ckpt["eval_loss"].append(_as("float", r.get("loss", r.get("eval_loss"))))
+            ckpt["train_loss"].append(_as("float", r.get("train_loss")))
+            ckpt["lr"].append(None)
+            ckpt["wall_time_s"].append(_as("float", r.get("wall_time_s")))
+            ckpt["tokens_per_s"].append(None)
+    report.runs = len(run_rows)
+    report.checkpoints = len(ckpt["step"])
+    if not run_rows:
+        raise StoreError(f"{path}: no row could be imported ({report.rows_read} read, {len(report.skipped)} skipped"
+                         + (f"; check --where {where!r}" if where else "") + ").")
+
+    info = {"map": mapping, "where": where, "rows_read": report.rows_read, "rows_skipped": len(report.skipped),
+            "columns": columns, "sha256": file_hash}
+    with open_store(ws, lock_timeout_s=lock_timeout_s) as con:
+        found = con.execute("SELECT source FROM experiments WHERE experiment = ?", [experiment]).fetchall()
+        if found and found[0][0] != "import":
+            raise StoreError(
+                f"--experiment {experiment}: that experiment holds runs compiled from a spec (source "
+                f"{found[0][0]!r} vs 'import'). Import under another name."
+            )
+        con.execute("BEGIN TRANSACTION")
+        try:
+            old = "SELECT run_id FROM runs WHERE experiment = ?"
+            (report.replaced_runs,), = con.execute(f"SELECT count(*) FROM ({old})", [experiment]).fetchall()
+            for table in ("checkpoints", "metrics"):
+                con.execute(f"DELETE FROM {table} WHERE run_id IN ({old})", [experiment])
+            con.execute("DELETE FROM runs WHERE experiment = ?", [experiment])
+            con.register("_import_runs", pa.Table.from_pylist(run_rows, schema=RUNS_SCHEMA))
+            con.execute("INSERT INTO runs BY NAME SELECT * FROM _import_runs")
+            con.unregister("_import_runs")
+            con.register("_import_ckpt", pa.table(ckpt, schema=CHECKPOINT_SCHEMA))
+            con.execute("INSERT INTO checkpoints SELECT * FROM _import_ckpt")
+            con.unregister("_import_ckpt")
+            upsert_experiments(con, [{
+                "experiment": experiment, "source": "import", "spec_path": str(path), "spec_hash": file_hash[:12],
+                "description": description, "n_planned": len(run_rows), "n_dropped": None,
+                "info": json.dumps(info, default=str), "created_at": now, "updated_at": now,
+            }])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return report
+
+
+def _check_constant(path: Path, run: dict[str, Any], steps: list[int]) -> None:
+    """Run-level values must not change between a run's rows (else the run key is too coarse)."""
+    if len(steps) < 2:
+        return
+    first = run["rows"][steps[0]]
+    for step in steps[1:]:
+        other = run["rows"][step]
+        for key in (*NUMERIC_RUN, *TEXT_RUN):
+            if key in first["rec"] and _clean(first["rec"][key]) != _clean(other["rec"][key]):
+                raise StoreError(
+                    f"{path}:{other['line']}: rows of run {run['key']} differ in {key} "
+                    f"({_clean(other['rec'][key])!r} vs {_clean(first['rec'][key])!r} at line {first['line']}). "
+                    "Add the columns that tell runs apart to --map run=COL1,COL2,..."
+                )
+
+
+def _explain_mapping_error(mem: duckdb.DuckDBPyConnection, mapping: dict[str, str], where: str | None,
+                           columns: list[str], exc: duckdb.Error) -> None:
+    """Find which mapping (or the filter) fails and raise a message naming it and the columns."""
+    for target, value in mapping.items():
+        try:
+            mem.execute(f"SELECT {_expression(target, value, columns)} FROM src LIMIT 1").fetchall()
+        except duckdb.Error as inner:
+            close = difflib.get_close_matches(value, columns, n=1)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            raise StoreError(
+                f"--map {target}={value}: not a column of the table and not a valid expression ({hint}"
+                f"columns: {', '.join(columns)}). DuckDB: {str(inner).splitlines()[0]}"
+            ) from None
+    if where:
+        raise StoreError(f"--where {where!r}: {str(exc).splitlines()[0]} (columns: {', '.join(columns)})") from None
+    raise StoreError(f"import: {str(exc).splitlines()[0]}") from None
