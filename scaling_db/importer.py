@@ -45,7 +45,7 @@ import pyarrow as pa
 from scaling_db.errors import StoreError
 from scaling_db.ingest import CHECKPOINT_SCHEMA, RUNS_SCHEMA, SkippedLine, upsert_experiments
 from scaling_db.manifest import canonical_json
-from scaling_db.store import open_store, utc_now
+from scaling_db.store import CONNECTION_CONFIG, open_store, utc_now
 from scaling_db.workspace import Workspace
 
 #: Where each mappable name goes: "run" (constant per run), "ckpt" (per checkpoint) or "key".
@@ -199,7 +199,7 @@ def import_table(
     _check_targets(mapping)
     report = ImportReport(experiment=experiment, source=str(path))
 
-    mem = duckdb.connect()
+    mem = duckdb.connect(config=CONNECTION_CONFIG)
     try:
         _read_table(mem, path)
         columns = [r[0] for r in mem.execute("DESCRIBE src").fetchall() if r[0] != "_row"]

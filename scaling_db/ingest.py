@@ -41,6 +41,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from scaling_db.errors import StoreError
 from scaling_db.manifest import canonical_json, identity_payload
@@ -241,13 +242,23 @@ def _changed(run: _Run) -> bool:
 
 @dataclass
 class _Rows:
-    """Checkpoint and metric rows, column-wise, ready to become Arrow tables."""
+    """Checkpoint rows (Arrow tables, one per log read) and metric rows, for one batch."""
 
-    columns: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in CHECKPOINT_COLUMNS})
+    tables: list[pa.Table] = field(default_factory=list)
     metrics: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in METRIC_SCHEMA.names})
 
     def __len__(self) -> int:
-        return len(self.columns["step"])
+        return sum(t.num_rows for t in self.tables)
+
+    def table(self) -> pa.Table:
+        return pa.concat_tables(self.tables) if len(self.tables) > 1 else self.tables[0]
+
+    def add_metrics(self, run_id: str, step: int, metrics: dict[str, Any]) -> None:
+        for name, value in metrics.items():
+            self.metrics["run_id"].append(run_id)
+            self.metrics["step"].append(step)
+            self.metrics["name"].append(name)
+            self.metrics["value"].append(value)
 
 
 def _number(value: Any, integer: bool) -> tuple[bool, Any]:
@@ -294,14 +305,77 @@ def _check_record(rec: Any, run_id: str) -> tuple[str, str] | tuple[None, tuple[
     return None, (row, clean)
 
 
+def _finite_floats(table: pa.Table) -> pa.Table:
+    """NaN and inf (a diverged run's loss) become NULL, as the line-by-line reader does."""
+    for name in _FLOAT_COLUMNS:
+        col = table[name]
+        if col.null_count < len(col) and not pc.all(pc.is_finite(col)).as_py():
+            table = table.set_column(table.schema.get_field_index(name), name,
+                                     pc.if_else(pc.is_finite(col), col, pa.scalar(None, pa.float64())))
+    return table
+
+
+def _parse_bulk(lines: list[bytes], run_id: str, out: _Rows) -> bool:
+    """Parse clean lines in one `json.loads` call (a JSON array) and build the Arrow table in C;
+    False, touching nothing, if any line is not a well-formed record of this run."""
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        return True
+    try:
+        records = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        return False
+    for rec in records:
+        if type(rec) is not dict or rec.get("run_id") != run_id:
+            return False
+        step = rec.get("step")
+        if type(step) is not int or step < 0:
+            return False
+    try:
+        table = pa.Table.from_pylist(records, schema=CHECKPOINT_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        return False
+    with_metrics = []
+    for rec in records:
+        metrics = rec.get("metrics")
+        if metrics:
+            kind, result = _check_record(rec, run_id)
+            if kind is not None:
+                return False
+            with_metrics.append((rec["step"], result[1]))  # type: ignore[index]
+    steps = table["step"].to_numpy()
+    if len(steps) > 1 and not (steps[1:] > steps[:-1]).all():
+        # a replayed step (resume): keep the last line of each step
+        last = {int(step): i for i, step in enumerate(steps)}
+        table = table.take(sorted(last.values()))
+        with_metrics = list({step: m for step, m in with_metrics}.items())
+    out.tables.append(_finite_floats(table))
+    for step, metrics in with_metrics:
+        out.add_metrics(run_id, step, metrics)
+    return True
+
+
 def _read_python(run: _Run, out: _Rows) -> None:
-    """Parse a run's log from `start_offset` line by line; rows to `out`, problems to the run."""
+    """Parse a run's log from `start_offset`; rows to `out`, problems (with line numbers) to the run.
+
+    All lines in one `json.loads` when they are clean; line by line, to say which line is bad and
+    why, when they are not.
+    """
     path = run.log_path
     with open(path, "rb") as fh:
         fh.seek(run.start_offset)
         data = fh.read(max(0, run.log_size - run.start_offset))
     end = data.rfind(b"\n") + 1
     lines = data[:end].split(b"\n")[:-1]
+    if data[end:].strip():
+        run.problems.append(SkippedLine(
+            str(path), run.start_line + len(lines) + 1, "truncated",
+            "last line has no newline (a write in progress or interrupted); not loaded yet",
+        ))
+    run.new_offset = run.start_offset + end
+    run.new_lines = run.start_line + len(lines)
+    if _parse_bulk(lines, run.run_id, out):
+        return
     by_step: dict[int, tuple[list[Any], dict[str, Any]]] = {}
     for number, raw in enumerate(lines, start=run.start_line + 1):
         if not raw.strip():
@@ -320,22 +394,11 @@ def _read_python(run: _Run, out: _Rows) -> None:
             continue
         row, metrics = result  # type: ignore[misc]
         by_step[row[1]] = (row, metrics)  # a replayed step: the later line wins
-    if data[end:].strip():
-        run.problems.append(SkippedLine(
-            str(path), run.start_line + len(lines) + 1, "truncated",
-            "last line has no newline (a write in progress or interrupted); not loaded yet",
-        ))
-    run.new_offset = run.start_offset + end
-    run.new_lines = run.start_line + len(lines)
-    cols = out.columns
+    if by_step:
+        columns = list(zip(*(row for row, _ in by_step.values())))
+        out.tables.append(pa.table(dict(zip(CHECKPOINT_COLUMNS, columns)), schema=CHECKPOINT_SCHEMA))
     for row, metrics in by_step.values():
-        for name, value in zip(CHECKPOINT_COLUMNS, row):
-            cols[name].append(value)
-        for name, value in metrics.items():
-            out.metrics["run_id"].append(run.run_id)
-            out.metrics["step"].append(row[1])
-            out.metrics["name"].append(name)
-            out.metrics["value"].append(value)
+        out.add_metrics(run.run_id, row[1], metrics)
 
 
 def _sql_str(text: str) -> str:
@@ -559,24 +622,27 @@ def _experiment_row(ws: Workspace, experiment: str, now: Any) -> dict[str, Any]:
 
 def upsert_experiments(con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert or update experiments rows; `created_at` keeps its first value."""
-    if not rows:
-        return
-    cols = list(rows[0])
-    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("experiment", "created_at"))
-    con.executemany(
-        f"INSERT INTO experiments ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
-        f"ON CONFLICT (experiment) DO UPDATE SET {updates}",
-        [[r[c] for c in cols] for r in rows],
-    )
+    for row in rows:
+        cols = list(row)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("experiment", "created_at"))
+        con.execute(
+            f"INSERT INTO experiments ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+            f"ON CONFLICT (experiment) DO UPDATE SET {updates}",
+            [row[c] for c in cols],
+        )
 
 
-def _imported_experiments(con: duckdb.DuckDBPyConnection, names: Iterable[str]) -> set[str]:
+_EXPERIMENT_FIELDS = ("source", "spec_path", "spec_hash", "description", "n_planned", "n_dropped", "info")
+
+
+def _known_experiments(con: duckdb.DuckDBPyConnection, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The stored experiments rows among `names` (to skip rewriting unchanged ones)."""
     names = list(names)
     if not names:
-        return set()
-    return {r[0] for r in con.execute(
-        "SELECT experiment FROM experiments WHERE source = 'import' AND list_contains(?, experiment)", [names]
-    ).fetchall()}
+        return {}
+    cur = con.execute(f"SELECT experiment, {', '.join(_EXPERIMENT_FIELDS)} FROM experiments "
+                      "WHERE list_contains(?, experiment)", [names])
+    return {row[0]: dict(zip(_EXPERIMENT_FIELDS, row[1:])) for row in cur.fetchall()}
 
 
 # -- the loader ------------------------------------------------------------------------------------
@@ -635,7 +701,8 @@ def _load_batch(con: duckdb.DuckDBPyConnection, ws: Workspace, batch: list[_Run]
         row = _read_run_files(run, now)
         if row is not None:
             rows_by_run[run.run_id] = row
-    foreign = _imported_experiments(con, {r["experiment"] for r in rows_by_run.values()})
+    known = _known_experiments(con, {r["experiment"] for r in rows_by_run.values()})
+    foreign = {name for name, row in known.items() if row["source"] == "import"}
     for run in batch:
         if run.run_id in rows_by_run and rows_by_run[run.run_id]["experiment"] in foreign:
             run.problems.append(SkippedLine(
@@ -660,13 +727,14 @@ def _load_batch(con: duckdb.DuckDBPyConnection, ws: Workspace, batch: list[_Run]
             _read_python(run, py_rows)
     try:
         try:
-            counts = _write_batch(con, ws, loading, rows_by_run, py_rows, staged=bool(fast), now=now)
+            counts = _write_batch(con, ws, loading, rows_by_run, py_rows, known, staged=bool(fast), now=now)
         except duckdb.ConstraintException:
             # A staged log repeats a step (or rows of a run we have no state for exist): take the
             # replayed logs out of the fast path and upsert the rest.
             for run in _drop_replayed(con, fast):
                 _read_python(run, py_rows)
-            counts = _write_batch(con, ws, loading, rows_by_run, py_rows, staged=bool(fast), now=now, upsert=True)
+            counts = _write_batch(con, ws, loading, rows_by_run, py_rows, known, staged=bool(fast), now=now,
+                                  upsert=True)
     finally:
         if fast:
             con.execute("DROP TABLE IF EXISTS _stage")
@@ -679,7 +747,7 @@ def _load_batch(con: duckdb.DuckDBPyConnection, ws: Workspace, batch: list[_Run]
 
 def _write_batch(
     con: duckdb.DuckDBPyConnection, ws: Workspace, loading: list[_Run], rows_by_run: dict[str, dict[str, Any]],
-    py_rows: _Rows, *, staged: bool, now: Any, upsert: bool = False,
+    py_rows: _Rows, known: dict[str, dict[str, Any]], *, staged: bool, now: Any, upsert: bool = False,
 ) -> tuple[int, int]:
     """Write one batch in one transaction: (checkpoint rows, metric rows) written."""
     deleting = [r.run_id for r in loading if r.delete_rows]
@@ -704,7 +772,7 @@ def _write_batch(
             ).fetchall()
             n_metrics += n
         if len(py_rows):
-            con.register("_py_rows", pa.table(py_rows.columns, schema=CHECKPOINT_SCHEMA))
+            con.register("_py_rows", py_rows.table())
             (n,), = con.execute("INSERT OR REPLACE INTO checkpoints SELECT * FROM _py_rows").fetchall()
             con.unregister("_py_rows")
             n_rows += n
@@ -713,16 +781,19 @@ def _write_batch(
             (n,), = con.execute("INSERT OR REPLACE INTO metrics SELECT * FROM _py_metrics").fetchall()
             con.unregister("_py_metrics")
             n_metrics += n
+        # Replacing a row as DELETE + INSERT costs half of INSERT OR REPLACE on these wide tables.
         if rows_by_run:
+            con.execute("DELETE FROM runs WHERE list_contains(?, run_id)", [list(rows_by_run)])
             con.register("_runs", pa.Table.from_pylist(list(rows_by_run.values()), schema=RUNS_SCHEMA))
-            con.execute("INSERT OR REPLACE INTO runs BY NAME SELECT * FROM _runs")
+            con.execute("INSERT INTO runs BY NAME SELECT * FROM _runs")
             con.unregister("_runs")
-            experiments = sorted({r["experiment"] for r in rows_by_run.values()})
-            upsert_experiments(con, [_experiment_row(ws, e, now) for e in experiments])
-        state_rows = [_state_row(run, now) for run in loading]
-        if state_rows:
-            con.register("_state", pa.Table.from_pylist(state_rows, schema=STATE_SCHEMA))
-            con.execute("INSERT OR REPLACE INTO ingest_state SELECT * FROM _state")
+            experiments = [_experiment_row(ws, e, now) for e in sorted({r["experiment"] for r in rows_by_run.values()})]
+            upsert_experiments(con, [e for e in experiments if e["experiment"] not in known or any(
+                e[f] != known[e["experiment"]][f] for f in _EXPERIMENT_FIELDS)])
+        if loading:
+            con.execute("DELETE FROM ingest_state WHERE list_contains(?, run_id)", [[r.run_id for r in loading]])
+            con.register("_state", pa.Table.from_pylist([_state_row(run, now) for run in loading], schema=STATE_SCHEMA))
+            con.execute("INSERT INTO ingest_state SELECT * FROM _state")
             con.unregister("_state")
         con.execute("COMMIT")
     except BaseException:

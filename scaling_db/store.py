@@ -52,6 +52,11 @@ LOCK_TIMEOUT_ENV = "SCALEDB_LOCK_TIMEOUT_S"
 
 RUN_STATUSES = ("pending", "running", "finished", "failed", "diverged", "unknown")
 
+#: Every scaledb connection: no replacement scans (DuckDB would otherwise read a Python variable
+#: named like a missing table, so `FROM x` could silently query a local), no progress bar (it
+#: would draw on a runner's or the CLI's stderr).
+CONNECTION_CONFIG = {"python_enable_replacements": False}
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -301,7 +306,9 @@ def connect(path: str | Path, *, read_only: bool = False, lock_timeout_s: float 
     delay = 0.005
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only, config=CONNECTION_CONFIG)
+            con.execute("SET enable_progress_bar = false")
+            return con
         except duckdb.ConnectionException as exc:
             if "different configuration" in str(exc):
                 raise StoreError(
@@ -327,25 +334,25 @@ def connect(path: str | Path, *, read_only: bool = False, lock_timeout_s: float 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     """The schema version of the open database (0 for an empty file)."""
-    # fetchall, not fetchone: DuckDB 2 refuses new statements while a result is unfinished.
-    (found,), = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND table_name = 'schema_version'"
-    ).fetchall()
-    if not found:
+    # Asking the table directly is ~30x cheaper than asking duckdb_tables() whether it exists,
+    # and this runs on every open (a runner loading one run pays for it).
+    try:
+        (version,), = con.execute("SELECT max(version) FROM schema_version").fetchall()
+    except duckdb.CatalogException:
         return 0
-    (version,), = con.execute("SELECT max(version) FROM schema_version").fetchall()
     return int(version or 0)
 
 
 def migrate(con: duckdb.DuckDBPyConnection, migrations: tuple[Migration, ...] | None = None) -> list[int]:
     """Apply the migrations the database lacks, in order; each in one transaction. Idempotent."""
     migrations = migrations or MIGRATIONS
+    current = schema_version(con)
+    if current == latest_version(migrations):
+        return []  # the common case, checked without writing anything
     con.execute(
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, "
         "applied_at TIMESTAMP NOT NULL, scaledb_version VARCHAR)"
     )
-    current = schema_version(con)
     if current > latest_version(migrations):
         raise StoreError(
             f"database schema is version {current} vs {latest_version(migrations)} known to scaledb {__version__}: "
@@ -394,8 +401,6 @@ def open_store(
     path = _db_path(workspace)
     con = connect(path, read_only=read_only, lock_timeout_s=lock_timeout_s)
     try:
-        # No progress bar: it would draw on a runner's or the CLI's stderr.
-        con.execute("SET enable_progress_bar = false")
         if read_only:
             version = schema_version(con)
             if version != latest_version():

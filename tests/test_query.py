@@ -236,6 +236,9 @@ def test_query_errors_name_the_query_and_the_problem(db):
         run_query(ws, "compute_frontier", params={"experiment": "qtest", "bins_per_decade": "many"})
     with pytest.raises(QueryError, match=r"query \(inline SQL\): Catalog Error: Table with name nope"):
         run_query(ws, sql="SELECT * FROM nope")
+    # `query` is a local variable inside run_query: DuckDB must not scan it in place of a table.
+    with pytest.raises(QueryError, match=r"Table with name query does not exist"):
+        run_query(ws, sql="SELECT * FROM query")
     with pytest.raises(QueryError, match=r"missing parameter width"):
         run_query(ws, sql="SELECT * FROM runs WHERE d_model = $width")
     with pytest.raises(QueryError, match="exactly one"):

@@ -1,0 +1,195 @@
+"""Benchmarks of the result database (issue 4 targets in brackets).
+
+    python benchmarks/bench_store.py                  # 1,000 logs x 1,000 checkpoints, 10M query rows
+    python benchmarks/bench_store.py --runs 200 --query-rows 1000000   # a quicker pass
+
+1. Ingest throughput, checkpoint rows/s, loading N run logs of K checkpoints into an empty
+   database [>= 500,000 rows/s for 1,000 x 1,000], against a naive row-by-row `executemany`
+   into the same table on a subsample; plus re-ingesting the unchanged workspace.
+2. Loading one finished run of K checkpoints as a runner would, `ingest_runs(ws, [run_id])`
+   from open to close, into the database of step 1 [< 50 ms for 1,000 checkpoints].
+3. Query latency of `final_loss` and `compute_frontier` through `run_query` (open read-only,
+   run, DataFrame, close) over a database of `--query-rows` checkpoint rows [< 1 s each].
+
+Wall time and CPU time (all threads) are both printed: on a shared machine the wall time says
+what a user waits, CPU seconds say what the work costs. Logs are read from the page cache
+(they were just written), as they are when a sweep's runs have just finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from scaling_db.compiler import compile_spec  # noqa: E402
+from scaling_db.ingest import ingest_runs  # noqa: E402
+from scaling_db.query import run_query  # noqa: E402
+from scaling_db.store import MIGRATIONS, open_store  # noqa: E402
+from scaling_db.workspace import Workspace  # noqa: E402
+
+LINE = ('{{"run_id":"{rid}","step":{step},"tokens":{tokens},"flops_6n_nonembed":{f1!r},"flops_6n":{f2!r},'
+        '"flops_exact":{f3!r},"train_loss":{tl!r},"eval_loss":{el!r},"lr":{lr!r},"wall_time_s":{wt!r},'
+        '"tokens_per_s":320000.0,"metrics":{{}}}}\n')
+
+
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def write_run(ws: Workspace, template: dict, index: int, checkpoints: int) -> str:
+    """A finished run: manifest (the template with its own id and width), status, and log."""
+    rid = f"b{index:011x}"
+    width = (16, 32, 64, 128)[index % 4]
+    n_params = 1000 * width
+    manifest = json.loads(json.dumps(template))
+    manifest.update(run_id=rid, name=f"bench-{index}")
+    manifest["model"]["d_model"] = width
+    manifest["counts"]["n_params"] = n_params
+    run_dir = ws.run_dir(rid)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    lines = []
+    for step in range(1, checkpoints + 1):
+        tokens = step * 3200
+        loss = 1.8 + 3.0 / (step ** 0.3) + 100.0 / n_params
+        lines.append(LINE.format(rid=rid, step=step, tokens=tokens, f1=3.0 * n_params * tokens,
+                                 f2=6.0 * n_params * tokens, f3=6.6 * n_params * tokens, tl=loss + 0.01, el=loss,
+                                 lr=3e-3 * (1 - step / (checkpoints + 1)), wt=0.01 * step))
+    (run_dir / "log.jsonl").write_text("".join(lines))
+    (run_dir / "status.json").write_text(json.dumps({"run_id": rid, "status": "finished", "step": checkpoints}))
+    return rid
+
+
+def bench_ingest(root: Path, runs: int, checkpoints: int) -> dict:
+    ws = Workspace(root / "ingest")
+    compiled = compile_spec(REPO / "specs" / "ba_graph.yaml")
+    ws.write_compiled(compiled)
+    template = json.loads(compiled.runs[0].model_dump_json())
+    started = time.perf_counter()
+    ids = [write_run(ws, template, i, checkpoints) for i in range(runs)]
+    print(f"wrote {runs} logs x {checkpoints} checkpoints in {time.perf_counter() - started:.1f} s")
+
+    wall, cpu = time.perf_counter(), cpu_s()
+    report = ingest_runs(ws, ids)
+    wall, cpu = time.perf_counter() - wall, cpu_s() - cpu
+    assert report.rows_loaded == runs * checkpoints and not report.skipped, report
+    rate = report.rows_loaded / wall
+    print(f"ingest: {report.rows_loaded:,} rows in {wall:.2f} s wall, {cpu:.2f} s CPU -> {rate:,.0f} rows/s "
+          f"({report.rows_loaded / cpu:,.0f} rows per CPU-second) [target >= 500,000 rows/s]")
+
+    wall_again = time.perf_counter()
+    again = ingest_runs(ws, ids)
+    wall_again = time.perf_counter() - wall_again
+    assert again.runs_unchanged == runs
+    print(f"re-ingest, nothing changed: {wall_again * 1000:.0f} ms for {runs} runs")
+
+    # Baseline: what a naive loader does, one INSERT per row through executemany.
+    sample = min(2000, runs * checkpoints)
+    con = duckdb.connect()
+    for statement in MIGRATIONS[0].statements:
+        if "CREATE TABLE checkpoints" in statement:
+            con.execute(statement)
+    rows = []
+    with open(ws.log_path(ids[0])) as fh:
+        for line in fh:
+            rec = json.loads(line)
+            rows.append([rec[c] for c in ("run_id", "step", "tokens", "flops_6n_nonembed", "flops_6n", "flops_exact",
+                                          "train_loss", "eval_loss", "lr", "wall_time_s", "tokens_per_s")])
+    rows = (rows * (sample // len(rows) + 1))[:sample]
+    rows = [[f"x{i // checkpoints}", i, *r[2:]] for i, r in enumerate(rows)]
+    base = time.perf_counter()
+    con.execute("BEGIN")
+    con.executemany(f"INSERT INTO checkpoints VALUES ({', '.join('?' * 11)})", rows)
+    con.execute("COMMIT")
+    base_rate = sample / (time.perf_counter() - base)
+    con.close()
+    print(f"baseline executemany: {base_rate:,.0f} rows/s on {sample:,} rows -> ingest is {rate / base_rate:,.0f}x faster")
+
+    # One run, loaded the moment it finishes, as a runner calls it (open, load, commit, close).
+    latencies = []
+    for i in range(runs, runs + 15):
+        rid = write_run(ws, template, i, checkpoints)
+        t0 = time.perf_counter()
+        one = ingest_runs(ws, [rid])
+        latencies.append(time.perf_counter() - t0)
+        assert one.rows_loaded == checkpoints
+    latencies.sort()
+    p50, p90 = statistics.median(latencies), latencies[int(0.9 * (len(latencies) - 1))]
+    print(f"one run of {checkpoints} checkpoints into a {runs * checkpoints:,}-row database: median "
+          f"{p50 * 1000:.1f} ms, p90 {p90 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms [target < 50 ms]")
+    return {"ingest_rows_per_s": rate, "ingest_rows_per_cpu_s": report.rows_loaded / cpu, "ingest_wall_s": wall,
+            "ingest_cpu_s": cpu, "reingest_unchanged_s": wall_again, "executemany_rows_per_s": base_rate,
+            "speedup_vs_executemany": rate / base_rate, "one_run_ms_median": p50 * 1000, "one_run_ms_p90": p90 * 1000,
+            "one_run_ms_max": latencies[-1] * 1000}
+
+
+def bench_queries(root: Path, n_rows: int, per_run: int = 1000) -> dict:
+    """A database of `n_rows` checkpoint rows (n_rows / per_run runs of one experiment), built in SQL."""
+    ws = Workspace(root / "query")
+    n_runs = n_rows // per_run
+    t0 = time.perf_counter()
+    with open_store(ws) as con:
+        con.execute("INSERT INTO experiments (experiment, source, created_at, updated_at) "
+                    "VALUES ('bench', 'spec', now()::TIMESTAMP, now()::TIMESTAMP)")
+        con.execute(f"""
+            INSERT INTO runs (run_id, experiment, name, status, n_params, n_params_nonembed, d_model, lr, seed,
+                              parameterization, tokens_budget, vars, manifest, ingested_at)
+            SELECT printf('r%011d', i), 'bench', 'run-' || i, 'finished', 1000 * (16 << (i % 6)),
+                   500 * (16 << (i % 6)), 16 << (i % 6), 1e-3 * (1 + i % 5), i // 30, 'sp',
+                   {per_run} * 3200, '{{}}', '{{}}', now()::TIMESTAMP
+            FROM range({n_runs}) t(i)""")
+        con.execute(f"""
+            INSERT INTO checkpoints
+            SELECT printf('r%011d', i), s, s * 3200,
+                   3.0 * n * s * 3200, 6.0 * n * s * 3200, 6.6 * n * s * 3200,
+                   1.8 + 3.0 / pow(s, 0.3) + 1e2 / n + 0.01, 1.8 + 3.0 / pow(s, 0.3) + 1e2 / n,
+                   3e-3, 0.01 * s, 320000.0
+            FROM (SELECT i, 1000 * (16 << (i % 6)) AS n FROM range({n_runs}) t(i)) AS r,
+                 range(1, {per_run} + 1) u(s)""")
+    print(f"built a query database of {n_rows:,} checkpoint rows ({n_runs:,} runs) in {time.perf_counter() - t0:.1f} s")
+    out = {}
+    for name in ("final_loss", "compute_frontier"):
+        times = []
+        for _ in range(4):
+            wall, cpu = time.perf_counter(), cpu_s()
+            df = run_query(ws, name, params={"experiment": "bench"})
+            times.append((time.perf_counter() - wall, cpu_s() - cpu))
+        first, warm = times[0], sorted(t[0] for t in times[1:])[1]
+        print(f"{name}: {len(df):,} rows; first {first[0]:.2f} s ({first[1]:.2f} s CPU), then median {warm:.2f} s "
+              f"[target < 1 s]")
+        out[f"{name}_first_s"], out[f"{name}_s"] = first[0], warm
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--checkpoints", type=int, default=1000)
+    parser.add_argument("--query-rows", type=int, default=10_000_000)
+    parser.add_argument("--dir", type=Path, default=None, help="work here (default: a temporary directory)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    args = parser.parse_args()
+    print(f"duckdb {duckdb.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        figures = bench_ingest(Path(tmp), args.runs, args.checkpoints)
+        figures.update(bench_queries(Path(tmp), args.query_rows))
+    figures["load_average_after"] = os.getloadavg()[0]
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
