@@ -212,11 +212,20 @@ class GroupValues(StrictModel):
     norm: float = 1.0
 
 
+class GroupExponents(GroupValues):
+    """One exponent per parameter group; a group left out gets 0 (no width scaling)."""
+
+    embedding: float = 0.0
+    hidden: float = 0.0
+    readout: float = 0.0
+    norm: float = 0.0
+
+
 class _Parameterization(StrictModel):
     base_width: PositiveInt = Field(64, description="width at which muP equals SP; w = d_model / base_width")
     lr_mult: GroupValues = GroupValues()
-    lr_width_exponent: GroupValues = Field(
-        GroupValues(embedding=0, hidden=0, readout=0, norm=0),
+    lr_width_exponent: GroupExponents = Field(
+        GroupExponents(),
         description="extra LR factor w**exponent per group; SP with embedding LR x width: {embedding: 1}",
     )
     init_mult: GroupValues = GroupValues()

@@ -233,6 +233,10 @@ class _Run:
         self.step = int(state["step"])
         self.segment_losses = [float(x) for x in state["segment_losses"]]
         self.wall_before = float(state["wall_time_s"])
+        if self.device.type == "cpu" and int(state["threads"]) != torch.get_num_threads():
+            # CPU kernels split their sums by thread: keep the count the run started with so
+            # the resumed curve is bit-identical (at worst a little oversubscription).
+            torch.set_num_threads(int(state["threads"]))
         torch.set_rng_state(state["rng_cpu"])
         if self.device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
@@ -248,6 +252,7 @@ class _Run:
             "segment_losses": torch.tensor(self.segment_losses, dtype=torch.float64),
             "wall_time_s": self.wall_time(),
             "rng_cpu": torch.get_rng_state(),
+            "threads": torch.get_num_threads(),
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
