@@ -34,6 +34,7 @@ from scaling_db.manifest import (
 )
 from scaling_db.spec import (
     AnalysisSpec,
+    ClusterSpec,
     ExperimentHeader,
     LinearCheckpoints,
     LMTrain,
@@ -81,6 +82,7 @@ class CompiledExperiment:
     analysis: AnalysisSpec
     runs: list[RunManifest]
     dropped: list[DroppedPoint] = field(default_factory=list)
+    cluster: ClusterSpec = field(default_factory=ClusterSpec)  # placement defaults; not in manifests
 
 
 def vocab_size_of(data: dict[str, Any]) -> int | None:
@@ -512,6 +514,7 @@ def _compile_source(source: SpecSource) -> CompiledExperiment:
         analysis=header.analysis,
         runs=runs,
         dropped=dropped,
+        cluster=header.cluster,
     )
 
 

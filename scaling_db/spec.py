@@ -426,6 +426,35 @@ class ResourcesSpec(StrictModel):
     threads: PositiveInt = 1
 
 
+class ClusterSpec(StrictModel):
+    """Defaults for `scaledb run --backend slurm|ray` (command-line options override them).
+
+    Placement only, like `resources`: the runners read it; it is never copied into manifests,
+    so it is not part of any run's identity. Keys a backend does not use are ignored by it.
+    """
+
+    partition: str | None = Field(None, description="Slurm partition")
+    time_min: PositiveInt | None = Field(
+        None, description="Slurm time limit per run in minutes (use >= 60 for runs that may be preempted)")
+    cpus: PositiveInt | None = Field(None, description="CPUs per run (Slurm cpus-per-task, Ray num_cpus); "
+                                                       "also the run's torch threads")
+    gpus: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="GPUs per run (Slurm gpus-per-node: whole numbers; Ray num_gpus: fractions allowed)")
+    mem_gb: PositiveFloat | None = Field(None, description="memory per run in GB (Slurm --mem; Ray memory)")
+    array_parallelism: PositiveInt | None = Field(None, description="Slurm: at most this many runs at once")
+    signal_delay_s: PositiveInt | None = Field(
+        None, description="Slurm: the preemption/time-out signal comes this long before the time limit")
+    account: str | None = Field(None, description="Slurm account")
+    qos: str | None = Field(None, description="Slurm quality of service")
+    constraint: str | None = Field(None, description="Slurm node features (--constraint)")
+    setup: list[str] = Field([], description="Slurm: shell lines run before each run (module load ...)")
+    sbatch: dict[str, str | int | float | bool] = Field({}, description="Slurm: any other sbatch option")
+    address: str | None = Field(None, description="Ray cluster address ('auto', 'ray://host:10001'); "
+                                                  "unset: a local instance")
+    max_retries: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Ray: re-runs of a run whose worker died (it resumes from its saved state)")
+
+
 # ---------------------------------------------------------------------------------------------
 # Analysis: the fits and plots the experiment is for
 # ---------------------------------------------------------------------------------------------
@@ -572,6 +601,7 @@ class ExperimentHeader(StrictModel):
     resources: dict[str, Any] = {}
     sweep: SweepSpec = SweepSpec()
     analysis: AnalysisSpec = AnalysisSpec()
+    cluster: ClusterSpec = ClusterSpec()
 
 
 class ExperimentSpec(RunSpec):
@@ -582,6 +612,7 @@ class ExperimentSpec(RunSpec):
     tags: list[str] = []
     sweep: SweepSpec = SweepSpec()
     analysis: AnalysisSpec = AnalysisSpec()
+    cluster: ClusterSpec = ClusterSpec()
 
 
 def spec_json_schema() -> dict[str, Any]:
