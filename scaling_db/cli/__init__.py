@@ -16,7 +16,7 @@ from scaling_db import __version__
 from scaling_db.errors import ScaledbError
 
 #: Modules whose import registers commands on `cli`.
-COMMAND_MODULES = ("spec_commands", "data_commands", "store_commands")
+COMMAND_MODULES = ("spec_commands", "run_commands", "data_commands", "store_commands", "fit_commands", "plot_commands")
 
 
 class _Group(click.Group):

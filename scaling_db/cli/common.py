@@ -47,3 +47,14 @@ def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) ->
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
     console().print(table)
+
+
+def key_values(items: tuple[str, ...], what: str) -> dict[str, str]:
+    """`KEY=VALUE` arguments as a dict (the value may contain `=`)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint=what)
+        out[key.strip()] = value
+    return out

@@ -1,0 +1,91 @@
+"""`scaledb plot | reproduce`: figures, and the whole experiment in one command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from scaling_db.cli import cli
+from scaling_db.cli.common import console, emit_json, get_workspace, json_option, key_values, workspace_option
+from scaling_db.cli.fit_commands import outcome_json, print_outcomes
+from scaling_db.compiler import compile_spec
+from scaling_db.errors import PlotError
+from scaling_db.figures import BUILDERS, FigureRequest, build_figure
+from scaling_db.plot import FORMATS, save_chart
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(sorted(BUILDERS)))
+@click.argument("spec", required=False, type=click.Path(dir_okay=False))
+@click.option("--experiment", "-e", default=None, help="Experiment to plot (instead of SPEC).")
+@click.option("--query", default=None, help="Named query or .sql file replacing the kind's default data.")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help="A query parameter (repeatable).")
+@click.option("--fit", "fit_name", default=None, help="Stored fit to draw (scaling_fit).")
+@click.option("--x", default=None, help="x column where the kind allows a choice (e.g. tokens or flops).")
+@click.option("--title", default=None, help="Chart title.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help=f"Output file; its extension picks the format ({', '.join(FORMATS)}).")
+@workspace_option
+def plot(kind: str, spec: str | None, experiment: str | None, query: str | None, params: tuple[str, ...],
+         fit_name: str | None, x: str | None, title: str | None, out: str, workspace: str | None) -> None:
+    """Draw a figure of KIND for an experiment (SPEC or --experiment) to --out.
+
+    \b
+    scaledb plot loss_curves specs/ba_graph.yaml --out curves.png
+    scaledb plot scaling_fit -e ba_graph --fit loss_vs_params --out fit.pdf
+    """
+    if (spec is None) == (experiment is None):
+        raise click.UsageError("give SPEC or --experiment (exactly one)")
+    if Path(out).suffix.lower().lstrip(".") not in FORMATS:
+        raise PlotError(f"{out}: unknown format {Path(out).suffix!r}; use one of {', '.join('.' + f for f in FORMATS)}")
+    name = experiment or compile_spec(spec).experiment  # type: ignore[arg-type]
+    req = FigureRequest(kind=kind, experiment=name, fit=fit_name, query=query,
+                        params=key_values(params, "--param"), x=x, title=title)
+    path = save_chart(build_figure(get_workspace(workspace), req), out)
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
+              help="Worker processes [default: one per CPU share, or one per GPU].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--bootstrap", type=int, default=None, help="Bootstrap refits per fit [default: the spec's].")
+@workspace_option
+@json_option
+def reproduce(spec: str, workers: int | None, device: str, bootstrap: int | None, workspace: str | None,
+              as_json: bool) -> None:
+    """Run a whole experiment: compile, run pending runs locally, load, fit, plot, and report.
+
+    Running it again skips finished runs and only refits and replots. The report is
+    <workspace>/reports/<experiment>/report.html, with each figure beside it as .png and .html.
+    """
+    from runners.local import RichProgress, run_local
+    from scaling_db.ingest import ingest_runs
+    from scaling_db.pipeline import reproduce as reproduce_experiment
+
+    ws = get_workspace(workspace)
+    progress = RichProgress(console()) if sys.stdout.isatty() and not as_json else None
+
+    def run_pending(run_ids: list[str]) -> None:
+        # Each run is loaded into the database by this (driver) process as soon as it finishes.
+        run_local(ws, run_ids, workers=workers, device=device,  # type: ignore[arg-type]
+                  on_run_done=lambda run_id: ingest_runs(ws, [run_id]), progress=progress)
+
+    result = reproduce_experiment(ws, spec, run_pending, bootstrap=bootstrap)
+    if as_json:
+        emit_json({"experiment": result.compiled.experiment, "report": str(result.report),
+                   "fits": [outcome_json(o) for o in result.fits], "fit_errors": result.fit_errors,
+                   "figures": {f.name: f.error or "ok" for f in result.figures}})
+        return
+    if result.fits:
+        print_outcomes(result.fits)
+    for name, error in result.fit_errors.items():
+        click.echo(f"fit {name} not made: {error}", err=True)
+    for fig in result.figures:
+        if fig.error:
+            click.echo(f"figure {fig.name} not drawn: {fig.error}", err=True)
+    click.echo(f"\nreport: {result.report}")
+    click.echo(f"figures: {result.report.parent}/*.png (and interactive .html)")

@@ -1,0 +1,199 @@
+"""Figures from the database: each plot kind's query, fit and chart, glued together.
+
+`scaling_db.plot` draws charts from DataFrames and knows nothing of the store; this module
+knows which named query (and which stored fit) feeds each kind, so `scaledb plot KIND` and the
+report build the same figure the same way. `--query` replaces a kind's default data source.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from scaling_db import plot
+from scaling_db.analysis import FITTERS, load_stored_fit
+from scaling_db.errors import FitError, PlotError
+from scaling_db.fit import (
+    compare_frontiers,
+    fit_lr_optimum,
+    fit_saturating_power_law,
+    frontier_envelope,
+    frontier_isoflop,
+    frontier_surface,
+    window_sensitivity,
+)
+from scaling_db.query import run_query
+from scaling_db.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class FigureRequest:
+    kind: str
+    experiment: str
+    fit: str | None = None
+    query: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    x: str | None = None
+    title: str | None = None
+
+
+def _query(ws: Workspace, req: FigureRequest, default: str, **extra: Any) -> pd.DataFrame:
+    params = {"experiment": req.experiment, **extra, **req.params}
+    df = run_query(ws, req.query or default, params=params)
+    if df.empty:
+        raise PlotError(f"{req.kind}: query {req.query or default} returned no rows for experiment "
+                        f"{req.experiment!r}. Have its runs finished and been ingested?")
+    return df
+
+
+def _loss_curves(ws: Workspace, req: FigureRequest) -> alt.Chart:
+    df = _query(ws, req, "loss_curves")
+    return plot.loss_curves(df, x=req.x or "tokens", title=req.title or f"{req.experiment}: loss curves")
+
+
+def _scaling_fit(ws: Workspace, req: FigureRequest) -> alt.Chart:
+    if req.fit is None:
+        raise PlotError("scaling_fit: name the stored fit to draw (--fit NAME, or `fit:` in the spec's plot)")
+    stored = {k: _json_field(v) for k, v in load_stored_fit(ws, req.experiment, req.fit).items()}
+    extra = stored.get("extra") or {}
+    curve = extra.get("curve")
+    if not curve:
+        raise PlotError(f"scaling_fit: fit {req.fit!r} has no one-input curve to draw (law {stored['law']}).")
+    x = (stored.get("columns") or {}).get("x", "n_params")
+    y = stored.get("y") or "loss"
+    points = run_query(ws, stored["query_name"] or "final_loss", params={"experiment": req.experiment})
+    formula = _formula(stored["law"], stored["params"], x)
+    return plot.scaling_fit(points, pd.DataFrame(curve), formula, x=x, y=y, floor=extra.get("true_floor"),
+                            floor_label="entropy rate (exact)",
+                            title=req.title or f"{req.experiment}: {req.fit}")
+
+
+def _json_field(value: Any) -> Any:
+    """DuckDB returns JSON columns as text; the stored fit's nested fields as Python values."""
+    if isinstance(value, str) and value[:1] in "{[":
+        return json.loads(value)
+    return value
+
+
+def _formula(law: str, p: dict[str, float], x: str) -> str:
+    if law == "saturating_power_law":
+        return f"L = {p['E']:.3g} + {p['A']:.3g}·{x}^-{p['alpha']:.3g}"
+    if law == "power_law":
+        return f"L = {p['A']:.3g}·{x}^-{p['alpha']:.3g}"
+    return law + ": " + ", ".join(f"{k}={v:.3g}" for k, v in p.items())
+
+
+def _compute_frontier(ws: Workspace, req: FigureRequest) -> alt.Chart:
+    checkpoints = _query(ws, req, "loss_curves")
+    envelope = _query(ws, FigureRequest(**{**req.__dict__, "query": None}), "compute_frontier")
+    envelope = envelope[envelope["on_envelope"]] if "on_envelope" in envelope else envelope
+    return plot.compute_frontier(checkpoints, envelope, title=req.title or f"{req.experiment}: compute frontier")
+
+
+def _isoflop(ws: Workspace, req: FigureRequest) -> alt.Chart:
+    df = _query(ws, req, "isoflop").rename(columns={"budget": "flop_budget"})
+    minima = df[df["is_min"]] if "is_min" in df else df.loc[df.groupby("flop_budget")["loss"].idxmin()]
+    return plot.isoflop(df, minima, title=req.title or f"{req.experiment}: IsoFLOP slices")
+
+
+def _optimal_allocation(ws: Workspace, req: FigureRequest) -> alt.Chart:
+    checkpoints = _query(ws, req, "loss_curves")
+    checkpoints = checkpoints[checkpoints["tokens"] > 0]
+    final = checkpoints.sort_values("step").groupby("run_id").tail(1)
+    summary = compare_frontiers(checkpoints, final=final, methods=("envelope", "surface"), n_boot=50, n_jobs=1)
+    rows = []
+    builders = {"envelope": lambda: frontier_envelope(checkpoints),
+                "surface": lambda: frontier_surface(checkpoints),
+                "isoflop": lambda: frontier_isoflop(final)}
+    for method, build in builders.items():
+        try:
+            fit = build()
+        except FitError:
+            continue
+        label = method
+        hit = summary[summary["method"] == method] if "method" in summary else pd.DataFrame()
+        if not hit.empty and np.isfinite(hit["a"].iloc[0]):
+            r = hit.iloc[0]
+            label = f"{method}: a = {r['a']:.2f} [{r['a_lo']:.2f}, {r['a_hi']:.2f}]"
+        for _, o in fit.optima.iterrows():
+            rows.append({"approach": method, "flops": o["flops"], "n_opt": o["n_opt"], "d_opt": o["d_opt"],
+                         "kind": "point", "label": label})
+        grid = np.geomspace(fit.optima["flops"].min(), fit.optima["flops"].max(), 30)
+        for c, n, d in zip(grid, fit.n_opt(grid), fit.d_opt(grid)):
+            rows.append({"approach": method, "flops": c, "n_opt": n, "d_opt": d, "kind": "curve", "label": label})
+    if not rows:
+        raise PlotError("optimal_allocation: no frontier method could be fitted (too few runs or compute levels)")
+    return plot.optimal_allocation(pd.DataFrame(rows), title=req.title or f"{req.experiment}: compute-optimal allocation")
+
+
+def _lr_sweep(ws: Workspace, req: FigureRequest) -> alt.Chart:
+    df = _query(ws, req, "final_loss")
+    return plot.lr_sweep(df, title=req.title or f"{req.experiment}: loss vs learning rate")
+
+
+def _optimal_lr(ws: Workspace, req: FigureRequest) -> alt.Chart:
+    df = _query(ws, req, "final_loss")
+    rows = []
+    for (param, width), group in df.groupby(["parameterization", "d_model"]):
+        try:
+            opt = fit_lr_optimum(group)
+        except FitError:
+            continue
+        rows.append({"parameterization": param, "d_model": width, "lr_opt": opt.lr_opt,
+                     "lr_lo": opt.interval[0], "lr_hi": opt.interval[1]})
+    if not rows:
+        raise PlotError("optimal_lr: no width has enough learning rates around its optimum to fit (need 3)")
+    return plot.optimal_lr(pd.DataFrame(rows), title=req.title or f"{req.experiment}: optimal learning rate")
+
+
+def _mup_vs_sp(ws: Workspace, req: FigureRequest) -> alt.Chart:
+    df = _query(ws, req, "final_loss")
+    best = df.loc[df.groupby(["parameterization", "n_params"])["loss"].idxmin()]
+    return plot.loss_vs_params_by_param(best, title=req.title or f"{req.experiment}: muP vs SP")
+
+
+def _coordcheck(ws: Workspace, req: FigureRequest) -> alt.Chart:
+    experiment = req.experiment if req.experiment.endswith("-coordcheck") else f"{req.experiment}-coordcheck"
+    df = _query(ws, FigureRequest(**{**req.__dict__, "experiment": experiment}), "coordcheck")
+    return plot.coordcheck(df, title=req.title or f"{req.experiment}: coordinate check")
+
+
+def _window_sensitivity(ws: Workspace, req: FigureRequest) -> alt.Chart:
+    df = _query(ws, req, "final_loss")
+    x = req.x or "n_params"
+    fit_fn = FITTERS["saturating_power_law"][1]
+    windows = window_sensitivity(lambda d: fit_fn(d, [x], "loss"), df, scale=x)
+    table = windows.table.rename(columns={"alpha": "exponent"})
+    full = fit_saturating_power_law(df, x=x, y="loss")
+    lo, hi = full.intervals.get("alpha", (np.nan, np.nan))
+    return plot.window_sensitivity(table, bootstrap=(lo, hi) if np.isfinite(lo) else None,
+                                   title=req.title or f"{req.experiment}: fit-window sensitivity of alpha")
+
+
+BUILDERS = {
+    "loss_curves": _loss_curves,
+    "scaling_fit": _scaling_fit,
+    "compute_frontier": _compute_frontier,
+    "isoflop": _isoflop,
+    "optimal_allocation": _optimal_allocation,
+    "lr_sweep": _lr_sweep,
+    "optimal_lr": _optimal_lr,
+    "mup_vs_sp": _mup_vs_sp,
+    "coordcheck": _coordcheck,
+    "window_sensitivity": _window_sensitivity,
+}
+
+
+def build_figure(ws: Workspace, req: FigureRequest) -> alt.Chart:
+    """The chart of `req.kind` for an experiment, from its queries and stored fits."""
+    try:
+        builder = BUILDERS[req.kind]
+    except KeyError:
+        raise PlotError(f"unknown plot kind {req.kind!r} (kinds: {', '.join(BUILDERS)})") from None
+    return builder(ws, req)
+

@@ -1,0 +1,70 @@
+"""The whole experiment in one call: compile, run what is pending, load, fit, plot, report.
+
+Every stage is idempotent, so running it again skips finished runs (the runner checks their
+status), loads only what changed (ingest is incremental), and refits and replots from the
+database. The runner is passed in (`run_pending`) so this module stays free of execution
+backends: the CLI hands it the local runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from scaling_db.analysis import FitOutcome, FitRequest, fit_request, store_outcome
+from scaling_db.compiler import CompiledExperiment, compile_spec
+from scaling_db.errors import ScaledbError
+from scaling_db.figures import FigureRequest, build_figure
+from scaling_db.ingest import IngestReport, ingest_runs
+from scaling_db.query import run_query
+from scaling_db.report import Figure, write_report
+from scaling_db.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class ReproduceResult:
+    compiled: CompiledExperiment
+    ingest: IngestReport
+    fits: list[FitOutcome]
+    fit_errors: dict[str, str]
+    figures: list[Figure]
+    report: Path
+
+
+def reproduce(
+    ws: Workspace,
+    spec_path: str | Path,
+    run_pending: Callable[[list[str]], None],
+    *,
+    bootstrap: int | None = None,
+) -> ReproduceResult:
+    """Run the experiment of `spec_path` end to end and write its report into the workspace."""
+    compiled = compile_spec(spec_path)
+    ws.write_compiled(compiled)
+    run_ids = [m.run_id for m in compiled.runs]
+    run_pending(run_ids)
+    loaded = ingest_runs(ws, run_ids)
+    fits, fit_errors = [], {}
+    for decl in compiled.analysis.fits:
+        req = FitRequest.from_decl(decl, compiled.experiment)
+        if bootstrap is not None:
+            req = FitRequest(**{**req.__dict__, "bootstrap": bootstrap})
+        try:
+            fits.append(store_outcome(ws, fit_request(ws, req)))
+        except ScaledbError as exc:  # one fit failing (e.g. too few runs yet) must not lose the others
+            fit_errors[decl.name] = str(exc)
+    figures = []
+    for i, decl in enumerate(compiled.analysis.plots):
+        name = decl.out or (f"{decl.kind}-{decl.fit}" if decl.fit else decl.kind)
+        if decl.fit in fit_errors:
+            figures.append(Figure(name, None, f"fit {decl.fit} failed: {fit_errors[decl.fit]}"))
+            continue
+        req = FigureRequest(kind=decl.kind, experiment=compiled.experiment, fit=decl.fit, query=decl.query, x=decl.x)
+        try:
+            figures.append(Figure(name, build_figure(ws, req)))
+        except ScaledbError as exc:
+            figures.append(Figure(name, None, str(exc)))
+    runs = run_query(ws, "final_loss", params={"experiment": compiled.experiment, "status": "any"})
+    report = write_report(ws, compiled.experiment, compiled.description, compiled.spec_path, fits, figures, runs)
+    return ReproduceResult(compiled, loaded, fits, fit_errors, figures, report)

@@ -1,0 +1,109 @@
+"""The experiment report: one self-contained HTML file with the figures, fits and runs.
+
+Figures are embedded as PNG data URIs (no external files or scripts needed to view it), and
+each is also saved beside the report as .png and .html (interactive) for papers and slides.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+
+from scaling_db import __version__
+from scaling_db.analysis import FitOutcome
+from scaling_db.plot import chart_to_data_uri, save_chart
+from scaling_db.records import utc_now
+from scaling_db.workspace import Workspace, atomic_write_text
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    chart: alt.TopLevelMixin | None
+    error: str | None = None  # why the figure could not be drawn (e.g. too few runs yet)
+
+
+def _num(v: object) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return f"{v:.4g}" if isinstance(v, (int, float)) else html.escape(str(v))
+
+
+def _fits_table(outcomes: list[FitOutcome]) -> str:
+    rows = []
+    for o in outcomes:
+        for r in o.table():
+            ci = f"[{_num(r['lo'])}, {_num(r['hi'])}]" if r["lo"] is not None else ""
+            rows.append(f"<tr><td>{html.escape(o.request.name)}</td><td>{html.escape(o.request.law)}</td>"
+                        f"<td>{html.escape(str(r['quantity']))}</td><td>{_num(r['estimate'])}</td><td>{ci}</td></tr>")
+    notes = []
+    for o in outcomes:
+        line = f"<li><b>{html.escape(o.request.name)}</b>: {html.escape(o.formula())}; {o.fit.n_points} points"
+        if "r2" in o.fit.stats:
+            line += f", R² = {o.fit.stats['r2']:.4f}"
+        if o.boot is not None:
+            line += f"; {o.boot.n_requested - o.boot.n_failed} bootstrap refits over whole {html.escape(o.boot.group)}s"
+        if o.irreducible is not None:
+            ir = o.irreducible
+            line += (f"; fitted floor E = {ir.fitted:.4g} vs exact entropy rate {ir.true:.4g} "
+                     f"({'inside' if ir.covered else 'outside'} the interval)")
+        if o.fit.excluded:
+            line += "; excluded: " + "; ".join(f"{html.escape(str(i))} ({html.escape(r)})" for i, r in o.fit.excluded)
+        notes.append(line + "</li>")
+    head = "<tr><th>fit</th><th>law</th><th>quantity</th><th>estimate</th><th>95% interval</th></tr>"
+    return f"<table>{head}{''.join(rows)}</table><ul>{''.join(notes)}</ul>"
+
+
+def _runs_table(runs: pd.DataFrame) -> str:
+    cols = [c for c in ("name", "status", "n_params", "n_params_nonembed", "tokens", "flops", "loss", "entropy_rate")
+            if c in runs.columns]
+    head = "".join(f"<th>{c}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_num(r[c])}</td>" for c in cols) + "</tr>" for _, r in runs.iterrows())
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+STYLE = """
+body { font-family: Helvetica, Arial, 'DejaVu Sans', sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
+td, th { border-bottom: 1px solid #eee; padding: 0.25em 0.8em; text-align: right; }
+th { background: #f6f6f6; } td:first-child, th:first-child { text-align: left; }
+figure { margin: 1.5em 0; } img { max-width: 100%; } .error { color: #a00; }
+.meta { color: #666; font-size: 0.85em; }
+"""
+
+
+def write_report(ws: Workspace, experiment: str, description: str, spec_path: str, outcomes: list[FitOutcome],
+                 figures: list[Figure], runs: pd.DataFrame) -> Path:
+    """Write reports/<experiment>/report.html (plus each figure as .png and .html) and return its path."""
+    out_dir = ws.report_dir(experiment)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for fig in figures:
+        if fig.chart is None:
+            parts.append(f"<figure><figcaption>{html.escape(fig.name)}</figcaption>"
+                         f"<p class='error'>not drawn: {html.escape(fig.error or '')}</p></figure>")
+            continue
+        save_chart(fig.chart, out_dir / f"{fig.name}.png")
+        save_chart(fig.chart, out_dir / f"{fig.name}.html")
+        parts.append(f"<figure><img alt='{html.escape(fig.name)}' src='{chart_to_data_uri(fig.chart)}'>"
+                     f"<figcaption>{html.escape(fig.name)} (<a href='{fig.name}.html'>interactive</a>, "
+                     f"<a href='{fig.name}.png'>png</a>)</figcaption></figure>")
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(experiment)}: scaledb report</title>
+<style>{STYLE}</style></head><body>
+<h1>{html.escape(experiment)}</h1>
+<p>{html.escape(description)}</p>
+<p class="meta">spec {html.escape(spec_path)} · workspace {html.escape(str(ws.root))} · scaledb {__version__} · {utc_now()}</p>
+<h2>Fits</h2>{_fits_table(outcomes) if outcomes else '<p>No fits declared in the spec.</p>'}
+<h2>Figures</h2>{''.join(parts) or '<p>No plots declared in the spec.</p>'}
+<h2>Runs</h2>{_runs_table(runs)}
+</body></html>
+"""
+    path = out_dir / "report.html"
+    atomic_write_text(path, page)
+    return path
