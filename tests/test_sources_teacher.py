@@ -23,6 +23,15 @@ def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny models: a second intra-op thread only adds spin-waiting on a shared machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def teacher(cache: Path, **kw) -> TeacherSource:
     src = build_source(TeacherLMData.model_validate({**TINY, **kw}), base_dir=Path("."), cache_dir=cache)
     assert isinstance(src, TeacherSource)
