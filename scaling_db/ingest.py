@@ -35,6 +35,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -830,29 +831,48 @@ def ingest_runs(
 
     Idempotent and incremental (see the module docstring); `full=True` rereads every log from the
     start. Pass `con` (an open writer connection) to load through it; otherwise the database is
-    opened for writing (waiting up to `lock_timeout_s` for another writer) and closed again.
+    opened for writing (waiting up to `lock_timeout_s` for another writer), and closed and reopened
+    between batches so that a long load lets runners and readers in every few seconds.
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-    if con is None:
-        with open_store(ws, lock_timeout_s=lock_timeout_s) as own:
-            return ingest_runs(ws, runs, full=full, con=own)
     started = time.perf_counter()
     run_ids = _resolve_runs(ws, runs)
     report = IngestReport(runs_seen=len(run_ids))
-    prior = _load_state(con, run_ids)
-    todo: list[_Run] = []
-    for run_id in run_ids:
-        run = _Run(run_id, ws.run_dir(run_id), prior=prior.get(run_id))
-        if not (run.run_dir / "manifest.json").exists():
-            report.skipped.append(SkippedLine(str(run.run_dir), None, "file",
-                                              f"no run {run_id!r} here (no manifest.json). Compile its spec first."))
-            continue
-        _plan(run, full)
-        if _changed(run):
-            todo.append(run)
-        else:
-            report.runs_unchanged += 1
-    for batch in _batches(todo):
-        _load_batch(con, ws, batch, report)
+    with ExitStack() as stack:
+        current = con if con is not None else stack.enter_context(open_store(ws, lock_timeout_s=lock_timeout_s))
+        prior = _load_state(current, run_ids)
+        todo: list[_Run] = []
+        for run_id in run_ids:
+            run = _Run(run_id, ws.run_dir(run_id), prior=prior.get(run_id))
+            if not (run.run_dir / "manifest.json").exists():
+                report.skipped.append(SkippedLine(str(run.run_dir), None, "file",
+                                                  f"no run {run_id!r} here (no manifest.json). Compile its spec first."))
+                continue
+            _plan(run, full)
+            if _changed(run):
+                todo.append(run)
+            else:
+                report.runs_unchanged += 1
+        for index, batch in enumerate(_batches(todo)):
+            if index and con is None:
+                stack.close()
+                current = stack.enter_context(open_store(ws, lock_timeout_s=lock_timeout_s))
+                batch = _replan(current, batch, full, report)
+            _load_batch(current, ws, batch, report)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _replan(con: duckdb.DuckDBPyConnection, batch: list[_Run], full: bool, report: IngestReport) -> list[_Run]:
+    """After reopening: another writer may have loaded some of these runs meanwhile; plan those again."""
+    fresh = _load_state(con, [r.run_id for r in batch])
+    out = []
+    for run in batch:
+        if fresh.get(run.run_id) != run.prior:
+            run = _Run(run.run_id, run.run_dir, prior=fresh.get(run.run_id))
+            _plan(run, full)
+            if not _changed(run):
+                report.runs_unchanged += 1
+                continue
+        out.append(run)
+    return out

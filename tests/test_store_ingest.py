@@ -259,3 +259,24 @@ def test_manifestless_or_unreadable_files_are_reported(ws_runs):
     report = ingest_runs(ws)
     assert [(s.path, s.kind) for s in report.skipped] == [(str(ws.status_path(manifests[0].run_id)), "file")]
     assert rows(ws, "SELECT status FROM runs WHERE run_id = ?", [manifests[0].run_id]) == [("unknown",)]
+
+
+def test_a_long_load_lets_others_in_between_batches(ws_runs, reader, monkeypatch: pytest.MonkeyPatch):
+    """Each batch after the first reopens the database, and re-plans runs another writer loaded."""
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    monkeypatch.setattr(ingest_module, "BATCH_RUNS", 2)
+    opened = []
+    real_open = ingest_module.open_store
+
+    def counting_open(*args, **kwargs):
+        opened.append(1)
+        if len(opened) == 2:  # between batches 1 and 2, another process loads the last run
+            ingest_runs(ws, [manifests[-1].run_id])
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "open_store", counting_open)
+    report = ingest_runs(ws)
+    assert len(opened) == 1 + 1 + 2  # first open, the other process, then one per later batch
+    assert report.runs_loaded + report.runs_unchanged == 5 and report.runs_unchanged == 1
+    assert counts(ws) == {m.run_id: 10 for m in manifests}
