@@ -730,10 +730,11 @@ def _load_batch(con: duckdb.DuckDBPyConnection, ws: Workspace, batch: list[_Run]
         try:
             counts = _write_batch(con, ws, loading, rows_by_run, py_rows, known, staged=bool(fast), now=now)
         except duckdb.ConstraintException:
-            # A staged log repeats a step (or rows of a run we have no state for exist): take the
-            # replayed logs out of the fast path and upsert the rest.
-            for run in _drop_replayed(con, fast):
-                _read_python(run, py_rows)
+            # A staged log repeats a step, or rows of a run we have no state for exist already:
+            # take replayed logs out of the fast path, and replace whatever is there.
+            if fast:
+                for run in _drop_replayed(con, fast):
+                    _read_python(run, py_rows)
             counts = _write_batch(con, ws, loading, rows_by_run, py_rows, known, staged=bool(fast), now=now,
                                   upsert=True)
     finally:
@@ -783,8 +784,12 @@ def _write_batch(
             con.unregister("_py_metrics")
             n_metrics += n
         # Replacing a row as DELETE + INSERT costs half of INSERT OR REPLACE on these wide tables.
+        # Rows of runs never loaded before are not there to replace (if they are after all, the
+        # primary key says so and the batch is redone with `upsert=True`).
+        replacing = [r.run_id for r in loading if upsert or r.prior is not None]
         if rows_by_run:
-            con.execute("DELETE FROM runs WHERE list_contains(?, run_id)", [list(rows_by_run)])
+            if replacing:
+                con.execute("DELETE FROM runs WHERE list_contains(?, run_id)", [replacing])
             con.register("_runs", pa.Table.from_pylist(list(rows_by_run.values()), schema=RUNS_SCHEMA))
             con.execute("INSERT INTO runs BY NAME SELECT * FROM _runs")
             con.unregister("_runs")
@@ -792,7 +797,8 @@ def _write_batch(
             upsert_experiments(con, [e for e in experiments if e["experiment"] not in known or any(
                 e[f] != known[e["experiment"]][f] for f in _EXPERIMENT_FIELDS)])
         if loading:
-            con.execute("DELETE FROM ingest_state WHERE list_contains(?, run_id)", [[r.run_id for r in loading]])
+            if replacing:
+                con.execute("DELETE FROM ingest_state WHERE list_contains(?, run_id)", [replacing])
             con.register("_state", pa.Table.from_pylist([_state_row(run, now) for run in loading], schema=STATE_SCHEMA))
             con.execute("INSERT INTO ingest_state SELECT * FROM _state")
             con.unregister("_state")

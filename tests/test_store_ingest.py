@@ -280,3 +280,17 @@ def test_a_long_load_lets_others_in_between_batches(ws_runs, reader, monkeypatch
     assert len(opened) == 1 + 1 + 2  # first open, the other process, then one per later batch
     assert report.runs_loaded + report.runs_unchanged == 5 and report.runs_unchanged == 1
     assert counts(ws) == {m.run_id: 10 for m in manifests}
+
+
+def test_lost_ingest_state_is_recovered_through_the_primary_key(ws_runs, reader):
+    """Rows without bookkeeping (state table emptied by hand): the plain INSERT trips over the key
+    and the batch is redone as an upsert; still one row per (run_id, step)."""
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    ingest_runs(ws)
+    with open_store(ws) as con:
+        con.execute("DELETE FROM ingest_state")
+    report = ingest_runs(ws)
+    assert report.runs_loaded == 5 and report.rows_loaded == 50
+    assert rows(ws, "SELECT count(*), count(DISTINCT (run_id, step)) FROM checkpoints") == [(50, 50)]
+    assert rows(ws, "SELECT count(*) FROM runs") == [(5,)]
