@@ -298,7 +298,9 @@ class TeacherSource(TokenSource):
             f"{self.data.train_tokens} tokens",
             "teacher_dir": str(self.dir),
             "temperature": self.data.temperature,
-            **{k: v for k, v in self.corpus._text_stats().items() if k in ("corpus", "tokenizer", "train_tokens")},
+            "corpus": str(self.corpus.corpus.path),
+            "tokenizer": self.corpus.tokenizer.describe(),
+            "corpus_train_tokens": int(len(self.corpus.tokens["train"])),
         }
 
     def decode(self, tokens: np.ndarray | list[int]) -> str:
