@@ -1,0 +1,119 @@
+"""The cluster runners' engine-free parts: spec `cluster:` section, options, stop requests,
+what gets submitted, submission records and cancel bookkeeping (no Slurm or Ray needed).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+import cluster_helpers as H
+from runners.cluster import (
+    StopRequest,
+    cancel_runs,
+    execute_on_worker,
+    plan_runs,
+    record_submission,
+    request_cancel,
+    settle_ended_job,
+)
+from runners.ray_runner import RayOptions
+from runners.slurm import SlurmOptions
+from scaling_db.compiler import compile_spec
+from scaling_db.errors import BackendError
+from scaling_db.execute import run_lock
+from scaling_db.records import RunState
+from scaling_db.workspace import Workspace
+
+
+def test_cluster_section_is_placement_not_identity(tmp_path):
+    plain = H.write_spec(tmp_path, "placed", widths=[16, 32])
+    text = plain.read_text() + "cluster: {partition: gpu, time_min: 120, cpus: 2, gpus: 1, sbatch: {exclusive: true}}\n"
+    placed = tmp_path / "placed-cluster.yaml"
+    placed.write_text(text)
+    a, b = compile_spec(plain), compile_spec(placed)
+    assert [m.run_id for m in a.runs] == [m.run_id for m in b.runs]
+    assert b.cluster.partition == "gpu" and b.cluster.sbatch == {"exclusive": True}
+    assert all("cluster" not in json.loads(m.model_dump_json()) for m in b.runs)
+
+
+def test_options_layering_and_sbatch_parameters():
+    spec = {"partition": "gpu", "time_min": 120, "cpus": 4, "gpus": 1.0, "address": "auto"}
+    cli = {"partition": "debug", "time_min": None, "no_wait": True}
+    slurm = SlurmOptions.from_sources(spec, cli)
+    assert (slurm.partition, slurm.time_min, slurm.cpus, slurm.gpus) == ("debug", 120, 4, 1.0)
+    params = slurm.executor_parameters("scaledb-x")
+    assert params == {"name": "scaledb-x", "timeout_min": 120, "cpus_per_task": 4, "slurm_partition": "debug",
+                      "gpus_per_node": 1}
+    with pytest.raises(BackendError, match="whole GPUs"):
+        SlurmOptions(gpus=0.5).executor_parameters("x")
+    ray = RayOptions.from_sources(spec, {"max_retries": 0})
+    assert (ray.address, ray.cpus, ray.gpus, ray.max_retries) == ("auto", 4, 1.0, 0)
+
+
+def _tiny(tmp_path, **kwargs) -> tuple[Workspace, list[str]]:
+    ws = Workspace(tmp_path / "ws")
+    return ws, H.compile_into(ws, H.write_spec(tmp_path, "unit", **kwargs))
+
+
+def test_stop_request_sees_flag_and_cancel_file(tmp_path):
+    ws, [run_id] = _tiny(tmp_path)
+    flag = threading.Event()
+    stop = StopRequest(ws, run_id, flag)
+    assert not stop()
+    flag.set()
+    assert stop()
+    stop = StopRequest(ws, run_id)
+    request_cancel(ws, run_id)
+    stop._next_check = 0.0
+    assert stop()
+
+
+def test_worker_does_not_start_a_cancelled_run(tmp_path):
+    ws, [run_id] = _tiny(tmp_path)
+    request_cancel(ws, run_id)
+    status = execute_on_worker(str(ws.root), run_id, backend="ray", job_id="t1", device="cpu", threads=1,
+                               retry_failed=False)
+    assert status["status"] == "pending" and not ws.log_path(run_id).exists()
+
+
+def test_plan_skips_done_and_busy_runs_and_resets_forced_ones(tmp_path):
+    ws, run_ids = _tiny(tmp_path, widths=[16, 32])
+    done, busy = run_ids
+    ws.write_status(ws.read_status(done).model_copy(update={"status": RunState.FINISHED}))
+    ws.log_path(done).write_text("")
+    request_cancel(ws, busy)
+    report, todo = plan_runs(ws, run_ids, backend="slurm", force=False, retry_failed=False)
+    assert todo == [busy] and report.skipped == [done]
+    assert not (ws.run_dir(busy) / "cancel").exists(), "a new submission clears an old cancel request"
+    with run_lock(ws, busy):  # another process runs it
+        report, todo = plan_runs(ws, run_ids, backend="slurm", force=False, retry_failed=False)
+        assert todo == [] and list(report.in_flight) == [busy]
+    report, todo = plan_runs(ws, run_ids, backend="slurm", force=True, retry_failed=False)
+    assert todo == run_ids and not ws.log_path(done).exists() and ws.read_status(done).status == RunState.PENDING
+    report, todo = plan_runs(ws, run_ids, backend="slurm", force=False, retry_failed=False,
+                             active=lambda statuses: {busy: "77_1"})
+    assert todo == [done] and report.in_flight == {busy: "77_1"}
+
+
+def test_submission_record_never_overwrites_a_worker(tmp_path):
+    ws, [run_id] = _tiny(tmp_path)
+    assert record_submission(ws, run_id, "slurm", "12_0").job_id == "12_0"
+    with run_lock(ws, run_id):  # the worker started first and holds the run
+        ws.write_status(ws.read_status(run_id).model_copy(update={"status": RunState.RUNNING, "job_id": "12_0"}))
+        assert record_submission(ws, run_id, "slurm", "99_0").job_id == "12_0"
+    ws.write_status(ws.read_status(run_id).model_copy(update={"status": RunState.FINISHED}))
+    assert record_submission(ws, run_id, "slurm", "99_0").status == RunState.FINISHED
+
+
+def test_ended_jobs_and_cancel_fix_stale_running_status(tmp_path):
+    ws, [a, b] = _tiny(tmp_path, widths=[16, 32])
+    for run_id in (a, b):
+        ws.write_status(ws.read_status(run_id).model_copy(update={"status": RunState.RUNNING, "backend": "ray"}))
+    failed = settle_ended_job(ws, a, cancelled=False, why="Slurm job 5 ended OUT_OF_MEMORY")
+    assert failed.status == RunState.FAILED and "OUT_OF_MEMORY" in failed.error
+    report = cancel_runs(ws, [a, b], wait_s=0)
+    assert report.already_done == [a] and list(report.cancelled) == [b]
+    assert ws.read_status(b).status == RunState.PENDING and (ws.run_dir(b) / "cancel").exists()
