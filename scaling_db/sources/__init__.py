@@ -17,7 +17,8 @@ Contract, identical for every kind:
   known Markov chain, else None.
 
 Expensive artefacts are built once per config and cached under `cache_dir` by config hash:
-`graphs/` (CSR arrays), `tokenizers/` (trained BPE), `tokens/` (encoded corpora), `teachers/`.
+`graphs/` (CSR arrays), `tokenizers/` (trained BPE), `tokens/` (encoded corpora), `teachers/`
+(trained teachers and their sampled batches), `percolation/` (cluster universes).
 The two solvable models (`percolation`, `random_features`) are not token sources: they go
 through `scaling_db.solvers.solve`.
 """
