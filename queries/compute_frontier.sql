@@ -9,27 +9,33 @@
 -- columns: bin_flops, flops, loss, run_id, name, step, n_params, n_params_nonembed, tokens, on_envelope
 WITH points AS (
     SELECT
-        c.run_id, r.name, c.step, r.n_params, r.n_params_nonembed, c.tokens,
+        c.rowid AS row_key,
         CASE $convention WHEN 'exact' THEN c.flops_exact WHEN '6n' THEN c.flops_6n ELSE c.flops_6n_nonembed END AS flops,
         CASE $loss WHEN 'eval' THEN c.eval_loss ELSE c.train_loss END AS loss
     FROM checkpoints AS c
-    JOIN runs AS r USING (run_id)
-    WHERE r.experiment = $experiment
-      AND ($status = 'any' OR r.status = $status)
+    WHERE c.run_id IN (SELECT run_id FROM runs WHERE experiment = $experiment AND ($status = 'any' OR status = $status))
 ),
 best AS (
-    SELECT
-        floor(log10(flops) * $bins_per_decade)::BIGINT AS bin,
-        arg_min({'flops': flops, 'loss': loss, 'run_id': run_id, 'name': name, 'step': step,
-                 'n_params': n_params, 'n_params_nonembed': n_params_nonembed, 'tokens': tokens}, loss) AS p
+    -- the winning checkpoint of each bin, by row key: carrying its columns through the
+    -- aggregate would cost more than looking the few winners up afterwards
+    SELECT floor(log10(flops) * $bins_per_decade)::BIGINT AS bin, arg_min(row_key, loss) AS row_key
     FROM points
     WHERE flops > 0 AND loss IS NOT NULL
     GROUP BY bin
+),
+winners AS (
+    SELECT
+        b.bin, c.run_id, c.step, c.tokens,
+        CASE $convention WHEN 'exact' THEN c.flops_exact WHEN '6n' THEN c.flops_6n ELSE c.flops_6n_nonembed END AS flops,
+        CASE $loss WHEN 'eval' THEN c.eval_loss ELSE c.train_loss END AS loss
+    FROM best AS b
+    JOIN checkpoints AS c ON c.rowid = b.row_key
 )
 SELECT
-    power(10, bin / $bins_per_decade) AS bin_flops,
-    p.flops, p.loss, p.run_id, p.name, p.step, p.n_params, p.n_params_nonembed, p.tokens,
+    power(10, w.bin / $bins_per_decade) AS bin_flops,
+    w.flops, w.loss, w.run_id, r.name, w.step, r.n_params, r.n_params_nonembed, w.tokens,
     -- a bin is on the envelope when no smaller budget reached a lower loss
-    p.loss <= min(p.loss) OVER (ORDER BY bin ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS on_envelope
-FROM best
-ORDER BY bin
+    w.loss <= min(w.loss) OVER (ORDER BY w.bin ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS on_envelope
+FROM winners AS w
+JOIN runs AS r USING (run_id)
+ORDER BY w.bin

@@ -69,7 +69,9 @@ CHECKPOINT_SCHEMA = pa.schema(
     [("run_id", pa.string()), ("step", pa.int64()), ("tokens", pa.int64())]
     + [(name, pa.float64()) for name in _FLOAT_COLUMNS]
 )
-METRIC_SCHEMA = pa.schema([("run_id", pa.string()), ("step", pa.int64()), ("name", pa.string()), ("value", pa.float64())])
+METRIC_SCHEMA = pa.schema(
+    [("run_id", pa.string()), ("step", pa.int64()), ("name", pa.string()), ("value", pa.float64())]
+)
 
 _JSON_COLUMNS = (
     "{run_id: 'VARCHAR', step: 'BIGINT', tokens: 'BIGINT', "
@@ -506,7 +508,9 @@ def _str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def run_row(run_id: str, manifest_text: str, status: dict[str, Any] | None, created_at: Any, now: Any) -> dict[str, Any]:
+def run_row(
+    run_id: str, manifest_text: str, status: dict[str, Any] | None, created_at: Any, now: Any
+) -> dict[str, Any]:
     """The `runs` row of one run from its manifest (JSON text) and status file contents."""
     m = json.loads(manifest_text)
     model = m.get("model") or {}
@@ -577,7 +581,8 @@ def _read_run_files(run: _Run, now: Any) -> dict[str, Any] | None:
         text = manifest_path.read_text()
         created_at = to_utc(manifest_path.stat().st_mtime)
     except FileNotFoundError:
-        run.problems.append(SkippedLine(str(manifest_path), None, "file", "no manifest.json: run not loaded. Compile its spec."))
+        run.problems.append(SkippedLine(str(manifest_path), None, "file",
+                                        "no manifest.json: run not loaded. Compile its spec."))
         return None
     status: dict[str, Any] | None = None
     status_path = run.run_dir / "status.json"
@@ -588,12 +593,14 @@ def _read_run_files(run: _Run, now: Any) -> dict[str, Any] | None:
     except FileNotFoundError:
         status = None
     except ValueError as exc:
-        run.problems.append(SkippedLine(str(status_path), None, "file", f"unreadable status file ({exc}); status set to 'unknown'"))
+        run.problems.append(SkippedLine(str(status_path), None, "file",
+                                        f"unreadable status file ({exc}); status set to 'unknown'"))
         status = {"status": "unknown"}
     try:
         row = run_row(run.run_id, text, status, created_at, now)
     except (ValueError, AttributeError, TypeError) as exc:
-        run.problems.append(SkippedLine(str(manifest_path), None, "file", f"not a valid manifest ({exc}); run not loaded"))
+        run.problems.append(SkippedLine(str(manifest_path), None, "file",
+                                        f"not a valid manifest ({exc}); run not loaded"))
         return None
     if row["experiment"] is None:
         run.problems.append(SkippedLine(str(manifest_path), None, "file", "manifest has no experiment; run not loaded"))
@@ -851,8 +858,10 @@ def ingest_runs(
         for run_id in run_ids:
             run = _Run(run_id, ws.run_dir(run_id), prior=prior.get(run_id))
             if not (run.run_dir / "manifest.json").exists():
-                report.skipped.append(SkippedLine(str(run.run_dir), None, "file",
-                                                  f"no run {run_id!r} here (no manifest.json). Compile its spec first."))
+                report.skipped.append(SkippedLine(
+                    str(run.run_dir), None, "file",
+                    f"no run {run_id!r} here (no manifest.json). Compile its spec first.",
+                ))
                 continue
             _plan(run, full)
             if _changed(run):

@@ -223,12 +223,15 @@ _V1_TABLES = (
 )
 
 _V1_COMMENTS = {
-    "experiments": "One row per experiment: compiled from a spec (source='spec') or imported from a table (source='import').",
+    "experiments": "One row per experiment: compiled from a spec (source='spec') or imported from a table "
+                   "(source='import').",
     "runs": "One row per run: sweep parameters as columns, the full manifest as JSON, the status file's fields.",
-    "checkpoints": "One row per evaluated checkpoint, unique on (run_id, step). FLOPs in three conventions; losses in nats/token.",
+    "checkpoints": "One row per evaluated checkpoint, unique on (run_id, step). FLOPs in three conventions; "
+                   "losses in nats/token.",
     "metrics": "Extra named metrics of a checkpoint (long format).",
     "fits": "Stored scaling-law fits with the query and runs that produced their data.",
-    "ingest_state": "Internal: how far each run's log has been loaded (byte offset, line count), for incremental ingest.",
+    "ingest_state": "Internal: how far each run's log has been loaded (byte offset, line count), "
+                    "for incremental ingest.",
 }
 
 _V1_COLUMN_COMMENTS = {
@@ -241,7 +244,8 @@ _V1_COLUMN_COMMENTS = {
     ("runs", "last_step"): "last logged checkpoint step according to status.json",
     ("checkpoints", "flops_6n_nonembed"): "training FLOPs so far, 6*N_nonembed*tokens (Kaplan et al. 2020)",
     ("checkpoints", "flops_6n"): "training FLOPs so far, 6*N*tokens with embeddings counted",
-    ("checkpoints", "flops_exact"): "training FLOPs so far incl. attention (Chinchilla App. F); imports: the table's own compute column",
+    ("checkpoints", "flops_exact"): "training FLOPs so far incl. attention (Chinchilla App. F); "
+                                    "imports: the table's own compute column",
     ("checkpoints", "train_loss"): "mean training loss since the previous checkpoint (nats/token); NULL if non-finite",
     ("checkpoints", "eval_loss"): "held-out loss at this checkpoint (nats/token); NULL if non-finite (diverged)",
     ("checkpoints", "wall_time_s"): "training wall time since the run first started",
@@ -292,7 +296,9 @@ def _holder(exc: duckdb.Error) -> str:
     return f" (PID {found.group(1)})" if found else ""
 
 
-def connect(path: str | Path, *, read_only: bool = False, lock_timeout_s: float | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: str | Path, *, read_only: bool = False, lock_timeout_s: float | None = None
+) -> duckdb.DuckDBPyConnection:
     """A raw DuckDB connection to `path`, retrying DuckDB's file lock with backoff."""
     path = Path(path)
     timeout = _lock_timeout(lock_timeout_s)

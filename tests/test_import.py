@@ -128,8 +128,8 @@ def one_run_ids(ws, row: dict[str, str], key: tuple[str, ...]) -> list[str]:
 
 
 MARIN_MAP = ["name=Name", "n_params=parameter_count", "tokens=throughput/total_tokens",
-             "loss=eval/paloma/macro_loss", 'flops="throughput/total_gflops" * 1e9', "batch_size=trainer.train_batch_size",
-             "steps=trainer.num_train_steps", "d_model=model.hidden_dim", "n_layers=model.num_layers"]
+             "loss=eval/paloma/macro_loss", 'flops="throughput/total_gflops" * 1e9',
+             "batch_size=trainer.train_batch_size", "steps=trainer.num_train_steps", "d_model=model.hidden_dim", "n_layers=model.num_layers"]
 
 
 @pytest.mark.reference

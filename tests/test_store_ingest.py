@@ -175,7 +175,8 @@ def test_non_finite_losses_become_null_and_metrics_load(ws_runs, reader):
     write_status(ws, run_id, "diverged", diverged_at_step=4, error="loss is NaN")
     report = ingest_runs(ws, [run_id])
     assert report.rows_loaded == 4 and report.metric_rows == 6
-    assert rows(ws, "SELECT eval_loss, train_loss FROM checkpoints WHERE run_id = ? AND step = 4", [run_id]) == [(None, None)]
+    assert rows(ws, "SELECT eval_loss, train_loss FROM checkpoints WHERE run_id = ? AND step = 4",
+                [run_id]) == [(None, None)]
     assert rows(ws, "SELECT status, diverged_at_step, error FROM runs") == [("diverged", 4, "loss is NaN")]
     assert rows(ws, "SELECT name, value FROM metrics WHERE step = 2 ORDER BY name") == [
         ("act_mean/layer0", 0.5), ("grad_norm", None)]

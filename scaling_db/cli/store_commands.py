@@ -56,7 +56,9 @@ def _targets(paths: tuple[str, ...], workspace: str | None) -> dict[Path, list[s
               help="Seconds to wait for another writer [default: $SCALEDB_LOCK_TIMEOUT_S or 10].")
 @workspace_option
 @json_option
-def ingest(paths: tuple[str, ...], full: bool, lock_timeout: float | None, workspace: str | None, as_json: bool) -> None:
+def ingest(
+    paths: tuple[str, ...], full: bool, lock_timeout: float | None, workspace: str | None, as_json: bool
+) -> None:
     """Load run logs and statuses into the workspace's DuckDB file.
 
     PATHS are workspaces or run directories (default: --workspace). Idempotent: loading twice,
@@ -110,7 +112,8 @@ def _write_result(df: Any, fmt: str, out: str | None) -> None:
             click.echo(df.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
         else:
             cells = df.astype(object).where(df.notna(), None)
-            print_table(None, [str(c) for c in df.columns], [[_fmt(v) for v in row] for row in cells.itertuples(index=False)])
+            rows = [[_fmt(v) for v in row] for row in cells.itertuples(index=False)]
+            print_table(None, [str(c) for c in df.columns], rows)
         click.echo(f"({len(df)} rows)", err=True)
 
 
