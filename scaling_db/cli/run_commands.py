@@ -1,0 +1,254 @@
+"""`scaledb run | status | coordcheck`: making runs happen and watching them."""
+
+from __future__ import annotations
+
+import fnmatch
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scaling_db.cli import cli
+from scaling_db.cli.cluster_commands import add_backend_columns, backend_options, check_backend_options
+from scaling_db.cli.common import console, emit_json, get_workspace, json_option, print_table, workspace_option
+from scaling_db.compiler import compile_spec
+from scaling_db.errors import RunError
+from scaling_db.manifest import RunManifest, compute_run_id
+from scaling_db.records import RunState
+from scaling_db.runlog import last_record
+from scaling_db.workspace import Workspace, atomic_write_text
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+def resolve_targets(ws: Workspace, targets: tuple[str, ...], *, write: bool) -> list[str]:
+    """Run ids named by specs (compiled, and written when `write`), manifest files, experiments or id prefixes."""
+    run_ids: list[str] = []
+    for target in targets:
+        path = Path(target)
+        if path.suffix in SPEC_SUFFIXES:
+            compiled = compile_spec(path)
+            if write:
+                ws.write_compiled(compiled)
+            run_ids += [m.run_id for m in compiled.runs]
+        elif path.suffix == ".json" and path.is_file():
+            run_ids.append(_adopt_manifest(ws, path, write=write))
+        elif target in ws.experiments():
+            run_ids += ws.experiment_info(target)["run_ids"]
+        elif found := ws.find_runs(target):
+            run_ids += found
+        else:
+            raise RunError(
+                f"{target}: not a spec (.yaml), a manifest (.json), an experiment or a run id in {ws.root}"
+            )
+    return list(dict.fromkeys(run_ids))
+
+
+def _adopt_manifest(ws: Workspace, path: Path, *, write: bool) -> str:
+    try:
+        manifest = RunManifest.model_validate_json(path.read_bytes())
+    except ValueError as exc:
+        raise RunError(f"{path}: not a valid run manifest ({exc})") from None
+    if compute_run_id(manifest.model_dump(mode="json")) != manifest.run_id:
+        raise RunError(f"{path}: its run_id does not match its content (edited by hand?). Recompile the spec.")
+    target = ws.manifest_path(manifest.run_id)
+    if write and not target.exists():
+        atomic_write_text(target, manifest.model_dump_json(indent=2) + "\n")
+    return manifest.run_id
+
+
+def _select(ws: Workspace, run_ids: list[str], patterns: tuple[str, ...]) -> list[str]:
+    if not patterns:
+        return run_ids
+    keep = []
+    for run_id in run_ids:
+        name = ws.load_manifest(run_id).name
+        if any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(run_id, p) or run_id.startswith(p)
+               for p in patterns):
+            keep.append(run_id)
+    return keep
+
+
+def _fmt_loss(value: float | None) -> str | None:
+    return None if value is None else f"{value:.4f}"
+
+
+def status_rows(ws: Workspace, run_ids: list[str]) -> list[dict[str, Any]]:
+    """One row per run: status, last logged step of the total, last eval loss, error."""
+    rows = []
+    for run_id in run_ids:
+        manifest = ws.load_manifest(run_id) if ws.manifest_path(run_id).exists() else None
+        status = ws.read_status(run_id)
+        record = last_record(ws.log_path(run_id))
+        steps = None
+        if manifest is not None:
+            steps = manifest.train.steps if manifest.train.kind == "lm" else 1
+        rows.append({
+            "run_id": run_id,
+            "name": manifest.name if manifest else None,
+            "status": status.status.value,
+            "step": record.step if record else None,
+            "steps": steps,
+            "eval_loss": record.eval_loss if record else None,
+            "train_loss": record.train_loss if record else None,
+            "error": status.error,
+        })
+    return rows
+
+
+def _print_status(rows: list[dict[str, Any]], title: str | None = None) -> None:
+    jobs = any(r.get("job_id") for r in rows)  # runs placed on Slurm/Ray: show where, and the job's state
+    print_table(title, ["run_id", "name", "status", "step", "eval loss", "error"]
+                + (["backend", "job", "job state"] if jobs else []), [
+        [r["run_id"], r["name"], r["status"], f"{r['step'] if r['step'] is not None else '-'}/{r['steps']}",
+         _fmt_loss(r["eval_loss"]), r["error"]]
+        + ([r.get("backend"), r.get("job_id"), r.get("job_state")] if jobs else [])
+        for r in rows
+    ])
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs")
+
+
+@cli.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
+              help="Worker processes [default: one per CPU share, or one per GPU].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: CUDA when available, else CPU.")
+@click.option("--only", "only", multiple=True, metavar="PATTERN",
+              help="Only runs whose name or id matches this glob (or id prefix); repeatable.")
+@click.option("--force", is_flag=True, help="Re-run finished runs from scratch.")
+@click.option("--retry-failed", is_flag=True, help="Run failed runs again (resuming from their saved state).")
+@backend_options
+@workspace_option
+@json_option
+def run(targets: tuple[str, ...], workers: int | None, device: str, only: tuple[str, ...], force: bool,
+        retry_failed: bool, backend: str, workspace: str | None, as_json: bool, **cluster: Any) -> None:
+    """Run the pending runs of SPEC files (compiled first), manifests, experiments or run ids.
+
+    Finished runs are skipped unless --force; failed ones unless --retry-failed. Interrupted
+    runs resume where their last saved state left off. Ctrl-C stops cleanly (runs save their
+    state); run the same command again to continue.
+
+    --backend slurm|ray places the runs on a cluster (docs/scaling-out.md); the workspace must
+    be on a filesystem the nodes share. Finished runs are loaded into the database as they end.
+    """
+    from runners.local import RichProgress, run_local
+
+    check_backend_options(backend, workers, cluster)
+    ws = get_workspace(workspace)
+    run_ids = _select(ws, resolve_targets(ws, targets, write=True), only)
+    if not run_ids:
+        raise RunError(f"no runs match {' '.join(only)!r}" if only else "no runs to run")
+    progress = RichProgress(console()) if sys.stdout.isatty() and not as_json else None
+    extra: dict[str, Any] = {}
+    try:
+        if backend != "local":
+            from scaling_db.cli.cluster_commands import run_on_backend
+
+            report, extra = run_on_backend(ws, run_ids, targets, backend=backend, cluster=cluster, device=device,
+                                           force=force, retry_failed=retry_failed, as_json=as_json, progress=progress)
+        else:
+            report = run_local(ws, run_ids, workers=workers, device=device, force=force,  # type: ignore[arg-type]
+                               retry_failed=retry_failed, progress=progress)
+    except KeyboardInterrupt:  # a second Ctrl-C: runs resume from their last saved state
+        click.echo("Interrupted: runs resume from their last saved state; run the same command again.", err=True)
+        sys.exit(130)
+    rows = status_rows(ws, run_ids)
+    if backend != "local":
+        rows = add_backend_columns(ws, rows)
+    if as_json:
+        emit_json({"runs": rows, "errors": report.errors, "skipped": report.skipped,
+                   "interrupted": report.interrupted, **extra})
+    else:
+        ran = [r for r in rows if r["run_id"] not in report.skipped]
+        if ran:
+            _print_status(ran)
+        if report.skipped:
+            click.echo(f"{len(report.skipped)} runs already done (skipped; --force to re-run"
+                       + (", --retry-failed for failed ones)" if any(
+                           r["status"] == RunState.FAILED.value for r in rows) else ")"))
+        for run_id, error in report.errors.items():
+            click.echo(f"{run_id}: {error}", err=True)
+    if report.interrupted:
+        click.echo("Interrupted: runs saved their state; run the same command again to resume.", err=True)
+        sys.exit(130)
+
+
+@cli.command()
+@click.argument("targets", nargs=-1)
+@workspace_option
+@json_option
+def status(targets: tuple[str, ...], workspace: str | None, as_json: bool) -> None:
+    """List runs with status, last step and last eval loss (all runs, or those of TARGETS)."""
+    ws = get_workspace(workspace)
+    run_ids = resolve_targets(ws, targets, write=False) if targets else ws.run_ids()
+    rows = add_backend_columns(ws, status_rows(ws, run_ids))  # job id and state on Slurm/Ray
+    if as_json:
+        emit_json(rows)
+    else:
+        _print_status(rows)
+
+
+def _parse_widths(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        widths = sorted({int(w) for w in value.replace(" ", "").split(",") if w})
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers (got {value!r})") from None
+    if len(widths) < 2:
+        raise click.BadParameter("give at least two widths")
+    return widths
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.option("--widths", default="64,128,256,512", show_default=True, callback=_parse_widths,
+              help="Comma-separated d_model values.")
+@click.option("--steps", type=click.IntRange(min=1), default=4, show_default=True, help="Training steps per width.")
+@click.option("--param", "params", multiple=True, type=click.Choice(["sp", "mup"]),
+              help="Parameterizations to check [default: the spec's]; repeat to compare.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@workspace_option
+@json_option
+def coordcheck(spec: str, widths: list[int], steps: int, params: tuple[str, ...], device: str,
+               workspace: str | None, as_json: bool) -> None:
+    """Train SPEC's model a few steps at several widths; show mean |activation| per layer.
+
+    Under muP each row should stay flat across widths; under SP (with Adam) hidden and output
+    activations grow. Values are stored as metrics of the runs of `<experiment>-coordcheck`
+    and in reports/<experiment>-coordcheck/coordcheck.json.
+    """
+    from runners.local import run_local
+    from scaling_db.coordcheck import (
+        collect_coordcheck,
+        coordcheck_experiment,
+        growth,
+        spread_by_layer,
+        write_coordcheck,
+    )
+
+    ws = get_workspace(workspace)
+    compiled = coordcheck_experiment(spec, widths=widths, steps=steps, parameterizations=params or None)
+    ws.write_compiled(compiled)
+    report = run_local(ws, [m.run_id for m in compiled.runs], workers=1, device=device)  # type: ignore[arg-type]
+    if report.interrupted:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    for run_id, error in report.errors.items():
+        raise RunError(f"coordinate-check run {run_id}: {error}")
+    points = collect_coordcheck(ws, compiled)
+    path = write_coordcheck(ws, compiled.experiment, points)
+    if as_json:
+        emit_json({"experiment": compiled.experiment, "file": str(path),
+                   "points": [p.__dict__ for p in points]})
+        return
+    table = spread_by_layer(points, steps)
+    shown = sorted(widths)
+    rows = [[kind, layer, *(f"{vals.get(w, float('nan')):.3g}" for w in shown), f"{growth(vals):.2f}x"]
+            for (kind, layer), vals in table.items()]
+    print_table(f"mean |activation| after {steps} steps", ["param", "layer", *(f"d={w}" for w in shown),
+                f"d={shown[-1]} / d={shown[0]}"], rows)
+    click.echo(f"all steps: {path}")

@@ -1,0 +1,203 @@
+"""The local runner and the `scaledb run | status` commands."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import scaling_db.execute
+from fakes import FakeWalkSource, compiled_workspace, fake_build_token_source, install_fake_source, write_spec
+from runners.local import plan_placement, run_local
+from scaling_db.cli import cli
+from scaling_db.records import RunState
+from scaling_db.runlog import read_log
+from scaling_db.workspace import Workspace
+
+TWO_WIDTHS = {"sweep": {"axes": {"model.d_model": [16, 32]}}}
+ONE_DIVERGES = {
+    "train": {"grad_clip": None},
+    "sweep": {"axes": {"train.optimizer": [{"kind": "adamw", "lr": 3e-3}, {"kind": "sgd", "lr": 1e4}]}},
+}
+
+
+@pytest.fixture
+def fake_source(monkeypatch):
+    monkeypatch.setattr(scaling_db.execute, "build_token_source", fake_build_token_source)
+
+
+def test_placement_splits_cores_between_workers(monkeypatch):
+    monkeypatch.setattr("runners.local.available_cores", lambda: 8)
+    assert plan_placement(10, workers=None, device="cpu") == plan_placement(10, workers=8, device="cpu")
+    p = plan_placement(10, workers=3, device="cpu")
+    assert (p.workers, p.threads, p.gpus) == (3, 2, None)
+    assert plan_placement(10, workers=None, device="cpu", threads_per_run=4).workers == 2
+    assert plan_placement(1, workers=4, device="cpu").workers == 1  # never more workers than runs
+    assert plan_placement(1, workers=4, device="cpu").threads == 8
+    assert plan_placement(10, workers=16, device="cpu").threads == 1
+
+
+def test_in_process_runs_call_back_and_skip_finished_runs(tmp_path, fake_source):
+    ws, run_ids = compiled_workspace(tmp_path, **TWO_WIDTHS)
+    done: list[str] = []
+    report = run_local(ws, run_ids, workers=1, device="cpu", on_run_done=done.append)
+    assert sorted(done) == sorted(run_ids) and not report.interrupted and not report.errors
+    assert {s.status for s in report.statuses.values()} == {RunState.FINISHED}
+    logs = {r: ws.log_path(r).read_bytes() for r in run_ids}
+    again = run_local(ws, run_ids, workers=1, device="cpu", on_run_done=done.append)
+    assert sorted(again.skipped) == sorted(run_ids) and len(done) == 2
+    assert {r: ws.log_path(r).read_bytes() for r in run_ids} == logs
+    forced = run_local(ws, run_ids[:1], workers=1, device="cpu", force=True, on_run_done=done.append)
+    assert forced.skipped == [] and done[-1] == run_ids[0]
+
+
+def test_pool_runs_a_sweep_where_one_run_diverges(tmp_path):
+    ws, run_ids = compiled_workspace(tmp_path, **ONE_DIVERGES)
+    called_in: list[tuple[str, int]] = []
+    report = run_local(ws, run_ids, workers=2, device="cpu", worker_init=install_fake_source,
+                       on_run_done=lambda r: called_in.append((r, os.getpid())))
+    states = sorted(s.status.value for s in report.statuses.values())
+    assert states == ["diverged", "finished"]
+    assert sorted(r for r, _ in called_in) == sorted(run_ids)
+    assert {pid for _, pid in called_in} == {os.getpid()}  # callbacks run in the driver
+    diverged = next(s for s in report.statuses.values() if s.status == RunState.DIVERGED)
+    assert diverged.diverged_at_step is not None and diverged.error.startswith("loss became NaN")
+
+
+class _SuicidalSource(FakeWalkSource):
+    """Kills its own process (like the OOM killer) at train batch 5, the first time only."""
+
+    def __init__(self, marker: Path, vocab_size: int):
+        super().__init__(vocab_size)
+        self.marker = marker
+
+    def batch(self, split, index, batch_size, seq_len):
+        if split == "train" and index == 5 and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().batch(split, index, batch_size, seq_len)
+
+
+def install_suicidal_source(marker: Path) -> None:
+    scaling_db.execute.build_token_source = lambda m, w: _SuicidalSource(marker, m.model.vocab_size)
+
+
+def test_a_dead_worker_fails_its_run_and_the_sweep_goes_on(tmp_path):
+    ws, run_ids = compiled_workspace(tmp_path, sweep={"axes": {"model.d_model": [16, 24, 32]}})
+    marker = tmp_path / "killed-once"
+    report = run_local(ws, run_ids, workers=2, device="cpu", worker_init=functools.partial(install_suicidal_source, marker))
+    states = sorted(s.status.value for s in report.statuses.values())
+    assert states == ["failed", "finished", "finished"]
+    (failed,) = [r for r, s in report.statuses.items() if s.status == RunState.FAILED]
+    assert "worker process died (exit code -9" in ws.read_status(failed).error
+    # --retry-failed resumes it (from its last saved state) and it finishes, each checkpoint once.
+    again = run_local(ws, run_ids, workers=1, device="cpu", retry_failed=True, worker_init=install_fake_source)
+    assert again.statuses[failed].status == RunState.FINISHED
+    assert [r.step for r in read_log(ws.log_path(failed))] == ws.load_manifest(failed).train.checkpoint_steps
+
+
+def test_on_run_done_errors_stop_the_pool_and_propagate(tmp_path):
+    ws, run_ids = compiled_workspace(tmp_path, **TWO_WIDTHS)
+
+    def explode(run_id: str) -> None:
+        raise RuntimeError("the database is locked")
+
+    with pytest.raises(RuntimeError, match="database is locked"):
+        run_local(ws, run_ids, workers=2, device="cpu", worker_init=install_fake_source, on_run_done=explode)
+    for run_id in run_ids:  # nothing left claiming to run
+        assert ws.read_status(run_id).status in (RunState.FINISHED, RunState.PENDING)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result
+
+
+def test_cli_run_then_status(tmp_path, fake_source):
+    spec = write_spec(tmp_path, **TWO_WIDTHS)
+    ws_dir = str(tmp_path / "ws")
+    result = invoke("run", str(spec), "-w", ws_dir, "--workers", "1", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("finished") >= 2 and "tiny-d16" in result.output
+    result = invoke("run", str(spec), "-w", ws_dir, "--workers", "1")
+    assert "2 runs already done (skipped; --force to re-run)" in result.output
+    rows = json.loads(invoke("status", str(spec), "-w", ws_dir, "--json").output)
+    assert [(r["status"], r["step"], r["steps"]) for r in rows] == [("finished", 40, 40)] * 2
+    assert all(r["eval_loss"] > 0 for r in rows)
+    table = invoke("status", "-w", ws_dir).output
+    assert "2 finished" in table and "40/40" in table
+
+
+def test_cli_run_only_a_pattern_and_manifest_files(tmp_path, fake_source):
+    spec = write_spec(tmp_path, **TWO_WIDTHS)
+    ws_dir = str(tmp_path / "ws")
+    result = invoke("run", str(spec), "-w", ws_dir, "--only", "*-d32", "--json")
+    rows = json.loads(result.output)["runs"]
+    assert [(r["name"], r["status"]) for r in rows] == [("tiny-d32", "finished")]
+    ws = Workspace(ws_dir)
+    pending = [r for r in ws.run_ids() if ws.read_status(r).status == RunState.PENDING]
+    assert len(pending) == 1
+    result = invoke("run", str(ws.manifest_path(pending[0])), "-w", ws_dir, "--json")
+    assert json.loads(result.output)["runs"][0]["status"] == "finished"
+
+
+def test_cli_run_reports_unknown_targets(tmp_path):
+    result = CliRunner().invoke(cli, ["run", "nope", "-w", str(tmp_path / "ws")])
+    assert result.exit_code == 1
+    assert "Error: nope: not a spec (.yaml), a manifest (.json), an experiment or a run id" in result.output
+
+
+def test_cli_status_shows_failures(tmp_path, monkeypatch):
+    monkeypatch.setattr(scaling_db.execute, "build_token_source", lambda m, w: (_ for _ in ()).throw(OSError("disk gone")))
+    spec = write_spec(tmp_path)
+    ws_dir = str(tmp_path / "ws")
+    invoke("run", str(spec), "-w", ws_dir, "--workers", "1")
+    out = invoke("status", "-w", ws_dir).output
+    assert "failed" in out and "OSError: disk gone" in out
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_the_run_resumes_to_the_same_curve(tmp_path):
+    """A real `scaledb run` (real graph-walk source, 2 workers) gets SIGINT mid-run."""
+    sections = {"model": {"d_model": 48}, "train": {"steps": 400, "checkpoints": {"kind": "log", "count": 10, "first": 2}}}
+    spec = write_spec(tmp_path, **sections, sweep={"axes": {"train.seed": [0, 1]}})
+    ws_dir = tmp_path / "ws"
+    cmd = [sys.executable, "-m", "scaling_db", "run", str(spec), "-w", str(ws_dir), "--workers", "2", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    ws = Workspace(ws_dir)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until both runs have logged something
+        ids = ws.run_ids()
+        if len(ids) == 2 and all(read_log(ws.log_path(r)) for r in ids):
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 130, out
+    assert "Interrupted" in out
+    for r in ws.run_ids():
+        status = ws.read_status(r)
+        assert status.status == RunState.PENDING and ws.state_path(r).exists()
+        assert len(read_log(ws.log_path(r))) < 10
+    subprocess.run(cmd, check=True, capture_output=True)
+    # The same runs, uninterrupted, in a fresh workspace.
+    subprocess.run([*cmd[:5], "-w", str(tmp_path / "ref"), *cmd[7:]], check=True, capture_output=True)
+    ref = Workspace(tmp_path / "ref")
+    for r in ws.run_ids():
+        strip = lambda recs: [{k: v for k, v in x.model_dump().items() if k not in ("wall_time_s", "tokens_per_s")} for x in recs]
+        assert strip(read_log(ws.log_path(r))) == strip(read_log(ref.log_path(r)))
+        assert ws.read_status(r).status == RunState.FINISHED
