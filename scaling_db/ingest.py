@@ -43,6 +43,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from scaling_db.errors import StoreError
 from scaling_db.manifest import canonical_json, identity_payload
@@ -72,6 +73,8 @@ CHECKPOINT_SCHEMA = pa.schema(
 METRIC_SCHEMA = pa.schema(
     [("run_id", pa.string()), ("step", pa.int64()), ("name", pa.string()), ("value", pa.float64())]
 )
+
+_ARROW_PARSE = pa_json.ParseOptions(explicit_schema=CHECKPOINT_SCHEMA, unexpected_field_behavior="ignore")
 
 _JSON_COLUMNS = (
     "{run_id: 'VARCHAR', step: 'BIGINT', tokens: 'BIGINT', "
@@ -245,16 +248,16 @@ def _changed(run: _Run) -> bool:
 
 @dataclass
 class _Rows:
-    """Checkpoint rows (Arrow tables, one per log read) and metric rows, for one batch."""
+    """Checkpoint rows (Arrow tables, one per log read) and metric rows, for one batch.
+
+    `tables` hold rows of runs with nothing in the database (never loaded, or just deleted for a
+    reload): a plain INSERT takes them. `upserts` hold appended lines, which may repeat steps
+    already loaded (a resume): INSERT OR REPLACE, which costs more, takes those.
+    """
 
     tables: list[pa.Table] = field(default_factory=list)
+    upserts: list[pa.Table] = field(default_factory=list)
     metrics: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in METRIC_SCHEMA.names})
-
-    def __len__(self) -> int:
-        return sum(t.num_rows for t in self.tables)
-
-    def table(self) -> pa.Table:
-        return pa.concat_tables(self.tables) if len(self.tables) > 1 else self.tables[0]
 
     def add_metrics(self, run_id: str, step: int, metrics: dict[str, Any]) -> None:
         for name, value in metrics.items():
@@ -318,11 +321,35 @@ def _finite_floats(table: pa.Table) -> pa.Table:
     return table
 
 
-def _parse_bulk(lines: list[bytes], run_id: str, out: _Rows) -> bool:
-    """Parse clean lines in one `json.loads` call (a JSON array) and build the Arrow table in C;
-    False, touching nothing, if any line is not a well-formed record of this run."""
+def _parse_arrow(body: bytes, n_lines: int, run_id: str) -> pa.Table | None:
+    """The common case, parsed in C++: records without extra metrics, plain JSON numbers (no NaN),
+    one run, steps set. None when any of that does not hold."""
+    if body.count(b'"metrics":{}') != n_lines:
+        return None
+    try:
+        table = pa_json.read_json(pa.BufferReader(body), parse_options=_ARROW_PARSE)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if table.num_rows != n_lines or table["step"].null_count or table["run_id"].null_count:
+        return None
+    if not pc.all(pc.equal(table["run_id"], run_id)).as_py() or pc.min(table["step"]).as_py() < 0:
+        return None
+    return table
+
+
+def _parse_bulk(body: bytes, lines: list[bytes], run_id: str, out: _Rows) -> bool:
+    """Parse clean lines at once, in C++ (Arrow's JSON reader) or in one `json.loads` call (a JSON
+    array); False, touching nothing, if any line is not a well-formed record of this run."""
     lines = [line for line in lines if line.strip()]
     if not lines:
+        return True
+    table = _parse_arrow(body, len(lines), run_id)
+    if table is not None:
+        steps = table["step"].to_numpy()
+        if len(steps) > 1 and not (steps[1:] > steps[:-1]).all():
+            last = {int(step): i for i, step in enumerate(steps)}  # a replayed step: the last line wins
+            table = table.take(sorted(last.values()))
+        out.tables.append(table)
         return True
     try:
         records = json.loads(b"[" + b",".join(lines) + b"]")
@@ -358,7 +385,19 @@ def _parse_bulk(lines: list[bytes], run_id: str, out: _Rows) -> bool:
     return True
 
 
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
 def _read_python(run: _Run, out: _Rows) -> None:
+    """Parse a run's log from `start_offset` into `out` (see `_parse_log`)."""
+    mine = _Rows(metrics=out.metrics)
+    _parse_log(run, mine)
+    fresh = run.start_offset == 0 and (run.prior is None or run.delete_rows)
+    (out.tables if fresh else out.upserts).extend(mine.tables)
+
+
+def _parse_log(run: _Run, out: _Rows) -> None:
     """Parse a run's log from `start_offset`; rows to `out`, problems (with line numbers) to the run.
 
     All lines in one `json.loads` when they are clean; line by line, to say which line is bad and
@@ -377,7 +416,7 @@ def _read_python(run: _Run, out: _Rows) -> None:
         ))
     run.new_offset = run.start_offset + end
     run.new_lines = run.start_line + len(lines)
-    if _parse_bulk(lines, run.run_id, out):
+    if _parse_bulk(data[:end], lines, run.run_id, out):
         return
     by_step: dict[int, tuple[list[Any], dict[str, Any]]] = {}
     for number, raw in enumerate(lines, start=run.start_line + 1):
@@ -780,11 +819,13 @@ def _write_batch(
                 "FROM _stage WHERE cardinality(metrics) > 0)"
             ).fetchall()
             n_metrics += n
-        if len(py_rows):
-            con.register("_py_rows", py_rows.table())
-            (n,), = con.execute("INSERT OR REPLACE INTO checkpoints SELECT * FROM _py_rows").fetchall()
-            con.unregister("_py_rows")
-            n_rows += n
+        for tables, verb in ((py_rows.tables, "INSERT OR REPLACE" if upsert else "INSERT"),
+                             (py_rows.upserts, "INSERT OR REPLACE")):
+            if tables:
+                con.register("_py_rows", _concat(tables))
+                (n,), = con.execute(f"{verb} INTO checkpoints SELECT * FROM _py_rows").fetchall()
+                con.unregister("_py_rows")
+                n_rows += n
         if py_rows.metrics["step"]:
             con.register("_py_metrics", pa.table(py_rows.metrics, schema=METRIC_SCHEMA))
             (n,), = con.execute("INSERT OR REPLACE INTO metrics SELECT * FROM _py_metrics").fetchall()
@@ -834,13 +875,13 @@ def _state_row(run: _Run, now: Any) -> dict[str, Any]:
 
 def ingest_runs(
     workspace: Workspace | str | Path,
-    runs: Iterable[str | os.PathLike[str]] | None = None,
+    run_ids: Iterable[str | os.PathLike[str]] | None = None,
     *,
     full: bool = False,
     con: duckdb.DuckDBPyConnection | None = None,
     lock_timeout_s: float | None = None,
 ) -> IngestReport:
-    """Load runs (all of the workspace's, or the given run ids / run directories) into its database.
+    """Load runs (all of the workspace's, or the given run ids and/or run directories) into its database.
 
     Idempotent and incremental (see the module docstring); `full=True` rereads every log from the
     start. Pass `con` (an open writer connection) to load through it; otherwise the database is
@@ -849,13 +890,13 @@ def ingest_runs(
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     started = time.perf_counter()
-    run_ids = _resolve_runs(ws, runs)
-    report = IngestReport(runs_seen=len(run_ids))
+    ids = _resolve_runs(ws, run_ids)
+    report = IngestReport(runs_seen=len(ids))
     with ExitStack() as stack:
         current = con if con is not None else stack.enter_context(open_store(ws, lock_timeout_s=lock_timeout_s))
-        prior = _load_state(current, run_ids)
+        prior = _load_state(current, ids)
         todo: list[_Run] = []
-        for run_id in run_ids:
+        for run_id in ids:
             run = _Run(run_id, ws.run_dir(run_id), prior=prior.get(run_id))
             if not (run.run_dir / "manifest.json").exists():
                 report.skipped.append(SkippedLine(

@@ -11,13 +11,36 @@ from scaling_db.compiler import compile_spec
 from scaling_db.records import CheckpointRecord, RunState, RunStatus
 from scaling_db.workspace import Workspace
 
-REPO = Path(__file__).resolve().parents[1]
-BA_SPEC = REPO / "specs" / "ba_graph.yaml"
+#: A frozen copy of the default experiment (specs/ba_graph.yaml evolves with the science; these
+#: tests need 5 runs of known shape): widths 16..96, 2 layers, heads of 16, context 50, vocab 500.
+BA_SPEC_TEXT = """
+experiment: ba_graph
+description: Unbiased random walks on a 500-node BA graph (m=2); width sweep of 2-layer transformers.
+tags: [graph, width-sweep]
+data:
+  kind: graph_walk
+  graph: {kind: barabasi_albert, n: 500, m: 2, seed: 0}
+model: {kind: transformer, n_layers: 2, d_model: 64, d_head: 16, context: 50}
+train:
+  optimizer: {kind: adamw, lr: 3.0e-3, weight_decay: 0.01}
+  schedule: {kind: cosine, warmup_frac: 0.02}
+  batch_size: 64
+  tokens: 400_000
+  checkpoints: {kind: log, count: 12, first: 5}
+  eval_tokens: 20_000
+sweep:
+  axes:
+    model.d_model: [16, 32, 48, 64, 96]
+"""
 
 
-def make_workspace(root: Path, spec: Path = BA_SPEC) -> tuple[Workspace, list]:
-    """A workspace with the spec compiled into it; returns (workspace, manifests)."""
+def make_workspace(root: Path, spec: Path | None = None) -> tuple[Workspace, list]:
+    """A workspace with the spec (default: the frozen BA sweep) compiled into it: (workspace, manifests)."""
     ws = Workspace(root)
+    if spec is None:
+        root.mkdir(parents=True, exist_ok=True)
+        spec = root / "ba_graph.yaml"
+        spec.write_text(BA_SPEC_TEXT)
     compiled = compile_spec(spec)
     ws.write_compiled(compiled)
     return ws, compiled.runs

@@ -87,7 +87,8 @@ def test_runs_rows_carry_manifest_and_status(ws_runs):
         "2026-01-01 10:00:00", m.train_flops["exact"], m.run_id,
     )
     experiment = rows(ws, "SELECT source, spec_path, spec_hash, n_planned FROM experiments")
-    assert experiment == [("spec", "specs/ba_graph.yaml", ws.experiment_info("ba_graph")["spec_hash"], 5)]
+    info = ws.experiment_info("ba_graph")
+    assert experiment == [("spec", info["spec_path"], info["spec_hash"], 5)]
 
 
 def test_seed_replicates_share_a_config_id(tmp_path: Path):
