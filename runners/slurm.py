@@ -207,7 +207,16 @@ def slurm_job_states(job_ids: Sequence[str]) -> dict[str, str]:
 
     info = SlurmInfoWatcher(delay_s=0).read_info(out.stdout)
     # "CANCELLED by 0" -> "CANCELLED"
-    return {j: info[j]["State"].split()[0] for j in job_ids if j in info and info[j].get("State")}
+    states = {j: info[j]["State"].split()[0] for j in job_ids if j in info and info[j].get("State")}
+    missing = [j for j in job_ids if j not in states]
+    if missing:  # just submitted: slurmctld knows the jobs before slurmdbd does
+        queue = _slurm_command(["squeue", "--array", "-h", "-o", "%i|%T",
+                                "-j", ",".join(sorted({j.split("_")[0] for j in missing}))])
+        for line in queue.stdout.splitlines() if queue.returncode == 0 else []:
+            job, _, state = line.strip().partition("|")
+            if job in missing and state:
+                states[job] = state
+    return states
 
 
 _SCANCEL_HARMLESS = re.compile(r"already completing or completed|Invalid job id specified")
