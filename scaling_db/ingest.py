@@ -22,9 +22,14 @@ affected. Non-finite numbers (NaN/inf losses of a diverged run) are stored as NU
 Transactions: every run's rows (runs, checkpoints, metrics, ingest_state) are written in one
 transaction together with the other runs of its batch, so a reader never sees half a run.
 
-Speed: clean logs read from the start are parsed by DuckDB's JSON reader, many files per call,
-straight into a staging table; everything else (appends, truncated tails, logs with bad or
-duplicated lines, small loads) goes through a line-by-line Python reader that knows line numbers.
+Writers: one at a time (DuckDB's rule). A long load closes and reopens the database between
+batches (~100 MB of logs each), so runners loading their own run and readers get in meanwhile.
+
+Speed: when a batch holds a few MB of logs read from the start, DuckDB's JSON reader parses them,
+many files per call, into a staging table. Other logs (appends, one run just finished, torn
+tails) are parsed whole, by Arrow's JSON reader or one `json.loads` call; only a log with a bad
+line is read line by line, to name that line. Rows of runs with nothing in the database yet go
+in with a plain INSERT; INSERT OR REPLACE (twice the cost) only where steps may repeat.
 """
 
 from __future__ import annotations
