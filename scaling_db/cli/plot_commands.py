@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from scaling_db.cli import cli
-from scaling_db.cli.common import console, emit_json, get_workspace, json_option, key_values, workspace_option
+from scaling_db.cli.common import (
+    console,
+    emit_json,
+    get_workspace,
+    ingest_as_done,
+    json_option,
+    key_values,
+    workspace_option,
+)
 from scaling_db.cli.fit_commands import outcome_json, print_outcomes
 from scaling_db.compiler import compile_spec
-from scaling_db.errors import PlotError
 from scaling_db.figures import BUILDERS, FigureRequest, build_figure
 from scaling_db.plot import FORMATS, save_chart
 
@@ -38,8 +44,6 @@ def plot(kind: str, spec: str | None, experiment: str | None, query: str | None,
     """
     if (spec is None) == (experiment is None):
         raise click.UsageError("give SPEC or --experiment (exactly one)")
-    if Path(out).suffix.lower().lstrip(".") not in FORMATS:
-        raise PlotError(f"{out}: unknown format {Path(out).suffix!r}; use one of {', '.join('.' + f for f in FORMATS)}")
     name = experiment or compile_spec(spec).experiment  # type: ignore[arg-type]
     req = FigureRequest(kind=kind, experiment=name, fit=fit_name, query=query,
                         params=key_values(params, "--param"), x=x, title=title)
@@ -63,16 +67,14 @@ def reproduce(spec: str, workers: int | None, device: str, bootstrap: int | None
     <workspace>/reports/<experiment>/report.html, with each figure beside it as .png and .html.
     """
     from runners.local import RichProgress, run_local
-    from scaling_db.ingest import ingest_runs
     from scaling_db.pipeline import reproduce as reproduce_experiment
 
     ws = get_workspace(workspace)
     progress = RichProgress(console()) if sys.stdout.isatty() and not as_json else None
 
     def run_pending(run_ids: list[str]) -> None:
-        # Each run is loaded into the database by this (driver) process as soon as it finishes.
         run_local(ws, run_ids, workers=workers, device=device,  # type: ignore[arg-type]
-                  on_run_done=lambda run_id: ingest_runs(ws, [run_id]), progress=progress)
+                  on_run_done=ingest_as_done(ws), progress=progress)
 
     result = reproduce_experiment(ws, spec, run_pending, bootstrap=bootstrap)
     if as_json:
