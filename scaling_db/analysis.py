@@ -35,13 +35,18 @@ from scaling_db.spec import FitDecl
 from scaling_db.store import open_store, record_fit
 from scaling_db.workspace import Workspace
 
-#: Law name -> (number of x columns, fitter taking (df, xs, y)).
-FITTERS: dict[str, tuple[int, Callable[[pd.DataFrame, list[str], str], LawFit]]] = {
-    "power_law": (1, lambda df, xs, y: fit_power_law(df, x=xs[0], y=y)),
-    "saturating_power_law": (1, lambda df, xs, y, **kw: fit_saturating_power_law(df, x=xs[0], y=y, **kw)),
-    "exponential": (1, lambda df, xs, y: fit_exponential(df, x=xs[0], y=y)),
-    "chinchilla": (2, lambda df, xs, y, **kw: fit_chinchilla(df, n=xs[0], d=xs[1], y=y, **kw)),
-    "kaplan_nd": (2, lambda df, xs, y, **kw: fit_kaplan_nd(df, n=xs[0], d=xs[1], y=y, **kw)),
+def _with_init(fn: Callable[..., LawFit], **fixed: str) -> Callable[..., LawFit]:
+    return lambda df, init=None: fn(df, **fixed, **({} if init is None else {"init": init}))
+
+
+#: Law name -> (number of x columns, fitter taking (df, xs, y) and returning a fit function of
+#: (df, init=None); `init` warm-starts the nonlinear laws, the log-linear ones have no use for it).
+FITTERS: dict[str, tuple[int, Callable[[list[str], str], Callable[..., LawFit]]]] = {
+    "power_law": (1, lambda xs, y: lambda df, init=None: fit_power_law(df, x=xs[0], y=y)),
+    "exponential": (1, lambda xs, y: lambda df, init=None: fit_exponential(df, x=xs[0], y=y)),
+    "saturating_power_law": (1, lambda xs, y: _with_init(fit_saturating_power_law, x=xs[0], y=y)),
+    "chinchilla": (2, lambda xs, y: _with_init(fit_chinchilla, n=xs[0], d=xs[1], y=y)),
+    "kaplan_nd": (2, lambda xs, y: _with_init(fit_kaplan_nd, n=xs[0], d=xs[1], y=y)),
 }
 DEFAULT_X = {1: ["n_params"], 2: ["n_params", "tokens"]}
 
@@ -127,6 +132,12 @@ class FitOutcome:
         return rec
 
 
+def make_fit_fn(law: str, xs: list[str], y: str) -> Callable[..., LawFit]:
+    """`fit(df, init=None)` for a law and its columns; naming `init` lets the bootstrap
+    warm-start each refit from the full-data optimum."""
+    return FITTERS[law][1](xs, y)
+
+
 def _true_floor(data: pd.DataFrame) -> float | None:
     if "entropy_rate" not in data:
         return None
@@ -156,11 +167,7 @@ def fit_request(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 
         )
     if data.empty:
         raise FitError(f"fit {req.name}: the query returned no rows. Have the runs finished and been ingested?")
-    fitter = FITTERS[req.law][1]
-
-    def fit_fn(df: pd.DataFrame, **kw: Any) -> LawFit:
-        return fitter(df, xs, req.y, **kw)
-
+    fit_fn = make_fit_fn(req.law, xs, req.y)
     fit = fit_fn(data)
     curve_x = None
     if len(xs) == 1:

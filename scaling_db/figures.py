@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from scaling_db import plot
-from scaling_db.analysis import FITTERS, load_stored_fit
+from scaling_db.analysis import load_stored_fit, make_fit_fn
 from scaling_db.errors import FitError, PlotError
 from scaling_db.fit import (
     compare_frontiers,
@@ -166,8 +166,7 @@ def _coordcheck(ws: Workspace, req: FigureRequest) -> alt.Chart:
 def _window_sensitivity(ws: Workspace, req: FigureRequest) -> alt.Chart:
     df = _query(ws, req, "final_loss")
     x = req.x or "n_params"
-    fit_fn = FITTERS["saturating_power_law"][1]
-    windows = window_sensitivity(lambda d: fit_fn(d, [x], "loss"), df, scale=x)
+    windows = window_sensitivity(make_fit_fn("saturating_power_law", [x], "loss"), df, scale=x)
     table = windows.table.rename(columns={"alpha": "exponent"})
     full = fit_saturating_power_law(df, x=x, y="loss")
     lo, hi = full.intervals.get("alpha", (np.nan, np.nan))

@@ -462,7 +462,7 @@ class ClusterSpec(StrictModel):
 LawName = Literal["power_law", "saturating_power_law", "chinchilla", "kaplan_nd", "exponential"]
 PlotKind = Literal[
     "loss_curves", "scaling_fit", "compute_frontier", "isoflop", "optimal_allocation",
-    "lr_sweep", "mup_vs_sp", "coordcheck", "window_sensitivity",
+    "lr_sweep", "optimal_lr", "mup_vs_sp", "coordcheck", "window_sensitivity",
 ]
 
 
