@@ -14,6 +14,8 @@ flag: each worker's current run saves its state at the next step boundary and is
 `pending`; a second Ctrl-C terminates the workers, whose runs resume from their last saved
 state. A worker that dies (out of memory, killed) marks its run `failed` and is replaced.
 `on_run_done(run_id)` is called in this process as each run reaches a final state.
+`scaledb cancel` (a `cancel` file in the run's folder, see `runners.cluster`) stops a chosen
+run the same way, or keeps a queued one from starting.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from runners.cluster import StopRequest, cancel_requested, clear_cancel
 from scaling_db.errors import RunError, ScaledbError
 from scaling_db.execute import execute_run, needs_run
 from scaling_db.records import RunState, RunStatus, utc_now
@@ -126,9 +129,14 @@ def _worker_loop(
         if run_id is None:
             break
         results.put(("start", index, run_id))
+        if cancel_requested(workspace, run_id):  # `scaledb cancel` while it waited: do not start
+            results.put(("done", index, run_id, workspace.read_status(run_id).model_dump(mode="json")))
+            continue
+        cancel = StopRequest(workspace, run_id)
         try:
             status = execute_run(workspace, run_id, device=device, threads=threads, force=force,
-                                 retry_failed=retry_failed, stop=should_stop, progress=progress)
+                                 retry_failed=retry_failed, stop=lambda: should_stop() or cancel(),
+                                 progress=progress)
             results.put(("done", index, run_id, status.model_dump(mode="json")))
         except Exception as exc:  # a run the executor could not even start (locked, no manifest)
             results.put(("error", index, run_id, f"{type(exc).__name__}: {exc}"))
@@ -191,6 +199,8 @@ def run_local(
             report.statuses[run_id] = status
             report.skipped.append(run_id)
     manifests = {r: workspace.load_manifest(r) for r in todo}
+    for run_id in todo:  # a new request to run supersedes an earlier `scaledb cancel`
+        clear_cancel(workspace, run_id)
     steps = {r: (m.train.steps if m.train.kind == "lm" else 1) for r, m in manifests.items()}
     threads_per_run = max((m.resources.threads for m in manifests.values()), default=1)
     if progress is not None:
@@ -242,9 +252,13 @@ def _run_in_process(
                 break
             if progress is not None:
                 progress.run_started(run_id, names[run_id], steps[run_id])
+            if cancel_requested(workspace, run_id):
+                _finish(report, run_id, workspace.read_status(run_id), on_run_done, progress)
+                continue
+            cancel = StopRequest(workspace, run_id, interrupt.flag)
             try:
                 status = execute_run(workspace, run_id, device=device, threads=placement.threads, force=force,
-                                     retry_failed=retry_failed, stop=interrupt.flag.is_set, progress=on_progress)
+                                     retry_failed=retry_failed, stop=cancel, progress=on_progress)
             except KeyboardInterrupt:
                 report.interrupted = True
                 report.statuses[run_id] = workspace.read_status(run_id)

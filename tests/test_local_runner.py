@@ -201,3 +201,25 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes_to_the_same_curve(tmp_path):
         strip = lambda recs: [{k: v for k, v in x.model_dump().items() if k not in ("wall_time_s", "tokens_per_s")} for x in recs]
         assert strip(read_log(ws.log_path(r))) == strip(read_log(ref.log_path(r)))
         assert ws.read_status(r).status == RunState.FINISHED
+
+
+def test_scaledb_cancel_stops_a_local_run_which_resumes_later(tmp_path, monkeypatch):
+    from runners.cluster import request_cancel
+
+    ws, (run_id,) = compiled_workspace(tmp_path, train={"steps": 200})
+
+    class CancelledAtTen(FakeWalkSource):
+        def batch(self, split, index, batch_size, seq_len):
+            if split == "train" and index == 10:
+                request_cancel(ws, run_id)  # what `scaledb cancel` does from another shell
+            return super().batch(split, index, batch_size, seq_len)
+
+    monkeypatch.setattr(scaling_db.execute, "build_token_source", lambda m, w: CancelledAtTen(m.model.vocab_size))
+    monkeypatch.setattr("runners.cluster.CANCEL_POLL_S", 0.0)  # look for the file at every step
+    report = run_local(ws, [run_id], workers=1, device="cpu")
+    status = report.statuses[run_id]
+    assert status.status == RunState.PENDING and ws.state_path(run_id).exists()
+    monkeypatch.setattr(scaling_db.execute, "build_token_source", fake_build_token_source)
+    again = run_local(ws, [run_id], workers=1, device="cpu")  # a new `scaledb run` clears the request
+    assert again.statuses[run_id].status == RunState.FINISHED
+    assert [r.step for r in read_log(ws.log_path(run_id))] == ws.load_manifest(run_id).train.checkpoint_steps

@@ -11,7 +11,15 @@ import click
 
 from scaling_db.cli import cli
 from scaling_db.cli.cluster_commands import add_backend_columns, backend_options, check_backend_options
-from scaling_db.cli.common import console, emit_json, get_workspace, json_option, print_table, workspace_option
+from scaling_db.cli.common import (
+    console,
+    emit_json,
+    get_workspace,
+    ingest_as_done,
+    json_option,
+    print_table,
+    workspace_option,
+)
 from scaling_db.compiler import compile_spec
 from scaling_db.errors import RunError
 from scaling_db.manifest import RunManifest, compute_run_id
@@ -153,7 +161,7 @@ def run(targets: tuple[str, ...], workers: int | None, device: str, only: tuple[
                                            force=force, retry_failed=retry_failed, as_json=as_json, progress=progress)
         else:
             report = run_local(ws, run_ids, workers=workers, device=device, force=force,  # type: ignore[arg-type]
-                               retry_failed=retry_failed, progress=progress)
+                               retry_failed=retry_failed, on_run_done=ingest_as_done(ws), progress=progress)
     except KeyboardInterrupt:  # a second Ctrl-C: runs resume from their last saved state
         click.echo("Interrupted: runs resume from their last saved state; run the same command again.", err=True)
         sys.exit(130)
