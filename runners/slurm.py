@@ -57,12 +57,14 @@ try:  # submitit is an optional dependency (pip install 'scaledb[slurm]')
 except ImportError:  # pragma: no cover - reported by _submitit() when the backend is used
     _Checkpointable = object  # type: ignore[misc,assignment]
 
-#: Job states after which a Slurm job will not run again (a REQUEUED job will).
+#: Job states after which a Slurm job will not run again. (`sacct` also says PREEMPTED for a
+#: few seconds while a job preempted under PreemptMode=REQUEUE is already pending again:
+#: `slurm_job_states` asks `squeue` about those.)
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-                "BOOT_FAIL", "DEADLINE", "REVOKED")
+                "BOOT_FAIL", "DEADLINE", "REVOKED", "PREEMPTED")
 #: States in which a job still holds (or will hold) its run.
 ACTIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
-                 "SUSPENDED", "CONFIGURING", "COMPLETING", "PREEMPTED", "STOPPED", "SIGNALING",
+                 "SUSPENDED", "CONFIGURING", "COMPLETING", "STOPPED", "SIGNALING",
                  "RESV_DEL_HOLD", "STAGE_OUT")
 #: How long `checkpoint()` waits for the run to save its state (the trainer stops at the next
 #: step). Slurm's grace time after a preemption signal is usually 30 s or more.
@@ -194,7 +196,7 @@ def _slurm_command(args: list[str], timeout: float = 30) -> subprocess.Completed
 def slurm_job_states(job_ids: Sequence[str]) -> dict[str, str]:
     """job id (`123` or `123_4`) -> Slurm state (`PENDING`, `RUNNING`, `COMPLETED`, ...), one `sacct` call.
 
-    Jobs that `sacct` does not know (yet: it lags a few seconds behind slurmctld) are left out.
+    Jobs that neither `sacct` nor `squeue` knows are left out.
     Queued array tasks are reported by `sacct` as ranges (`123_[4-7]`) and expanded here.
     """
     if not job_ids:
@@ -208,11 +210,13 @@ def slurm_job_states(job_ids: Sequence[str]) -> dict[str, str]:
     info = SlurmInfoWatcher(delay_s=0).read_info(out.stdout)
     # "CANCELLED by 0" -> "CANCELLED"
     states = {j: info[j]["State"].split()[0] for j in job_ids if j in info and info[j].get("State")}
-    missing = [j for j in job_ids if j not in states]
-    if missing:  # just submitted: slurmctld knows the jobs before slurmdbd does
+    # Just submitted (slurmctld knows jobs before slurmdbd does), or preempted and maybe
+    # requeued: the controller's queue has the current word on these.
+    missing = [j for j in job_ids if states.get(j, "PREEMPTED") == "PREEMPTED"]
+    if missing:
         queue = _slurm_command(["squeue", "--array", "-h", "-o", "%i|%T",
                                 "-j", ",".join(sorted({j.split("_")[0] for j in missing}))])
-        for line in queue.stdout.splitlines() if queue.returncode == 0 else []:
+        for line in queue.stdout.splitlines():  # (it fails only for ids it does not know)
             job, _, state = line.strip().partition("|")
             if job in missing and state:
                 states[job] = state
