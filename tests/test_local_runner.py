@@ -90,6 +90,7 @@ def install_suicidal_source(marker: Path) -> None:
     scaling_db.execute.build_token_source = lambda m, w: _SuicidalSource(marker, m.model.vocab_size)
 
 
+@pytest.mark.slow
 def test_a_dead_worker_fails_its_run_and_the_sweep_goes_on(tmp_path):
     ws, run_ids = compiled_workspace(tmp_path, sweep={"axes": {"model.d_model": [16, 24, 32]}})
     marker = tmp_path / "killed-once"
@@ -206,7 +207,7 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes_to_the_same_curve(tmp_path):
 def test_scaledb_cancel_stops_a_local_run_which_resumes_later(tmp_path, monkeypatch):
     from runners.cluster import request_cancel
 
-    ws, (run_id,) = compiled_workspace(tmp_path, train={"steps": 200})
+    ws, (run_id,) = compiled_workspace(tmp_path, train={"steps": 60})
 
     class CancelledAtTen(FakeWalkSource):
         def batch(self, split, index, batch_size, seq_len):
