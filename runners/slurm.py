@@ -371,8 +371,8 @@ def wait_slurm(
                         "follow them with `scaledb status`.")
                 time.sleep(poll_s)
     except KeyboardInterrupt:
-        # The jobs belong to the cluster now: stop watching, do not cancel them.
-        report.interrupted = True
+        # The jobs belong to the cluster now: stop watching, but neither cancel nor call the
+        # runs interrupted (they go on; `scaledb status` follows them, `scaledb cancel` stops them).
         report.waited = False
     finally:
         follower.close()

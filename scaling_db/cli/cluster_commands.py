@@ -136,7 +136,7 @@ def _print_submission(report: Any, backend: str, problems: list[str]) -> None:
     for run_id, job in report.in_flight.items():
         click.echo(f"{run_id}: already queued or running ({job}); not submitted again")
     if not report.waited and report.jobs:
-        click.echo("Not waiting: follow with `scaledb status`, stop with `scaledb cancel`, "
+        click.echo("Not waiting (the jobs run on): follow with `scaledb status`, stop with `scaledb cancel`, "
                    "load results with `scaledb ingest`.")
     for line in problems:
         click.echo(line, err=True)
