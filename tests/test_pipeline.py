@@ -1,0 +1,53 @@
+"""The whole experiment in one call, on a tiny copy of specs/ba_graph.yaml."""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+
+import pytest
+
+from runners.local import run_local
+from scaling_db.cli.common import ingest_as_done
+from scaling_db.pipeline import reproduce
+from scaling_db.query import run_query
+from scaling_db.workspace import Workspace
+from tiny import tiny_specs
+
+
+@pytest.mark.slow
+def test_reproduce_end_to_end_then_again_without_rerunning(tmp_path: Path) -> None:
+    spec = tiny_specs(tmp_path)
+    ws = Workspace(tmp_path / "ws")
+    ran: list[list[str]] = []
+
+    def run_pending(run_ids: list[str]) -> None:
+        report = run_local(ws, run_ids, workers=2, on_run_done=ingest_as_done(ws))
+        ran.append([r for r in run_ids if r not in report.skipped])
+
+    first = reproduce(ws, spec, run_pending)
+    assert len(ran[0]) == 4 and not first.fit_errors
+    (fit,) = first.fits
+    assert fit.fit_id and fit.boot is not None and fit.boot.n_requested == 20
+    entropy = run_query(ws, "final_loss", params={"experiment": "ba_graph"})["entropy_rate"]
+    assert entropy.nunique() == 1 and fit.true_floor == pytest.approx(entropy.iloc[0])
+
+    html = first.report.read_text()
+    assert "loss_vs_params" in html and "95% interval" in html
+    assert "exact entropy rate" in html  # the true floor beside the fitted E
+    drawn = [f for f in first.figures if f.chart is not None]
+    assert {f.name for f in drawn} >= {"loss_curves", "scaling_fit-loss_vs_params", "compute_frontier"}
+    assert html.count("data:image/png;base64,") == len(drawn)
+    for f in drawn:
+        assert (first.report.parent / f"{f.name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for f in first.figures:
+        if f.chart is None:  # a figure that cannot be drawn says why, in the report too
+            assert f.error and escape(f.error)[:40] in html
+
+    logs = {p: p.read_text() for p in (ws.runs_dir).glob("*/log.jsonl")}
+    second = reproduce(ws, spec, run_pending)
+    assert ran[1] == [], "finished runs must not run again"
+    assert {p: p.read_text() for p in logs} == logs
+    assert second.ingest.rows_loaded == 0
+    stored = run_query(ws, sql="SELECT count(*) AS n FROM fits WHERE name = 'loss_vs_params'")
+    assert stored["n"].iloc[0] == 1, "the same fit stored twice keeps one row"
