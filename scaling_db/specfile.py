@@ -200,7 +200,7 @@ def kind_of(model: type[BaseModel]) -> tuple[str, ...]:
 
 def _walk_loc(root: type[BaseModel], raw: Any, loc: tuple[Any, ...]) -> tuple[Path_, type[BaseModel] | None]:
     """Map a Pydantic error location to the YAML path (dropping union tags) and the model
-    class that owns the last element (for did-you-mean on unknown keys)."""
+    class found at its end (for did-you-mean on unknown keys)."""
     path: list[str | int] = []
     models: list[type[BaseModel]] = [root]
     annotation: Any = None
@@ -236,7 +236,7 @@ def _walk_loc(root: type[BaseModel], raw: Any, loc: tuple[Any, ...]) -> tuple[Pa
             models = candidate_models(item) if item is not None else []
             owner = models[0] if len(models) == 1 else owner
         # else: a union-branch label such as 'list[any]' or 'GeomRange': not a YAML key
-    return tuple(path), owner
+    return tuple(path), models[0] if len(models) == 1 else owner
 
 
 def problems_from_validation(

@@ -1,0 +1,164 @@
+"""Fits and figures from the database, on a synthetic workspace with a known law.
+
+The runs are compiled from a real spec, but their logs are written from
+L = E + A N^-alpha + B D^-beta (+ a learning-rate penalty and noise) instead of training, so
+these tests check the query -> fit -> store -> figure path in seconds, against known values.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from scaling_db.analysis import FitRequest, fit_request, load_stored_fit, store_outcome
+from scaling_db.cli import cli
+from scaling_db.compiler import compile_spec
+from scaling_db.errors import FitError, PlotError
+from scaling_db.figures import BUILDERS, FigureRequest, build_figure
+from scaling_db.ingest import ingest_runs
+from scaling_db.records import CheckpointRecord, RunState, RunStatus
+from scaling_db.report import Figure, write_report
+from scaling_db.workspace import Workspace
+
+E, A, ALPHA, B, BETA = 1.5, 40.0, 0.35, 300.0, 0.3
+SPEC = """
+experiment: synth
+data: {kind: graph_walk, graph: {kind: barabasi_albert, n: 100, m: 2}}
+model: {kind: transformer, n_layers: 2, d_model: 16, d_head: 8, context: 16}
+train:
+  optimizer: {kind: adamw, lr: 1.0e-2}
+  batch_size: 8
+  tokens: 200_000
+  checkpoints: {kind: log, count: 8, first: 2}
+sweep:
+  axes:
+    model.parameterization: [{kind: sp, base_width: 16}, {kind: mup, base_width: 16}]
+    model.d_model: [16, 32, 64, 128]
+    train.optimizer.lr: {geomspace: [1.0e-3, 1.0e-1], num: 5}
+  seeds: [0, 1]
+analysis:
+  fits:
+    - {name: by_params, law: saturating_power_law, x: [n_params_nonembed], bootstrap: 30}
+    - {name: by_params_pl, law: power_law, x: [n_params_nonembed], bootstrap: 0}
+"""
+
+
+def synthetic_loss(n: float, d: float, lr: float, width: int, param: str, rng: np.random.Generator) -> float:
+    best_lr = 1e-2 if param == "mup" else 1e-2 * (16 / width)  # muP transfers, SP drifts
+    penalty = 0.05 * np.log(lr / best_lr) ** 2
+    return float(E + A * n**-ALPHA + B * d**-BETA + penalty + rng.normal(0, 0.003))
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Workspace:
+    tmp = tmp_path_factory.mktemp("synth")
+    (tmp / "synth.yaml").write_text(SPEC)
+    compiled = compile_spec(tmp / "synth.yaml")
+    ws = Workspace(tmp / "ws")
+    ws.write_compiled(compiled)
+    rng = np.random.default_rng(0)
+    for m in compiled.runs:
+        lines = []
+        for step in m.train.checkpoint_steps:
+            tokens = step * m.train.batch_size * m.model.context
+            loss = synthetic_loss(m.counts.n_params_nonembed, tokens, m.train.optimizer.lr, m.model.d_model,
+                                  m.model.parameterization.kind, rng)
+            lines.append(CheckpointRecord(
+                run_id=m.run_id, step=step, tokens=tokens,
+                **{f"flops_{k}": v * tokens for k, v in m.flops_per_token.items()},
+                train_loss=loss + 0.01, eval_loss=loss, lr=m.train.optimizer.lr, wall_time_s=step * 0.01,
+            ).to_line())
+        ws.log_path(m.run_id).write_text("".join(lines))
+        ws.write_status(RunStatus(run_id=m.run_id, status=RunState.FINISHED, step=m.train.steps, entropy_rate=E))
+    ingest_runs(ws)
+    return ws
+
+
+def test_saturating_fit_recovers_the_law_and_stores_provenance(synth: Workspace) -> None:
+    req = FitRequest(name="by_params", law="saturating_power_law", params={"parameterization": "mup"},
+                     sql=None, query="final_loss", x=["n_params_nonembed"], bootstrap=30, experiment="synth")
+    # final_loss has no parameterization parameter: the fit takes every run's final point
+    out = fit_request(synth, FitRequest(**{**req.__dict__, "params": {}}))
+    assert out.fit.n_points == 80 and out.boot is not None
+    assert 0.2 < out.fit.params["alpha"] < 0.6
+    assert out.true_floor == E and out.irreducible is not None
+    stored = store_outcome(synth, out)
+    row = load_stored_fit(synth, "synth", "by_params")
+    assert row["fit_id"] == stored.fit_id and row["law"] == "saturating_power_law"
+    assert len(json.loads(row["run_ids"])) == 80
+    assert "FROM runs" in row["query_sql"]
+
+
+def test_two_input_law_recovers_exponents(synth: Workspace) -> None:
+    sql = ("SELECT r.run_id, r.n_params_nonembed AS n_params, c.tokens, c.eval_loss AS loss FROM runs r "
+           "JOIN checkpoints c USING (run_id) WHERE r.experiment = 'synth' AND r.lr = 0.01 "
+           "AND r.parameterization = 'mup' AND c.step > 2")
+    out = fit_request(synth, FitRequest(name="nd", law="chinchilla", query=None, sql=sql, bootstrap=0))
+    assert out.fit.params["alpha"] == pytest.approx(ALPHA, abs=0.1)
+    assert out.fit.params["beta"] == pytest.approx(BETA, abs=0.1)
+
+
+def test_fit_errors_name_the_problem(synth: Workspace) -> None:
+    with pytest.raises(FitError, match="no column\\(s\\) width"):
+        fit_request(synth, FitRequest(name="bad", law="power_law", x=["width"], experiment="synth"))
+    with pytest.raises(FitError, match="takes 2 x column"):
+        fit_request(synth, FitRequest(name="bad", law="chinchilla", x=["a", "b", "c"], experiment="synth"))
+    with pytest.raises(FitError, match="unknown law 'cubic'"):
+        FitRequest(name="bad", law="cubic").columns()
+
+
+@pytest.mark.parametrize("kind", sorted(set(BUILDERS) - {"coordcheck", "isoflop", "scaling_fit"}))
+def test_every_figure_kind_builds_from_the_database(synth: Workspace, kind: str) -> None:
+    chart = build_figure(synth, FigureRequest(kind=kind, experiment="synth"))
+    spec = chart.to_dict()
+    assert spec["config"] and ('"values"' in json.dumps(spec) or "datasets" in spec)
+
+
+def test_scaling_fit_figure_draws_the_stored_curve_and_floor(synth: Workspace) -> None:
+    store_outcome(synth, fit_request(synth, FitRequest(name="curve", law="saturating_power_law",
+                                                       x=["n_params_nonembed"], bootstrap=20, experiment="synth")))
+    spec = json.dumps(build_figure(synth, FigureRequest(kind="scaling_fit", experiment="synth", fit="curve")).to_dict())
+    assert "entropy rate" in spec and "n_params_nonembed" in spec and "strokeDash" in spec
+
+
+def test_figure_errors(synth: Workspace) -> None:
+    with pytest.raises(PlotError, match="unknown plot kind 'pie'"):
+        build_figure(synth, FigureRequest(kind="pie", experiment="synth"))
+    with pytest.raises(PlotError, match="name the stored fit"):
+        build_figure(synth, FigureRequest(kind="scaling_fit", experiment="synth"))
+
+
+def test_report_embeds_figures_and_reports_undrawn_ones(synth: Workspace) -> None:
+    out = fit_request(synth, FitRequest(name="r", law="saturating_power_law", x=["n_params_nonembed"],
+                                        bootstrap=0, experiment="synth"))
+    chart = build_figure(synth, FigureRequest(kind="loss_curves", experiment="synth"))
+    path = write_report(synth, "synth", "desc", "synth.yaml", [out],
+                        [Figure("loss_curves", chart), Figure("isoflop", None, "no budgets")], out.data)
+    html = path.read_text()
+    assert html.count("data:image/png;base64,") == 1 and "not drawn: no budgets" in html
+    assert "true floor (entropy rate)" in html and (path.parent / "loss_curves.png").exists()
+
+
+def test_cli_fit_and_plot(synth: Workspace, tmp_path: Path) -> None:
+    spec = tmp_path / "synth.yaml"
+    spec.write_text(SPEC)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["fit", str(spec), "-w", str(synth.root), "--json", "--only", "by_params_pl"])
+    assert res.exit_code == 0, res.output
+    (rec,) = json.loads(res.output)
+    assert rec["law"] == "power_law" and rec["fit_id"] and rec["n_points"] == 80
+    res = runner.invoke(cli, ["fit", "--sql", "SELECT n_params, eval_loss AS loss FROM final_checkpoints JOIN runs USING (run_id)",
+                              "--law", "power_law", "-w", str(synth.root), "--no-store"])
+    assert res.exit_code == 0 and "power_law" in res.output
+    res = runner.invoke(cli, ["fit", "--query", "final_loss", "-w", str(synth.root)])
+    assert res.exit_code == 2 and "together with --law" in res.output
+    out = tmp_path / "fig.svg"
+    res = runner.invoke(cli, ["plot", "lr_sweep", "-e", "synth", "-w", str(synth.root), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.read_text().startswith("<svg")
+    res = runner.invoke(cli, ["plot", "lr_sweep", "-e", "synth", "-w", str(synth.root), "--out", str(tmp_path / "x.gif")])
+    assert res.exit_code == 1 and "x.gif" in res.output
