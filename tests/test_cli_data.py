@@ -16,10 +16,14 @@ def invoke(*args: str):
 
 
 def test_inspect_graph_spec_json(tmp_path: Path) -> None:
-    result = invoke("data", "inspect", str(REPO / "specs" / "ba_graph.yaml"), "--json", "-w", str(tmp_path))
+    # DESIGN.md's sizing experiment: unbiased walks on a 500-node BA graph with m = 2.
+    spec = tmp_path / "ba500.yaml"
+    spec.write_text((REPO / "specs" / "ba_graph.yaml").read_text()
+                    .replace("n: 1000, m: 3", "n: 500, m: 2").replace("experiment: ba_graph", "experiment: ba500"))
+    result = invoke("data", "inspect", str(spec), "--json", "-w", str(tmp_path))
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
-    assert len(out) == 1  # five widths, one data source
+    assert len(out) == 1  # six widths, one data source
     src = out[0]
     assert src["kind"] == "graph_walk" and src["vocab_size"] == 500
     # DESIGN.md measured this walk's entropy rate at 1.725 nats
