@@ -9,22 +9,12 @@ from typing import Any
 import click
 
 from scaling_db.cli import cli
-from scaling_db.cli.common import emit_json, get_workspace, json_option, print_table, workspace_option
+from scaling_db.cli.common import emit_json, get_workspace, json_option, key_values, print_table, workspace_option
 from scaling_db.errors import StoreError
 from scaling_db.workspace import Workspace
 
 FORMATS = ("table", "csv", "json", "parquet")
 TABLE_MAX_COLUMNS = 8
-
-
-def _key_values(items: tuple[str, ...], what: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint=what)
-        out[key.strip()] = value
-    return out
 
 
 def _targets(paths: tuple[str, ...], workspace: str | None) -> dict[Path, list[str] | None]:
@@ -140,8 +130,8 @@ def query(query: str | None, assignments: tuple[str, ...], params: tuple[str, ..
             query = None
         else:
             raise click.UsageError("give a query name or .sql file, or --sql (one of them).")
-    values = _key_values(params, "--param")
-    values.update(_key_values(assignments, "KEY=VALUE"))
+    values = key_values(params, "--param")
+    values.update(key_values(assignments, "KEY=VALUE"))
     df = run_query(get_workspace(workspace), query, sql=sql, params=values)
     _write_result(df, fmt, out)
     if out:
