@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from scaling_db.errors import RunError
 from scaling_db.manifest import RunManifest
-from scaling_db.records import CheckpointRecord, RunState, RunStatus, utc_now
+from scaling_db.records import CheckpointRecord, RunState, RunStatus, code_git_sha, utc_now
 from scaling_db.runlog import append_record, repair_log
 from scaling_db.workspace import Workspace, atomic_write_text
 
@@ -113,7 +113,7 @@ def execute_run(
         status = status.model_copy(update={
             "status": RunState.RUNNING, "error": None, "diverged_at_step": None,
             "started_at": status.started_at or utc_now(), "finished_at": None, "updated_at": utc_now(),
-            "backend": backend, "job_id": job_id, "host": socket.gethostname(),
+            "backend": backend, "job_id": job_id, "host": socket.gethostname(), "git_sha": code_git_sha(),
         })
         workspace.write_status(status)
         try:

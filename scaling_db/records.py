@@ -7,9 +7,12 @@ checkpoint; a line without its trailing newline is an interrupted write, never a
 
 from __future__ import annotations
 
+import functools
 import json
+import subprocess
 from datetime import datetime, timezone
 from enum import Enum
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +27,19 @@ class RunState(str, Enum):
     @property
     def done(self) -> bool:
         return self in (RunState.FINISHED, RunState.FAILED, RunState.DIVERGED)
+
+
+@functools.lru_cache(maxsize=1)
+def code_git_sha() -> str | None:
+    """The git commit of the scaledb source tree (None when not a git checkout or no git)."""
+    try:
+        out = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
 
 
 def utc_now() -> str:
@@ -49,6 +65,7 @@ class RunStatus(BaseModel):
     backend: str | None = None
     job_id: str | None = None
     host: str | None = None
+    git_sha: str | None = Field(None, description="commit of the scaledb code that ran it, if a git checkout")
 
 
 class CheckpointRecord(BaseModel):
