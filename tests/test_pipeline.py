@@ -11,6 +11,7 @@ from runners.local import run_local
 from scaling_db.cli.common import ingest_as_done
 from scaling_db.pipeline import reproduce
 from scaling_db.query import run_query
+from scaling_db.records import code_git_sha
 from scaling_db.workspace import Workspace
 from tiny import tiny_specs
 
@@ -31,6 +32,9 @@ def test_reproduce_end_to_end_then_again_without_rerunning(tmp_path: Path) -> No
     assert fit.fit_id and fit.boot is not None and fit.boot.n_requested == 20
     entropy = run_query(ws, "final_loss", params={"experiment": "ba_graph"})["entropy_rate"]
     assert entropy.nunique() == 1 and fit.true_floor == pytest.approx(entropy.iloc[0])
+
+    shas = run_query(ws, sql="SELECT DISTINCT git_sha FROM runs")["git_sha"].tolist()
+    assert shas == [code_git_sha()] and shas[0], "each run records the commit of the code that ran it"
 
     html = first.report.read_text()
     assert "loss_vs_params" in html and "95% interval" in html
