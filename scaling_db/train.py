@@ -334,7 +334,8 @@ class _Run:
                 lr = base_lr * lr_multiplier(self.step, tr)
                 for group in opt.param_groups:
                     group["lr"] = lr * group["lr_scale"]
-                batch = torch.from_numpy(self.source.batch("train", self.step, bs, seq)).to(dev, non_blocking=True)
+                tokens = self.source.batch("train", self.step, bs, seq)  # (B, T+1): position = step
+                batch = torch.from_numpy(tokens).to(dev, torch.long, non_blocking=True)
                 with self.amp:
                     loss = model(batch[:, :-1], batch[:, 1:])
                 loss.backward()
