@@ -15,6 +15,9 @@ Tensor Programs V, Yang et al. 2022, Table 3 and its Appendix B "muP with multip
 | readout   | unembedding (untied)          | 0 or 1/sqrt(base_width)      | alpha_out / w | eta       |
 | attention | logits                        |                              | 1/d_head      |           |
 
+With tied embeddings the readout is the token embedding: it keeps the embedding's init and LR
+group, still gets the alpha_out / w multiplier under muP, and `zero_init_readout` does not apply.
+
 SP is the same model with multipliers 1, attention 1/sqrt(d_head), readout init
 1/sqrt(d_model) and one learning rate: hidden init is fan-in scaled in both, so at w = 1 the
 two differ only in the attention scale (1/d_head vs 1/sqrt(d_head), as in TP V and the `mup`
