@@ -330,7 +330,7 @@ class _Compiler:
         derive: dict[str, Expression],
         constraints: list[tuple[Expression, str, int]],
     ) -> tuple[RunSpec, dict[str, Any]] | DroppedPoint | None:
-        run = _copy(base)
+        run = dict(base)  # shallow: set_path copies what it changes
         variables = {k: v for k, v in point.assignments.items() if not is_field_path(k)}
         for key, value in point.assignments.items():
             if is_field_path(key):

@@ -212,16 +212,21 @@ def expand_sweep(sweep: SweepSpec) -> Iterator[SweepPoint]:
 
 
 def set_path(run: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set `model.parameterization.kind`-style paths in a nested dict, creating mappings."""
+    """Set `model.parameterization.kind`-style paths in a nested dict, creating mappings.
+
+    Copy-on-write: every mapping along the path is copied before it is changed, so sweep
+    points can share the base spec's untouched sub-mappings instead of deep-copying it.
+    """
     *parents, last = dotted.split(".")
     node = run
     for key in parents:
         nxt = node.get(key)
-        if not isinstance(nxt, dict):
-            nxt = {} if nxt is None else nxt
-            if not isinstance(nxt, dict):
-                raise ExpressionError(f"`{dotted}`: `{key}` is not a mapping")
-            node[key] = nxt
+        if nxt is None:
+            nxt = {}
+        elif not isinstance(nxt, dict):
+            raise ExpressionError(f"`{dotted}`: `{key}` is not a mapping")
+        nxt = dict(nxt)
+        node[key] = nxt
         node = nxt
     node[last] = value
 
