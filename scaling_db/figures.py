@@ -68,7 +68,14 @@ def _scaling_fit(ws: Workspace, req: FigureRequest) -> alt.Chart:
     y = stored.get("y") or "loss"
     points = run_query(ws, stored["query_name"] or "final_loss", params={"experiment": req.experiment})
     formula = _formula(stored["law"], stored["params"], x)
-    return plot.scaling_fit(points, pd.DataFrame(curve), formula, x=x, y=y, floor=extra.get("true_floor"),
+    curve_df = pd.DataFrame(curve)
+    if y in points and {"lo", "hi"} <= set(curve_df):
+        # Display only: with few runs, resamples that drop the smallest model make the band
+        # explode there; clip it to twice the observed range so the points stay readable.
+        top, bottom = 2 * float(points[y].max()), 0.5 * float(points[y].min())
+        curve_df["hi"] = curve_df["hi"].clip(upper=top)
+        curve_df["lo"] = curve_df["lo"].clip(lower=bottom)
+    return plot.scaling_fit(points, curve_df, formula, x=x, y=y, floor=extra.get("true_floor"),
                             floor_label="entropy rate (exact)",
                             title=req.title or f"{req.experiment}: {req.fit}")
 
