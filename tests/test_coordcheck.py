@@ -14,6 +14,7 @@ from scaling_db.cli import cli
 from scaling_db.coordcheck import growth
 from scaling_db.manifest import ResolvedTransformer
 from scaling_db.model import Transformer
+from scaling_db.query import run_query
 from scaling_db.runlog import read_log
 from scaling_db.workspace import Workspace
 
@@ -87,6 +88,8 @@ def test_coordcheck_command_records_metrics_and_prints_a_table(tmp_path, monkeyp
     points = json.loads((ws.report_dir("tiny-coordcheck") / "coordcheck.json").read_text())
     assert {p["parameterization"] for p in points} == {"sp", "mup"}
     assert {p["width"] for p in points} == {16, 32, 64} and {p["step"] for p in points} == {0, 1, 2}
+    stored = run_query(ws, "coordcheck", params={"experiment": "tiny-coordcheck"})  # metrics are in the database
+    assert len(stored) == len(points) and set(stored["d_model"]) == {16, 32, 64}
     # Run again: the runs are finished, so nothing trains and the same table comes back.
     again = CliRunner().invoke(cli, ["coordcheck", str(spec), "--widths", "16,32,64", "--steps", "2",
                                      "--param", "sp", "--param", "mup", "-w", str(ws_dir)], catch_exceptions=False)

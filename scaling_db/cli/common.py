@@ -60,17 +60,20 @@ def key_values(items: tuple[str, ...], what: str) -> dict[str, str]:
     return out
 
 
-def ingest_as_done(ws: Workspace) -> Callable[[str], None]:
-    """A runner's `on_run_done`: load each finished run into the database from this (driver)
-    process, the single writer. A database held by another writer past the lock timeout is
-    not fatal: the run's log is the record, and the next `scaledb ingest` loads it."""
+def load_runs(ws: Workspace, run_ids: list[str]) -> None:
+    """Load runs into the database from this (driver) process, the single writer. A database
+    held by another writer past the lock timeout is not fatal: the runs' logs are the record,
+    and the next `scaledb ingest` loads them."""
     from scaling_db.errors import StoreError
     from scaling_db.ingest import ingest_runs
 
-    def load(run_id: str) -> None:
-        try:
-            ingest_runs(ws, [run_id])
-        except StoreError as exc:
-            click.echo(f"note: run {run_id} not loaded into the database yet ({exc}); `scaledb ingest` will.", err=True)
+    try:
+        ingest_runs(ws, run_ids)
+    except StoreError as exc:
+        click.echo(f"note: {len(run_ids)} run(s) not loaded into the database yet ({exc}); "
+                   "`scaledb ingest` will.", err=True)
 
-    return load
+
+def ingest_as_done(ws: Workspace) -> Callable[[str], None]:
+    """A runner's `on_run_done`: load each run as it finishes (see `load_runs`)."""
+    return lambda run_id: load_runs(ws, [run_id])

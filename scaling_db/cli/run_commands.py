@@ -17,6 +17,7 @@ from scaling_db.cli.common import (
     get_workspace,
     ingest_as_done,
     json_option,
+    load_runs,
     print_table,
     workspace_option,
 )
@@ -241,7 +242,9 @@ def coordcheck(spec: str, widths: list[int], steps: int, params: tuple[str, ...]
     ws = get_workspace(workspace)
     compiled = coordcheck_experiment(spec, widths=widths, steps=steps, parameterizations=params or None)
     ws.write_compiled(compiled)
-    report = run_local(ws, [m.run_id for m in compiled.runs], workers=1, device=device)  # type: ignore[arg-type]
+    run_ids = [m.run_id for m in compiled.runs]
+    report = run_local(ws, run_ids, workers=1, device=device)  # type: ignore[arg-type]
+    load_runs(ws, run_ids)  # all of them, also those finished by an earlier coordcheck
     if report.interrupted:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
