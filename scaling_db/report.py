@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from scaling_db import __version__
@@ -30,7 +31,9 @@ class Figure:
 def _num(v: object) -> str:
     if v is None or (isinstance(v, float) and v != v):
         return ""
-    return f"{v:.4g}" if isinstance(v, (int, float)) else html.escape(str(v))
+    if isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer() and abs(v) < 1e15):
+        return f"{int(v):,}"
+    return f"{v:.4g}" if isinstance(v, (float, np.floating)) else html.escape(str(v))
 
 
 def _fits_table(outcomes: list[FitOutcome]) -> str:
@@ -46,7 +49,8 @@ def _fits_table(outcomes: list[FitOutcome]) -> str:
         if "r2" in o.fit.stats:
             line += f", R² = {o.fit.stats['r2']:.4f}"
         if o.boot is not None:
-            line += f"; {o.boot.n_requested - o.boot.n_failed} bootstrap refits over whole {html.escape(o.boot.group)}s"
+            line += (f"; {o.boot.n_requested - o.boot.n_failed} bootstrap refits, resampling whole groups "
+                     f"of {html.escape(o.boot.group)}")
         if o.irreducible is not None:
             ir = o.irreducible
             line += (f"; fitted floor E = {ir.fitted:.4g} vs exact entropy rate {ir.true:.4g} "

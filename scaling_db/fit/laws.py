@@ -186,8 +186,9 @@ class LawScore:
 
 
 def r_squared(y: Array, pred: Array) -> float:
-    """Coefficient of determination 1 - SS_res / SS_tot on the raw scale."""
-    return float(1 - np.sum((y - pred) ** 2) / np.sum((y - np.mean(y)) ** 2))
+    """Coefficient of determination 1 - SS_res / SS_tot on the raw scale (NaN if y is constant)."""
+    ss_tot = float(np.sum((y - np.mean(y)) ** 2))
+    return float(1 - np.sum((y - pred) ** 2) / ss_tot) if ss_tot > 0 else float("nan")
 
 
 def score_law(
