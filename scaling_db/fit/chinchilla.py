@@ -113,7 +113,9 @@ def fit_chinchilla(
     names = _THETA[:n_par]
 
     def to_theta(p: Mapping[str, float]) -> Array:
-        v = {"a": np.log(p["A"]), "b": np.log(p["B"]), "e": np.log(p["E"]),
+        # A fit can land on a coefficient of exactly 0 (e.g. E when the data show no floor);
+        # clip before the log so a warm start from it stays finite.
+        v = {"a": np.log(max(p["A"], 1e-12)), "b": np.log(max(p["B"], 1e-12)), "e": np.log(max(p["E"], 1e-12)),
              "alpha": p["alpha"], "beta": p.get("beta", p["alpha"])}
         return np.array([v[k] for k in names])
 
