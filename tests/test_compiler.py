@@ -10,7 +10,6 @@ import pytest
 
 from conftest import REPO, TEST_SPECS, check_golden
 from scaling_db.compiler import compile_spec
-from scaling_db.errors import SpecError
 
 BASE = (TEST_SPECS / "base.yaml").read_text()
 

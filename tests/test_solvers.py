@@ -21,7 +21,6 @@ from scaling_db.sources.percolation import (
 from scaling_db.sources.random_features import deterministic_equivalent_loss, solve_random_features, spectrum
 from scaling_db.spec import (
     ClosedFormTrain,
-    NearestNeighborModel,
     PercolationData,
     RandomFeaturesData,
     RandomFeaturesModel,
