@@ -107,6 +107,9 @@ def status_rows(ws: Workspace, run_ids: list[str]) -> list[dict[str, Any]]:
 
 
 def _print_status(rows: list[dict[str, Any]], title: str | None = None) -> None:
+    if not rows:
+        click.echo("no runs (compile a spec with `scaledb compile`, or pass --workspace)")
+        return
     jobs = any(r.get("job_id") for r in rows)  # runs placed on Slurm/Ray: show where, and the job's state
     print_table(title, ["run_id", "name", "status", "step", "eval loss", "error"]
                 + (["backend", "job", "job state"] if jobs else []), [
