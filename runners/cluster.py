@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scaling_db.errors import RunError
-from scaling_db.execute import execute_run, needs_run, reset_run, run_lock
+from scaling_db.execute import execute_run, reset_run, run_lock, split_pending
 from scaling_db.records import RunState, RunStatus, utc_now
 from scaling_db.workspace import Workspace, atomic_write_text
 
@@ -153,15 +153,11 @@ def plan_runs(
     their lock, so that workers never reset anything.
     """
     report = ClusterRunReport(backend=backend)
-    candidates: list[RunStatus] = []
     for run_id in dict.fromkeys(run_ids):
         workspace.load_manifest(run_id)  # a missing manifest fails here, not on a node
-        status = workspace.read_status(run_id)
-        if needs_run(status, force=force, retry_failed=retry_failed):
-            candidates.append(status)
-        else:
-            report.statuses[run_id] = status
-            report.skipped.append(run_id)
+    candidates, done = split_pending(workspace, run_ids, force=force, retry_failed=retry_failed)
+    report.statuses.update(done)
+    report.skipped.extend(done)
     report.in_flight = active(candidates) if active is not None and candidates else {}
     todo = []
     for status in candidates:

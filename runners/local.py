@@ -32,7 +32,7 @@ from typing import Any, Literal, Protocol
 
 from runners.cluster import StopRequest, cancel_requested, clear_cancel
 from scaling_db.errors import RunError, ScaledbError
-from scaling_db.execute import execute_run, needs_run
+from scaling_db.execute import execute_run, split_pending
 from scaling_db.records import RunState, RunStatus, utc_now
 from scaling_db.workspace import Workspace
 
@@ -190,14 +190,10 @@ def run_local(
     Ctrl-C, when every worker has saved its state.
     """
     report = LocalRunReport()
-    todo: list[str] = []
-    for run_id in dict.fromkeys(run_ids):
-        status = workspace.read_status(run_id)
-        if needs_run(status, force=force, retry_failed=retry_failed):
-            todo.append(run_id)
-        else:
-            report.statuses[run_id] = status
-            report.skipped.append(run_id)
+    pending, done = split_pending(workspace, run_ids, force=force, retry_failed=retry_failed)
+    todo = [status.run_id for status in pending]
+    report.statuses.update(done)
+    report.skipped.extend(done)
     manifests = {r: workspace.load_manifest(r) for r in todo}
     for run_id in todo:  # a new request to run supersedes an earlier `scaledb cancel`
         clear_cancel(workspace, run_id)

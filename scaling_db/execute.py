@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,6 +78,24 @@ def needs_run(status: RunStatus, *, force: bool = False, retry_failed: bool = Fa
     if force or not status.status.done:
         return True
     return retry_failed and status.status == RunState.FAILED
+
+
+def split_pending(
+    workspace: Workspace, run_ids: Sequence[str], *, force: bool = False, retry_failed: bool = False,
+) -> tuple[list[RunStatus], dict[str, RunStatus]]:
+    """The statuses of the runs `execute_run` would work on, and the others (done) by id, in order.
+
+    Every backend decides with this, so "what still needs running" is the same everywhere.
+    """
+    todo: list[RunStatus] = []
+    done: dict[str, RunStatus] = {}
+    for run_id in dict.fromkeys(run_ids):
+        status = workspace.read_status(run_id)
+        if needs_run(status, force=force, retry_failed=retry_failed):
+            todo.append(status)
+        else:
+            done[run_id] = status
+    return todo, done
 
 
 def execute_run(
