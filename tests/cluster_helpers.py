@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -132,3 +133,18 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.2):
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(poll)
+
+
+def run_in_thread(fn, **kwargs) -> tuple[threading.Thread, dict]:
+    """Run a driver (run_slurm, run_ray) in a thread; its report or exception lands in the dict."""
+    out: dict = {}
+
+    def target() -> None:
+        try:
+            out["report"] = fn(**kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the test
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out

@@ -79,10 +79,8 @@ def synth(tmp_path_factory) -> Workspace:
 
 
 def test_saturating_fit_recovers_the_law_and_stores_provenance(synth: Workspace) -> None:
-    req = FitRequest(name="by_params", law="saturating_power_law", params={"parameterization": "mup"},
-                     sql=None, query="final_loss", x=["n_params_nonembed"], bootstrap=30, experiment="synth")
-    # final_loss has no parameterization parameter: the fit takes every run's final point
-    out = fit_request(synth, FitRequest(**{**req.__dict__, "params": {}}))
+    out = fit_request(synth, FitRequest(name="by_params", law="saturating_power_law", query="final_loss",
+                                        x=["n_params_nonembed"], bootstrap=30, experiment="synth"))
     assert out.fit.n_points == 80 and out.boot is not None
     assert 0.2 < out.fit.params["alpha"] < 0.6
     assert out.true_floor == E and out.irreducible is not None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 
 import pytest
 from click.testing import CliRunner
@@ -40,20 +39,6 @@ def _cli(*args: str) -> str:
     result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.output
-
-
-def _run_in_thread(fn, **kwargs) -> tuple[threading.Thread, dict]:
-    out: dict = {}
-
-    def target() -> None:
-        try:
-            out["report"] = fn(**kwargs)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the test
-            out["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, out
 
 
 def test_sweep_runs_as_one_array_and_is_ingested_once(slurm_cluster, tmp_path):
@@ -112,7 +97,7 @@ def test_interrupted_run_requeues_and_resumes_exactly(slurm_cluster, tmp_path, t
     ws = Workspace(tmp_path / "ws")
     [run_id] = H.compile_into(ws, spec)
     H.make_slow(ws, run_id, 0.025)  # about 6 s of training: long enough to interrupt
-    thread, out = _run_in_thread(
+    thread, out = H.run_in_thread(
         run_slurm, workspace=ws, run_ids=[run_id], worker_init=H.slow_runs, poll_s=1, timeout_s=DEADLINE_S,
         # timeout_min >= 60: submitit counts a USR2 this early as a preemption, not a time-out
         options=SlurmOptions(partition=slurm_cluster["partition"], time_min=60))
