@@ -80,10 +80,18 @@ class _SuicidalSource(FakeWalkSource):
         self.marker = marker
 
     def batch(self, split, index, batch_size, seq_len):
-        if split == "train" and index == 5 and not self.marker.exists():
-            self.marker.touch()
+        if split == "train" and index == 5 and self._first_to_claim():
             os.kill(os.getpid(), signal.SIGKILL)
         return super().batch(split, index, batch_size, seq_len)
+
+
+    def _first_to_claim(self) -> bool:
+        # O_EXCL: of two workers reaching batch 5 at once, exactly one dies (exists()+touch() raced).
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return False
+        return True
 
 
 def install_suicidal_source(marker: Path) -> None:
