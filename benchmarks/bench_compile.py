@@ -45,9 +45,9 @@ def main() -> None:
     args = parser.parse_args()
     widths = max(1, args.runs // (25 * 2 * 4))
 
-    from scaling_db.compiler import compile_spec
-    from scaling_db.manifest import canonical_json
-    from scaling_db.spec import RunSpec
+    from scaling_db.spec.compiler import compile_spec
+    from scaling_db.spec.manifest import canonical_json
+    from scaling_db.spec.schema import RunSpec
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.yaml"

@@ -67,7 +67,7 @@ def row(name: str, value: str) -> None:
 
 def bench_graphs(cache: Path, full: bool) -> None:
     from scaling_db.sources.graphs import GraphWalkSource, load_graph
-    from scaling_db.spec import GraphWalkData
+    from scaling_db.spec.data import GraphWalkData
 
     spec = {"kind": "erdos_renyi_gnm", "n": 50_000, "m": 2_000_000, "seed": 0}
     print("graph build (G(n=50,000, m=2,000,000))")
@@ -116,7 +116,7 @@ def bench_graphs(cache: Path, full: bool) -> None:
 
 def bench_language(cache: Path) -> None:
     from scaling_db.sources import build_source
-    from scaling_db.spec import CorpusData, LanguageBigramData
+    from scaling_db.spec.data import CorpusData, LanguageBigramData
 
     path = SHAKESPEARE if SHAKESPEARE.exists() else FIXTURE
     print(f"language sources on {path.name} ({path.stat().st_size / 1e6:.2f} MB)")
@@ -142,7 +142,7 @@ def bench_teacher(cache: Path, full: bool) -> None:
 
     torch.set_num_threads(1)
     from scaling_db.sources.teacher import TeacherSource
-    from scaling_db.spec import TeacherLMData
+    from scaling_db.spec.data import TeacherLMData
 
     tokens = 1_000_000 if full else 60_000
     data = TeacherLMData.model_validate({"kind": "teacher_lm", "corpus": str(FIXTURE), "n_layers": 1,
@@ -164,8 +164,8 @@ def bench_teacher(cache: Path, full: bool) -> None:
 def bench_solvers(cache: Path) -> None:
     from scaling_db.sources.percolation import solve_percolation
     from scaling_db.sources.random_features import solve_random_features
-    from scaling_db.spec import (ClosedFormTrain, NearestNeighborModel, PercolationData, RandomFeaturesData,
-                                 RandomFeaturesModel)
+    from scaling_db.spec.schema import ClosedFormTrain, NearestNeighborModel, RandomFeaturesModel
+    from scaling_db.spec.data import PercolationData, RandomFeaturesData
 
     print("solvable models (one run each)")
     rf = RandomFeaturesData(kind="random_features", latent_dim=1000)

@@ -33,10 +33,10 @@ import duckdb
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scaling_db.compiler import compile_spec  # noqa: E402
-from scaling_db.ingest import ingest_runs  # noqa: E402
-from scaling_db.query import run_query  # noqa: E402
-from scaling_db.store import MIGRATIONS, open_store  # noqa: E402
+from scaling_db.spec.compiler import compile_spec  # noqa: E402
+from scaling_db.store.ingest import ingest_runs  # noqa: E402
+from scaling_db.store.query import run_query  # noqa: E402
+from scaling_db.store.database import MIGRATIONS, open_store  # noqa: E402
 from scaling_db.workspace import Workspace  # noqa: E402
 
 LINE = ('{{"run_id":"{rid}","step":{step},"tokens":{tokens},"flops_6n_nonembed":{f1!r},"flops_6n":{f2!r},'

@@ -1,7 +1,7 @@
 """Training throughput of scaledb's trainer vs a plain PyTorch loop, MFU, and the cost of recording.
 
 Issue 8's targets, each measured in this run:
-1. Throughput: `scaling_db.train.train_lm` vs a minimal hand-written loop of the same model,
+1. Throughput: `scaling_db.training.trainer.train_lm` vs a minimal hand-written loop of the same model,
    batch, data and optimizer settings (AdamW, grad clip 1.0, a per-step LR; no eval, no
    logging), for 2-layer, context-50 transformers (vocab 500, batch 64) at widths 64, 128, 256.
    Target: ratio >= 0.95. Rounds alternate plain/scaledb so that load from other processes hits
@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-from scaling_db.compiler import compile_spec
-from scaling_db.model import Transformer
-from scaling_db.records import RunStatus
+from scaling_db.spec.compiler import compile_spec
+from scaling_db.training.model import Transformer
+from scaling_db.training.records import RunStatus
 from scaling_db.sources import build_source
-from scaling_db.train import lr_multiplier, train_lm
+from scaling_db.training.trainer import lr_multiplier, train_lm
 from scaling_db.workspace import Workspace
 
 SPEC = """

@@ -1,2 +1,2 @@
 """Execution backends: they take compiled manifests and make them happen, holding no training
-or storage logic themselves (every backend calls `scaling_db.execute.execute_run`)."""
+or storage logic themselves (every backend calls `scaling_db.training.execute.execute_run`)."""

@@ -1,7 +1,7 @@
 """What the cluster backends (Slurm, Ray) share: choosing runs, recording jobs, stopping, cancelling.
 
 The cluster runners place manifests onto workers on other machines; those workers call
-`scaling_db.execute.execute_run` on a workspace directory that every node sees (a shared
+`scaling_db.training.execute.execute_run` on a workspace directory that every node sees (a shared
 filesystem), exactly as the local runner's processes do. Nothing here trains or touches the
 database: workers write their run's log and status file; the driver (or `scaledb ingest`)
 loads them, so the DuckDB file keeps a single writer.
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scaling_db.errors import RunError
-from scaling_db.execute import execute_run, reset_run, run_lock, split_pending
-from scaling_db.records import RunState, RunStatus, utc_now
+from scaling_db.training.execute import execute_run, reset_run, run_lock, split_pending
+from scaling_db.training.records import RunState, RunStatus, utc_now
 from scaling_db.workspace import Workspace, atomic_write_text
 
 if TYPE_CHECKING:  # the same progress display as the local runner's

@@ -1,7 +1,7 @@
 """The local runner: run a sweep's manifests on this machine, one process per CPU share or GPU.
 
 It holds no training logic: it decides which runs need running, places them onto workers and
-calls `scaling_db.execute.execute_run` there. Placement:
+calls `scaling_db.training.execute.execute_run` there. Placement:
 - CPU: `workers` processes (default: cores // the largest `resources.threads` of the runs), each
   with max(1, cores // workers) torch threads (two 1-thread processes beat one 2-thread
   process for tiny models: DESIGN.md, measured 1.96x);
@@ -32,8 +32,8 @@ from typing import Any, Literal, Protocol
 
 from runners.cluster import StopRequest, cancel_requested, clear_cancel
 from scaling_db.errors import RunError, ScaledbError
-from scaling_db.execute import execute_run, split_pending
-from scaling_db.records import RunState, RunStatus, utc_now
+from scaling_db.training.execute import execute_run, split_pending
+from scaling_db.training.records import RunState, RunStatus, utc_now
 from scaling_db.workspace import Workspace
 
 Device = Literal["auto", "cpu", "cuda"]

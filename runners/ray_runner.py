@@ -3,7 +3,7 @@
 (Not `runners/ray.py`: a module named `ray` inside this package would be easy to confuse with
 Ray itself in imports and tracebacks.)
 
-Each task calls `scaling_db.execute.execute_run` for one run id on whichever node Ray picks;
+Each task calls `scaling_db.training.execute.execute_run` for one run id on whichever node Ray picks;
 the workspace must be on a filesystem every node sees. Nothing here trains or writes the
 database.
 

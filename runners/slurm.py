@@ -1,7 +1,7 @@
 """The Slurm runner: a sweep's pending runs as one submitit job array, with requeue on preemption.
 
 Each array task is a `SlurmRunTask` (a submitit `Checkpointable`) that calls
-`scaling_db.execute.execute_run` for one run id on the compute node; the workspace must be on a
+`scaling_db.training.execute.execute_run` for one run id on the compute node; the workspace must be on a
 filesystem the nodes share. Nothing here trains or writes the database.
 
 Preemption and time limits: submitit submits with `--signal=USR2@<signal_delay_s>`; when the
@@ -46,7 +46,7 @@ from runners.cluster import (
     settle_ended_job,
 )
 from scaling_db.errors import BackendError
-from scaling_db.records import RunStatus
+from scaling_db.training.records import RunStatus
 from scaling_db.workspace import Workspace
 
 if TYPE_CHECKING:

@@ -25,8 +25,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from scaling_db.errors import RunError, WorkspaceError
-from scaling_db.manifest import RunManifest
-from scaling_db.records import RunState, RunStatus
+from scaling_db.spec.manifest import RunManifest
+from scaling_db.training.records import RunState, RunStatus
 
 ENV_VAR = "SCALEDB_WORKSPACE"
 DEFAULT_DIRNAME = "scaledb-workspace"

@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from scaling_db.compiler import compile_spec
-from scaling_db.runlog import read_log
+from scaling_db.spec.compiler import compile_spec
+from scaling_db.training.records import read_log
 from scaling_db.workspace import Workspace
 
 TEST_SPECS = Path(__file__).resolve().parent / "specs"
@@ -45,7 +45,7 @@ class SlowSource:
 
 def slow_runs() -> None:
     """Worker initializer: honour `runs/<id>/slow` files and note worker pids (idempotent)."""
-    import scaling_db.execute as ex
+    import scaling_db.training.execute as ex
 
     if getattr(ex.build_token_source, "scaledb_test_slow", False):
         return
@@ -111,7 +111,7 @@ def reference_log(tmp_path: Path, spec: Path, run_id: str) -> list[dict]:
     """The same run, uninterrupted, in this process (one torch thread, like the workers)."""
     import torch
 
-    from scaling_db.execute import execute_run
+    from scaling_db.training.execute import execute_run
 
     ws = Workspace(tmp_path / "reference")
     assert run_id in compile_into(ws, spec)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from scaling_db.compiler import compile_spec
+from scaling_db.spec.compiler import compile_spec
 from scaling_db.workspace import Workspace
 
 
@@ -43,9 +43,9 @@ def fake_build_token_source(manifest, workspace):
 
 def install_fake_source() -> None:
     """Route every run in this process to `FakeWalkSource` (a worker initializer for the pool)."""
-    import scaling_db.execute
+    import scaling_db.training.execute
 
-    scaling_db.execute.build_token_source = fake_build_token_source
+    scaling_db.training.execute.build_token_source = fake_build_token_source
 
 
 SPEC = {
@@ -89,8 +89,8 @@ def compiled_workspace(tmp_path: Path, **sections) -> tuple[Workspace, list[str]
 
 def main(argv: list[str]) -> None:
     """`python tests/fakes.py ROOT RUN_ID [THREADS]`: execute one run with the fake source (for kill tests)."""
-    import scaling_db.train  # noqa: F401 - import torch first, so "running" means training is near
-    from scaling_db.execute import execute_run
+    import scaling_db.training.trainer  # noqa: F401 - import torch first, so "running" means training is near
+    from scaling_db.training.execute import execute_run
 
     install_fake_source()
     execute_run(Workspace(argv[0]), argv[1], device="cpu", threads=int(argv[2]) if len(argv) > 2 else 1)

@@ -7,8 +7,8 @@ import json
 import math
 from pathlib import Path
 
-from scaling_db.compiler import compile_spec
-from scaling_db.records import CheckpointRecord, RunState, RunStatus
+from scaling_db.spec.compiler import compile_spec
+from scaling_db.training.records import CheckpointRecord, RunState, RunStatus
 from scaling_db.workspace import Workspace
 
 #: A frozen copy of the default experiment (specs/ba_graph.yaml evolves with the science; these

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from scaling_db.analysis import FitRequest, fit_request, load_stored_fit, store_outcome
+from scaling_db.report.analyses import FitRequest, fit_request, load_stored_fit, store_outcome
 from scaling_db.cli import cli
-from scaling_db.compiler import compile_spec
+from scaling_db.spec.compiler import compile_spec
 from scaling_db.errors import FitError, PlotError
-from scaling_db.figures import BUILDERS, FigureRequest, build_figure
-from scaling_db.ingest import ingest_runs
-from scaling_db.records import CheckpointRecord, RunState, RunStatus
-from scaling_db.report import Figure, write_report
+from scaling_db.report.figures import BUILDERS, FigureRequest, build_figure
+from scaling_db.store.ingest import ingest_runs
+from scaling_db.training.records import CheckpointRecord, RunState, RunStatus
+from scaling_db.report.html import Figure, write_report
 from scaling_db.workspace import Workspace
 
 E, A, ALPHA, B, BETA = 1.5, 40.0, 0.35, 300.0, 0.3

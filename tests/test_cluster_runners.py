@@ -21,10 +21,10 @@ from runners.cluster import (
 )
 from runners.ray_runner import RayOptions
 from runners.slurm import SlurmOptions
-from scaling_db.compiler import compile_spec
+from scaling_db.spec.compiler import compile_spec
 from scaling_db.errors import BackendError
-from scaling_db.execute import run_lock
-from scaling_db.records import RunState
+from scaling_db.training.execute import run_lock
+from scaling_db.training.records import RunState
 from scaling_db.workspace import Workspace
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, TEST_SPECS, check_golden
-from scaling_db.compiler import compile_spec
+from scaling_db.spec.compiler import compile_spec
 
 BASE = (TEST_SPECS / "base.yaml").read_text()
 
@@ -162,7 +162,7 @@ def test_compile_is_deterministic_across_processes(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    code = "from scaling_db.compiler import compile_spec; print([r.run_id for r in compile_spec('specs/ba_graph.yaml').runs])"
+    code = "from scaling_db.spec.compiler import compile_spec; print([r.run_id for r in compile_spec('specs/ba_graph.yaml').runs])"
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                            env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2)}
     assert len(outs) == 1 and "[" in outs.pop()

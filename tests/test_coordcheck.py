@@ -8,14 +8,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import scaling_db.execute
+import scaling_db.training.execute
 from fakes import FakeWalkSource, fake_build_token_source, write_spec
 from scaling_db.cli import cli
-from scaling_db.coordcheck import growth
-from scaling_db.manifest import ResolvedTransformer
-from scaling_db.model import Transformer
-from scaling_db.query import run_query
-from scaling_db.runlog import read_log
+from scaling_db.training.coordcheck import growth
+from scaling_db.spec.manifest import ResolvedTransformer
+from scaling_db.training.model import Transformer
+from scaling_db.store.query import run_query
+from scaling_db.training.records import read_log
 from scaling_db.workspace import Workspace
 
 WIDTHS = (32, 64, 128, 256)  # an 8x range
@@ -68,7 +68,7 @@ def test_sp_activations_grow_with_width(measured):
 
 
 def test_coordcheck_command_records_metrics_and_prints_a_table(tmp_path, monkeypatch):
-    monkeypatch.setattr(scaling_db.execute, "build_token_source", fake_build_token_source)
+    monkeypatch.setattr(scaling_db.training.execute, "build_token_source", fake_build_token_source)
     spec = write_spec(tmp_path, sweep={"axes": {"model.d_model": [16, 32]}})
     ws_dir = tmp_path / "ws"
     result = CliRunner().invoke(cli, ["coordcheck", str(spec), "--widths", "16,32,64", "--steps", "2",

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from scaling_db.counting import TransformerShape, count_params, flops_per_token, forward_flops_per_token_exact
+from scaling_db.spec.counting import (
+    TransformerShape, count_params, flops_per_token, forward_flops_per_token_exact,
+)
 
 
 def gpt2(d: int, layers: int, heads: int) -> TransformerShape:

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import TEST_SPECS
-from scaling_db.compiler import compile_spec
-from scaling_db.manifest import IDENTITY_EXCLUDED, compute_run_id
+from scaling_db.spec.compiler import compile_spec
+from scaling_db.spec.manifest import IDENTITY_EXCLUDED, compute_run_id
 
 BASE = yaml.safe_load((TEST_SPECS / "base.yaml").read_text())
 

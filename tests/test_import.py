@@ -15,10 +15,10 @@ from click.testing import CliRunner
 
 from scaling_db.cli import cli
 from scaling_db.errors import StoreError
-from scaling_db.importer import import_table, parse_mapping
-from scaling_db.ingest import ingest_runs
-from scaling_db.query import run_query
-from scaling_db.store import open_store
+from scaling_db.store.external import import_table, parse_mapping
+from scaling_db.store.ingest import ingest_runs
+from scaling_db.store.query import run_query
+from scaling_db.store.database import open_store
 
 from store_fakes import finish_runs, make_workspace
 

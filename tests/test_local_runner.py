@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import scaling_db.execute
+import scaling_db.training.execute
 from fakes import FakeWalkSource, compiled_workspace, fake_build_token_source, install_fake_source, write_spec
 from runners.local import plan_placement, run_local
 from scaling_db.cli import cli
-from scaling_db.records import RunState
-from scaling_db.runlog import read_log
+from scaling_db.training.records import RunState, read_log
 from scaling_db.workspace import Workspace
 
 TWO_WIDTHS = {"sweep": {"axes": {"model.d_model": [16, 32]}}}
@@ -31,7 +30,7 @@ ONE_DIVERGES = {
 
 @pytest.fixture
 def fake_source(monkeypatch):
-    monkeypatch.setattr(scaling_db.execute, "build_token_source", fake_build_token_source)
+    monkeypatch.setattr(scaling_db.training.execute, "build_token_source", fake_build_token_source)
 
 
 def test_placement_splits_cores_between_workers(monkeypatch):
@@ -95,7 +94,7 @@ class _SuicidalSource(FakeWalkSource):
 
 
 def install_suicidal_source(marker: Path) -> None:
-    scaling_db.execute.build_token_source = lambda m, w: _SuicidalSource(marker, m.model.vocab_size)
+    scaling_db.training.execute.build_token_source = lambda m, w: _SuicidalSource(marker, m.model.vocab_size)
 
 
 @pytest.mark.slow
@@ -170,7 +169,7 @@ def test_cli_run_reports_unknown_targets(tmp_path):
 
 
 def test_cli_status_shows_failures(tmp_path, monkeypatch):
-    monkeypatch.setattr(scaling_db.execute, "build_token_source", lambda m, w: (_ for _ in ()).throw(OSError("disk gone")))
+    monkeypatch.setattr(scaling_db.training.execute, "build_token_source", lambda m, w: (_ for _ in ()).throw(OSError("disk gone")))
     spec = write_spec(tmp_path)
     ws_dir = str(tmp_path / "ws")
     invoke("run", str(spec), "-w", ws_dir, "--workers", "1")
@@ -223,12 +222,12 @@ def test_scaledb_cancel_stops_a_local_run_which_resumes_later(tmp_path, monkeypa
                 request_cancel(ws, run_id)  # what `scaledb cancel` does from another shell
             return super().batch(split, index, batch_size, seq_len)
 
-    monkeypatch.setattr(scaling_db.execute, "build_token_source", lambda m, w: CancelledAtTen(m.model.vocab_size))
+    monkeypatch.setattr(scaling_db.training.execute, "build_token_source", lambda m, w: CancelledAtTen(m.model.vocab_size))
     monkeypatch.setattr("runners.cluster.CANCEL_POLL_S", 0.0)  # look for the file at every step
     report = run_local(ws, [run_id], workers=1, device="cpu")
     status = report.statuses[run_id]
     assert status.status == RunState.PENDING and ws.state_path(run_id).exists()
-    monkeypatch.setattr(scaling_db.execute, "build_token_source", fake_build_token_source)
+    monkeypatch.setattr(scaling_db.training.execute, "build_token_source", fake_build_token_source)
     again = run_local(ws, [run_id], workers=1, device="cpu")  # a new `scaledb run` clears the request
     assert again.statuses[run_id].status == RunState.FINISHED
     assert [r.step for r in read_log(ws.log_path(run_id))] == ws.load_manifest(run_id).train.checkpoint_steps

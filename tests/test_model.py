@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from scaling_db.counting import count_params
-from scaling_db.manifest import ResolvedTransformer
-from scaling_db.model import PARAM_GROUPS, Transformer
+from scaling_db.spec.counting import count_params
+from scaling_db.spec.manifest import ResolvedTransformer
+from scaling_db.training.model import PARAM_GROUPS, Transformer
 
 
 def make_cfg(**kw) -> ResolvedTransformer:

@@ -9,9 +9,9 @@ import pytest
 
 from runners.local import run_local
 from scaling_db.cli.common import ingest_as_done
-from scaling_db.pipeline import reproduce
-from scaling_db.query import run_query
-from scaling_db.records import code_git_sha
+from scaling_db.reproduce import reproduce
+from scaling_db.store.query import run_query
+from scaling_db.training.records import code_git_sha
 from scaling_db.workspace import Workspace
 from tiny import tiny_specs
 

@@ -436,7 +436,7 @@ def test_register_theme_for_own_charts() -> None:
 def test_chart_kinds_cover_the_spec_plot_kinds() -> None:
     from typing import get_args
 
-    from scaling_db.spec import PlotKind
+    from scaling_db.spec.schema import PlotKind
 
     assert set(get_args(PlotKind)) <= set(CHART_KINDS)
 

@@ -13,9 +13,11 @@ from click.testing import CliRunner
 
 from scaling_db.cli import cli
 from scaling_db.errors import QueryError
-from scaling_db.ingest import ingest_runs
-from scaling_db.query import BUILTIN_QUERY_DIR, list_queries, load_query, parse_query, placeholders, run_query
-from scaling_db.store import open_store, record_fit
+from scaling_db.store.ingest import ingest_runs
+from scaling_db.store.query import (
+    BUILTIN_QUERY_DIR, list_queries, load_query, parse_query, placeholders, run_query,
+)
+from scaling_db.store.database import open_store, record_fit
 
 from store_fakes import make_workspace, write_log, write_status
 

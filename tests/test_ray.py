@@ -45,7 +45,7 @@ def _joined(thread: threading.Thread, out: dict):
 
 
 def test_sweep_runs_as_tasks_and_is_ingested_once(ray_workers, tmp_path):
-    from scaling_db.store import open_store
+    from scaling_db.store.database import open_store
 
     spec = H.write_spec(tmp_path, "ray-sweep", widths=[16, 32, 48])
     ws_dir = tmp_path / "ws"

@@ -42,7 +42,7 @@ def _cli(*args: str) -> str:
 
 
 def test_sweep_runs_as_one_array_and_is_ingested_once(slurm_cluster, tmp_path):
-    from scaling_db.store import open_store
+    from scaling_db.store.database import open_store
 
     spec = H.write_spec(tmp_path, "slurm-sweep", widths=[16, 32, 48])
     ws_dir = tmp_path / "ws"

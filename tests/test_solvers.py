@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scaling_db.compiler import compile_spec
+from scaling_db.spec.compiler import compile_spec
 from scaling_db.errors import DataError
-from scaling_db.solvers import SolveResult, solve
+from scaling_db.training.solvers import SolveResult, solve
 from scaling_db.sources.percolation import (
     allocate_capacity,
     build_universe,
@@ -18,11 +18,12 @@ from scaling_db.sources.percolation import (
     predict,
     sample_points,
 )
-from scaling_db.sources.random_features import deterministic_equivalent_loss, solve_random_features, spectrum
-from scaling_db.spec import (
+from scaling_db.sources.random_features import (
+    deterministic_equivalent_loss, solve_random_features, spectrum,
+)
+from scaling_db.spec.data import PercolationData, RandomFeaturesData
+from scaling_db.spec.schema import (
     ClosedFormTrain,
-    PercolationData,
-    RandomFeaturesData,
     RandomFeaturesModel,
 )
 

@@ -11,11 +11,11 @@ import pytest
 
 from scaling_db.errors import DataError
 from scaling_db.sources import build_source
-from scaling_db.sources.graphs import GraphWalkSource, _pair_from_index, construct_graph, graph_from_edges
+from scaling_db.sources.graphs import (
+    GraphWalkSource, _pair_from_index, construct_graph, graph_from_edges,
+)
 from scaling_db.sources.walks import Walker, alias_tables, degree_biased_walk, unbiased_walk
-from scaling_db.spec import GraphWalkData
-
-
+from scaling_db.spec.data import GraphWalkData
 def walk_data(graph: dict, **kw) -> GraphWalkData:
     return GraphWalkData.model_validate({"kind": "graph_walk", "graph": graph, **kw})
 

@@ -11,7 +11,7 @@ import pytest
 from scaling_db.errors import DataError
 from scaling_db.sources import build_source
 from scaling_db.sources.language import BigramSource, CorpusSource, bigram_chain
-from scaling_db.spec import CorpusData, LanguageBigramData
+from scaling_db.spec.data import CorpusData, LanguageBigramData
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "specs" / "data" / "tiny_corpus.txt"

@@ -11,7 +11,7 @@ import torch
 from scaling_db.errors import DataError
 from scaling_db.sources import build_source
 from scaling_db.sources.teacher import TeacherSource
-from scaling_db.spec import TeacherLMData
+from scaling_db.spec.data import TeacherLMData
 
 FIXTURE = Path(__file__).resolve().parents[1] / "specs" / "data" / "tiny_corpus.txt"
 TINY = {"kind": "teacher_lm", "corpus": str(FIXTURE), "n_layers": 1, "d_model": 16, "context": 16,

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from conftest import TEST_SPECS, check_golden
 from scaling_db.cli import cli
-from scaling_db.compiler import compile_spec
+from scaling_db.spec.compiler import compile_spec
 from scaling_db.errors import SpecError
 
 INVALID = sorted((TEST_SPECS / "invalid").glob("*.yaml"))

@@ -11,10 +11,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from scaling_db import store
+from scaling_db.store import database as store
 from scaling_db.errors import StoreError
-from scaling_db.ingest import ingest_runs
-from scaling_db.store import Migration, open_store, record_fit, schema_version
+from scaling_db.store.ingest import ingest_runs
+from scaling_db.store.database import Migration, open_store, record_fit, schema_version
 
 from store_fakes import finish_runs, make_workspace
 

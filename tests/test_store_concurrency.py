@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from scaling_db.errors import StoreError
-from scaling_db.ingest import ingest_runs
-from scaling_db.store import open_store, record_fit
+from scaling_db.store.ingest import ingest_runs
+from scaling_db.store.database import open_store, record_fit
 from scaling_db.workspace import Workspace
 
 from store_fakes import make_workspace, write_log, write_status

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from scaling_db import ingest as ingest_module
+from scaling_db.store import ingest as ingest_module
 from scaling_db.errors import StoreError
-from scaling_db.ingest import ingest_runs
-from scaling_db.store import open_store
+from scaling_db.store.ingest import ingest_runs
+from scaling_db.store.database import open_store
 
 from store_fakes import finish_runs, make_workspace, record, write_log, write_status
 

@@ -14,15 +14,14 @@ from pathlib import Path
 
 import pytest
 
-import scaling_db.execute
-import scaling_db.train
+import scaling_db.training.execute
+import scaling_db.training.trainer
 import scaling_db.workspace
 from fakes import FakeWalkSource, compiled_workspace, fake_build_token_source
 from scaling_db.errors import RunError
-from scaling_db.execute import execute_run, run_lock
-from scaling_db.records import RunState
-from scaling_db.runlog import read_log
-from scaling_db.train import lr_multiplier
+from scaling_db.training.execute import execute_run, run_lock
+from scaling_db.training.records import RunState, read_log
+from scaling_db.training.trainer import lr_multiplier
 
 TIMING_FIELDS = {"wall_time_s", "tokens_per_s"}
 FAKES = Path(__file__).resolve().parent / "fakes.py"
@@ -30,7 +29,7 @@ FAKES = Path(__file__).resolve().parent / "fakes.py"
 
 @pytest.fixture(autouse=True)
 def fake_source(monkeypatch):
-    monkeypatch.setattr(scaling_db.execute, "build_token_source", fake_build_token_source)
+    monkeypatch.setattr(scaling_db.training.execute, "build_token_source", fake_build_token_source)
 
 
 def curve(ws, run_id) -> list[dict]:
@@ -111,7 +110,7 @@ def test_training_is_deterministic_on_cpu(tmp_path):
 
 def test_train_loss_is_the_mean_since_the_previous_checkpoint(tmp_path, monkeypatch):
     seen: list[float] = []
-    real = scaling_db.train.Transformer.forward
+    real = scaling_db.training.trainer.Transformer.forward
 
     def spy(self, idx, targets=None):
         out = real(self, idx, targets)
@@ -119,7 +118,7 @@ def test_train_loss_is_the_mean_since_the_previous_checkpoint(tmp_path, monkeypa
             seen.append(out.item())
         return out
 
-    monkeypatch.setattr(scaling_db.train.Transformer, "forward", spy)
+    monkeypatch.setattr(scaling_db.training.trainer.Transformer, "forward", spy)
     ws, (run_id,) = compiled_workspace(tmp_path)
     execute_run(ws, run_id, device="cpu", threads=1)
     prev = 0
@@ -146,7 +145,7 @@ def test_exception_marks_the_run_failed_with_the_error(tmp_path, monkeypatch):
     def broken(manifest, workspace):
         raise ValueError("no such corpus")
 
-    monkeypatch.setattr(scaling_db.execute, "build_token_source", broken)
+    monkeypatch.setattr(scaling_db.training.execute, "build_token_source", broken)
     ws, (run_id,) = compiled_workspace(tmp_path)
     status = execute_run(ws, run_id, device="cpu")
     assert status.status == RunState.FAILED and status.error == "ValueError: no such corpus"
@@ -174,7 +173,7 @@ def test_a_locked_run_is_refused(tmp_path):
 
 
 def test_vocab_mismatch_is_a_clear_failure(tmp_path, monkeypatch):
-    monkeypatch.setattr(scaling_db.execute, "build_token_source", lambda m, w: FakeWalkSource(vocab_size=999))
+    monkeypatch.setattr(scaling_db.training.execute, "build_token_source", lambda m, w: FakeWalkSource(vocab_size=999))
     ws, (run_id,) = compiled_workspace(tmp_path)
     status = execute_run(ws, run_id, device="cpu")
     assert status.status == RunState.FAILED and "Recompile the spec" in status.error
@@ -190,7 +189,7 @@ def test_closed_form_runs_log_one_record(tmp_path, monkeypatch):
         entropy_rate: float | None
         metrics: dict
 
-    monkeypatch.setattr(scaling_db.execute, "solve_closed_form", lambda m, w: Result(0.5, 0.75, None, {"ridge": 0.1}))
+    monkeypatch.setattr(scaling_db.training.execute, "solve_closed_form", lambda m, w: Result(0.5, 0.75, None, {"ridge": 0.1}))
     ws, (run_id,) = compiled_workspace(
         tmp_path, data={"kind": "random_features", "latent_dim": 20},
         model={"kind": "random_features", "n_features": 10}, train={"kind": "closed_form", "samples": 30},
@@ -249,9 +248,9 @@ def test_crash_at_any_point_then_resume_equals_an_uninterrupted_run(tmp_path, mo
                         tick()
                         return super().batch(split, index, batch_size, seq_len)
 
-                mp.setattr(scaling_db.execute, "build_token_source", lambda m, w: Crashing(m.model.vocab_size))
+                mp.setattr(scaling_db.training.execute, "build_token_source", lambda m, w: Crashing(m.model.vocab_size))
             elif where == "append":
-                real_append = scaling_db.train.append_record
+                real_append = scaling_db.training.trainer.append_record
 
                 def torn(fh, record):
                     if countdown[0] == 1:
@@ -260,15 +259,15 @@ def test_crash_at_any_point_then_resume_equals_an_uninterrupted_run(tmp_path, mo
                     tick()
                     real_append(fh, record)
 
-                mp.setattr(scaling_db.train, "append_record", torn)
+                mp.setattr(scaling_db.training.trainer, "append_record", torn)
             elif where == "state":
-                real_write = scaling_db.train.atomic_write_bytes
+                real_write = scaling_db.training.trainer.atomic_write_bytes
 
                 def write(path, data):
                     tick()
                     real_write(path, data)
 
-                mp.setattr(scaling_db.train, "atomic_write_bytes", write)
+                mp.setattr(scaling_db.training.trainer, "atomic_write_bytes", write)
             else:
                 real_status = scaling_db.workspace.Workspace.write_status
 

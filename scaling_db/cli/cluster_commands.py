@@ -72,7 +72,7 @@ def check_backend_options(backend: str, workers: int | None, cluster: dict[str, 
 
 def _spec_cluster(targets: tuple[str, ...]) -> dict[str, Any]:
     """The `cluster:` sections of the spec files among `targets` (later files override earlier)."""
-    from scaling_db.compiler import compile_spec
+    from scaling_db.spec.compiler import compile_spec
 
     merged: dict[str, Any] = {}
     for target in targets:
@@ -84,7 +84,7 @@ def _spec_cluster(targets: tuple[str, ...]) -> dict[str, Any]:
 
 def _ingest_one(ws: Workspace, problems: list[str]) -> Any:
     """`on_run_done` for the drivers: load the run into the database now (this process is its writer)."""
-    from scaling_db.ingest import ingest_runs
+    from scaling_db.store.ingest import ingest_runs
 
     def ingest(run_id: str) -> None:
         try:

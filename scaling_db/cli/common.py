@@ -65,7 +65,7 @@ def load_runs(ws: Workspace, run_ids: list[str]) -> None:
     held by another writer past the lock timeout is not fatal: the runs' logs are the record,
     and the next `scaledb ingest` loads them."""
     from scaling_db.errors import StoreError
-    from scaling_db.ingest import ingest_runs
+    from scaling_db.store.ingest import ingest_runs
 
     try:
         ingest_runs(ws, run_ids)

@@ -9,8 +9,8 @@ import click
 
 from scaling_db.cli import cli
 from scaling_db.cli.common import console, emit_json, get_workspace, json_option, workspace_option
-from scaling_db.compiler import compile_spec
-from scaling_db.manifest import canonical_json
+from scaling_db.spec.compiler import compile_spec
+from scaling_db.spec.manifest import canonical_json
 
 N_SAMPLES = 3
 SAMPLE_LEN = {"graph_walk": 16, "language_bigram": 80, "teacher_lm": 80, "corpus": 80}

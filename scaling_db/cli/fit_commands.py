@@ -6,10 +6,12 @@ from typing import Any
 
 import click
 
-from scaling_db.analysis import FITTERS, FitOutcome, FitRequest, fit_request, store_outcome
+from scaling_db.report.analyses import FITTERS, FitOutcome, FitRequest, fit_request, store_outcome
 from scaling_db.cli import cli
-from scaling_db.cli.common import emit_json, get_workspace, json_option, key_values, print_table, workspace_option
-from scaling_db.compiler import compile_spec
+from scaling_db.cli.common import (
+    emit_json, get_workspace, json_option, key_values, print_table, workspace_option,
+)
+from scaling_db.spec.compiler import compile_spec
 from scaling_db.errors import FitError
 
 

@@ -17,8 +17,8 @@ from scaling_db.cli.common import (
     workspace_option,
 )
 from scaling_db.cli.fit_commands import outcome_json, print_outcomes
-from scaling_db.compiler import compile_spec
-from scaling_db.figures import BUILDERS, FigureRequest, build_figure
+from scaling_db.spec.compiler import compile_spec
+from scaling_db.report.figures import BUILDERS, FigureRequest, build_figure
 from scaling_db.plot import FORMATS, save_chart
 
 
@@ -67,7 +67,7 @@ def reproduce(spec: str, workers: int | None, device: str, bootstrap: int | None
     <workspace>/reports/<experiment>/report.html, with each figure beside it as .png and .html.
     """
     from runners.local import RichProgress, run_local
-    from scaling_db.pipeline import reproduce as reproduce_experiment
+    from scaling_db.reproduce import reproduce as reproduce_experiment
 
     ws = get_workspace(workspace)
     progress = RichProgress(console()) if sys.stdout.isatty() and not as_json else None

@@ -10,7 +10,9 @@ from typing import Any
 import click
 
 from scaling_db.cli import cli
-from scaling_db.cli.cluster_commands import add_backend_columns, backend_options, check_backend_options
+from scaling_db.cli.cluster_commands import (
+    add_backend_columns, backend_options, check_backend_options,
+)
 from scaling_db.cli.common import (
     console,
     emit_json,
@@ -21,11 +23,10 @@ from scaling_db.cli.common import (
     print_table,
     workspace_option,
 )
-from scaling_db.compiler import compile_spec
+from scaling_db.spec.compiler import compile_spec
 from scaling_db.errors import RunError
-from scaling_db.manifest import RunManifest, compute_run_id
-from scaling_db.records import RunState
-from scaling_db.runlog import last_record
+from scaling_db.spec.manifest import RunManifest, compute_run_id
+from scaling_db.training.records import RunState, last_record
 from scaling_db.workspace import Workspace, atomic_write_text
 
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -234,7 +235,7 @@ def coordcheck(spec: str, widths: list[int], steps: int, params: tuple[str, ...]
     and in reports/<experiment>-coordcheck/coordcheck.json.
     """
     from runners.local import run_local
-    from scaling_db.coordcheck import (
+    from scaling_db.training.coordcheck import (
         collect_coordcheck,
         coordcheck_experiment,
         growth,

@@ -9,12 +9,14 @@ from typing import Any
 import click
 
 from scaling_db.cli import cli
-from scaling_db.cli.common import emit_json, get_workspace, json_option, print_table, workspace_option
-from scaling_db.compiler import CompiledExperiment, compile_spec
+from scaling_db.cli.common import (
+    emit_json, get_workspace, json_option, print_table, workspace_option,
+)
+from scaling_db.spec.compiler import CompiledExperiment, compile_spec
 from scaling_db.errors import RunError, SpecError
-from scaling_db.manifest import RunManifest, diff_manifests
-from scaling_db.plan import PlanRow, plan_rows, summarize_plan
-from scaling_db.spec import spec_json_schema
+from scaling_db.spec.manifest import RunManifest, diff_manifests
+from scaling_db.spec.plan import PlanRow, plan_rows, summarize_plan
+from scaling_db.spec.schema import spec_json_schema
 
 SPEC_PATHS = click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 

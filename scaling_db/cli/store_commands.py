@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from scaling_db.cli import cli
-from scaling_db.cli.common import emit_json, get_workspace, json_option, key_values, print_table, workspace_option
+from scaling_db.cli.common import (
+    emit_json, get_workspace, json_option, key_values, print_table, workspace_option,
+)
 from scaling_db.errors import StoreError
 from scaling_db.workspace import Workspace
 
@@ -55,7 +57,7 @@ def ingest(
     or after a resume replayed steps, leaves one row per (run_id, step). Lines that cannot be
     loaded (a truncated last line, a corrupt line) are listed as FILE:LINE: WHY.
     """
-    from scaling_db.ingest import ingest_runs
+    from scaling_db.store.ingest import ingest_runs
 
     reports = []
     for root, runs in _targets(paths, workspace).items():
@@ -122,7 +124,7 @@ def query(query: str | None, assignments: tuple[str, ...], params: tuple[str, ..
     Parameters: --param key=value, or key=value words after the query name, e.g.
     `scaledb query final_loss experiment=ba_graph convention=6n --format csv`.
     """
-    from scaling_db.query import run_query
+    from scaling_db.store.query import run_query
 
     if (query is None) == (sql is None):
         if query is not None and "=" in query and sql is not None:
@@ -143,7 +145,7 @@ def query(query: str | None, assignments: tuple[str, ...], params: tuple[str, ..
 @json_option
 def queries_command(workspace: str | None, as_json: bool) -> None:
     """List the named queries with their purpose and parameters."""
-    from scaling_db.query import list_queries
+    from scaling_db.store.query import list_queries
 
     found = list_queries(get_workspace(workspace))
     if as_json:
@@ -173,7 +175,7 @@ def import_command(table: str, maps: tuple[str, ...], experiment: str, map_items
     run's curve), step=COL, flops=COL, n_params_nonembed, lr, seed, d_model, name, var.NAME=COL...
     Importing again replaces the experiment's previous import.
     """
-    from scaling_db.importer import import_table, parse_mapping
+    from scaling_db.store.external import import_table, parse_mapping
 
     mapping = parse_mapping([*map_items, *maps])
     report = import_table(get_workspace(workspace), table, experiment, mapping, where=where, description=description)

@@ -12,7 +12,7 @@ Contract, identical for every kind:
   separate parts of the text for `corpus`), and one train batch index is one set of sequences
   never served again (one epoch).
 - Token ids are < `vocab_size`, which equals what the compiler decided without reading files
-  (`scaling_db.compiler.vocab_size_of`).
+  (`scaling_db.spec.compiler.vocab_size_of`).
 - `entropy_rate` is the exact lowest reachable loss in nats per token where the source is a
   known Markov chain, else None.
 
@@ -20,7 +20,7 @@ Expensive artefacts are built once per config and cached under `cache_dir` by co
 `graphs/` (CSR arrays), `tokenizers/` (trained BPE), `tokens/` (encoded corpora), `teachers/`
 (trained teachers and their sampled batches), `percolation/` (cluster universes).
 The two solvable models (`percolation`, `random_features`) are not token sources: they go
-through `scaling_db.solvers.solve`.
+through `scaling_db.training.solvers.solve`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from scaling_db.errors import DataError
-from scaling_db.manifest import canonical_json
+from scaling_db.spec.manifest import canonical_json
 
 Split = Literal["train", "eval"]
 SPLIT_IDS: dict[str, int] = {"train": 0, "eval": 1}
@@ -113,7 +113,7 @@ def build_source(data: Any, *, base_dir: Path, cache_dir: Path) -> TokenSource:
 
         return TeacherSource(data, base_dir=base_dir, cache_dir=cache_dir)
     raise DataError(
-        f"data kind {kind!r} is not a token source; it is solved by `scaling_db.solvers.solve`"
+        f"data kind {kind!r} is not a token source; it is solved by `scaling_db.training.solvers.solve`"
     )
 
 

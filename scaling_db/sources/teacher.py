@@ -2,8 +2,8 @@
 T1L / T2L / T4L rungs, SCIENCE.md section 1).
 
 Teacher. A `n_layers`-layer, `d_model`-wide transformer (heads of 16, learned positions,
-context `context`) is trained with scaledb's own model and trainer (`scaling_db.model`,
-`scaling_db.train.train_lm`) on the corpus's train split for `train_tokens` tokens: AdamW,
+context `context`) is trained with scaledb's own model and trainer (`scaling_db.training.model`,
+`scaling_db.training.trainer.train_lm`) on the corpus's train split for `train_tokens` tokens: AdamW,
 lr 3e-3, weight decay 0.01, 2% warmup then cosine, batch 64 (the recipe DESIGN.md measured for
 small models on this kind of machine). When `train_tokens` exceeds one pass over the split the
 teacher sees it again, each pass in a fresh window order. The run lives in its own workspace
@@ -39,7 +39,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from scaling_db.errors import DataError
-from scaling_db.sources import SPLIT_IDS, Split, TokenSource, batch_rng, check_batch_args, config_hash
+from scaling_db.sources import (
+    SPLIT_IDS, Split, TokenSource, batch_rng, check_batch_args, config_hash,
+)
 from scaling_db.sources.language import CorpusSource
 from scaling_db.workspace import atomic_write_bytes
 
@@ -141,7 +143,7 @@ class TeacherSource(TokenSource):
     def __init__(self, data: Any, *, base_dir: Path, cache_dir: Path | None):
         import torch
 
-        from scaling_db.model import Transformer
+        from scaling_db.training.model import Transformer
 
         if cache_dir is None:
             raise DataError("teacher_lm needs a cache folder to keep its trained teacher")
@@ -160,10 +162,9 @@ class TeacherSource(TokenSource):
         self._start_cdf = np.cumsum(counts / counts.sum())
 
     def _train_teacher(self, cache_dir: Path) -> tuple[Any, Path, float | None]:
-        from scaling_db.compiler import compile_spec
-        from scaling_db.records import RunState
-        from scaling_db.runlog import last_record
-        from scaling_db.train import resolve_device, resolve_precision, train_lm
+        from scaling_db.spec.compiler import compile_spec
+        from scaling_db.training.records import RunState, last_record
+        from scaling_db.training.trainer import resolve_device, resolve_precision, train_lm
         from scaling_db.workspace import Workspace, atomic_write_text
 
         # at most half the held-out text: the trainer asks for whole batches of eval windows
@@ -216,7 +217,7 @@ class TeacherSource(TokenSource):
             k = k.view(B, T, attn.n_heads, attn.d_head).transpose(1, 2)
             v = v.view(B, T, attn.n_heads, attn.d_head).transpose(1, 2)
             if rotary is not None:
-                from scaling_db.model import apply_rotary
+                from scaling_db.training.model import apply_rotary
 
                 q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
             if cache[layer] is not None:

@@ -3,8 +3,8 @@
 `execute_run(workspace, run_id)` reads the run's manifest, decides whether there is anything to
 do (finished runs are skipped unless `force`, failed ones unless `retry_failed`), takes the run's
 lock (so two processes never train the same run), marks it `running`, and dispatches: a
-transformer manifest goes to `scaling_db.train.train_lm` (which resumes from `state.pt` when
-there is one), the closed-form learners to `scaling_db.solvers.solve`. Whatever happens, the
+transformer manifest goes to `scaling_db.training.trainer.train_lm` (which resumes from `state.pt` when
+there is one), the closed-form learners to `scaling_db.training.solvers.solve`. Whatever happens, the
 status file ends in a state that says what to do next: `finished`, `diverged` (a result, not
 retried), `failed` (with the error; retried by `retry_failed`) or `pending` (stopped on request
 or interrupted: resumed by the next call). The full traceback of a failure goes to
@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scaling_db.errors import RunError
-from scaling_db.manifest import RunManifest
-from scaling_db.records import CheckpointRecord, RunState, RunStatus, code_git_sha, utc_now
-from scaling_db.runlog import append_record, repair_log
+from scaling_db.spec.manifest import RunManifest
+from scaling_db.training.records import (
+    CheckpointRecord, RunState, RunStatus, append_record, code_git_sha, repair_log, utc_now,
+)
 from scaling_db.workspace import Workspace, atomic_write_text
 
 if TYPE_CHECKING:
-    from scaling_db.train import TokenSource, TrainProgress
+    from scaling_db.training.trainer import TokenSource, TrainProgress
 
 
 def build_token_source(manifest: RunManifest, workspace: Workspace) -> "TokenSource":
@@ -41,8 +42,8 @@ def build_token_source(manifest: RunManifest, workspace: Workspace) -> "TokenSou
 
 
 def solve_closed_form(manifest: RunManifest, workspace: Workspace) -> Any:
-    """Fit a closed-form or nearest-neighbour learner (`scaling_db.solvers`)."""
-    from scaling_db.solvers import solve
+    """Fit a closed-form or nearest-neighbour learner (`scaling_db.training.solvers`)."""
+    from scaling_db.training.solvers import solve
 
     return solve(manifest, base_dir=Path(manifest.origin.base_dir), cache_dir=workspace.cache_dir)
 
@@ -164,7 +165,7 @@ def _train(
     stop: Callable[[], bool] | None,
     progress: Callable[["TrainProgress"], None] | None,
 ) -> RunStatus:
-    from scaling_db.train import resolve_device, resolve_precision, train_lm
+    from scaling_db.training.trainer import resolve_device, resolve_precision, train_lm
 
     dev = resolve_device(device)
     precision = resolve_precision(manifest.train.precision, dev)

@@ -1,7 +1,7 @@
 """Parameter and FLOP counts of a transformer, computed from its config alone.
 
 Conventions (each FLOP figure is named by the convention it follows):
-- `n_params`: every trainable parameter of `scaling_db.model.Transformer`.
+- `n_params`: every trainable parameter of `scaling_db.training.model.Transformer`.
 - `n_params_embed`: the vocabulary- and position-sized matrices: token embedding, learned
   position embedding and, when untied, the readout (Kaplan et al. 2020, Table 1, count
   neither embedding nor de-embedding in N). `n_params_nonembed = n_params - n_params_embed`.
@@ -52,7 +52,7 @@ class ParamCounts:
 
 
 def count_params(shape: TransformerShape) -> ParamCounts:
-    """Trainable parameters of the pre-norm transformer in `scaling_db.model`."""
+    """Trainable parameters of the pre-norm transformer in `scaling_db.training.model`."""
     d, f, v = shape.d_model, shape.d_ff, shape.vocab_size
     b = 1 if shape.bias else 0
     norm = d * (1 + b)  # LayerNorm weight (+ bias)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from scaling_db import plot
-from scaling_db.analysis import load_stored_fit, make_fit_fn
+from scaling_db.report.analyses import load_stored_fit, make_fit_fn
 from scaling_db.errors import FitError, PlotError
 from scaling_db.fit import (
     compare_frontiers,
@@ -27,7 +27,7 @@ from scaling_db.fit import (
     frontier_surface,
     window_sensitivity,
 )
-from scaling_db.query import run_query
+from scaling_db.store.query import run_query
 from scaling_db.workspace import Workspace
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scaling_db.errors import DataError
-from scaling_db.manifest import RunManifest
+from scaling_db.spec.manifest import RunManifest
 
 
 @dataclass(frozen=True)

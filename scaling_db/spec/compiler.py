@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from scaling_db.counting import TransformerShape, count_params, estimate_peak_memory_bytes, flops_per_token
+from scaling_db.spec.counting import (
+    TransformerShape, count_params, estimate_peak_memory_bytes, flops_per_token,
+)
 from scaling_db.errors import SpecError, SpecProblem
-from scaling_db.manifest import (
+from scaling_db.spec.manifest import (
     ResolvedLMTrain,
     ResolvedTransformer,
     RunCounts,
@@ -32,7 +34,7 @@ from scaling_db.manifest import (
     canonical_json,
     compute_run_id,
 )
-from scaling_db.spec import (
+from scaling_db.spec.schema import (
     AnalysisSpec,
     ClusterSpec,
     ExperimentHeader,
@@ -41,7 +43,7 @@ from scaling_db.spec import (
     RunSpec,
     TransformerModel,
 )
-from scaling_db.specfile import (
+from scaling_db.spec.loader import (
     SpecSource,
     candidate_models,
     kind_of,
@@ -49,7 +51,7 @@ from scaling_db.specfile import (
     problems_from_validation,
     read_spec_source,
 )
-from scaling_db.sweep import (
+from scaling_db.spec.sweep import (
     COUNT_NAMES,
     FUNCTIONS,
     RUN_SECTIONS,

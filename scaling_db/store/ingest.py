@@ -51,8 +51,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from scaling_db.errors import StoreError
-from scaling_db.manifest import canonical_json, identity_payload
-from scaling_db.store import RUN_STATUSES, open_store, to_utc, utc_now
+from scaling_db.spec.manifest import canonical_json, identity_payload
+from scaling_db.store.database import RUN_STATUSES, open_store, to_utc, utc_now
 from scaling_db.workspace import Workspace
 
 #: Logs read from the start are handed to DuckDB's JSON reader once a batch holds this many bytes

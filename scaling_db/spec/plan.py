@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scaling_db.compiler import CompiledExperiment
-from scaling_db.manifest import RunManifest
+from scaling_db.spec.compiler import CompiledExperiment
+from scaling_db.spec.manifest import RunManifest
 from scaling_db.workspace import Workspace
 
 

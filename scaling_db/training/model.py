@@ -2,7 +2,7 @@
 
 One file, read top to bottom (after nanoGPT's `model.py`). Pre-norm blocks; learned or rotary
 positions; tied or untied readout; optional biases. Its parameter count is exactly
-`scaling_db.counting.count_params` (a test pins that for a grid of shapes and GPT-2 small).
+`scaling_db.spec.counting.count_params` (a test pins that for a grid of shapes and GPT-2 small).
 
 Parameterizations, with width multiplier w = d_model / base_width (SCIENCE.md section 5, after
 Tensor Programs V, Yang et al. 2022, Table 3 and its Appendix B "muP with multipliers"):
@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scaling_db.manifest import ResolvedTransformer
+from scaling_db.spec.manifest import ResolvedTransformer
 
 ParamGroupName = Literal["embedding", "hidden", "readout", "norm"]
 PARAM_GROUPS: tuple[ParamGroupName, ...] = ("embedding", "hidden", "readout", "norm")

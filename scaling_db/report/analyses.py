@@ -1,6 +1,6 @@
 """Fits from the database: run a query, fit a law, bootstrap it, store it with its provenance.
 
-This is where the query layer (`scaling_db.query`), the fitting library (`scaling_db.fit`) and the
+This is where the query layer (`scaling_db.store.query`), the fitting library (`scaling_db.fit`) and the
 store meet. A `FitRequest` names the data (a named query, a .sql file or inline SQL, plus
 parameters), the law and its columns; `fit_request` returns a `FitOutcome` holding the fit, its
 bootstrap (whole groups resampled: runs or seeds), the true entropy-rate floor where the data
@@ -30,9 +30,9 @@ from scaling_db.fit import (
     fit_power_law,
     fit_saturating_power_law,
 )
-from scaling_db.query import load_query, parse_query, run_query
-from scaling_db.spec import FitDecl
-from scaling_db.store import open_store, record_fit
+from scaling_db.store.query import load_query, parse_query, run_query
+from scaling_db.spec.schema import FitDecl
+from scaling_db.store.database import open_store, record_fit
 from scaling_db.workspace import Workspace
 
 def _with_init(fn: Callable[..., LawFit], **fixed: str) -> Callable[..., LawFit]:

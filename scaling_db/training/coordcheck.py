@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from scaling_db.compiler import CompiledExperiment, compile_source
+from scaling_db.spec.compiler import CompiledExperiment, compile_source
 from scaling_db.errors import RunError, SpecError, SpecProblem
-from scaling_db.manifest import compute_run_id
-from scaling_db.runlog import read_log
-from scaling_db.specfile import SpecSource, display_path, read_spec_source
+from scaling_db.spec.manifest import compute_run_id
+from scaling_db.training.records import read_log
+from scaling_db.spec.loader import SpecSource, display_path, read_spec_source
 from scaling_db.workspace import Workspace, atomic_write_text
 
 METRIC_PREFIX = "act_mean_abs."

@@ -43,9 +43,9 @@ import duckdb
 import pyarrow as pa
 
 from scaling_db.errors import StoreError
-from scaling_db.ingest import CHECKPOINT_SCHEMA, RUNS_SCHEMA, SkippedLine, upsert_experiments
-from scaling_db.manifest import canonical_json
-from scaling_db.store import CONNECTION_CONFIG, open_store, utc_now
+from scaling_db.store.ingest import CHECKPOINT_SCHEMA, RUNS_SCHEMA, SkippedLine, upsert_experiments
+from scaling_db.spec.manifest import canonical_json
+from scaling_db.store.database import CONNECTION_CONFIG, open_store, utc_now
 from scaling_db.workspace import Workspace
 
 #: Where each mappable name goes: "run" (constant per run), "ckpt" (per checkpoint) or "key".

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaling_db.analysis import FitOutcome, FitRequest, fit_request, store_outcome
-from scaling_db.compiler import CompiledExperiment, compile_spec
+from scaling_db.report.analyses import FitOutcome, FitRequest, fit_request, store_outcome
+from scaling_db.spec.compiler import CompiledExperiment, compile_spec
 from scaling_db.errors import ScaledbError
-from scaling_db.figures import FigureRequest, build_figure
-from scaling_db.ingest import IngestReport, ingest_runs
-from scaling_db.query import run_query
-from scaling_db.report import Figure, write_report
+from scaling_db.report.figures import FigureRequest, build_figure
+from scaling_db.store.ingest import IngestReport, ingest_runs
+from scaling_db.store.query import run_query
+from scaling_db.report.html import Figure, write_report
 from scaling_db.workspace import Workspace
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from scaling_db.spec import GeomRange, LinRange, SweepSpec
+from scaling_db.spec.schema import GeomRange, LinRange, SweepSpec
 
 RUN_SECTIONS = ("data", "model", "train", "resources")
 
@@ -29,7 +29,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "ceil": math.ceil, "floor": math.floor,
 }
 
-#: Names computed from the run's model, available in every expression (see `scaling_db.counting`).
+#: Names computed from the run's model, available in every expression (see `scaling_db.spec.counting`).
 COUNT_NAMES = (
     "n_params", "n_params_nonembed", "n_params_embed", "vocab_size", "tokens_per_step",
     "flops_per_token_6n_nonembed", "flops_per_token_6n", "flops_per_token_exact",

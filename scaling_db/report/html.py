@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from scaling_db import __version__
-from scaling_db.analysis import FitOutcome
+from scaling_db.report.analyses import FitOutcome
 from scaling_db.plot import chart_to_data_uri, save_chart
-from scaling_db.records import utc_now
+from scaling_db.training.records import utc_now
 from scaling_db.workspace import Workspace, atomic_write_text
 
 

@@ -35,11 +35,11 @@ import duckdb
 import pandas as pd
 
 from scaling_db.errors import QueryError
-from scaling_db.store import open_store
+from scaling_db.store.database import open_store
 from scaling_db.workspace import Workspace
 
 #: The project's own queries (top-level `queries/`, beside the package).
-BUILTIN_QUERY_DIR = Path(__file__).resolve().parents[1] / "queries"
+BUILTIN_QUERY_DIR = Path(__file__).resolve().parents[2] / "queries"
 QUERY_PATH_ENV = "SCALEDB_QUERY_PATH"
 
 _PARAM_RE = re.compile(

@@ -36,11 +36,12 @@ import torch
 import torch.nn.functional as F
 
 from scaling_db.errors import RunError
-from scaling_db.manifest import ResolvedLMTrain, RunManifest
-from scaling_db.model import Transformer
-from scaling_db.records import CheckpointRecord, RunState, RunStatus, utc_now
-from scaling_db.runlog import append_record, repair_log
-from scaling_db.spec import ConstantSchedule, CosineSchedule, OptimizerSpec, WsdSchedule
+from scaling_db.spec.manifest import ResolvedLMTrain, RunManifest
+from scaling_db.training.model import Transformer
+from scaling_db.training.records import (
+    CheckpointRecord, RunState, RunStatus, append_record, repair_log, utc_now,
+)
+from scaling_db.spec.schema import ConstantSchedule, CosineSchedule, OptimizerSpec, WsdSchedule
 from scaling_db.workspace import Workspace, atomic_write_bytes
 
 STATE_FORMAT = 1

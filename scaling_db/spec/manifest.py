@@ -16,11 +16,11 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field
 
-from scaling_db.counting import FlopConvention, TransformerShape
-from scaling_db.spec import (
+from scaling_db.spec.counting import FlopConvention, TransformerShape
+from scaling_db.spec.data import DataSpec
+from scaling_db.spec.schema import (
     CheckpointSpec,
     ClosedFormTrain,
-    DataSpec,
     NearestNeighborModel,
     OptimizerSpec,
     RandomFeaturesModel,
