@@ -33,7 +33,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -56,6 +56,13 @@ RUN_STATUSES = ("pending", "running", "finished", "failed", "diverged", "unknown
 #: named like a missing table, so `FROM x` could silently query a local), no progress bar (it
 #: would draw on a runner's or the CLI's stderr).
 CONNECTION_CONFIG = {"python_enable_replacements": False}
+#: Settings of a connection that runs a user's SQL (`connect_sandboxed`): no extension is
+#: installed or loaded behind the user's back, no progress bar.
+SANDBOX_SETTINGS = (
+    "enable_progress_bar = false",
+    "autoinstall_known_extensions = false",
+    "autoload_known_extensions = false",
+)
 
 
 @dataclass(frozen=True)
@@ -296,27 +303,16 @@ def _holder(exc: duckdb.Error) -> str:
     return f" (PID {found.group(1)})" if found else ""
 
 
-def connect(
-    path: str | Path, *, read_only: bool = False, lock_timeout_s: float | None = None
-) -> duckdb.DuckDBPyConnection:
-    """A raw DuckDB connection to `path`, retrying DuckDB's file lock with backoff."""
-    path = Path(path)
-    timeout = _lock_timeout(lock_timeout_s)
-    if read_only and not path.exists():
-        raise StoreError(
-            f"{path}: no result database yet. Run `scaledb ingest` (or a sweep) to create it."
-        )
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
+def _retry_lock(path: Path, read_only: bool, timeout: float, open_once: Callable[[], duckdb.DuckDBPyConnection]
+                ) -> duckdb.DuckDBPyConnection:
+    """`open_once()`, retried with backoff while another process holds DuckDB's file lock."""
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only, config=CONNECTION_CONFIG)
-            con.execute("SET enable_progress_bar = false")
-            return con
-        except duckdb.ConnectionException as exc:
-            if "different configuration" in str(exc):
+            return open_once()
+        except (duckdb.ConnectionException, duckdb.ResourceInUseException) as exc:
+            if "different configuration" in str(exc) or "file handle conflict" in str(exc):
                 raise StoreError(
                     f"{path}: this process already has the database open "
                     f"{'read-only' if not read_only else 'for writing'}; DuckDB allows one mode per "
@@ -336,6 +332,64 @@ def connect(
             # Jittered exponential backoff: many runners finishing at once must not retry in step.
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1.5))
             delay = min(delay * 1.6, 0.25)
+
+
+def _missing(path: Path) -> StoreError:
+    return StoreError(f"{path}: no result database yet. Run `scaledb ingest` (or a sweep) to create it.")
+
+
+def connect(
+    path: str | Path, *, read_only: bool = False, lock_timeout_s: float | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A raw DuckDB connection to `path`, retrying DuckDB's file lock with backoff."""
+    path = Path(path)
+    if read_only and not path.exists():
+        raise _missing(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def open_once() -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(str(path), read_only=read_only, config=CONNECTION_CONFIG)
+        con.execute("SET enable_progress_bar = false")
+        return con
+
+    return _retry_lock(path, read_only, _lock_timeout(lock_timeout_s), open_once)
+
+
+def connect_sandboxed(
+    path: str | Path, *, allow_files: bool = False, lock_timeout_s: float | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A connection for running a user's SQL: `path` attached read-only, settings locked.
+
+    The database is ATTACHed to a fresh in-memory DuckDB (rather than opened with a config) so that
+    these settings apply to this connection alone: DuckDB shares one instance, and its settings,
+    between connections to the same file in a process. Afterwards: no file access beside the
+    database unless `allow_files` (no COPY TO, EXPORT, ATTACH, INSTALL, reading a CSV), no
+    extension autoloading, and `lock_configuration` so no statement can undo any of it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise _missing(path)
+    quoted = "'" + str(path).replace("'", "''") + "'"
+
+    def open_once() -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(":memory:", config=CONNECTION_CONFIG)
+        try:
+            con.execute(f"ATTACH {quoted} AS {_quote_ident(path.stem)} (READ_ONLY)")
+            con.execute(f"USE {_quote_ident(path.stem)}")
+            for setting in SANDBOX_SETTINGS + (() if allow_files else ("enable_external_access = false",)):
+                con.execute(f"SET {setting}")
+            con.execute("SET lock_configuration = true")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    return _retry_lock(path, True, _lock_timeout(lock_timeout_s), open_once)
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
@@ -408,19 +462,37 @@ def open_store(
     con = connect(path, read_only=read_only, lock_timeout_s=lock_timeout_s)
     try:
         if read_only:
-            version = schema_version(con)
-            if version != latest_version():
-                newer = version > latest_version()
-                raise StoreError(
-                    f"{path}: database schema is version {version} vs {latest_version()} expected. "
-                    + ("It was written by a newer scaledb; upgrade scaledb." if newer
-                       else "Run `scaledb ingest` once to upgrade it.")
-                )
+            _check_version(con, path)
         else:
             migrate(con)
         yield con
     finally:
         con.close()
+
+
+@contextmanager
+def open_sandboxed(
+    workspace: Workspace | str | Path, *, allow_files: bool = False, lock_timeout_s: float | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`connect_sandboxed` to the workspace's database, schema version checked; closed on exit."""
+    path = _db_path(workspace)
+    con = connect_sandboxed(path, allow_files=allow_files, lock_timeout_s=lock_timeout_s)
+    try:
+        _check_version(con, path)
+        yield con
+    finally:
+        con.close()
+
+
+def _check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    version = schema_version(con)
+    if version != latest_version():
+        newer = version > latest_version()
+        raise StoreError(
+            f"{path}: database schema is version {version} vs {latest_version()} expected. "
+            + ("It was written by a newer scaledb; upgrade scaledb." if newer
+               else "Run `scaledb ingest` once to upgrade it.")
+        )
 
 
 # -- small helpers shared by the loaders -----------------------------------------------------
