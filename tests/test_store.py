@@ -52,24 +52,39 @@ def test_schema_has_the_promised_tables_columns_and_comments(tmp_path: Path):
 
 
 def test_migrations_apply_once_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    shipped = [m.version for m in store.MIGRATIONS]
+    assert shipped == list(range(1, len(shipped) + 1))
     with open_store(tmp_path):
         pass
     with open_store(tmp_path) as con:  # opening again applies nothing
-        assert con.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
-    extra = Migration(2, "runs.note", ("ALTER TABLE runs ADD COLUMN note VARCHAR",))
+        assert [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY 1").fetchall()] == shipped
+    n = len(shipped) + 1
+    extra = Migration(n, "runs.note", ("ALTER TABLE runs ADD COLUMN note VARCHAR",))
     monkeypatch.setattr(store, "MIGRATIONS", (*store.MIGRATIONS, extra))
     with open_store(tmp_path) as con:
-        assert [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY 1").fetchall()] == [1, 2]
+        assert [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY 1").fetchall()] == [*shipped, n]
         assert "note" in store.table_columns(con, "runs")
     with open_store(tmp_path) as con:
-        assert con.execute("SELECT count(*) FROM schema_version").fetchall() == [(2,)]
+        assert con.execute("SELECT count(*) FROM schema_version").fetchall() == [(n,)]
+
+
+def test_a_version_1_database_is_upgraded_with_its_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "MIGRATIONS", store.MIGRATIONS[:1])
+        with open_store(tmp_path) as con:
+            con.execute("INSERT INTO experiments (experiment, source, created_at, updated_at) "
+                        "VALUES ('old', 'spec', now()::TIMESTAMP, now()::TIMESTAMP)")
+    with open_store(tmp_path) as con:
+        assert schema_version(con) == store.latest_version()
+        assert con.execute("SELECT experiment, revision FROM experiments").fetchall() == [("old", None)]
 
 
 def test_read_only_open_of_an_older_schema_asks_for_an_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     with open_store(tmp_path):
         pass
-    monkeypatch.setattr(store, "MIGRATIONS", (*store.MIGRATIONS, Migration(2, "x", ("SELECT 1",))))
-    with pytest.raises(StoreError, match=r"schema is version 1 vs 2 expected\. Run `scaledb ingest`"):
+    n = store.latest_version()
+    monkeypatch.setattr(store, "MIGRATIONS", (*store.MIGRATIONS, Migration(n + 1, "x", ("SELECT 1",))))
+    with pytest.raises(StoreError, match=rf"schema is version {n} vs {n + 1} expected\. Run `scaledb ingest`"):
         with open_store(tmp_path, read_only=True):
             pass
 

@@ -12,7 +12,10 @@ What is in it (every table also carries a `COMMENT`, visible in the plain DuckDB
     metrics          extra named metrics of a checkpoint, long format (run_id, step, name, value)
     fits             stored fits (written by the fitting code through `record_fit`)
     ingest_state     internal: how far each run's log has been loaded (for incremental ingest)
+    run_revisions    the run ids each compile (revision) of an experiment's spec produced
     final_checkpoints, run_summary   views: the last checkpoint of each run; runs + it
+    superseded_runs  view: runs of an earlier revision that the current one no longer produces
+    run_selection    view: (run_id, revision) for revision = 'current' | 'all' | a revision hash
 
 Guarantees:
 - (run_id, step) is the primary key of `checkpoints`: a row can be replaced, never doubled.
@@ -268,10 +271,49 @@ def _comment_statements() -> tuple[str, ...]:
     return (*tables, *columns)
 
 
+# Spec revisions (scaling_db.spec.revisions): which runs each compile produced; runs of earlier
+# revisions that the current one does not produce are superseded.
+_V2_REVISIONS = (
+    "ALTER TABLE experiments ADD COLUMN revision VARCHAR",
+    """
+    CREATE TABLE run_revisions (
+        experiment   VARCHAR NOT NULL,
+        revision     VARCHAR NOT NULL,
+        run_id       VARCHAR NOT NULL,
+        compiled_at  TIMESTAMP,
+        PRIMARY KEY (experiment, revision, run_id)
+    )
+    """,
+    """
+    CREATE VIEW superseded_runs AS
+    SELECT DISTINCT p.experiment, p.run_id
+    FROM run_revisions AS p
+    JOIN experiments AS e USING (experiment)
+    WHERE p.run_id NOT IN (
+        SELECT c.run_id FROM run_revisions AS c WHERE c.experiment = e.experiment AND c.revision = e.revision
+    )
+    """,
+    # What a query's `revision` parameter selects: 'current' (every run but the superseded),
+    # 'all', or a revision hash (the runs that compile produced).
+    """
+    CREATE VIEW run_selection AS
+    SELECT run_id, experiment, 'all' AS revision FROM runs
+    UNION ALL
+    SELECT run_id, experiment, 'current' FROM runs WHERE run_id NOT IN (SELECT run_id FROM superseded_runs)
+    UNION ALL
+    SELECT DISTINCT run_id, experiment, revision FROM run_revisions
+    """,
+    "COMMENT ON TABLE run_revisions IS 'The run ids each compile (revision) of an experiment''s spec produced.'",
+    "COMMENT ON COLUMN experiments.revision IS 'the current revision of the spec (its spec_hash at the last compile)'",
+)
+
+
 #: Every schema change, in order. Never edit a released migration: append a new one.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema: experiments, runs, checkpoints, metrics, fits, ingest_state",
               _V1_TABLES + _comment_statements()),
+    Migration(2, "spec revisions: experiments.revision, run_revisions, superseded_runs, run_selection",
+              _V2_REVISIONS),
 )
 
 

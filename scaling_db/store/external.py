@@ -43,7 +43,8 @@ import duckdb
 import pyarrow as pa
 
 from scaling_db.errors import StoreError
-from scaling_db.store.ingest import CHECKPOINT_SCHEMA, RUNS_SCHEMA, SkippedLine, upsert_experiments
+from scaling_db.store.experiments import upsert_experiments
+from scaling_db.store.ingest import CHECKPOINT_SCHEMA, RUNS_SCHEMA, SkippedLine
 from scaling_db.spec.manifest import canonical_json
 from scaling_db.store.database import CONNECTION_CONFIG, open_store, utc_now
 from scaling_db.workspace import Workspace
@@ -313,6 +314,7 @@ def import_table(
             for table in ("checkpoints", "metrics"):
                 con.execute(f"DELETE FROM {table} WHERE run_id IN ({old})", [experiment])
             con.execute("DELETE FROM runs WHERE experiment = ?", [experiment])
+            con.execute("DELETE FROM run_revisions WHERE experiment = ?", [experiment])
             con.register("_import_runs", pa.Table.from_pylist(run_rows, schema=RUNS_SCHEMA))
             con.execute("INSERT INTO runs BY NAME SELECT * FROM _import_runs")
             con.unregister("_import_runs")
@@ -321,7 +323,7 @@ def import_table(
             con.unregister("_import_ckpt")
             upsert_experiments(con, [{
                 "experiment": experiment, "source": "import", "spec_path": str(path), "spec_hash": file_hash[:12],
-                "description": description, "n_planned": len(run_rows), "n_dropped": None,
+                "revision": None, "description": description, "n_planned": len(run_rows), "n_dropped": None,
                 "info": json.dumps(info, default=str), "created_at": now, "updated_at": now,
             }])
             con.execute("COMMIT")

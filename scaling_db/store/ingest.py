@@ -53,6 +53,7 @@ import pyarrow.json as pa_json
 from scaling_db.errors import StoreError
 from scaling_db.spec.manifest import canonical_json, identity_payload
 from scaling_db.store.database import RUN_STATUSES, open_store, to_utc, utc_now
+from scaling_db.store.experiments import known_experiments, read_experiment, refresh_experiments, write_experiments
 from scaling_db.workspace import Workspace
 
 #: Logs read from the start are handed to DuckDB's JSON reader once a batch holds this many bytes
@@ -652,51 +653,6 @@ def _read_run_files(run: _Run, now: Any) -> dict[str, Any] | None:
     return row
 
 
-def _experiment_row(ws: Workspace, experiment: str, now: Any) -> dict[str, Any]:
-    path = ws.experiment_dir(experiment) / "experiment.json"
-    try:
-        info = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        info = {}
-    return {
-        "experiment": experiment,
-        "source": "spec",
-        "spec_path": _str(info.get("spec_path")),
-        "spec_hash": _str(info.get("spec_hash")),
-        "description": _str(info.get("description")),
-        "n_planned": len(info["run_ids"]) if isinstance(info.get("run_ids"), list) else None,
-        "n_dropped": len(info["dropped"]) if isinstance(info.get("dropped"), list) else None,
-        "info": json.dumps({k: v for k, v in info.items() if k != "run_ids"}, default=str) if info else None,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def upsert_experiments(con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert or update experiments rows; `created_at` keeps its first value."""
-    for row in rows:
-        cols = list(row)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("experiment", "created_at"))
-        con.execute(
-            f"INSERT INTO experiments ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
-            f"ON CONFLICT (experiment) DO UPDATE SET {updates}",
-            [row[c] for c in cols],
-        )
-
-
-_EXPERIMENT_FIELDS = ("source", "spec_path", "spec_hash", "description", "n_planned", "n_dropped", "info")
-
-
-def _known_experiments(con: duckdb.DuckDBPyConnection, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """The stored experiments rows among `names` (to skip rewriting unchanged ones)."""
-    names = list(names)
-    if not names:
-        return {}
-    cur = con.execute(f"SELECT experiment, {', '.join(_EXPERIMENT_FIELDS)} FROM experiments "
-                      "WHERE list_contains(?, experiment)", [names])
-    return {row[0]: dict(zip(_EXPERIMENT_FIELDS, row[1:])) for row in cur.fetchall()}
-
-
 # -- the loader ------------------------------------------------------------------------------------
 
 def _resolve_runs(ws: Workspace, runs: Iterable[str | os.PathLike[str]] | None) -> list[str]:
@@ -753,7 +709,7 @@ def _load_batch(con: duckdb.DuckDBPyConnection, ws: Workspace, batch: list[_Run]
         row = _read_run_files(run, now)
         if row is not None:
             rows_by_run[run.run_id] = row
-    known = _known_experiments(con, {r["experiment"] for r in rows_by_run.values()})
+    known = known_experiments(con, {r["experiment"] for r in rows_by_run.values()})
     foreign = {name for name, row in known.items() if row["source"] == "import"}
     for run in batch:
         if run.run_id in rows_by_run and rows_by_run[run.run_id]["experiment"] in foreign:
@@ -846,9 +802,8 @@ def _write_batch(
             con.register("_runs", pa.Table.from_pylist(list(rows_by_run.values()), schema=RUNS_SCHEMA))
             con.execute("INSERT INTO runs BY NAME SELECT * FROM _runs")
             con.unregister("_runs")
-            experiments = [_experiment_row(ws, e, now) for e in sorted({r["experiment"] for r in rows_by_run.values()})]
-            upsert_experiments(con, [e for e in experiments if e["experiment"] not in known or any(
-                e[f] != known[e["experiment"]][f] for f in _EXPERIMENT_FIELDS)])
+            names = sorted({r["experiment"] for r in rows_by_run.values()})
+            write_experiments(con, [read_experiment(ws, e, now) for e in names], known)
         if loading:
             if replacing:
                 con.execute("DELETE FROM ingest_state WHERE list_contains(?, run_id)", [replacing])
@@ -920,6 +875,8 @@ def ingest_runs(
                 current = stack.enter_context(open_store(ws, lock_timeout_s=lock_timeout_s))
                 batch = _replan(current, batch, full, report)
             _load_batch(current, ws, batch, report)
+        # Also when no run changed: a recompile can supersede runs without adding any.
+        refresh_experiments(current, ws, utc_now())
     report.seconds = time.perf_counter() - started
     return report
 

@@ -371,6 +371,22 @@ def _check_experiment(con: duckdb.DuckDBPyConnection, query: NamedQuery, values:
     raise QueryError(f"query {query.label}: no experiment {experiment!r} in the database ({hint}experiments: {have}).")
 
 
+def _check_revision(con: duckdb.DuckDBPyConnection, query: NamedQuery, values: Mapping[str, Any]) -> None:
+    """A revision hash that names no compile of the experiment would select nothing; say so."""
+    revision = values.get("revision")
+    if not isinstance(revision, str) or revision in ("current", "all"):
+        return
+    experiment = values.get("experiment")
+    known = [r[0] for r in con.execute(
+        "SELECT DISTINCT revision FROM run_revisions WHERE $e IS NULL OR experiment = $e ORDER BY revision",
+        {"e": experiment if isinstance(experiment, str) else None}).fetchall()]
+    if revision in known:
+        return
+    of = f" of experiment {experiment!r}" if isinstance(experiment, str) else ""
+    raise QueryError(f"query {query.label}: no revision {revision!r}{of} (got {revision!r} vs current, all"
+                     + "".join(f", {k}" for k in known) + "). `scaledb status` shows the revisions.")
+
+
 def run_query(
     workspace: Workspace | str | Path,
     name_or_path: str | Path | None = None,
@@ -394,6 +410,7 @@ def run_query(
     check_read_only(query)
     with open_sandboxed(ws, allow_files=allow_files, lock_timeout_s=lock_timeout_s) as con:
         _check_experiment(con, query, values)
+        _check_revision(con, query, values)
         try:
             return con.execute(query.sql, values).df()
         except duckdb.Error as exc:
