@@ -181,6 +181,15 @@ def test_record_fit_is_idempotent_and_keeps_unknown_keys(tmp_path: Path):
     assert json.loads(extra) == {"bootstrap": {"n": 100}} and version
 
 
+def test_record_fit_keeps_run_ids_over_the_used_alias_in_any_order(tmp_path: Path):
+    base = {"law": "power_law", "params": {"A": 1.0, "alpha": 0.3}}
+    with open_store(tmp_path) as con:
+        for record in ({**base, "used": ["a"], "run_ids": ["a", "b"]}, {**base, "run_ids": ["a", "b"], "used": ["a"]}):
+            fit_id = record_fit(con, record)
+            run_ids, extra = con.execute("SELECT run_ids, extra FROM fits WHERE fit_id = ?", [fit_id]).fetchall()[0]
+            assert json.loads(run_ids) == ["a", "b"] and json.loads(extra) == {"used": ["a"]}
+
+
 def test_record_fit_needs_a_law_and_params(tmp_path: Path):
     with open_store(tmp_path) as con:
         with pytest.raises(StoreError, match="no `law`"):

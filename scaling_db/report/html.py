@@ -52,6 +52,8 @@ def _fits_table(outcomes: list[FitOutcome]) -> str:
         if o.boot is not None:
             line += (f"; {o.boot.n_requested - o.boot.n_failed} bootstrap refits, resampling whole groups "
                      f"of {html.escape(o.boot.group)}")
+        else:
+            line += f"; {html.escape(o.intervals_method)}"
         if o.irreducible is not None:
             ir = o.irreducible
             line += (f"; fitted floor E = {ir.fitted:.4g} vs exact entropy rate {ir.true:.4g} "

@@ -609,17 +609,19 @@ def record_fit(con: duckdb.DuckDBPyConnection, record: Mapping[str, Any]) -> str
 
     The id is a hash of the record's content (without created_at), so storing the same fit twice
     keeps one row. Keys that are not columns are kept in the `extra` JSON column; `used` is read
-    as `run_ids`; `objective` defaults to `stats['objective']`.
+    as `run_ids` when the record has no `run_ids` (else kept in `extra`; likewise `query`, `sql`);
+    `objective` defaults to `stats['objective']`.
     """
     row: dict[str, Any] = {}
     extra: dict[str, Any] = dict(record.get("extra") or {})
     for key, value in record.items():
-        key = _FIT_ALIASES.get(key, key)
         if key == "extra":
             continue
-        if key in _FIT_JSON or key in _FIT_TEXT or key in _FIT_OTHER:
-            if key not in row:
-                row[key] = value
+        column = _FIT_ALIASES.get(key, key)
+        if key in _FIT_ALIASES and column in record:
+            extra[key] = value  # the column's own key wins, whatever the order of the keys
+        elif column in _FIT_JSON or column in _FIT_TEXT or column in _FIT_OTHER:
+            row[column] = value
         else:
             extra[key] = value
     if extra:
