@@ -47,13 +47,12 @@ import duckdb
 
 from scaling_db import __version__
 from scaling_db.errors import StoreError
+from scaling_db.store.tables import RUN_STATUSES, create_tables
 from scaling_db.workspace import Workspace
 
 #: Seconds a writer (or reader) keeps retrying DuckDB's file lock before giving up.
 DEFAULT_LOCK_TIMEOUT_S = 10.0
 LOCK_TIMEOUT_ENV = "SCALEDB_LOCK_TIMEOUT_S"
-
-RUN_STATUSES = ("pending", "running", "finished", "failed", "diverged", "unknown")
 
 #: Every scaledb connection: no replacement scans (DuckDB would otherwise read a Python variable
 #: named like a missing table, so `FROM x` could silently query a local), no progress bar (it
@@ -75,137 +74,7 @@ class Migration:
     statements: tuple[str, ...]
 
 
-_V1_TABLES = (
-    """
-    CREATE TABLE experiments (
-        experiment   VARCHAR PRIMARY KEY,
-        source       VARCHAR NOT NULL,
-        spec_path    VARCHAR,
-        spec_hash    VARCHAR,
-        description  VARCHAR,
-        n_planned    INTEGER,
-        n_dropped    INTEGER,
-        info         JSON,
-        created_at   TIMESTAMP NOT NULL,
-        updated_at   TIMESTAMP NOT NULL
-    )
-    """,
-    """
-    CREATE TABLE runs (
-        run_id             VARCHAR PRIMARY KEY,
-        experiment         VARCHAR NOT NULL,
-        name               VARCHAR,
-        status             VARCHAR NOT NULL,
-        config_id          VARCHAR,
-        model_kind         VARCHAR,
-        n_params           BIGINT,
-        n_params_nonembed  BIGINT,
-        n_params_embed     BIGINT,
-        n_layers           INTEGER,
-        d_model            INTEGER,
-        n_heads            INTEGER,
-        d_ff               INTEGER,
-        context            INTEGER,
-        vocab_size         INTEGER,
-        parameterization   VARCHAR,
-        optimizer          VARCHAR,
-        lr                 DOUBLE,
-        weight_decay       DOUBLE,
-        schedule           VARCHAR,
-        batch_size         INTEGER,
-        steps              BIGINT,
-        tokens_budget      BIGINT,
-        flops_budget_6n_nonembed DOUBLE,
-        flops_budget_6n    DOUBLE,
-        flops_budget_exact DOUBLE,
-        seed               BIGINT,
-        data_seed          BIGINT,
-        data_source        VARCHAR,
-        entropy_rate       DOUBLE,
-        vars               JSON,
-        tags               VARCHAR[],
-        manifest           JSON,
-        git_sha            VARCHAR,
-        device             VARCHAR,
-        "precision"        VARCHAR,
-        backend            VARCHAR,
-        job_id             VARCHAR,
-        host               VARCHAR,
-        last_step          BIGINT,
-        error              VARCHAR,
-        diverged_at_step   BIGINT,
-        created_at         TIMESTAMP,
-        started_at         TIMESTAMP,
-        finished_at        TIMESTAMP,
-        updated_at         TIMESTAMP,
-        ingested_at        TIMESTAMP NOT NULL
-    )
-    """,
-    """
-    CREATE TABLE checkpoints (
-        run_id             VARCHAR NOT NULL,
-        step               BIGINT NOT NULL,
-        tokens             BIGINT,
-        flops_6n_nonembed  DOUBLE,
-        flops_6n           DOUBLE,
-        flops_exact        DOUBLE,
-        train_loss         DOUBLE,
-        eval_loss          DOUBLE,
-        lr                 DOUBLE,
-        wall_time_s        DOUBLE,
-        tokens_per_s       DOUBLE,
-        PRIMARY KEY (run_id, step)
-    )
-    """,
-    """
-    CREATE TABLE metrics (
-        run_id  VARCHAR NOT NULL,
-        step    BIGINT NOT NULL,
-        name    VARCHAR NOT NULL,
-        value   DOUBLE,
-        PRIMARY KEY (run_id, step, name)
-    )
-    """,
-    """
-    CREATE TABLE fits (
-        fit_id           VARCHAR PRIMARY KEY,
-        experiment       VARCHAR,
-        name             VARCHAR,
-        law              VARCHAR NOT NULL,
-        formula          VARCHAR,
-        params           JSON NOT NULL,
-        intervals        JSON,
-        stats            JSON,
-        "columns"        JSON,
-        y                VARCHAR,
-        settings         JSON,
-        query_name       VARCHAR,
-        query_sql        VARCHAR,
-        query_params     JSON,
-        run_ids          JSON,
-        excluded         JSON,
-        n_points         INTEGER,
-        objective        DOUBLE,
-        scaledb_version  VARCHAR,
-        created_at       TIMESTAMP NOT NULL,
-        extra            JSON
-    )
-    """,
-    """
-    CREATE TABLE ingest_state (
-        run_id        VARCHAR PRIMARY KEY,
-        log_path      VARCHAR,
-        log_offset    BIGINT NOT NULL,
-        log_lines     BIGINT NOT NULL,
-        log_size      BIGINT,
-        log_mtime_ns  BIGINT,
-        log_head      VARCHAR,
-        manifest_sig  VARCHAR,
-        status_sig    VARCHAR,
-        problems      JSON,
-        ingested_at   TIMESTAMP NOT NULL
-    )
-    """,
+_V1_VIEWS = (
     # The last checkpoint (highest step) of each run; its loss is the run's final loss.
     """
     CREATE VIEW final_checkpoints AS
@@ -232,58 +101,9 @@ _V1_TABLES = (
     """,
 )
 
-_V1_COMMENTS = {
-    "experiments": "One row per experiment: compiled from a spec (source='spec') or imported from a table "
-                   "(source='import').",
-    "runs": "One row per run: sweep parameters as columns, the full manifest as JSON, the status file's fields.",
-    "checkpoints": "One row per evaluated checkpoint, unique on (run_id, step). FLOPs in three conventions; "
-                   "losses in nats/token.",
-    "metrics": "Extra named metrics of a checkpoint (long format).",
-    "fits": "Stored scaling-law fits with the query and runs that produced their data.",
-    "ingest_state": "Internal: how far each run's log has been loaded (byte offset, line count), "
-                    "for incremental ingest.",
-}
-
-_V1_COLUMN_COMMENTS = {
-    ("runs", "status"): "pending | running | finished | failed | diverged | unknown (unreadable status.json)",
-    ("runs", "config_id"): "hash of the run identity without train.seed and data.seed: seed replicates share it",
-    ("runs", "tokens_budget"): "training tokens the run is planned for (samples for closed-form learners)",
-    ("runs", "flops_budget_exact"): "planned training FLOPs, exact count incl. attention (Chinchilla App. F)",
-    ("runs", "vars"): "free sweep variables of the point, e.g. {\"flop_budget\": 1e15}",
-    ("runs", "manifest"): "the whole run manifest; reach any field with manifest->>'$.path.to.field'",
-    ("runs", "last_step"): "last logged checkpoint step according to status.json",
-    ("checkpoints", "flops_6n_nonembed"): "training FLOPs so far, 6*N_nonembed*tokens (Kaplan et al. 2020)",
-    ("checkpoints", "flops_6n"): "training FLOPs so far, 6*N*tokens with embeddings counted",
-    ("checkpoints", "flops_exact"): "training FLOPs so far incl. attention (Chinchilla App. F); "
-                                    "imports: the table's own compute column",
-    ("checkpoints", "train_loss"): "mean training loss since the previous checkpoint (nats/token); NULL if non-finite",
-    ("checkpoints", "eval_loss"): "held-out loss at this checkpoint (nats/token); NULL if non-finite (diverged)",
-    ("checkpoints", "wall_time_s"): "training wall time since the run first started",
-}
-
-
-def _comment_statements() -> tuple[str, ...]:
-    def quote(text: str) -> str:
-        return "'" + text.replace("'", "''") + "'"
-
-    tables = (f"COMMENT ON TABLE {t} IS {quote(c)}" for t, c in _V1_COMMENTS.items())
-    columns = (f"COMMENT ON COLUMN {t}.{c} IS {quote(text)}" for (t, c), text in _V1_COLUMN_COMMENTS.items())
-    return (*tables, *columns)
-
-
 # Spec revisions (scaling_db.spec.revisions): which runs each compile produced; runs of earlier
 # revisions that the current one does not produce are superseded.
-_V2_REVISIONS = (
-    "ALTER TABLE experiments ADD COLUMN revision VARCHAR",
-    """
-    CREATE TABLE run_revisions (
-        experiment   VARCHAR NOT NULL,
-        revision     VARCHAR NOT NULL,
-        run_id       VARCHAR NOT NULL,
-        compiled_at  TIMESTAMP,
-        PRIMARY KEY (experiment, revision, run_id)
-    )
-    """,
+_V2_VIEWS = (
     """
     CREATE VIEW superseded_runs AS
     SELECT DISTINCT p.experiment, p.run_id
@@ -303,17 +123,16 @@ _V2_REVISIONS = (
     UNION ALL
     SELECT DISTINCT run_id, experiment, revision FROM run_revisions
     """,
-    "COMMENT ON TABLE run_revisions IS 'The run ids each compile (revision) of an experiment''s spec produced.'",
-    "COMMENT ON COLUMN experiments.revision IS 'the current revision of the spec (its spec_hash at the last compile)'",
 )
 
 
-#: Every schema change, in order. Never edit a released migration: append a new one.
+#: Every schema change, in order. Never edit a released migration: append a new one (its tables and
+#: columns are declared in `tables.py` with `since=` its version).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema: experiments, runs, checkpoints, metrics, fits, ingest_state",
-              _V1_TABLES + _comment_statements()),
+              create_tables(1) + _V1_VIEWS),
     Migration(2, "spec revisions: experiments.revision, run_revisions, superseded_runs, run_selection",
-              _V2_REVISIONS),
+              create_tables(2) + _V2_VIEWS),
 )
 
 

@@ -19,11 +19,10 @@ import pyarrow as pa
 
 from scaling_db.spec.revisions import SpecRevision, revisions_of
 from scaling_db.store.database import to_utc
+from scaling_db.store.tables import REVISIONS_SCHEMA
 from scaling_db.workspace import Workspace
 
 #: The experiments columns compared to decide whether a row must be rewritten.
-REVISIONS_SCHEMA = pa.schema([("experiment", pa.string()), ("revision", pa.string()), ("run_id", pa.string()),
-                              ("compiled_at", pa.timestamp("us"))])
 EXPERIMENT_FIELDS = ("source", "spec_path", "spec_hash", "revision", "description", "n_planned", "n_dropped", "info")
 
 

@@ -44,7 +44,8 @@ import pyarrow as pa
 
 from scaling_db.errors import StoreError
 from scaling_db.store.experiments import upsert_experiments
-from scaling_db.store.ingest import CHECKPOINT_SCHEMA, RUNS_SCHEMA, SkippedLine
+from scaling_db.store.runs import SkippedLine
+from scaling_db.store.tables import CHECKPOINT_SCHEMA, RUNS_SCHEMA
 from scaling_db.spec.manifest import canonical_json
 from scaling_db.store.database import CONNECTION_CONFIG, open_store, utc_now
 from scaling_db.workspace import Workspace
