@@ -3,8 +3,8 @@
 The DDL of the migrations, the `COMMENT`s and the Arrow schemas the loaders write through are
 all generated from these declarations. A column carries the schema version that added it
 (`since`): migration 1 creates the columns with `since=1`, a later migration N adds those with
-`since=N` (`add_columns(N)`). Adding a column is therefore one `Column(..., since=N)` here plus
-`Migration(N, ..., add_columns(N))` in `database.MIGRATIONS`; a released declaration is never
+`since=N` (`create_tables(N)`). Adding a column is therefore one `Column(..., since=N)` here plus
+`Migration(N, ..., create_tables(N))` in `database.MIGRATIONS`; a released declaration is never
 edited, so every migration stays what it was when it shipped.
 """
 
