@@ -215,3 +215,19 @@ def test_database_makes_sense_to_plain_duckdb(tmp_path: Path):
         assert summary == [(5, 50)]
     finally:
         con.close()
+
+
+def test_the_migrated_schema_is_the_declared_one(tmp_path: Path):
+    """store/tables.py is the one declaration: the migrations build exactly its columns, types and comments."""
+    from scaling_db.store.tables import TABLES
+
+    with open_store(tmp_path) as con:
+        for table in TABLES:
+            got = con.execute(
+                "SELECT column_name, data_type, is_nullable, comment FROM duckdb_columns() "
+                "WHERE table_name = ? ORDER BY column_index", [table.name]).fetchall()
+            assert [(n, t) for n, t, _, _ in got] == [(c.name, c.sql_type) for c in table.columns]
+            assert [c or "" for *_, c in got] == [c.comment for c in table.columns], table.name
+            assert [nullable for _, _, nullable, _ in got] == [
+                not (c.not_null or c.name in table.primary_key) for c in table.columns], table.name
+            assert table.arrow_schema().names == [c.name for c in table.columns]
