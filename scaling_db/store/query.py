@@ -318,7 +318,7 @@ _WHY = {
 
 
 def _refuse(query: NamedQuery, text: str, kind: str) -> QueryError:
-    why = _WHY.get(kind, "writes")
+    why = _WHY.get(kind, "writes tables")
     head = " ".join(_LEADING_COMMENTS_RE.sub("", text).split())[:60]
     return QueryError(
         f"query {query.label}: `{head}` refused ({kind} statement, {why}): queries may not modify the database, "
