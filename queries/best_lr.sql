@@ -2,6 +2,7 @@
 -- purpose: The best learning rate for each width and parameterization (and depth, size, token budget): final loss averaged over seeds per learning rate, then the lowest; `at_edge` warns that the best lr is the smallest or largest tried, so the sweep did not bracket the optimum.
 -- params:
 --   experiment (required): the experiment's name
+--   revision = 'current': which runs: current (those the spec's current revision produces; superseded runs left out), all, or a revision hash
 --   loss = 'eval' (eval | train): which loss is compared
 --   status = 'finished' (finished | running | failed | diverged | pending | any): only runs in this state
 -- columns: parameterization, n_layers, d_model, n_params, tokens_budget, best_lr, best_loss, n_seeds, n_lrs, lr_min, lr_max, at_edge
@@ -11,6 +12,7 @@ WITH final AS (
     FROM runs AS r
     JOIN final_checkpoints AS c USING (run_id)
     WHERE r.experiment = $experiment
+      AND r.run_id IN (SELECT run_id FROM run_selection WHERE revision = $revision)
       AND ($status = 'any' OR r.status = $status)
       AND r.lr IS NOT NULL
 ),

@@ -2,6 +2,7 @@
 -- purpose: The lowest loss reached at each compute level across all checkpoints of all runs of an experiment (Chinchilla approach 1): one row per log-spaced FLOPs bin, with the run and checkpoint that reached it; `on_envelope` marks bins that beat every smaller budget.
 -- params:
 --   experiment (required): the experiment's name
+--   revision = 'current': which runs: current (those the spec's current revision produces; superseded runs left out), all, or a revision hash
 --   convention = 'exact' (exact | 6n | 6n_nonembed): FLOPs convention of `flops`
 --   loss = 'eval' (eval | train): which loss becomes `loss`
 --   bins_per_decade = 10: FLOPs bins per factor of ten
@@ -13,7 +14,8 @@ WITH points AS (
         CASE $convention WHEN 'exact' THEN c.flops_exact WHEN '6n' THEN c.flops_6n ELSE c.flops_6n_nonembed END AS flops,
         CASE $loss WHEN 'eval' THEN c.eval_loss ELSE c.train_loss END AS loss
     FROM checkpoints AS c
-    WHERE c.run_id IN (SELECT run_id FROM runs WHERE experiment = $experiment AND ($status = 'any' OR status = $status))
+    WHERE c.run_id IN (SELECT run_id FROM runs WHERE experiment = $experiment AND ($status = 'any' OR status = $status)
+                       AND run_id IN (SELECT run_id FROM run_selection WHERE revision = $revision))
 ),
 best AS (
     -- the winning checkpoint of each bin, by row key: carrying its columns through the

@@ -2,6 +2,7 @@
 -- purpose: The final checkpoint (highest step) of each run, with size, data, compute and loss in the standard columns the fitter reads by default (n_params, tokens, flops, loss).
 -- params:
 --   experiment (required): the experiment's name
+--   revision = 'current': which runs: current (those the spec's current revision produces; superseded runs left out), all, or a revision hash
 --   convention = 'exact' (exact | 6n | 6n_nonembed): FLOPs convention of `flops`: exact counts attention (Chinchilla App. F), 6n is 6*N*D, 6n_nonembed is Kaplan's 6*N_nonembed*D
 --   loss = 'eval' (eval | train): which loss becomes `loss`
 --   status = 'finished' (finished | running | failed | diverged | pending | any): only runs in this state
@@ -17,5 +18,6 @@ SELECT
 FROM runs AS r
 JOIN final_checkpoints AS c USING (run_id)
 WHERE r.experiment = $experiment
+  AND r.run_id IN (SELECT run_id FROM run_selection WHERE revision = $revision)
   AND ($status = 'any' OR r.status = $status)
 ORDER BY r.n_params, r.lr, r.seed, r.run_id

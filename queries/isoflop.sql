@@ -2,6 +2,7 @@
 -- purpose: IsoFLOP slices (Chinchilla approach 2): each run's final loss grouped by compute budget, the budget taken from the sweep variable `budget_var` in `vars` when the run has it, else from runs whose final compute lies within `tolerance` of each other; `is_min` marks the best run of each budget.
 -- params:
 --   experiment (required): the experiment's name
+--   revision = 'current': which runs: current (those the spec's current revision produces; superseded runs left out), all, or a revision hash
 --   convention = 'exact' (exact | 6n | 6n_nonembed): FLOPs convention of `flops` (and of the grouping)
 --   loss = 'eval' (eval | train): which loss becomes `loss`
 --   budget_var = 'flop_budget': name of the sweep variable that holds a run's budget
@@ -17,6 +18,7 @@ WITH final AS (
     FROM runs AS r
     JOIN final_checkpoints AS c USING (run_id)
     WHERE r.experiment = $experiment
+      AND r.run_id IN (SELECT run_id FROM run_selection WHERE revision = $revision)
       AND ($status = 'any' OR r.status = $status)
 ),
 gaps AS (

@@ -2,6 +2,7 @@
 -- purpose: Every checkpoint of every run of an experiment: loss against step, tokens and FLOPs.
 -- params:
 --   experiment (required): the experiment's name
+--   revision = 'current': which runs: current (those the spec's current revision produces; superseded runs left out), all, or a revision hash
 --   convention = 'exact' (exact | 6n | 6n_nonembed): FLOPs convention of `flops`
 --   loss = 'eval' (eval | train): which loss becomes `loss`
 --   status = 'any' (finished | running | failed | diverged | pending | any): only runs in this state
@@ -16,5 +17,6 @@ SELECT
 FROM runs AS r
 JOIN checkpoints AS c USING (run_id)
 WHERE r.experiment = $experiment
+  AND r.run_id IN (SELECT run_id FROM run_selection WHERE revision = $revision)
   AND ($status = 'any' OR r.status = $status)
 ORDER BY r.n_params, r.lr, r.seed, r.run_id, c.step

@@ -2,6 +2,7 @@
 -- purpose: Spread of the final loss across seeds for each configuration (runs that differ only in train.seed or data.seed share a config_id): mean, standard deviation, min, max.
 -- params:
 --   experiment (required): the experiment's name
+--   revision = 'current': which runs: current (those the spec's current revision produces; superseded runs left out), all, or a revision hash
 --   loss = 'eval' (eval | train): which loss is summarised
 --   status = 'finished' (finished | running | failed | diverged | pending | any): only runs in this state
 -- columns: config_id, parameterization, n_layers, d_model, n_params, lr, tokens_budget, n_seeds, seeds, mean_loss, std_loss, min_loss, max_loss
@@ -11,6 +12,7 @@ WITH final AS (
     FROM runs AS r
     JOIN final_checkpoints AS c USING (run_id)
     WHERE r.experiment = $experiment
+      AND r.run_id IN (SELECT run_id FROM run_selection WHERE revision = $revision)
       AND ($status = 'any' OR r.status = $status)
 )
 SELECT config_id,

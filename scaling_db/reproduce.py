@@ -66,5 +66,8 @@ def reproduce(
         except ScaledbError as exc:
             figures.append(Figure(name, None, str(exc)))
     runs = run_query(ws, "final_loss", params={"experiment": compiled.experiment, "status": "any"})
-    report = write_report(ws, compiled.experiment, compiled.description, compiled.spec_path, fits, figures, runs)
+    superseded = run_query(ws, sql="SELECT count(*) AS n FROM superseded_runs WHERE experiment = $experiment",
+                           params={"experiment": compiled.experiment})
+    report = write_report(ws, compiled.experiment, compiled.description, compiled.spec_path, fits, figures, runs,
+                          n_superseded=int(superseded.n.iloc[0]))
     return ReproduceResult(compiled, loaded, fits, fit_errors, figures, report)

@@ -2,7 +2,7 @@
 
 Layout (all paths relative to the workspace root):
     scaledb.duckdb                      the result database (one writer at a time)
-    experiments/<experiment>/spec.json  the merged spec as compiled, plus runs.json (ids, dropped)
+    experiments/<experiment>/experiment.json  the compiled spec: run ids, dropped points, revisions
     runs/<run_id>/manifest.json         the run's manifest (written once; identical on recompile)
     runs/<run_id>/status.json           pending | running | finished | failed | diverged
     runs/<run_id>/log.jsonl             append-only checkpoint records
@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 
 from scaling_db.errors import RunError, WorkspaceError
 from scaling_db.spec.manifest import RunManifest
+from scaling_db.spec.revisions import add_revision, revisions_of
 from scaling_db.training.records import RunState, RunStatus
 
 ENV_VAR = "SCALEDB_WORKSPACE"
@@ -114,14 +116,23 @@ class Workspace:
             atomic_write_text(path, manifest.model_dump_json(indent=2) + "\n")
             new.append(manifest.run_id)
         exp_dir = self.experiment_dir(compiled.experiment)
+        run_ids = [m.run_id for m in compiled.runs]
+        try:
+            previous = json.loads((exp_dir / "experiment.json").read_text())
+        except (FileNotFoundError, ValueError):  # first compile, or a damaged file: history starts again
+            previous = None
+        history = add_revision(revisions_of(previous), compiled.spec_hash, run_ids,
+                               datetime.now(timezone.utc).isoformat(timespec="seconds"))
         listing = {
             "experiment": compiled.experiment,
             "spec_path": compiled.spec_path,
             "spec_hash": compiled.spec_hash,
+            "revision": compiled.spec_hash,
             "description": compiled.description,
             "analysis": compiled.analysis.model_dump(mode="json"),
-            "run_ids": [m.run_id for m in compiled.runs],
+            "run_ids": run_ids,
             "dropped": [{"assignments": d.assignments, "reason": d.reason} for d in compiled.dropped],
+            "revisions": [r.to_json() for r in history],  # every compile's runs, oldest first
         }
         atomic_write_text(exp_dir / "experiment.json", json.dumps(listing, indent=2, default=str) + "\n")
         return CompileWrite(new=new, existing=existing)

@@ -229,3 +229,16 @@ def test_cli_import(table: Path, tmp_path: Path):
     assert json.loads(js.output)["replaced_runs"] == 3
     bad = CliRunner().invoke(cli, ["import", str(table), "-e", "ext", "-w", ws, "n_params"])
     assert bad.exit_code == 1 and "expected NAME=COLUMN" in bad.output
+
+
+def test_the_mapping_and_filter_cannot_write_or_read_other_files(tmp_path: Path):
+    table = tmp_path / "runs.csv"
+    table.write_text("params,tokens,loss\n1000,2000,3.0\n2000,4000,2.5\n")
+    target = tmp_path / "written.csv"
+    with pytest.raises(StoreError, match="--where"):
+        import_table(tmp_path / "ws", table, "ext", {"n_params": "params", "tokens": "tokens", "loss": "loss"},
+                     where=f"1 = 1; COPY (SELECT 1) TO '{target}'; SELECT 1")
+    with pytest.raises(StoreError, match="--map loss="):
+        import_table(tmp_path / "ws", table, "ext", {"n_params": "params", "tokens": "tokens",
+                                                     "loss": f"length(read_text('{table}'))"})
+    assert not target.exists() and not (tmp_path / "ws" / "scaledb.duckdb").exists()

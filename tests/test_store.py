@@ -52,24 +52,39 @@ def test_schema_has_the_promised_tables_columns_and_comments(tmp_path: Path):
 
 
 def test_migrations_apply_once_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    shipped = [m.version for m in store.MIGRATIONS]
+    assert shipped == list(range(1, len(shipped) + 1))
     with open_store(tmp_path):
         pass
     with open_store(tmp_path) as con:  # opening again applies nothing
-        assert con.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
-    extra = Migration(2, "runs.note", ("ALTER TABLE runs ADD COLUMN note VARCHAR",))
+        assert [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY 1").fetchall()] == shipped
+    n = len(shipped) + 1
+    extra = Migration(n, "runs.note", ("ALTER TABLE runs ADD COLUMN note VARCHAR",))
     monkeypatch.setattr(store, "MIGRATIONS", (*store.MIGRATIONS, extra))
     with open_store(tmp_path) as con:
-        assert [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY 1").fetchall()] == [1, 2]
+        assert [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY 1").fetchall()] == [*shipped, n]
         assert "note" in store.table_columns(con, "runs")
     with open_store(tmp_path) as con:
-        assert con.execute("SELECT count(*) FROM schema_version").fetchall() == [(2,)]
+        assert con.execute("SELECT count(*) FROM schema_version").fetchall() == [(n,)]
+
+
+def test_a_version_1_database_is_upgraded_with_its_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "MIGRATIONS", store.MIGRATIONS[:1])
+        with open_store(tmp_path) as con:
+            con.execute("INSERT INTO experiments (experiment, source, created_at, updated_at) "
+                        "VALUES ('old', 'spec', now()::TIMESTAMP, now()::TIMESTAMP)")
+    with open_store(tmp_path) as con:
+        assert schema_version(con) == store.latest_version()
+        assert con.execute("SELECT experiment, revision FROM experiments").fetchall() == [("old", None)]
 
 
 def test_read_only_open_of_an_older_schema_asks_for_an_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     with open_store(tmp_path):
         pass
-    monkeypatch.setattr(store, "MIGRATIONS", (*store.MIGRATIONS, Migration(2, "x", ("SELECT 1",))))
-    with pytest.raises(StoreError, match=r"schema is version 1 vs 2 expected\. Run `scaledb ingest`"):
+    n = store.latest_version()
+    monkeypatch.setattr(store, "MIGRATIONS", (*store.MIGRATIONS, Migration(n + 1, "x", ("SELECT 1",))))
+    with pytest.raises(StoreError, match=rf"schema is version {n} vs {n + 1} expected\. Run `scaledb ingest`"):
         with open_store(tmp_path, read_only=True):
             pass
 
@@ -166,6 +181,15 @@ def test_record_fit_is_idempotent_and_keeps_unknown_keys(tmp_path: Path):
     assert json.loads(extra) == {"bootstrap": {"n": 100}} and version
 
 
+def test_record_fit_keeps_run_ids_over_the_used_alias_in_any_order(tmp_path: Path):
+    base = {"law": "power_law", "params": {"A": 1.0, "alpha": 0.3}}
+    with open_store(tmp_path) as con:
+        for record in ({**base, "used": ["a"], "run_ids": ["a", "b"]}, {**base, "run_ids": ["a", "b"], "used": ["a"]}):
+            fit_id = record_fit(con, record)
+            run_ids, extra = con.execute("SELECT run_ids, extra FROM fits WHERE fit_id = ?", [fit_id]).fetchall()[0]
+            assert json.loads(run_ids) == ["a", "b"] and json.loads(extra) == {"used": ["a"]}
+
+
 def test_record_fit_needs_a_law_and_params(tmp_path: Path):
     with open_store(tmp_path) as con:
         with pytest.raises(StoreError, match="no `law`"):
@@ -191,3 +215,19 @@ def test_database_makes_sense_to_plain_duckdb(tmp_path: Path):
         assert summary == [(5, 50)]
     finally:
         con.close()
+
+
+def test_the_migrated_schema_is_the_declared_one(tmp_path: Path):
+    """store/tables.py is the one declaration: the migrations build exactly its columns, types and comments."""
+    from scaling_db.store.tables import TABLES
+
+    with open_store(tmp_path) as con:
+        for table in TABLES:
+            got = con.execute(
+                "SELECT column_name, data_type, is_nullable, comment FROM duckdb_columns() "
+                "WHERE table_name = ? ORDER BY column_index", [table.name]).fetchall()
+            assert [(n, t) for n, t, _, _ in got] == [(c.name, c.sql_type) for c in table.columns]
+            assert [c or "" for *_, c in got] == [c.comment for c in table.columns], table.name
+            assert [nullable for _, _, nullable, _ in got] == [
+                not (c.not_null or c.name in table.primary_key) for c in table.columns], table.name
+            assert table.arrow_schema().names == [c.name for c in table.columns]

@@ -245,7 +245,7 @@ def test_a_runs_rows_land_in_one_transaction(ws_runs, monkeypatch: pytest.Monkey
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ingest_module, "upsert_experiments", broken)
+    monkeypatch.setattr(ingest_module, "write_experiments", broken)
     with pytest.raises(RuntimeError):
         ingest_runs(ws)
     assert rows(ws, "SELECT (SELECT count(*) FROM checkpoints), (SELECT count(*) FROM runs), "

@@ -35,6 +35,8 @@ def print_outcomes(outcomes: list[FitOutcome]) -> None:
             covered = "inside" if o.irreducible.covered else "outside"
             click.echo(f"  fitted floor E = {o.irreducible.fitted:.4g} vs true entropy rate {o.irreducible.true:.4g} "
                        f"({o.irreducible.difference:+.3g}; truth {covered} the interval)")
+        if o.boot is None:
+            click.echo(f"  intervals: {o.intervals_method}")
         for run, reason in o.fit.excluded:
             click.echo(f"  excluded {run}: {reason}")
 

@@ -26,6 +26,8 @@ from scaling_db.cli.common import (
 from scaling_db.spec.compiler import compile_spec
 from scaling_db.errors import RunError
 from scaling_db.spec.manifest import RunManifest, compute_run_id
+from scaling_db.spec.plan import superseded_runs
+from scaling_db.spec.revisions import SUPERSEDED_NOTE
 from scaling_db.training.records import RunState, last_record
 from scaling_db.workspace import Workspace, atomic_write_text
 
@@ -200,10 +202,18 @@ def status(targets: tuple[str, ...], workspace: str | None, as_json: bool) -> No
     ws = get_workspace(workspace)
     run_ids = resolve_targets(ws, targets, write=False) if targets else ws.run_ids()
     rows = add_backend_columns(ws, status_rows(ws, run_ids))  # job id and state on Slurm/Ray
+    superseded = {e: superseded_runs(ws, e) for e in ws.experiments()}
+    flagged = {r for ids in superseded.values() for r in ids}
+    for row in rows:
+        row["superseded"] = row["run_id"] in flagged
     if as_json:
         emit_json(rows)
-    else:
-        _print_status(rows)
+        return
+    _print_status(rows)
+    for experiment, ids in superseded.items():
+        shown = flagged.intersection(r["run_id"] for r in rows).intersection(ids)
+        if shown:
+            click.echo(f"{experiment}: {len(shown)} runs {SUPERSEDED_NOTE}")
 
 
 def _parse_widths(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:

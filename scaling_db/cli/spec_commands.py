@@ -15,7 +15,8 @@ from scaling_db.cli.common import (
 from scaling_db.spec.compiler import CompiledExperiment, compile_spec
 from scaling_db.errors import RunError, SpecError
 from scaling_db.spec.manifest import RunManifest, diff_manifests
-from scaling_db.spec.plan import PlanRow, plan_rows, summarize_plan
+from scaling_db.spec.plan import PlanRow, plan_rows, summarize_plan, superseded_runs
+from scaling_db.spec.revisions import SUPERSEDED_NOTE
 from scaling_db.spec.schema import spec_json_schema
 
 SPEC_PATHS = click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
@@ -86,7 +87,8 @@ def _human(n: float) -> str:
     return f"{n:.3g}"
 
 
-def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float, dry_run: bool) -> None:
+def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float, dry_run: bool,
+                superseded: list[str]) -> None:
     s = summarize_plan(compiled, rows, gflops)
     verb = "would write" if dry_run else "compiled"
     click.echo(f"\n{compiled.experiment} ({compiled.spec_path}): {verb} {s.n_runs} runs "
@@ -100,6 +102,8 @@ def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float
                    f"{s.flops['6n']:.3g} (6N); {s.flops['6n_nonembed']:.3g} (6N non-embedding, Kaplan)")
         click.echo(f"  est. wall time  {s.wall_time_text} for the {s.n_todo} runs not yet finished, serially, "
                    f"at {gflops:g} GFLOP/s (exact FLOPs; change with --gflops)")
+    if superseded:
+        click.echo(f"  superseded      {len(superseded)} runs {SUPERSEDED_NOTE}")
     for d in compiled.dropped:
         shown = ", ".join(f"{k}={v}" for k, v in d.assignments.items())
         click.echo(f"  dropped         {shown or '(base point)'}: {d.reason}")
@@ -129,12 +133,13 @@ def compile_cmd(specs: tuple[str, ...], workspace: str | None, as_json: bool, dr
     out: list[dict[str, Any]] = []
     for compiled in compiled_all:
         rows = plan_rows(ws, compiled)
+        superseded = superseded_runs(ws, compiled.experiment, compiled)
         if not dry_run:
             ws.write_compiled(compiled)
         if as_json:
             out += [run_json(r.manifest, r.state) for r in rows]
         else:
-            _print_plan(compiled, rows, gflops, dry_run)
+            _print_plan(compiled, rows, gflops, dry_run, superseded)
     if as_json:
         emit_json(out)
     elif not dry_run:

@@ -116,10 +116,15 @@ def _write_result(df: Any, fmt: str, out: str | None) -> None:
 @click.option("--sql", default=None, help="Inline SQL instead of a named query.")
 @click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="Write the result to FILE.")
+@click.option("--allow-files", is_flag=True,
+              help="Let the SQL read files beside the database, e.g. read_csv('mine.csv') (never write them).")
 @workspace_option
 def query(query: str | None, assignments: tuple[str, ...], params: tuple[str, ...], sql: str | None, fmt: str,
-          out: str | None, workspace: str | None) -> None:
+          out: str | None, allow_files: bool, workspace: str | None) -> None:
     """Run a named query (see `scaledb queries`), a .sql file, or --sql, read-only.
+
+    Only reading statements run (SELECT, SHOW, DESCRIBE, EXPLAIN): COPY ... TO, EXPORT, INSTALL,
+    LOAD, SET, ATTACH, CHECKPOINT and anything that writes a table are refused.
 
     Parameters: --param key=value, or key=value words after the query name, e.g.
     `scaledb query final_loss experiment=ba_graph convention=6n --format csv`.
@@ -134,7 +139,7 @@ def query(query: str | None, assignments: tuple[str, ...], params: tuple[str, ..
             raise click.UsageError("give a query name or .sql file, or --sql (one of them).")
     values = key_values(params, "--param")
     values.update(key_values(assignments, "KEY=VALUE"))
-    df = run_query(get_workspace(workspace), query, sql=sql, params=values)
+    df = run_query(get_workspace(workspace), query, sql=sql, params=values, allow_files=allow_files)
     _write_result(df, fmt, out)
     if out:
         click.echo(f"{len(df)} rows -> {out}", err=True)

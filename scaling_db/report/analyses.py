@@ -118,6 +118,23 @@ class FitOutcome:
                          "estimate": self.true_floor, "lo": None, "hi": None})
         return rows
 
+    @property
+    def intervals_method(self) -> str:
+        """How the intervals were made, in words (stored with the fit, shown beside it)."""
+        req = self.request
+        if self.boot is not None:
+            ok = self.boot.n_requested - self.boot.n_failed
+            return f"bootstrap: {ok} refits resampling whole groups of {self.boot.group}"
+        if req.bootstrap <= 0:
+            why = "no bootstrap requested"
+        elif req.group not in self.data.columns:
+            why = (f"no bootstrap: the data has no {req.group} column to resample whole groups by "
+                   f"(select run_id in the query, or pass --group)")
+        else:
+            why = f"no bootstrap: {self.data[req.group].nunique()} groups of {req.group} vs at least 3"
+        return why + ("; intervals are the fit's own (analytic) ones" if self.fit.intervals
+                      else "; no intervals computed")
+
     def to_record(self) -> dict[str, Any]:
         rec = self.boot.to_record() if self.boot else self.fit.to_record()
         rec.update({
@@ -125,7 +142,10 @@ class FitOutcome:
             "name": self.request.name,
             "query_name": self.request.query,
             "query_sql": self.query_sql,
-            "run_ids": sorted({str(r) for r in self.data.get("run_id", pd.Series(dtype=str)).tolist()}),
+            # Every run the query returned (`used`, kept in `extra`, lists the points the fit kept).
+            "run_ids": sorted({str(r) for r in self.data["run_id"]}) if "run_id" in self.data else None,
+            "intervals": rec.get("intervals") or None,  # NULL, not {}, when none were computed
+            "intervals_method": self.intervals_method,
             "true_floor": self.true_floor,
             "curve": None if self.curve is None else self.curve.to_dict(orient="list"),
         })

@@ -17,6 +17,7 @@ import pandas as pd
 from scaling_db import __version__
 from scaling_db.report.analyses import FitOutcome
 from scaling_db.plot import chart_to_data_uri, save_chart
+from scaling_db.spec.revisions import SUPERSEDED_NOTE
 from scaling_db.training.records import utc_now
 from scaling_db.workspace import Workspace, atomic_write_text
 
@@ -51,6 +52,8 @@ def _fits_table(outcomes: list[FitOutcome]) -> str:
         if o.boot is not None:
             line += (f"; {o.boot.n_requested - o.boot.n_failed} bootstrap refits, resampling whole groups "
                      f"of {html.escape(o.boot.group)}")
+        else:
+            line += f"; {html.escape(o.intervals_method)}"
         if o.irreducible is not None:
             ir = o.irreducible
             line += (f"; fitted floor E = {ir.fitted:.4g} vs exact entropy rate {ir.true:.4g} "
@@ -82,8 +85,9 @@ figure { margin: 1.5em 0; } img { max-width: 100%; } .error { color: #a00; }
 
 
 def write_report(ws: Workspace, experiment: str, description: str, spec_path: str, outcomes: list[FitOutcome],
-                 figures: list[Figure], runs: pd.DataFrame) -> Path:
-    """Write reports/<experiment>/report.html (plus each figure as .png and .html) and return its path."""
+                 figures: list[Figure], runs: pd.DataFrame, *, n_superseded: int = 0) -> Path:
+    """Write reports/<experiment>/report.html (plus each figure as .png and .html) and return its path.
+    `n_superseded`: runs of earlier spec revisions left out of it, said in one line."""
     out_dir = ws.report_dir(experiment)
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = []
@@ -106,6 +110,7 @@ def write_report(ws: Workspace, experiment: str, description: str, spec_path: st
 <h2>Fits</h2>{_fits_table(outcomes) if outcomes else '<p>No fits declared in the spec.</p>'}
 <h2>Figures</h2>{''.join(parts) or '<p>No plots declared in the spec.</p>'}
 <h2>Runs</h2>{_runs_table(runs)}
+{f"<p class='meta'>{n_superseded} runs {html.escape(SUPERSEDED_NOTE)}.</p>" if n_superseded else ""}
 </body></html>
 """
     path = out_dir / "report.html"

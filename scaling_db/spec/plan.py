@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from scaling_db.spec.compiler import CompiledExperiment
 from scaling_db.spec.manifest import RunManifest
+from scaling_db.spec.revisions import revisions_of, superseded_run_ids
 from scaling_db.workspace import Workspace
 
 
@@ -44,6 +45,16 @@ def plan_rows(ws: Workspace, compiled: CompiledExperiment) -> list[PlanRow]:
         state = ws.read_status(m.run_id).status.value if ws.manifest_path(m.run_id).exists() else "new"
         rows.append(PlanRow(m, state))
     return rows
+
+
+def superseded_runs(ws: Workspace, experiment: str, compiled: CompiledExperiment | None = None) -> list[str]:
+    """Run ids in the workspace that earlier revisions of the experiment's spec produced and its
+    current revision (or `compiled`, when given: the revision about to be written) does not."""
+    if experiment not in ws.experiments():
+        return []
+    history = revisions_of(ws.experiment_info(experiment))
+    current = [m.run_id for m in compiled.runs] if compiled is not None else None
+    return [r for r in superseded_run_ids(history, current) if ws.manifest_path(r).exists()]
 
 
 def summarize_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float) -> PlanSummary:

@@ -12,7 +12,10 @@ What is in it (every table also carries a `COMMENT`, visible in the plain DuckDB
     metrics          extra named metrics of a checkpoint, long format (run_id, step, name, value)
     fits             stored fits (written by the fitting code through `record_fit`)
     ingest_state     internal: how far each run's log has been loaded (for incremental ingest)
+    run_revisions    the run ids each compile (revision) of an experiment's spec produced
     final_checkpoints, run_summary   views: the last checkpoint of each run; runs + it
+    superseded_runs  view: runs of an earlier revision that the current one no longer produces
+    run_selection    view: (run_id, revision) for revision = 'current' | 'all' | a revision hash
 
 Guarantees:
 - (run_id, step) is the primary key of `checkpoints`: a row can be replaced, never doubled.
@@ -33,7 +36,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -44,18 +47,24 @@ import duckdb
 
 from scaling_db import __version__
 from scaling_db.errors import StoreError
+from scaling_db.store.tables import RUN_STATUSES, create_tables
 from scaling_db.workspace import Workspace
 
 #: Seconds a writer (or reader) keeps retrying DuckDB's file lock before giving up.
 DEFAULT_LOCK_TIMEOUT_S = 10.0
 LOCK_TIMEOUT_ENV = "SCALEDB_LOCK_TIMEOUT_S"
 
-RUN_STATUSES = ("pending", "running", "finished", "failed", "diverged", "unknown")
-
 #: Every scaledb connection: no replacement scans (DuckDB would otherwise read a Python variable
 #: named like a missing table, so `FROM x` could silently query a local), no progress bar (it
 #: would draw on a runner's or the CLI's stderr).
 CONNECTION_CONFIG = {"python_enable_replacements": False}
+#: Settings of a connection that runs a user's SQL (`connect_sandboxed`): no extension is
+#: installed or loaded behind the user's back, no progress bar.
+SANDBOX_SETTINGS = (
+    "enable_progress_bar = false",
+    "autoinstall_known_extensions = false",
+    "autoload_known_extensions = false",
+)
 
 
 @dataclass(frozen=True)
@@ -65,137 +74,7 @@ class Migration:
     statements: tuple[str, ...]
 
 
-_V1_TABLES = (
-    """
-    CREATE TABLE experiments (
-        experiment   VARCHAR PRIMARY KEY,
-        source       VARCHAR NOT NULL,
-        spec_path    VARCHAR,
-        spec_hash    VARCHAR,
-        description  VARCHAR,
-        n_planned    INTEGER,
-        n_dropped    INTEGER,
-        info         JSON,
-        created_at   TIMESTAMP NOT NULL,
-        updated_at   TIMESTAMP NOT NULL
-    )
-    """,
-    """
-    CREATE TABLE runs (
-        run_id             VARCHAR PRIMARY KEY,
-        experiment         VARCHAR NOT NULL,
-        name               VARCHAR,
-        status             VARCHAR NOT NULL,
-        config_id          VARCHAR,
-        model_kind         VARCHAR,
-        n_params           BIGINT,
-        n_params_nonembed  BIGINT,
-        n_params_embed     BIGINT,
-        n_layers           INTEGER,
-        d_model            INTEGER,
-        n_heads            INTEGER,
-        d_ff               INTEGER,
-        context            INTEGER,
-        vocab_size         INTEGER,
-        parameterization   VARCHAR,
-        optimizer          VARCHAR,
-        lr                 DOUBLE,
-        weight_decay       DOUBLE,
-        schedule           VARCHAR,
-        batch_size         INTEGER,
-        steps              BIGINT,
-        tokens_budget      BIGINT,
-        flops_budget_6n_nonembed DOUBLE,
-        flops_budget_6n    DOUBLE,
-        flops_budget_exact DOUBLE,
-        seed               BIGINT,
-        data_seed          BIGINT,
-        data_source        VARCHAR,
-        entropy_rate       DOUBLE,
-        vars               JSON,
-        tags               VARCHAR[],
-        manifest           JSON,
-        git_sha            VARCHAR,
-        device             VARCHAR,
-        "precision"        VARCHAR,
-        backend            VARCHAR,
-        job_id             VARCHAR,
-        host               VARCHAR,
-        last_step          BIGINT,
-        error              VARCHAR,
-        diverged_at_step   BIGINT,
-        created_at         TIMESTAMP,
-        started_at         TIMESTAMP,
-        finished_at        TIMESTAMP,
-        updated_at         TIMESTAMP,
-        ingested_at        TIMESTAMP NOT NULL
-    )
-    """,
-    """
-    CREATE TABLE checkpoints (
-        run_id             VARCHAR NOT NULL,
-        step               BIGINT NOT NULL,
-        tokens             BIGINT,
-        flops_6n_nonembed  DOUBLE,
-        flops_6n           DOUBLE,
-        flops_exact        DOUBLE,
-        train_loss         DOUBLE,
-        eval_loss          DOUBLE,
-        lr                 DOUBLE,
-        wall_time_s        DOUBLE,
-        tokens_per_s       DOUBLE,
-        PRIMARY KEY (run_id, step)
-    )
-    """,
-    """
-    CREATE TABLE metrics (
-        run_id  VARCHAR NOT NULL,
-        step    BIGINT NOT NULL,
-        name    VARCHAR NOT NULL,
-        value   DOUBLE,
-        PRIMARY KEY (run_id, step, name)
-    )
-    """,
-    """
-    CREATE TABLE fits (
-        fit_id           VARCHAR PRIMARY KEY,
-        experiment       VARCHAR,
-        name             VARCHAR,
-        law              VARCHAR NOT NULL,
-        formula          VARCHAR,
-        params           JSON NOT NULL,
-        intervals        JSON,
-        stats            JSON,
-        "columns"        JSON,
-        y                VARCHAR,
-        settings         JSON,
-        query_name       VARCHAR,
-        query_sql        VARCHAR,
-        query_params     JSON,
-        run_ids          JSON,
-        excluded         JSON,
-        n_points         INTEGER,
-        objective        DOUBLE,
-        scaledb_version  VARCHAR,
-        created_at       TIMESTAMP NOT NULL,
-        extra            JSON
-    )
-    """,
-    """
-    CREATE TABLE ingest_state (
-        run_id        VARCHAR PRIMARY KEY,
-        log_path      VARCHAR,
-        log_offset    BIGINT NOT NULL,
-        log_lines     BIGINT NOT NULL,
-        log_size      BIGINT,
-        log_mtime_ns  BIGINT,
-        log_head      VARCHAR,
-        manifest_sig  VARCHAR,
-        status_sig    VARCHAR,
-        problems      JSON,
-        ingested_at   TIMESTAMP NOT NULL
-    )
-    """,
+_V1_VIEWS = (
     # The last checkpoint (highest step) of each run; its loss is the run's final loss.
     """
     CREATE VIEW final_checkpoints AS
@@ -222,49 +101,38 @@ _V1_TABLES = (
     """,
 )
 
-_V1_COMMENTS = {
-    "experiments": "One row per experiment: compiled from a spec (source='spec') or imported from a table "
-                   "(source='import').",
-    "runs": "One row per run: sweep parameters as columns, the full manifest as JSON, the status file's fields.",
-    "checkpoints": "One row per evaluated checkpoint, unique on (run_id, step). FLOPs in three conventions; "
-                   "losses in nats/token.",
-    "metrics": "Extra named metrics of a checkpoint (long format).",
-    "fits": "Stored scaling-law fits with the query and runs that produced their data.",
-    "ingest_state": "Internal: how far each run's log has been loaded (byte offset, line count), "
-                    "for incremental ingest.",
-}
-
-_V1_COLUMN_COMMENTS = {
-    ("runs", "status"): "pending | running | finished | failed | diverged | unknown (unreadable status.json)",
-    ("runs", "config_id"): "hash of the run identity without train.seed and data.seed: seed replicates share it",
-    ("runs", "tokens_budget"): "training tokens the run is planned for (samples for closed-form learners)",
-    ("runs", "flops_budget_exact"): "planned training FLOPs, exact count incl. attention (Chinchilla App. F)",
-    ("runs", "vars"): "free sweep variables of the point, e.g. {\"flop_budget\": 1e15}",
-    ("runs", "manifest"): "the whole run manifest; reach any field with manifest->>'$.path.to.field'",
-    ("runs", "last_step"): "last logged checkpoint step according to status.json",
-    ("checkpoints", "flops_6n_nonembed"): "training FLOPs so far, 6*N_nonembed*tokens (Kaplan et al. 2020)",
-    ("checkpoints", "flops_6n"): "training FLOPs so far, 6*N*tokens with embeddings counted",
-    ("checkpoints", "flops_exact"): "training FLOPs so far incl. attention (Chinchilla App. F); "
-                                    "imports: the table's own compute column",
-    ("checkpoints", "train_loss"): "mean training loss since the previous checkpoint (nats/token); NULL if non-finite",
-    ("checkpoints", "eval_loss"): "held-out loss at this checkpoint (nats/token); NULL if non-finite (diverged)",
-    ("checkpoints", "wall_time_s"): "training wall time since the run first started",
-}
+# Spec revisions (scaling_db.spec.revisions): which runs each compile produced; runs of earlier
+# revisions that the current one does not produce are superseded.
+_V2_VIEWS = (
+    """
+    CREATE VIEW superseded_runs AS
+    SELECT DISTINCT p.experiment, p.run_id
+    FROM run_revisions AS p
+    JOIN experiments AS e USING (experiment)
+    WHERE p.run_id NOT IN (
+        SELECT c.run_id FROM run_revisions AS c WHERE c.experiment = e.experiment AND c.revision = e.revision
+    )
+    """,
+    # What a query's `revision` parameter selects: 'current' (every run but the superseded),
+    # 'all', or a revision hash (the runs that compile produced).
+    """
+    CREATE VIEW run_selection AS
+    SELECT run_id, experiment, 'all' AS revision FROM runs
+    UNION ALL
+    SELECT run_id, experiment, 'current' FROM runs WHERE run_id NOT IN (SELECT run_id FROM superseded_runs)
+    UNION ALL
+    SELECT DISTINCT run_id, experiment, revision FROM run_revisions
+    """,
+)
 
 
-def _comment_statements() -> tuple[str, ...]:
-    def quote(text: str) -> str:
-        return "'" + text.replace("'", "''") + "'"
-
-    tables = (f"COMMENT ON TABLE {t} IS {quote(c)}" for t, c in _V1_COMMENTS.items())
-    columns = (f"COMMENT ON COLUMN {t}.{c} IS {quote(text)}" for (t, c), text in _V1_COLUMN_COMMENTS.items())
-    return (*tables, *columns)
-
-
-#: Every schema change, in order. Never edit a released migration: append a new one.
+#: Every schema change, in order. Never edit a released migration: append a new one (its tables and
+#: columns are declared in `tables.py` with `since=` its version).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema: experiments, runs, checkpoints, metrics, fits, ingest_state",
-              _V1_TABLES + _comment_statements()),
+              create_tables(1) + _V1_VIEWS),
+    Migration(2, "spec revisions: experiments.revision, run_revisions, superseded_runs, run_selection",
+              create_tables(2) + _V2_VIEWS),
 )
 
 
@@ -296,27 +164,16 @@ def _holder(exc: duckdb.Error) -> str:
     return f" (PID {found.group(1)})" if found else ""
 
 
-def connect(
-    path: str | Path, *, read_only: bool = False, lock_timeout_s: float | None = None
-) -> duckdb.DuckDBPyConnection:
-    """A raw DuckDB connection to `path`, retrying DuckDB's file lock with backoff."""
-    path = Path(path)
-    timeout = _lock_timeout(lock_timeout_s)
-    if read_only and not path.exists():
-        raise StoreError(
-            f"{path}: no result database yet. Run `scaledb ingest` (or a sweep) to create it."
-        )
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
+def _retry_lock(path: Path, read_only: bool, timeout: float, open_once: Callable[[], duckdb.DuckDBPyConnection]
+                ) -> duckdb.DuckDBPyConnection:
+    """`open_once()`, retried with backoff while another process holds DuckDB's file lock."""
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only, config=CONNECTION_CONFIG)
-            con.execute("SET enable_progress_bar = false")
-            return con
-        except duckdb.ConnectionException as exc:
-            if "different configuration" in str(exc):
+            return open_once()
+        except (duckdb.ConnectionException, duckdb.ResourceInUseException) as exc:
+            if "different configuration" in str(exc) or "file handle conflict" in str(exc):
                 raise StoreError(
                     f"{path}: this process already has the database open "
                     f"{'read-only' if not read_only else 'for writing'}; DuckDB allows one mode per "
@@ -336,6 +193,64 @@ def connect(
             # Jittered exponential backoff: many runners finishing at once must not retry in step.
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1.5))
             delay = min(delay * 1.6, 0.25)
+
+
+def _missing(path: Path) -> StoreError:
+    return StoreError(f"{path}: no result database yet. Run `scaledb ingest` (or a sweep) to create it.")
+
+
+def connect(
+    path: str | Path, *, read_only: bool = False, lock_timeout_s: float | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A raw DuckDB connection to `path`, retrying DuckDB's file lock with backoff."""
+    path = Path(path)
+    if read_only and not path.exists():
+        raise _missing(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def open_once() -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(str(path), read_only=read_only, config=CONNECTION_CONFIG)
+        con.execute("SET enable_progress_bar = false")
+        return con
+
+    return _retry_lock(path, read_only, _lock_timeout(lock_timeout_s), open_once)
+
+
+def connect_sandboxed(
+    path: str | Path, *, allow_files: bool = False, lock_timeout_s: float | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A connection for running a user's SQL: `path` attached read-only, settings locked.
+
+    The database is ATTACHed to a fresh in-memory DuckDB (rather than opened with a config) so that
+    these settings apply to this connection alone: DuckDB shares one instance, and its settings,
+    between connections to the same file in a process. Afterwards: no file access beside the
+    database unless `allow_files` (no COPY TO, EXPORT, ATTACH, INSTALL, reading a CSV), no
+    extension autoloading, and `lock_configuration` so no statement can undo any of it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise _missing(path)
+    quoted = "'" + str(path).replace("'", "''") + "'"
+
+    def open_once() -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(":memory:", config=CONNECTION_CONFIG)
+        try:
+            con.execute(f"ATTACH {quoted} AS {_quote_ident(path.stem)} (READ_ONLY)")
+            con.execute(f"USE {_quote_ident(path.stem)}")
+            for setting in SANDBOX_SETTINGS + (() if allow_files else ("enable_external_access = false",)):
+                con.execute(f"SET {setting}")
+            con.execute("SET lock_configuration = true")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    return _retry_lock(path, True, _lock_timeout(lock_timeout_s), open_once)
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
@@ -408,19 +323,37 @@ def open_store(
     con = connect(path, read_only=read_only, lock_timeout_s=lock_timeout_s)
     try:
         if read_only:
-            version = schema_version(con)
-            if version != latest_version():
-                newer = version > latest_version()
-                raise StoreError(
-                    f"{path}: database schema is version {version} vs {latest_version()} expected. "
-                    + ("It was written by a newer scaledb; upgrade scaledb." if newer
-                       else "Run `scaledb ingest` once to upgrade it.")
-                )
+            _check_version(con, path)
         else:
             migrate(con)
         yield con
     finally:
         con.close()
+
+
+@contextmanager
+def open_sandboxed(
+    workspace: Workspace | str | Path, *, allow_files: bool = False, lock_timeout_s: float | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`connect_sandboxed` to the workspace's database, schema version checked; closed on exit."""
+    path = _db_path(workspace)
+    con = connect_sandboxed(path, allow_files=allow_files, lock_timeout_s=lock_timeout_s)
+    try:
+        _check_version(con, path)
+        yield con
+    finally:
+        con.close()
+
+
+def _check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    version = schema_version(con)
+    if version != latest_version():
+        newer = version > latest_version()
+        raise StoreError(
+            f"{path}: database schema is version {version} vs {latest_version()} expected. "
+            + ("It was written by a newer scaledb; upgrade scaledb." if newer
+               else "Run `scaledb ingest` once to upgrade it.")
+        )
 
 
 # -- small helpers shared by the loaders -----------------------------------------------------
@@ -495,17 +428,19 @@ def record_fit(con: duckdb.DuckDBPyConnection, record: Mapping[str, Any]) -> str
 
     The id is a hash of the record's content (without created_at), so storing the same fit twice
     keeps one row. Keys that are not columns are kept in the `extra` JSON column; `used` is read
-    as `run_ids`; `objective` defaults to `stats['objective']`.
+    as `run_ids` when the record has no `run_ids` (else kept in `extra`; likewise `query`, `sql`);
+    `objective` defaults to `stats['objective']`.
     """
     row: dict[str, Any] = {}
     extra: dict[str, Any] = dict(record.get("extra") or {})
     for key, value in record.items():
-        key = _FIT_ALIASES.get(key, key)
         if key == "extra":
             continue
-        if key in _FIT_JSON or key in _FIT_TEXT or key in _FIT_OTHER:
-            if key not in row:
-                row[key] = value
+        column = _FIT_ALIASES.get(key, key)
+        if key in _FIT_ALIASES and column in record:
+            extra[key] = value  # the column's own key wins, whatever the order of the keys
+        elif column in _FIT_JSON or column in _FIT_TEXT or column in _FIT_OTHER:
+            row[column] = value
         else:
             extra[key] = value
     if extra:

@@ -43,7 +43,9 @@ import duckdb
 import pyarrow as pa
 
 from scaling_db.errors import StoreError
-from scaling_db.store.ingest import CHECKPOINT_SCHEMA, RUNS_SCHEMA, SkippedLine, upsert_experiments
+from scaling_db.store.experiments import upsert_experiments
+from scaling_db.store.runs import SkippedLine
+from scaling_db.store.tables import CHECKPOINT_SCHEMA, RUNS_SCHEMA
 from scaling_db.spec.manifest import canonical_json
 from scaling_db.store.database import CONNECTION_CONFIG, open_store, utc_now
 from scaling_db.workspace import Workspace
@@ -198,31 +200,79 @@ def import_table(
         raise StoreError(f"--experiment {experiment!r}: give a plain name (no slashes or surrounding spaces).")
     _check_targets(mapping)
     report = ImportReport(experiment=experiment, source=str(path))
+    source = _read_mapped(path, mapping, where)
+    report.rows_read = source.rows_read
+    runs = _group_runs(source, path, experiment, report)
+    now = utc_now()
+    file_hash = _file_hash(path)
+    origin = {"kind": "import", "path": str(path), "sha256": file_hash, "map": mapping, "where": where}
+    run_rows, ckpt = [], {c: [] for c in CHECKPOINT_SCHEMA.names}
+    for run_id, run in runs.items():
+        _check_constant(path, run, sorted(run["rows"]))
+        run_rows.append(_run_row(run_id, run, experiment, origin, now))
+        _add_checkpoints(ckpt, run_id, run, run_rows[-1])
+    report.runs = len(run_rows)
+    report.checkpoints = len(ckpt["step"])
+    if not run_rows:
+        raise StoreError(f"{path}: no row could be imported ({report.rows_read} read, {len(report.skipped)} skipped"
+                         + (f"; check --where {where!r}" if where else "") + ").")
+    experiment_row = {
+        "experiment": experiment, "source": "import", "spec_path": str(path), "spec_hash": file_hash[:12],
+        "revision": None, "description": description, "n_planned": len(run_rows), "n_dropped": None,
+        "info": json.dumps({"map": mapping, "where": where, "rows_read": report.rows_read,
+                            "rows_skipped": len(report.skipped), "columns": source.columns, "sha256": file_hash},
+                           default=str),
+        "created_at": now, "updated_at": now,
+    }
+    with open_store(ws, lock_timeout_s=lock_timeout_s) as con:
+        report.replaced_runs = _replace_experiment(con, experiment_row, run_rows, ckpt)
+    return report
 
+
+@dataclass(frozen=True)
+class _Source:
+    """The source table read and mapped: its columns, the mapped rows (`_row` first) and the raw rows."""
+
+    columns: list[str]
+    names: list[str]
+    mapped: list[tuple[Any, ...]]
+    raw_rows: dict[int, tuple[Any, ...]]
+    rows_read: int
+
+
+def _read_mapped(path: Path, mapping: dict[str, str], where: str | None) -> _Source:
+    """Read the table into an in-memory DuckDB and evaluate the mapping (and --where) over it."""
     mem = duckdb.connect(config=CONNECTION_CONFIG)
     try:
         _read_table(mem, path)
+        # The mapping and --where are the user's SQL: once the table is in memory, nothing else is
+        # read or written, and no setting can change.
+        for setting in ("enable_external_access = false", "lock_configuration = true"):
+            mem.execute(f"SET {setting}")
         columns = [r[0] for r in mem.execute("DESCRIBE src").fetchall() if r[0] != "_row"]
         selects = [f"{_expression(t, v, columns)} AS {_quote(t)}" for t, v in mapping.items()]
-        sql = f"SELECT _row, {', '.join(selects)} FROM src"
-        if where:
-            sql += f" WHERE {where}"
+        sql = f"SELECT _row, {', '.join(selects)} FROM src" + (f" WHERE {where}" if where else "") + " ORDER BY _row"
         try:
-            mapped = mem.execute(sql + " ORDER BY _row").fetchall()
-            names = ["_row", *mapping]
+            if [st.type.name for st in duckdb.extract_statements(sql)] != ["SELECT"]:
+                raise StoreError(f"--where {where!r}: not one filter expression (it ends the SELECT; "
+                                 "write a condition such as \"eval = 'c4_val'\").")
+            mapped = mem.execute(sql).fetchall()
         except duckdb.Error as exc:
             _explain_mapping_error(mem, mapping, where, columns, exc)
         raw_rows = {r[0]: r[1:] for r in mem.execute("SELECT * FROM src").fetchall()}
-        (report.rows_read,), = mem.execute("SELECT count(*) FROM src").fetchall()
+        (rows_read,), = mem.execute("SELECT count(*) FROM src").fetchall()
     finally:
         mem.close()
+    return _Source(columns, ["_row", *mapping], mapped, raw_rows, rows_read)
 
-    file_hash = _file_hash(path)
+
+def _group_runs(source: _Source, path: Path, experiment: str, report: ImportReport) -> dict[str, dict[str, Any]]:
+    """Rows grouped into runs (by the `run` key, else each row alone), keyed by synthetic run id."""
     # CSV line of a row: the header is line 1 (multi-line quoted fields would shift this).
     line_of = (lambda row: row + 1) if path.suffix.lower() == ".csv" else (lambda row: row)
     runs: dict[str, dict[str, Any]] = {}
-    for values in mapped:
-        rec = dict(zip(names, values))
+    for values in source.mapped:
+        rec = dict(zip(source.names, values))
         row = rec.pop("_row")
         loss_key = "loss" if "loss" in rec else "eval_loss"
         lacking = [k for k in ("n_params", "tokens", loss_key) if _clean(rec.get(k)) is None]
@@ -230,7 +280,7 @@ def import_table(
             report.skipped.append(SkippedLine(str(path), line_of(row), "invalid",
                                               f"no value for {', '.join(lacking)}; row skipped"))
             continue
-        original = {c: _clean(v) for c, v in zip(columns, raw_rows[row])}
+        original = {c: _clean(v) for c, v in zip(source.columns, source.raw_rows[row])}
         key = str(rec["run"]) if rec.get("run") is not None else canonical_json(original)
         run_id = hashlib.sha256(f"import\0{experiment}\0{key}".encode()).hexdigest()[:12]
         run = runs.setdefault(run_id, {"key": key, "rows": {}, "first_line": line_of(row)})
@@ -245,90 +295,83 @@ def import_table(
                 f"run {key} step {step} appears again at line {line_of(row)}; the later row wins",
             ))
         run["rows"][step] = {"rec": rec, "original": original, "line": line_of(row)}
+    return runs
 
-    now = utc_now()
-    run_rows, ckpt = [], {c: [] for c in CHECKPOINT_SCHEMA.names}
-    for run_id, run in runs.items():
-        steps = sorted(run["rows"])
-        final = run["rows"][steps[-1]]
-        _check_constant(path, run, steps)
-        rec = final["rec"]
-        fields = {k: _as(kind, rec.get(k)) for k, kind in NUMERIC_RUN.items() if k in rec}
-        fields.update({k: _as("str", rec.get(k)) for k in TEXT_RUN if k in rec})
-        if "tokens_budget" not in fields:
-            fields["tokens_budget"] = max(_as("int", run["rows"][s]["rec"]["tokens"]) for s in steps)
-        var_values = {k[4:]: _clean(rec[k]) for k in rec if k.startswith("var.")}
-        config = {k: v for k, v in fields.items() if k not in _NOT_CONFIG}
-        config_id = hashlib.sha256(canonical_json({"experiment": experiment, **config, "vars": var_values})
-                                   .encode()).hexdigest()[:12]
-        manifest = {
-            "experiment": experiment,
-            "source": {"kind": "import", "path": str(path), "sha256": file_hash, "map": mapping, "where": where},
-            "run_key": run["key"],
-            "row": final["original"],
-        }
-        run_rows.append({
-            "run_id": run_id, "experiment": experiment, "status": "finished", "config_id": config_id,
-            "name": fields.get("name") or (run["key"] if rec.get("run") is not None else None),
-            **{k: v for k, v in fields.items() if k != "name"},
-            "vars": json.dumps(var_values, sort_keys=True), "tags": ["imported"],
-            "manifest": json.dumps(manifest, sort_keys=True), "created_at": now, "ingested_at": now,
-        })
-        for step in steps:
-            r = run["rows"][step]["rec"]
-            n, tokens = fields.get("n_params"), _as("int", r["tokens"])
-            n_ne = fields.get("n_params_nonembed")
-            ckpt["run_id"].append(run_id)
-            ckpt["step"].append(step)
-            ckpt["tokens"].append(tokens)
-            ckpt["flops_exact"].append(_as("float", r.get("flops", r.get("flops_exact"))))
-            ckpt["flops_6n"].append(_as("float", r["flops_6n"]) if "flops_6n" in r else 6.0 * n * tokens)
-            ckpt["flops_6n_nonembed"].append(
-                _as("float", r["flops_6n_nonembed"]) if "flops_6n_nonembed" in r
-                else (6.0 * n_ne * tokens if n_ne is not None else None))
-            ckpt["eval_loss"].append(_as("float", r.get("loss", r.get("eval_loss"))))
-            ckpt["train_loss"].append(_as("float", r.get("train_loss")))
-            ckpt["lr"].append(None)
-            ckpt["wall_time_s"].append(_as("float", r.get("wall_time_s")))
-            ckpt["tokens_per_s"].append(None)
-    report.runs = len(run_rows)
-    report.checkpoints = len(ckpt["step"])
-    if not run_rows:
-        raise StoreError(f"{path}: no row could be imported ({report.rows_read} read, {len(report.skipped)} skipped"
-                         + (f"; check --where {where!r}" if where else "") + ").")
 
-    info = {"map": mapping, "where": where, "rows_read": report.rows_read, "rows_skipped": len(report.skipped),
-            "columns": columns, "sha256": file_hash}
-    with open_store(ws, lock_timeout_s=lock_timeout_s) as con:
-        found = con.execute("SELECT source FROM experiments WHERE experiment = ?", [experiment]).fetchall()
-        if found and found[0][0] != "import":
-            raise StoreError(
-                f"--experiment {experiment}: that experiment holds runs compiled from a spec (source "
-                f"{found[0][0]!r} vs 'import'). Import under another name."
-            )
-        con.execute("BEGIN TRANSACTION")
-        try:
-            old = "SELECT run_id FROM runs WHERE experiment = ?"
-            (report.replaced_runs,), = con.execute(f"SELECT count(*) FROM ({old})", [experiment]).fetchall()
-            for table in ("checkpoints", "metrics"):
-                con.execute(f"DELETE FROM {table} WHERE run_id IN ({old})", [experiment])
-            con.execute("DELETE FROM runs WHERE experiment = ?", [experiment])
-            con.register("_import_runs", pa.Table.from_pylist(run_rows, schema=RUNS_SCHEMA))
-            con.execute("INSERT INTO runs BY NAME SELECT * FROM _import_runs")
-            con.unregister("_import_runs")
-            con.register("_import_ckpt", pa.table(ckpt, schema=CHECKPOINT_SCHEMA))
-            con.execute("INSERT INTO checkpoints SELECT * FROM _import_ckpt")
-            con.unregister("_import_ckpt")
-            upsert_experiments(con, [{
-                "experiment": experiment, "source": "import", "spec_path": str(path), "spec_hash": file_hash[:12],
-                "description": description, "n_planned": len(run_rows), "n_dropped": None,
-                "info": json.dumps(info, default=str), "created_at": now, "updated_at": now,
-            }])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-    return report
+def _run_row(run_id: str, run: dict[str, Any], experiment: str, origin: dict[str, Any], now: Any) -> dict[str, Any]:
+    """The `runs` row of one imported run, from its last row (run-level values are constant)."""
+    steps = sorted(run["rows"])
+    final = run["rows"][steps[-1]]
+    rec = final["rec"]
+    fields = {k: _as(kind, rec.get(k)) for k, kind in NUMERIC_RUN.items() if k in rec}
+    fields.update({k: _as("str", rec.get(k)) for k in TEXT_RUN if k in rec})
+    if "tokens_budget" not in fields:
+        fields["tokens_budget"] = max(_as("int", run["rows"][s]["rec"]["tokens"]) for s in steps)
+    var_values = {k[4:]: _clean(rec[k]) for k in rec if k.startswith("var.")}
+    config = {k: v for k, v in fields.items() if k not in _NOT_CONFIG}
+    config_id = hashlib.sha256(canonical_json({"experiment": experiment, **config, "vars": var_values})
+                               .encode()).hexdigest()[:12]
+    manifest = {"experiment": experiment, "source": origin, "run_key": run["key"], "row": final["original"]}
+    return {
+        "run_id": run_id, "experiment": experiment, "status": "finished", "config_id": config_id,
+        "name": fields.get("name") or (run["key"] if rec.get("run") is not None else None),
+        **{k: v for k, v in fields.items() if k != "name"},
+        "vars": json.dumps(var_values, sort_keys=True), "tags": ["imported"],
+        "manifest": json.dumps(manifest, sort_keys=True), "created_at": now, "ingested_at": now,
+    }
+
+
+def _add_checkpoints(ckpt: dict[str, list[Any]], run_id: str, run: dict[str, Any], run_row: dict[str, Any]) -> None:
+    """Append one imported run's checkpoint rows (columns of `checkpoints`) to `ckpt`."""
+    n, n_ne = run_row.get("n_params"), run_row.get("n_params_nonembed")
+    for step in sorted(run["rows"]):
+        r = run["rows"][step]["rec"]
+        tokens = _as("int", r["tokens"])
+        ckpt["run_id"].append(run_id)
+        ckpt["step"].append(step)
+        ckpt["tokens"].append(tokens)
+        ckpt["flops_exact"].append(_as("float", r.get("flops", r.get("flops_exact"))))
+        ckpt["flops_6n"].append(_as("float", r["flops_6n"]) if "flops_6n" in r else 6.0 * n * tokens)
+        ckpt["flops_6n_nonembed"].append(
+            _as("float", r["flops_6n_nonembed"]) if "flops_6n_nonembed" in r
+            else (6.0 * n_ne * tokens if n_ne is not None else None))
+        ckpt["eval_loss"].append(_as("float", r.get("loss", r.get("eval_loss"))))
+        ckpt["train_loss"].append(_as("float", r.get("train_loss")))
+        ckpt["lr"].append(None)
+        ckpt["wall_time_s"].append(_as("float", r.get("wall_time_s")))
+        ckpt["tokens_per_s"].append(None)
+
+
+def _replace_experiment(con: duckdb.DuckDBPyConnection, experiment_row: dict[str, Any],
+                        run_rows: list[dict[str, Any]], ckpt: dict[str, list[Any]]) -> int:
+    """Replace the experiment's runs and checkpoints in one transaction; how many runs were replaced."""
+    experiment = experiment_row["experiment"]
+    found = con.execute("SELECT source FROM experiments WHERE experiment = ?", [experiment]).fetchall()
+    if found and found[0][0] != "import":
+        raise StoreError(
+            f"--experiment {experiment}: that experiment holds runs compiled from a spec (source "
+            f"{found[0][0]!r} vs 'import'). Import under another name."
+        )
+    con.execute("BEGIN TRANSACTION")
+    try:
+        old = "SELECT run_id FROM runs WHERE experiment = ?"
+        (replaced,), = con.execute(f"SELECT count(*) FROM ({old})", [experiment]).fetchall()
+        for table in ("checkpoints", "metrics"):
+            con.execute(f"DELETE FROM {table} WHERE run_id IN ({old})", [experiment])
+        con.execute("DELETE FROM runs WHERE experiment = ?", [experiment])
+        con.execute("DELETE FROM run_revisions WHERE experiment = ?", [experiment])
+        con.register("_import_runs", pa.Table.from_pylist(run_rows, schema=RUNS_SCHEMA))
+        con.execute("INSERT INTO runs BY NAME SELECT * FROM _import_runs")
+        con.unregister("_import_runs")
+        con.register("_import_ckpt", pa.table(ckpt, schema=CHECKPOINT_SCHEMA))
+        con.execute("INSERT INTO checkpoints SELECT * FROM _import_ckpt")
+        con.unregister("_import_ckpt")
+        upsert_experiments(con, [experiment_row])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return int(replaced)
 
 
 def _check_constant(path: Path, run: dict[str, Any], steps: list[int]) -> None:

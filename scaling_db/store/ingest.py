@@ -36,24 +36,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pa_json
 
 from scaling_db.errors import StoreError
-from scaling_db.spec.manifest import canonical_json, identity_payload
-from scaling_db.store.database import RUN_STATUSES, open_store, to_utc, utc_now
+from scaling_db.store.database import open_store, utc_now
+from scaling_db.store.experiments import known_experiments, read_experiment, refresh_experiments, write_experiments
+from scaling_db.store.logs import FLOAT_COLUMNS, LogRows, concat, parse_log
+from scaling_db.store.runs import SkippedLine, read_run_files
+from scaling_db.store.tables import METRIC_SCHEMA, RUNS_SCHEMA, STATE_SCHEMA
 from scaling_db.workspace import Workspace
+
+# Re-exported: the loaders' row types and the report's line type belong to the ingest interface.
+__all__ = ["IngestReport", "SkippedLine", "ingest_runs"]
 
 #: Logs read from the start are handed to DuckDB's JSON reader once a batch holds this many bytes
 #: of them; below it, starting the reader costs more than parsing the lines in Python.
@@ -64,74 +68,14 @@ BATCH_RUNS = 2000
 #: Bytes at the start of a log whose hash tells "same log, grown" from "new log" (a run reset).
 HEAD_BYTES = 4096
 
-CHECKPOINT_COLUMNS = (
-    "run_id", "step", "tokens", "flops_6n_nonembed", "flops_6n", "flops_exact",
-    "train_loss", "eval_loss", "lr", "wall_time_s", "tokens_per_s",
-)
-_FLOAT_COLUMNS = CHECKPOINT_COLUMNS[3:]
-_INT_COLUMNS = ("step", "tokens")
-
-CHECKPOINT_SCHEMA = pa.schema(
-    [("run_id", pa.string()), ("step", pa.int64()), ("tokens", pa.int64())]
-    + [(name, pa.float64()) for name in _FLOAT_COLUMNS]
-)
-METRIC_SCHEMA = pa.schema(
-    [("run_id", pa.string()), ("step", pa.int64()), ("name", pa.string()), ("value", pa.float64())]
-)
-
-_ARROW_PARSE = pa_json.ParseOptions(explicit_schema=CHECKPOINT_SCHEMA, unexpected_field_behavior="ignore")
-
 _JSON_COLUMNS = (
     "{run_id: 'VARCHAR', step: 'BIGINT', tokens: 'BIGINT', "
-    + ", ".join(f"{c}: 'DOUBLE'" for c in _FLOAT_COLUMNS)
+    + ", ".join(f"{c}: 'DOUBLE'" for c in FLOAT_COLUMNS)
     + ", metrics: 'MAP(VARCHAR, DOUBLE)'}"
 )
 
-RUNS_SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("experiment", pa.string()), ("name", pa.string()), ("status", pa.string()),
-    ("config_id", pa.string()), ("model_kind", pa.string()),
-    ("n_params", pa.int64()), ("n_params_nonembed", pa.int64()), ("n_params_embed", pa.int64()),
-    ("n_layers", pa.int32()), ("d_model", pa.int32()), ("n_heads", pa.int32()), ("d_ff", pa.int32()),
-    ("context", pa.int32()), ("vocab_size", pa.int32()),
-    ("parameterization", pa.string()), ("optimizer", pa.string()), ("lr", pa.float64()),
-    ("weight_decay", pa.float64()), ("schedule", pa.string()), ("batch_size", pa.int32()),
-    ("steps", pa.int64()), ("tokens_budget", pa.int64()),
-    ("flops_budget_6n_nonembed", pa.float64()), ("flops_budget_6n", pa.float64()), ("flops_budget_exact", pa.float64()),
-    ("seed", pa.int64()), ("data_seed", pa.int64()), ("data_source", pa.string()), ("entropy_rate", pa.float64()),
-    ("vars", pa.string()), ("tags", pa.list_(pa.string())), ("manifest", pa.string()),
-    ("git_sha", pa.string()), ("device", pa.string()), ("precision", pa.string()), ("backend", pa.string()),
-    ("job_id", pa.string()), ("host", pa.string()), ("last_step", pa.int64()), ("error", pa.string()),
-    ("diverged_at_step", pa.int64()),
-    ("created_at", pa.timestamp("us")), ("started_at", pa.timestamp("us")), ("finished_at", pa.timestamp("us")),
-    ("updated_at", pa.timestamp("us")), ("ingested_at", pa.timestamp("us")),
-])
-
-STATE_SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("log_path", pa.string()), ("log_offset", pa.int64()), ("log_lines", pa.int64()),
-    ("log_size", pa.int64()), ("log_mtime_ns", pa.int64()), ("log_head", pa.string()),
-    ("manifest_sig", pa.string()), ("status_sig", pa.string()), ("problems", pa.string()),
-    ("ingested_at", pa.timestamp("us")),
-])
-
-#: Fields of the run identity that only pick a replicate: runs differing only here share a config_id.
-SEED_FIELDS = (("train", "seed"), ("data", "seed"))
-
 
 # -- report --------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SkippedLine:
-    """A line (or file) that was not loaded, and why. `line` is 1-based; None for a whole file."""
-
-    path: str
-    line: int | None
-    kind: str  # truncated | corrupt | invalid | mismatch | file
-    reason: str
-
-    def format(self) -> str:
-        where = f"{self.path}:{self.line}" if self.line is not None else self.path
-        return f"{where}: {self.reason}"
-
 
 @dataclass
 class IngestReport:
@@ -249,203 +193,14 @@ def _changed(run: _Run) -> bool:
     return prior["manifest_sig"] != run.manifest_sig or prior["status_sig"] != run.status_sig
 
 
-# -- reading logs ----------------------------------------------------------------------------------
-
-@dataclass
-class _Rows:
-    """Checkpoint rows (Arrow tables, one per log read) and metric rows, for one batch.
-
-    `tables` hold rows of runs with nothing in the database (never loaded, or just deleted for a
-    reload): a plain INSERT takes them. `upserts` hold appended lines, which may repeat steps
-    already loaded (a resume): INSERT OR REPLACE, which costs more, takes those.
-    """
-
-    tables: list[pa.Table] = field(default_factory=list)
-    upserts: list[pa.Table] = field(default_factory=list)
-    metrics: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in METRIC_SCHEMA.names})
-
-    def add_metrics(self, run_id: str, step: int, metrics: dict[str, Any]) -> None:
-        for name, value in metrics.items():
-            self.metrics["run_id"].append(run_id)
-            self.metrics["step"].append(step)
-            self.metrics["name"].append(name)
-            self.metrics["value"].append(value)
-
-
-def _number(value: Any, integer: bool) -> tuple[bool, Any]:
-    """(ok, value): JSON numbers only; non-finite floats become None; integral floats ok for ints."""
-    if value is None:
-        return True, None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False, value
-    if integer:
-        if isinstance(value, float):
-            if not value.is_integer():
-                return False, value
-            value = int(value)
-        return True, value
-    value = float(value)
-    return True, value if math.isfinite(value) else None
-
-
-def _check_record(rec: Any, run_id: str) -> tuple[str, str] | tuple[None, tuple[list[Any], dict[str, Any]]]:
-    """Validate one parsed line: (None, (row, metrics)) or (kind, reason)."""
-    if not isinstance(rec, dict):
-        return "invalid", f"not a JSON object (got {type(rec).__name__})"
-    got = rec.get("run_id")
-    if got != run_id:
-        return "mismatch", f"record of run {got!r} vs {run_id!r} (the run's directory); not loaded"
-    step = rec.get("step")
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        return "invalid", f"step is not a non-negative integer (got {step!r})"
-    row: list[Any] = [run_id, step]
-    for name in CHECKPOINT_COLUMNS[2:]:
-        ok, value = _number(rec.get(name), integer=name in _INT_COLUMNS)
-        if not ok:
-            return "invalid", f"{name} is not a number (got {value!r})"
-        row.append(value)
-    metrics = rec.get("metrics") or {}
-    if not isinstance(metrics, dict):
-        return "invalid", f"metrics is not an object (got {type(metrics).__name__})"
-    clean = {}
-    for name, value in metrics.items():
-        ok, value = _number(value, integer=False)
-        if not ok:
-            return "invalid", f"metric {name!r} is not a number (got {value!r})"
-        clean[str(name)] = value
-    return None, (row, clean)
-
-
-def _finite_floats(table: pa.Table) -> pa.Table:
-    """NaN and inf (a diverged run's loss) become NULL, as the line-by-line reader does."""
-    for name in _FLOAT_COLUMNS:
-        col = table[name]
-        if col.null_count < len(col) and not pc.all(pc.is_finite(col)).as_py():
-            table = table.set_column(table.schema.get_field_index(name), name,
-                                     pc.if_else(pc.is_finite(col), col, pa.scalar(None, pa.float64())))
-    return table
-
-
-def _parse_arrow(body: bytes, n_lines: int, run_id: str) -> pa.Table | None:
-    """The common case, parsed in C++: records without extra metrics, plain JSON numbers (no NaN),
-    one run, steps set. None when any of that does not hold."""
-    if body.count(b'"metrics":{}') != n_lines:
-        return None
-    try:
-        table = pa_json.read_json(pa.BufferReader(body), parse_options=_ARROW_PARSE)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return None
-    if table.num_rows != n_lines or table["step"].null_count or table["run_id"].null_count:
-        return None
-    if not pc.all(pc.equal(table["run_id"], run_id)).as_py() or pc.min(table["step"]).as_py() < 0:
-        return None
-    return table
-
-
-def _parse_bulk(body: bytes, lines: list[bytes], run_id: str, out: _Rows) -> bool:
-    """Parse clean lines at once, in C++ (Arrow's JSON reader) or in one `json.loads` call (a JSON
-    array); False, touching nothing, if any line is not a well-formed record of this run."""
-    lines = [line for line in lines if line.strip()]
-    if not lines:
-        return True
-    table = _parse_arrow(body, len(lines), run_id)
-    if table is not None:
-        steps = table["step"].to_numpy()
-        if len(steps) > 1 and not (steps[1:] > steps[:-1]).all():
-            last = {int(step): i for i, step in enumerate(steps)}  # a replayed step: the last line wins
-            table = table.take(sorted(last.values()))
-        out.tables.append(table)
-        return True
-    try:
-        records = json.loads(b"[" + b",".join(lines) + b"]")
-    except ValueError:
-        return False
-    for rec in records:
-        if type(rec) is not dict or rec.get("run_id") != run_id:
-            return False
-        step = rec.get("step")
-        if type(step) is not int or step < 0:
-            return False
-    try:
-        table = pa.Table.from_pylist(records, schema=CHECKPOINT_SCHEMA)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-        return False
-    with_metrics = []
-    for rec in records:
-        metrics = rec.get("metrics")
-        if metrics:
-            kind, result = _check_record(rec, run_id)
-            if kind is not None:
-                return False
-            with_metrics.append((rec["step"], result[1]))  # type: ignore[index]
-    steps = table["step"].to_numpy()
-    if len(steps) > 1 and not (steps[1:] > steps[:-1]).all():
-        # a replayed step (resume): keep the last line of each step
-        last = {int(step): i for i, step in enumerate(steps)}
-        table = table.take(sorted(last.values()))
-        with_metrics = list({step: m for step, m in with_metrics}.items())
-    out.tables.append(_finite_floats(table))
-    for step, metrics in with_metrics:
-        out.add_metrics(run_id, step, metrics)
-    return True
-
-
-def _concat(tables: list[pa.Table]) -> pa.Table:
-    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-
-
-def _read_python(run: _Run, out: _Rows) -> None:
-    """Parse a run's log from `start_offset` into `out` (see `_parse_log`)."""
-    mine = _Rows(metrics=out.metrics)
-    _parse_log(run, mine)
+def _read_python(run: _Run, out: LogRows) -> None:
+    """Parse a run's log from `start_offset` into `out` (see `logs.parse_log`)."""
+    mine = LogRows(metrics=out.metrics)
+    read = parse_log(run.log_path, run.run_id, run.start_offset, run.log_size, run.start_line, mine)
+    run.new_offset, run.new_lines = read.new_offset, read.new_lines
+    run.problems.extend(read.problems)
     fresh = run.start_offset == 0 and (run.prior is None or run.delete_rows)
     (out.tables if fresh else out.upserts).extend(mine.tables)
-
-
-def _parse_log(run: _Run, out: _Rows) -> None:
-    """Parse a run's log from `start_offset`; rows to `out`, problems (with line numbers) to the run.
-
-    All lines in one `json.loads` when they are clean; line by line, to say which line is bad and
-    why, when they are not.
-    """
-    path = run.log_path
-    with open(path, "rb") as fh:
-        fh.seek(run.start_offset)
-        data = fh.read(max(0, run.log_size - run.start_offset))
-    end = data.rfind(b"\n") + 1
-    lines = data[:end].split(b"\n")[:-1]
-    if data[end:].strip():
-        run.problems.append(SkippedLine(
-            str(path), run.start_line + len(lines) + 1, "truncated",
-            "last line has no newline (a write in progress or interrupted); not loaded yet",
-        ))
-    run.new_offset = run.start_offset + end
-    run.new_lines = run.start_line + len(lines)
-    if _parse_bulk(data[:end], lines, run.run_id, out):
-        return
-    by_step: dict[int, tuple[list[Any], dict[str, Any]]] = {}
-    for number, raw in enumerate(lines, start=run.start_line + 1):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw)
-        except ValueError as exc:
-            msg = getattr(exc, "msg", str(exc))
-            col = getattr(exc, "colno", None)
-            run.problems.append(SkippedLine(str(path), number, "corrupt",
-                                            f"invalid JSON ({msg}{f' at column {col}' if col else ''}); line skipped"))
-            continue
-        kind, result = _check_record(rec, run.run_id)
-        if kind is not None:
-            run.problems.append(SkippedLine(str(path), number, kind, f"{result}; line skipped"))
-            continue
-        row, metrics = result  # type: ignore[misc]
-        by_step[row[1]] = (row, metrics)  # a replayed step: the later line wins
-    if by_step:
-        columns = list(zip(*(row for row, _ in by_step.values())))
-        out.tables.append(pa.table(dict(zip(CHECKPOINT_COLUMNS, columns)), schema=CHECKPOINT_SCHEMA))
-    for row, metrics in by_step.values():
-        out.add_metrics(run.run_id, row[1], metrics)
 
 
 def _sql_str(text: str) -> str:
@@ -517,186 +272,6 @@ def _drop_replayed(con: duckdb.DuckDBPyConnection, fast: list[_Run]) -> list[_Ru
     return [r for r in fast if str(r.log_path) in dup]
 
 
-# -- manifests and status → runs rows --------------------------------------------------------------
-
-def config_id(manifest: dict[str, Any]) -> str | None:
-    """Hash of the run identity without its seeds: the replicates of one configuration share it."""
-    payload = json.loads(json.dumps(identity_payload(manifest)))
-    for section, key in SEED_FIELDS:
-        if isinstance(payload.get(section), dict):
-            payload[section].pop(key, None)
-    try:
-        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:12]
-    except ValueError:
-        return None
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
-def _float(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    return None
-
-
-def _str(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def run_row(
-    run_id: str, manifest_text: str, status: dict[str, Any] | None, created_at: Any, now: Any
-) -> dict[str, Any]:
-    """The `runs` row of one run from its manifest (JSON text) and status file contents."""
-    m = json.loads(manifest_text)
-    model = m.get("model") or {}
-    train = m.get("train") or {}
-    data = m.get("data") or {}
-    counts = m.get("counts") or {}
-    optimizer = train.get("optimizer") or {}
-    flops = m.get("train_flops") or {}
-    status = status or {}
-    state = status.get("status", "pending")
-    tokens_budget = train.get("tokens") if train.get("kind", "lm") == "lm" else train.get("samples")
-    return {
-        "run_id": run_id,
-        "experiment": _str(m.get("experiment")),
-        "name": _str(m.get("name")),
-        "status": state if state in RUN_STATUSES else "unknown",
-        "config_id": config_id(m),
-        "model_kind": _str(model.get("kind")),
-        "n_params": _int(counts.get("n_params")),
-        "n_params_nonembed": _int(counts.get("n_params_nonembed")),
-        "n_params_embed": _int(counts.get("n_params_embed")),
-        "n_layers": _int(model.get("n_layers")),
-        "d_model": _int(model.get("d_model")),
-        "n_heads": _int(model.get("n_heads")),
-        "d_ff": _int(model.get("d_ff")),
-        "context": _int(model.get("context")),
-        "vocab_size": _int(counts.get("vocab_size") or model.get("vocab_size")),
-        "parameterization": _str((model.get("parameterization") or {}).get("kind")),
-        "optimizer": _str(optimizer.get("kind")),
-        "lr": _float(optimizer.get("lr")),
-        "weight_decay": _float(optimizer.get("weight_decay")),
-        "schedule": _str((train.get("schedule") or {}).get("kind")),
-        "batch_size": _int(train.get("batch_size")),
-        "steps": _int(train.get("steps")),
-        "tokens_budget": _int(tokens_budget),
-        "flops_budget_6n_nonembed": _float(flops.get("6n_nonembed")),
-        "flops_budget_6n": _float(flops.get("6n")),
-        "flops_budget_exact": _float(flops.get("exact")),
-        "seed": _int(train.get("seed")),
-        "data_seed": _int(data.get("seed")),
-        "data_source": _str(data.get("kind")),
-        "entropy_rate": _float(status.get("entropy_rate")),
-        "vars": json.dumps(m.get("vars") or {}, sort_keys=True),
-        "tags": [str(t) for t in m.get("tags") or []],
-        "manifest": manifest_text,
-        # The runner may record the code version in status.json (or the manifest): either is read.
-        "git_sha": _str(status.get("git_sha") or m.get("git_sha")),
-        "device": _str(status.get("device")),
-        "precision": _str(status.get("precision")),
-        "backend": _str(status.get("backend")),
-        "job_id": _str(status.get("job_id")),
-        "host": _str(status.get("host")),
-        "last_step": _int(status.get("step")),
-        "error": _str(status.get("error")),
-        "diverged_at_step": _int(status.get("diverged_at_step")),
-        "created_at": created_at,
-        "started_at": to_utc(status.get("started_at")),
-        "finished_at": to_utc(status.get("finished_at")),
-        "updated_at": to_utc(status.get("updated_at")),
-        "ingested_at": now,
-    }
-
-
-def _read_run_files(run: _Run, now: Any) -> dict[str, Any] | None:
-    """The runs row for one run, or None (problem recorded) if its manifest is unreadable."""
-    manifest_path = run.run_dir / "manifest.json"
-    try:
-        text = manifest_path.read_text()
-        created_at = to_utc(manifest_path.stat().st_mtime)
-    except FileNotFoundError:
-        run.problems.append(SkippedLine(str(manifest_path), None, "file",
-                                        "no manifest.json: run not loaded. Compile its spec."))
-        return None
-    status: dict[str, Any] | None = None
-    status_path = run.run_dir / "status.json"
-    try:
-        status = json.loads(status_path.read_bytes())
-        if not isinstance(status, dict):
-            raise ValueError("not a JSON object")
-    except FileNotFoundError:
-        status = None
-    except ValueError as exc:
-        run.problems.append(SkippedLine(str(status_path), None, "file",
-                                        f"unreadable status file ({exc}); status set to 'unknown'"))
-        status = {"status": "unknown"}
-    try:
-        row = run_row(run.run_id, text, status, created_at, now)
-    except (ValueError, AttributeError, TypeError) as exc:
-        run.problems.append(SkippedLine(str(manifest_path), None, "file",
-                                        f"not a valid manifest ({exc}); run not loaded"))
-        return None
-    if row["experiment"] is None:
-        run.problems.append(SkippedLine(str(manifest_path), None, "file", "manifest has no experiment; run not loaded"))
-        return None
-    return row
-
-
-def _experiment_row(ws: Workspace, experiment: str, now: Any) -> dict[str, Any]:
-    path = ws.experiment_dir(experiment) / "experiment.json"
-    try:
-        info = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        info = {}
-    return {
-        "experiment": experiment,
-        "source": "spec",
-        "spec_path": _str(info.get("spec_path")),
-        "spec_hash": _str(info.get("spec_hash")),
-        "description": _str(info.get("description")),
-        "n_planned": len(info["run_ids"]) if isinstance(info.get("run_ids"), list) else None,
-        "n_dropped": len(info["dropped"]) if isinstance(info.get("dropped"), list) else None,
-        "info": json.dumps({k: v for k, v in info.items() if k != "run_ids"}, default=str) if info else None,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def upsert_experiments(con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert or update experiments rows; `created_at` keeps its first value."""
-    for row in rows:
-        cols = list(row)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("experiment", "created_at"))
-        con.execute(
-            f"INSERT INTO experiments ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
-            f"ON CONFLICT (experiment) DO UPDATE SET {updates}",
-            [row[c] for c in cols],
-        )
-
-
-_EXPERIMENT_FIELDS = ("source", "spec_path", "spec_hash", "description", "n_planned", "n_dropped", "info")
-
-
-def _known_experiments(con: duckdb.DuckDBPyConnection, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """The stored experiments rows among `names` (to skip rewriting unchanged ones)."""
-    names = list(names)
-    if not names:
-        return {}
-    cur = con.execute(f"SELECT experiment, {', '.join(_EXPERIMENT_FIELDS)} FROM experiments "
-                      "WHERE list_contains(?, experiment)", [names])
-    return {row[0]: dict(zip(_EXPERIMENT_FIELDS, row[1:])) for row in cur.fetchall()}
-
-
 # -- the loader ------------------------------------------------------------------------------------
 
 def _resolve_runs(ws: Workspace, runs: Iterable[str | os.PathLike[str]] | None) -> list[str]:
@@ -750,10 +325,10 @@ def _load_batch(con: duckdb.DuckDBPyConnection, ws: Workspace, batch: list[_Run]
     now = utc_now()
     rows_by_run = {}
     for run in batch:
-        row = _read_run_files(run, now)
+        row = read_run_files(run.run_dir, run.run_id, now, run.problems)
         if row is not None:
             rows_by_run[run.run_id] = row
-    known = _known_experiments(con, {r["experiment"] for r in rows_by_run.values()})
+    known = known_experiments(con, {r["experiment"] for r in rows_by_run.values()})
     foreign = {name for name, row in known.items() if row["source"] == "import"}
     for run in batch:
         if run.run_id in rows_by_run and rows_by_run[run.run_id]["experiment"] in foreign:
@@ -773,7 +348,7 @@ def _load_batch(con: duckdb.DuckDBPyConnection, ws: Workspace, batch: list[_Run]
         rejected = {r.run_id for r in _stage_fast(con, fast)}
         fast = [r for r in fast if r.run_id not in rejected]
     fast_ids = {r.run_id for r in fast}
-    py_rows = _Rows()
+    py_rows = LogRows()
     for run in reading:
         if run.run_id not in fast_ids:
             _read_python(run, py_rows)
@@ -800,7 +375,7 @@ def _load_batch(con: duckdb.DuckDBPyConnection, ws: Workspace, batch: list[_Run]
 
 def _write_batch(
     con: duckdb.DuckDBPyConnection, ws: Workspace, loading: list[_Run], rows_by_run: dict[str, dict[str, Any]],
-    py_rows: _Rows, known: dict[str, dict[str, Any]], *, staged: bool, now: Any, upsert: bool = False,
+    py_rows: LogRows, known: dict[str, dict[str, Any]], *, staged: bool, now: datetime, upsert: bool = False,
 ) -> tuple[int, int]:
     """Write one batch in one transaction: (checkpoint rows, metric rows) written."""
     deleting = [r.run_id for r in loading if r.delete_rows]
@@ -815,7 +390,7 @@ def _write_batch(
             # a plain INSERT is right, and twice as fast as INSERT OR REPLACE; a primary-key
             # violation sends us back through `upsert=True`.
             verb = "INSERT OR REPLACE" if upsert else "INSERT"
-            cols = ", ".join(["run_id", "step", "tokens"] + [_fin(c) for c in _FLOAT_COLUMNS])
+            cols = ", ".join(["run_id", "step", "tokens"] + [_fin(c) for c in FLOAT_COLUMNS])
             (n,), = con.execute(f"{verb} INTO checkpoints SELECT {cols} FROM _stage").fetchall()
             n_rows += n
             (n,), = con.execute(
@@ -827,7 +402,7 @@ def _write_batch(
         for tables, verb in ((py_rows.tables, "INSERT OR REPLACE" if upsert else "INSERT"),
                              (py_rows.upserts, "INSERT OR REPLACE")):
             if tables:
-                con.register("_py_rows", _concat(tables))
+                con.register("_py_rows", concat(tables))
                 (n,), = con.execute(f"{verb} INTO checkpoints SELECT * FROM _py_rows").fetchall()
                 con.unregister("_py_rows")
                 n_rows += n
@@ -846,9 +421,8 @@ def _write_batch(
             con.register("_runs", pa.Table.from_pylist(list(rows_by_run.values()), schema=RUNS_SCHEMA))
             con.execute("INSERT INTO runs BY NAME SELECT * FROM _runs")
             con.unregister("_runs")
-            experiments = [_experiment_row(ws, e, now) for e in sorted({r["experiment"] for r in rows_by_run.values()})]
-            upsert_experiments(con, [e for e in experiments if e["experiment"] not in known or any(
-                e[f] != known[e["experiment"]][f] for f in _EXPERIMENT_FIELDS)])
+            names = sorted({r["experiment"] for r in rows_by_run.values()})
+            write_experiments(con, [read_experiment(ws, e, now) for e in names], known)
         if loading:
             if replacing:
                 con.execute("DELETE FROM ingest_state WHERE list_contains(?, run_id)", [replacing])
@@ -862,7 +436,7 @@ def _write_batch(
     return n_rows, n_metrics
 
 
-def _state_row(run: _Run, now: Any) -> dict[str, Any]:
+def _state_row(run: _Run, now: datetime) -> dict[str, Any]:
     if run.log_action == "none":
         run.new_offset = run.new_lines = 0
     head = _head_hash(run.log_path, run.new_offset) if run.has_log and run.new_offset > 0 else ""
@@ -920,6 +494,8 @@ def ingest_runs(
                 current = stack.enter_context(open_store(ws, lock_timeout_s=lock_timeout_s))
                 batch = _replan(current, batch, full, report)
             _load_batch(current, ws, batch, report)
+        # Also when no run changed: a recompile can supersede runs without adding any.
+        refresh_experiments(current, ws, utc_now())
     report.seconds = time.perf_counter() - started
     return report
 

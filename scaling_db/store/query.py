@@ -17,8 +17,15 @@ the placeholders the SQL uses (a test checks every file in queries/).
 Where queries are found, first match wins: the directories in $SCALEDB_QUERY_PATH
 (os.pathsep-separated), `<workspace>/queries/`, then the project's `queries/`.
 
-Queries run on a read-only connection: DuckDB refuses any statement that would change the
-file, so a query can never modify the database.
+Queries read; they never write. Every place that runs a user's SQL (`scaledb query`, fits and
+figures, the dashboard) goes through `run_query`, which
+- refuses, before running anything, every statement but SELECT (with SHOW, DESCRIBE, FROM-first
+  and VALUES), EXPLAIN of a SELECT and the PRAGMAs that only report (`READ_ONLY_PRAGMAS`):
+  no COPY TO, EXPORT, INSTALL/LOAD, SET/RESET, CHECKPOINT/VACUUM, ATTACH, CREATE, INSERT...;
+- runs on the database attached read-only to an in-memory DuckDB with external access off (no
+  file but the database is read or written), extension autoloading off and the configuration
+  locked (`database.connect_sandboxed`), so a statement that slips past the check still cannot
+  write. Reading files (joining one's own CSV) takes `allow_files=True` (CLI: `--allow-files`).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import duckdb
 import pandas as pd
 
 from scaling_db.errors import QueryError
-from scaling_db.store.database import open_store
+from scaling_db.store.database import open_sandboxed
 from scaling_db.workspace import Workspace
 
 #: The project's own queries (top-level `queries/`, beside the package).
@@ -295,6 +302,61 @@ def bind_params(query: NamedQuery, given: Mapping[str, Any] | None = None) -> di
     return {k: v for k, v in values.items() if k in used}
 
 
+#: PRAGMAs that only report; any other PRAGMA (most change a setting) is refused.
+READ_ONLY_PRAGMAS = frozenset({
+    "database_list", "database_size", "functions", "metadata_info", "platform", "show", "show_databases",
+    "show_tables", "show_tables_expanded", "storage_info", "table_info", "user_agent", "version",
+})
+_LEADING_COMMENTS_RE = re.compile(r"\A(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
+_WHY = {
+    "COPY": "writes files", "COPY_DATABASE": "writes a database", "EXPORT": "writes files",
+    "LOAD": "installs or loads an extension", "EXTENSION": "installs or loads an extension",
+    "SET": "changes settings", "VARIABLE_SET": "changes settings", "PRAGMA": "changes settings",
+    "CALL": "calls a procedure (CHECKPOINT and the like)", "VACUUM": "rewrites the database",
+    "ATTACH": "opens another database", "DETACH": "detaches a database", "TRANSACTION": "controls transactions",
+}
+
+
+def _refuse(query: NamedQuery, text: str, kind: str) -> QueryError:
+    why = _WHY.get(kind, "writes tables")
+    head = " ".join(_LEADING_COMMENTS_RE.sub("", text).split())[:60]
+    return QueryError(
+        f"query {query.label}: `{head}` refused ({kind} statement, {why}): queries may not modify the database, "
+        "write files, load extensions or change settings. Run a SELECT; to change the database use "
+        "`scaledb ingest`, `scaledb import` or `scaledb fit`."
+    )
+
+
+def check_read_only(query: NamedQuery) -> None:
+    """Raise QueryError unless every statement of the query only reads (see the module docstring)."""
+    try:
+        statements = duckdb.extract_statements(query.sql)
+    except duckdb.ParserException as exc:
+        raise QueryError(f"query {query.label}: {str(exc).strip()}") from None
+    for statement in statements:
+        text = _LEADING_COMMENTS_RE.sub("", statement.query)
+        try:
+            kind = statement.type.name
+        except ValueError:  # a statement type this duckdb's Python enum does not know (UPDATE EXTENSIONS)
+            kind = "unknown"
+        if kind == "SELECT":
+            continue
+        if kind == "EXPLAIN":
+            inner = re.sub(r"\AEXPLAIN\s+(?:ANALYZE\s+)?", "", text, flags=re.IGNORECASE)
+            try:
+                inner_types = [s.type.name for s in duckdb.extract_statements(inner)]
+            except (duckdb.Error, ValueError):
+                inner_types = ["unknown"]
+            if inner_types == ["SELECT"]:
+                continue
+        if kind == "PRAGMA":
+            # COPY FROM DATABASE parses as a PRAGMA too: the text must be `PRAGMA name[(args)]`.
+            found = re.match(r"PRAGMA\s+(\w+)\s*(?:\(|;|\Z)", text.strip(), flags=re.IGNORECASE)
+            if found and found.group(1).lower() in READ_ONLY_PRAGMAS:
+                continue
+        raise _refuse(query, statement.query, kind)
+
+
 def _check_experiment(con: duckdb.DuckDBPyConnection, query: NamedQuery, values: Mapping[str, Any]) -> None:
     """A misspelt experiment gives an empty result silently; name it instead."""
     experiment = values.get("experiment")
@@ -309,29 +371,59 @@ def _check_experiment(con: duckdb.DuckDBPyConnection, query: NamedQuery, values:
     raise QueryError(f"query {query.label}: no experiment {experiment!r} in the database ({hint}experiments: {have}).")
 
 
+def _check_revision(con: duckdb.DuckDBPyConnection, query: NamedQuery, values: Mapping[str, Any]) -> None:
+    """A revision hash that names no compile of the experiment would select nothing; say so."""
+    revision = values.get("revision")
+    if not isinstance(revision, str) or revision in ("current", "all"):
+        return
+    experiment = values.get("experiment")
+    known = [r[0] for r in con.execute(
+        "SELECT DISTINCT revision FROM run_revisions WHERE $e IS NULL OR experiment = $e ORDER BY revision",
+        {"e": experiment if isinstance(experiment, str) else None}).fetchall()]
+    if revision in known:
+        return
+    of = f" of experiment {experiment!r}" if isinstance(experiment, str) else ""
+    raise QueryError(f"query {query.label}: no revision {revision!r}{of} (got {revision!r} vs current, all"
+                     + "".join(f", {k}" for k in known) + "). `scaledb status` shows the revisions.")
+
+
 def run_query(
     workspace: Workspace | str | Path,
     name_or_path: str | Path | None = None,
     sql: str | None = None,
     params: Mapping[str, Any] | None = None,
     *,
+    allow_files: bool = False,
     lock_timeout_s: float | None = None,
 ) -> pd.DataFrame:
-    """Run a named query, a .sql file, or inline SQL on a read-only connection; a DataFrame back."""
+    """Run a named query, a .sql file, or inline SQL, read-only; a DataFrame back.
+
+    The one way scaledb runs a user's SQL: statements that write are refused (`check_read_only`)
+    and the connection cannot write (`connect_sandboxed`). `allow_files` lets the query read
+    files beside the database, e.g. `read_csv('mine.csv')`.
+    """
     if (name_or_path is None) == (sql is None):
         raise QueryError("run_query: give a query name or path, or inline sql (exactly one of them).")
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     query = load_query(name_or_path, ws) if name_or_path is not None else parse_query(sql or "", None, strict=True)
     values = bind_params(query, params)
-    with open_store(ws, read_only=True, lock_timeout_s=lock_timeout_s) as con:
+    check_read_only(query)
+    with open_sandboxed(ws, allow_files=allow_files, lock_timeout_s=lock_timeout_s) as con:
         _check_experiment(con, query, values)
+        _check_revision(con, query, values)
         try:
             return con.execute(query.sql, values).df()
         except duckdb.Error as exc:
-            message = str(exc).strip()
-            if "read-only mode" in message:
-                raise QueryError(
-                    f"query {query.label}: queries may not modify the database; they run on a read-only "
-                    f"connection ({message.splitlines()[0]})"
-                ) from None
-            raise QueryError(f"query {query.label}: {message}") from None
+            raise _query_error(query, exc) from None
+
+
+def _query_error(query: NamedQuery, exc: duckdb.Error) -> QueryError:
+    message = str(exc).strip()
+    first = message.splitlines()[0]
+    if "read-only mode" in message:
+        return QueryError(f"query {query.label}: queries may not modify the database; they run on a read-only "
+                          f"connection ({first})")
+    if isinstance(exc, duckdb.PermissionException) and "disabled by configuration" in message:
+        return QueryError(f"query {query.label}: queries read only the database, not other files ({first}). "
+                          "To read your own files, pass --allow-files (Python: allow_files=True).")
+    return QueryError(f"query {query.label}: {message}")

@@ -1,0 +1,234 @@
+"""Parsing run logs (`log.jsonl`, one `CheckpointRecord` per line) into checkpoint and metric rows.
+
+Pure reading, no database: `parse_log` reads a log from a byte offset, names every line it cannot
+load (with its line number and why) and returns the rows as Arrow tables. Clean logs are parsed
+whole (Arrow's JSON reader, else one `json.loads` call); a log with a bad line is read line by
+line, to name that line. A replayed step (a resume) keeps its last line; non-finite numbers (a
+diverged run's NaN loss) become NULL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+
+from scaling_db.store.runs import SkippedLine
+from scaling_db.store.tables import CHECKPOINT_SCHEMA, CHECKPOINTS, METRIC_SCHEMA
+
+CHECKPOINT_COLUMNS = tuple(CHECKPOINTS.names)
+#: Columns of a checkpoint record that are integers; the rest after run_id are floats.
+INT_COLUMNS = ("step", "tokens")
+FLOAT_COLUMNS = tuple(c for c in CHECKPOINT_COLUMNS if c not in ("run_id", *INT_COLUMNS))
+
+_ARROW_PARSE = pa_json.ParseOptions(explicit_schema=CHECKPOINT_SCHEMA, unexpected_field_behavior="ignore")
+
+
+@dataclass
+class LogRead:
+    """Where a parse of one log ended (past its last complete line) and what it could not load."""
+
+    new_offset: int
+    new_lines: int
+    problems: list[SkippedLine]
+
+
+@dataclass
+class LogRows:
+    """Checkpoint rows (Arrow tables, one per log read) and metric rows, for one batch.
+
+    `tables` hold rows of runs with nothing in the database (never loaded, or just deleted for a
+    reload): a plain INSERT takes them. `upserts` hold appended lines, which may repeat steps
+    already loaded (a resume): INSERT OR REPLACE, which costs more, takes those.
+    """
+
+    tables: list[pa.Table] = field(default_factory=list)
+    upserts: list[pa.Table] = field(default_factory=list)
+    metrics: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in METRIC_SCHEMA.names})
+
+    def add_metrics(self, run_id: str, step: int, metrics: dict[str, Any]) -> None:
+        for name, value in metrics.items():
+            self.metrics["run_id"].append(run_id)
+            self.metrics["step"].append(step)
+            self.metrics["name"].append(name)
+            self.metrics["value"].append(value)
+
+
+
+def _number(value: Any, integer: bool) -> tuple[bool, Any]:
+    """(ok, value): JSON numbers only; non-finite floats become None; integral floats ok for ints."""
+    if value is None:
+        return True, None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False, value
+    if integer:
+        if isinstance(value, float):
+            if not value.is_integer():
+                return False, value
+            value = int(value)
+        return True, value
+    value = float(value)
+    return True, value if math.isfinite(value) else None
+
+
+def _check_record(rec: Any, run_id: str) -> tuple[str, str] | tuple[None, tuple[list[Any], dict[str, Any]]]:
+    """Validate one parsed line: (None, (row, metrics)) or (kind, reason)."""
+    if not isinstance(rec, dict):
+        return "invalid", f"not a JSON object (got {type(rec).__name__})"
+    got = rec.get("run_id")
+    if got != run_id:
+        return "mismatch", f"record of run {got!r} vs {run_id!r} (the run's directory); not loaded"
+    step = rec.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return "invalid", f"step is not a non-negative integer (got {step!r})"
+    row: list[Any] = [run_id, step]
+    for name in CHECKPOINT_COLUMNS[2:]:
+        ok, value = _number(rec.get(name), integer=name in INT_COLUMNS)
+        if not ok:
+            return "invalid", f"{name} is not a number (got {value!r})"
+        row.append(value)
+    metrics = rec.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        return "invalid", f"metrics is not an object (got {type(metrics).__name__})"
+    clean = {}
+    for name, value in metrics.items():
+        ok, value = _number(value, integer=False)
+        if not ok:
+            return "invalid", f"metric {name!r} is not a number (got {value!r})"
+        clean[str(name)] = value
+    return None, (row, clean)
+
+
+def _finite_floats(table: pa.Table) -> pa.Table:
+    """NaN and inf (a diverged run's loss) become NULL, as the line-by-line reader does."""
+    for name in FLOAT_COLUMNS:
+        col = table[name]
+        if col.null_count < len(col) and not pc.all(pc.is_finite(col)).as_py():
+            table = table.set_column(table.schema.get_field_index(name), name,
+                                     pc.if_else(pc.is_finite(col), col, pa.scalar(None, pa.float64())))
+    return table
+
+
+def _parse_arrow(body: bytes, n_lines: int, run_id: str) -> pa.Table | None:
+    """The common case, parsed in C++: records without extra metrics, plain JSON numbers (no NaN),
+    one run, steps set. None when any of that does not hold."""
+    if body.count(b'"metrics":{}') != n_lines:
+        return None
+    try:
+        table = pa_json.read_json(pa.BufferReader(body), parse_options=_ARROW_PARSE)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if table.num_rows != n_lines or table["step"].null_count or table["run_id"].null_count:
+        return None
+    if not pc.all(pc.equal(table["run_id"], run_id)).as_py() or pc.min(table["step"]).as_py() < 0:
+        return None
+    return table
+
+
+def _parse_bulk(body: bytes, lines: list[bytes], run_id: str, out: LogRows) -> bool:
+    """Parse clean lines at once, in C++ (Arrow's JSON reader) or in one `json.loads` call (a JSON
+    array); False, touching nothing, if any line is not a well-formed record of this run."""
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        return True
+    table = _parse_arrow(body, len(lines), run_id)
+    if table is not None:
+        steps = table["step"].to_numpy()
+        if len(steps) > 1 and not (steps[1:] > steps[:-1]).all():
+            last = {int(step): i for i, step in enumerate(steps)}  # a replayed step: the last line wins
+            table = table.take(sorted(last.values()))
+        out.tables.append(table)
+        return True
+    try:
+        records = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        return False
+    for rec in records:
+        if type(rec) is not dict or rec.get("run_id") != run_id:
+            return False
+        step = rec.get("step")
+        if type(step) is not int or step < 0:
+            return False
+    try:
+        table = pa.Table.from_pylist(records, schema=CHECKPOINT_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        return False
+    with_metrics = []
+    for rec in records:
+        metrics = rec.get("metrics")
+        if metrics:
+            kind, result = _check_record(rec, run_id)
+            if kind is not None:
+                return False
+            with_metrics.append((rec["step"], result[1]))  # type: ignore[index]
+    steps = table["step"].to_numpy()
+    if len(steps) > 1 and not (steps[1:] > steps[:-1]).all():
+        # a replayed step (resume): keep the last line of each step
+        last = {int(step): i for i, step in enumerate(steps)}
+        table = table.take(sorted(last.values()))
+        with_metrics = list({step: m for step, m in with_metrics}.items())
+    out.tables.append(_finite_floats(table))
+    for step, metrics in with_metrics:
+        out.add_metrics(run_id, step, metrics)
+    return True
+
+
+def concat(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def parse_log(path: Path, run_id: str, start_offset: int, size: int, start_line: int, out: LogRows) -> LogRead:
+    """Parse the log at `path` from byte `start_offset` (line `start_line`) to `size`; rows to `out`.
+
+    A last line without its newline is a write in progress: not loaded, reported as truncated,
+    and the returned offset stops before it so a later ingest loads it once complete.
+    """
+    with open(path, "rb") as fh:
+        fh.seek(start_offset)
+        data = fh.read(max(0, size - start_offset))
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].split(b"\n")[:-1]
+    problems = []
+    if data[end:].strip():
+        problems.append(SkippedLine(
+            str(path), start_line + len(lines) + 1, "truncated",
+            "last line has no newline (a write in progress or interrupted); not loaded yet",
+        ))
+    if not _parse_bulk(data[:end], lines, run_id, out):
+        problems += _parse_lines(path, run_id, lines, start_line, out)
+    return LogRead(start_offset + end, start_line + len(lines), problems)
+
+
+def _parse_lines(path: Path, run_id: str, lines: list[bytes], start_line: int, out: LogRows) -> list[SkippedLine]:
+    """Line by line, to say which line is bad and why; the good lines still load."""
+    problems = []
+    by_step: dict[int, tuple[list[Any], dict[str, Any]]] = {}
+    for number, raw in enumerate(lines, start=start_line + 1):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except ValueError as exc:
+            msg = getattr(exc, "msg", str(exc))
+            col = getattr(exc, "colno", None)
+            problems.append(SkippedLine(str(path), number, "corrupt",
+                                        f"invalid JSON ({msg}{f' at column {col}' if col else ''}); line skipped"))
+            continue
+        kind, result = _check_record(rec, run_id)
+        if kind is not None:
+            problems.append(SkippedLine(str(path), number, kind, f"{result}; line skipped"))
+            continue
+        row, metrics = result  # type: ignore[misc]
+        by_step[row[1]] = (row, metrics)  # a replayed step: the later line wins
+    if by_step:
+        columns = list(zip(*(row for row, _ in by_step.values())))
+        out.tables.append(pa.table(dict(zip(CHECKPOINT_COLUMNS, columns)), schema=CHECKPOINT_SCHEMA))
+    for row, metrics in by_step.values():
+        out.add_metrics(run_id, row[1], metrics)
+    return problems
