@@ -296,6 +296,24 @@ def _holder(exc: duckdb.Error) -> str:
     return f" (PID {found.group(1)})" if found else ""
 
 
+#: What DuckDB says of a file that is not (or no longer) a database: empty, garbage, cut short, bad checksums.
+_DAMAGE_SIGNS = ("not a valid DuckDB database", "Corrupt database file", "Could not read enough bytes")
+
+
+def _is_damaged(exc: duckdb.Error) -> bool:
+    return any(sign in str(exc) for sign in _DAMAGE_SIGNS)
+
+
+def damaged_database_error(path: Path, exc: duckdb.Error) -> StoreError:
+    """The error for a database file DuckDB cannot read: it says how to rebuild it from the logs."""
+    what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return StoreError(
+        f"{path}: not a readable DuckDB database ({what}). Everything in it except stored fits and "
+        f"imported tables is rebuilt from the run logs: move it away and ingest again, "
+        f"`mv {path} {path}.damaged && scaledb ingest -w {path.parent}`."
+    )
+
+
 def connect(
     path: str | Path, *, read_only: bool = False, lock_timeout_s: float | None = None
 ) -> duckdb.DuckDBPyConnection:
@@ -324,6 +342,8 @@ def connect(
                 ) from None
             raise StoreError(f"{path}: cannot open the database ({exc})") from None
         except duckdb.Error as exc:
+            if _is_damaged(exc):
+                raise damaged_database_error(path, exc) from None
             if not _is_lock_error(exc):
                 raise StoreError(f"{path}: cannot open the database ({exc})") from None
             if time.monotonic() >= deadline:
@@ -391,6 +411,16 @@ def _db_path(target: Workspace | str | Path) -> Path:
     return path if path.suffix == ".duckdb" else Workspace(path).db_path
 
 
+def _check_readable_version(path: Path, version: int) -> None:
+    if version != latest_version():
+        newer = version > latest_version()
+        raise StoreError(
+            f"{path}: database schema is version {version} vs {latest_version()} expected. "
+            + ("It was written by a newer scaledb; upgrade scaledb." if newer
+               else "Run `scaledb ingest` once to upgrade it.")
+        )
+
+
 @contextmanager
 def open_store(
     workspace: Workspace | str | Path,
@@ -407,17 +437,15 @@ def open_store(
     path = _db_path(workspace)
     con = connect(path, read_only=read_only, lock_timeout_s=lock_timeout_s)
     try:
-        if read_only:
-            version = schema_version(con)
-            if version != latest_version():
-                newer = version > latest_version()
-                raise StoreError(
-                    f"{path}: database schema is version {version} vs {latest_version()} expected. "
-                    + ("It was written by a newer scaledb; upgrade scaledb." if newer
-                       else "Run `scaledb ingest` once to upgrade it.")
-                )
-        else:
-            migrate(con)
+        try:  # the first reads of the file: where a damaged one shows
+            if read_only:
+                _check_readable_version(path, schema_version(con))
+            else:
+                migrate(con)
+        except duckdb.Error as exc:
+            if _is_damaged(exc):
+                raise damaged_database_error(path, exc) from None
+            raise
         yield con
     finally:
         con.close()
