@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import scaling_db.store.ingest
 import scaling_db.training.execute
 import scaling_db.workspace
 from conftest import REPO
@@ -145,7 +146,9 @@ def test_a_bad_nonfinite_flag_is_a_bad_line(tmp_path):
     assert [p.line for p in scan_log(path).problems] == [1]
 
 
-def test_ingest_stores_null_for_flagged_and_bare_nonfinite(workspace, fake_source, tmp_path):
+@pytest.mark.parametrize("fast_path_bytes", [0, 1 << 40], ids=["duckdb-reader", "python-reader"])
+def test_ingest_stores_null_for_flagged_and_bare_nonfinite(tmp_path, monkeypatch, fast_path_bytes):
+    monkeypatch.setattr(scaling_db.store.ingest, "FAST_PATH_MIN_BYTES", fast_path_bytes)
     ws, (run_id,) = compiled_workspace(tmp_path)
     new = record(2, eval_loss=math.nan, metrics={"m": math.inf}).model_copy(update={"run_id": run_id})
     old = json.dumps(record(4).model_dump(mode="json") | {"run_id": run_id, "eval_loss": math.inf})
