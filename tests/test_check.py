@@ -185,3 +185,15 @@ def test_check_a_spec_or_run_subset(ws):
     assert invoke("check", a, "-w", str(ws.root)).exit_code == 0
     result = invoke("check", str(ws.root.parent / "tiny.yaml"), "-w", str(ws.root))
     assert result.exit_code == 1 and b in result.output
+
+
+def test_unreadable_status_and_manifest_files(ws):
+    a, b = ws.run_ids()
+    ws.status_path(a).write_bytes(b"\x00garbage")
+    ws.manifest_path(b).write_text("{}")
+    problems = {p.run_id: p for p in check_workspace(ws).problems}
+    assert (problems[a].kind, problems[a].fix, problems[a].damaged) == ("status", f"scaledb run {a} --force", True)
+    assert (problems[b].kind, problems[b].damaged) == ("manifest", False)
+    assert problems[b].fix == f"rm {ws.manifest_path(b)}, then compile the spec it came from again"
+    assert invoke("check", "--rerun-damaged", "-w", str(ws.root)).exit_code == 1
+    assert ws.read_status(a).status == RunState.PENDING
