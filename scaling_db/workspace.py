@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,18 +35,45 @@ DEFAULT_DIRNAME = "scaledb-workspace"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write then rename, so a reader (or a crash) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write then rename, so a reader (or a crash) never sees half a file.
+
+    The file gets the mode `open` would give a new file (0666 less the umask), so a group can
+    share a workspace. A workspace that cannot be written (read-only, full, a file where a
+    directory belongs) raises `WorkspaceError` naming the file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create_temp(path)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from None
         raise
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new file beside `path`, created with mode 0666 so the umask applies (mkstemp's 0600
+    would not let the group read the file the rename puts in place)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def _write_error(path: Path, exc: OSError) -> WorkspaceError:
+    return WorkspaceError(
+        f"{path}: cannot write ({exc.strerror or exc}). This command writes to the workspace: make it "
+        "writable (permissions, a read-only mount, free space) or pass --workspace to use another one."
+    )
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -69,6 +96,17 @@ class Workspace:
     def resolve(cls, path: str | Path | None = None) -> "Workspace":
         chosen = path or os.environ.get(ENV_VAR) or Path.cwd() / DEFAULT_DIRNAME
         return cls(Path(chosen))
+
+    def exists(self) -> bool:
+        """Whether the root holds a workspace: compiled runs or experiments, or a database."""
+        return any((self.root / name).exists() for name in ("runs", "experiments", "scaledb.duckdb"))
+
+    def require_existing(self) -> "Workspace":
+        """This workspace, or `WorkspaceError` if there is none (read-only commands call this, so
+        a mistyped path or directory is reported instead of silently creating a workspace there)."""
+        if not self.exists():
+            raise WorkspaceError(f"no scaledb workspace at {self.root}; compile a spec first or pass --workspace")
+        return self
 
     # -- paths -------------------------------------------------------------------------------
     @property
@@ -119,7 +157,7 @@ class Workspace:
         run_ids = [m.run_id for m in compiled.runs]
         try:
             previous = json.loads((exp_dir / "experiment.json").read_text())
-        except (FileNotFoundError, ValueError):  # first compile, or a damaged file: history starts again
+        except (FileNotFoundError, NotADirectoryError, ValueError):  # first compile, or a damaged file
             previous = None
         history = add_revision(revisions_of(previous), compiled.spec_hash, run_ids,
                                datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -166,7 +204,7 @@ class Workspace:
 
     def experiments(self) -> list[str]:
         base = self.root / "experiments"
-        return sorted(p.name for p in base.iterdir() if (p / "experiment.json").exists()) if base.exists() else []
+        return sorted(p.name for p in base.iterdir() if (p / "experiment.json").exists()) if base.is_dir() else []
 
     # -- status ------------------------------------------------------------------------------
     def read_status(self, run_id: str) -> RunStatus:

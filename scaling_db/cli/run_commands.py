@@ -28,7 +28,7 @@ from scaling_db.errors import RunError
 from scaling_db.spec.manifest import RunManifest, compute_run_id
 from scaling_db.spec.plan import superseded_runs
 from scaling_db.spec.revisions import SUPERSEDED_NOTE
-from scaling_db.training.records import RunState, last_record
+from scaling_db.training.records import RunState, scan_log
 from scaling_db.workspace import Workspace, atomic_write_text
 
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -92,7 +92,8 @@ def status_rows(ws: Workspace, run_ids: list[str]) -> list[dict[str, Any]]:
     for run_id in run_ids:
         manifest = ws.load_manifest(run_id) if ws.manifest_path(run_id).exists() else None
         status = ws.read_status(run_id)
-        record = last_record(ws.log_path(run_id))
+        log = scan_log(ws.log_path(run_id))  # lines that are not records are skipped and named
+        record = log.records[-1] if log.records else None
         steps = None
         if manifest is not None:
             steps = manifest.train.steps if manifest.train.kind == "lm" else 1
@@ -105,6 +106,7 @@ def status_rows(ws: Workspace, run_ids: list[str]) -> list[dict[str, Any]]:
             "eval_loss": record.eval_loss if record else None,
             "train_loss": record.train_loss if record else None,
             "error": status.error,
+            "log_problems": [problem.format() for problem in log.problems],
         })
     return rows
 
@@ -125,6 +127,15 @@ def _print_status(rows: list[dict[str, Any]], title: str | None = None) -> None:
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs")
+
+
+def _warn_log_problems(rows: list[dict[str, Any]]) -> None:
+    """Name the log lines that are not records (skipped by every reader) on stderr."""
+    problems = [problem for r in rows for problem in r["log_problems"]]
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)
+    if problems:
+        click.echo("`scaledb check` lists the damaged runs and the commands that repair them.", err=True)
 
 
 @cli.command()
@@ -188,6 +199,7 @@ def run(targets: tuple[str, ...], workers: int | None, device: str, only: tuple[
                            r["status"] == RunState.FAILED.value for r in rows) else ")"))
         for run_id, error in report.errors.items():
             click.echo(f"{run_id}: {error}", err=True)
+        _warn_log_problems(rows)
     if report.interrupted:
         click.echo("Interrupted: runs saved their state; run the same command again to resume.", err=True)
         sys.exit(130)
@@ -199,7 +211,7 @@ def run(targets: tuple[str, ...], workers: int | None, device: str, only: tuple[
 @json_option
 def status(targets: tuple[str, ...], workspace: str | None, as_json: bool) -> None:
     """List runs with status, last step and last eval loss (all runs, or those of TARGETS)."""
-    ws = get_workspace(workspace)
+    ws = get_workspace(workspace).require_existing()
     run_ids = resolve_targets(ws, targets, write=False) if targets else ws.run_ids()
     rows = add_backend_columns(ws, status_rows(ws, run_ids))  # job id and state on Slurm/Ray
     superseded = {e: superseded_runs(ws, e) for e in ws.experiments()}
@@ -210,6 +222,7 @@ def status(targets: tuple[str, ...], workspace: str | None, as_json: bool) -> No
         emit_json(rows)
         return
     _print_status(rows)
+    _warn_log_problems(rows)
     for experiment, ids in superseded.items():
         shown = flagged.intersection(r["run_id"] for r in rows).intersection(ids)
         if shown:
