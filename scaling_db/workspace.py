@@ -104,9 +104,9 @@ class Workspace:
 
     # -- manifests ---------------------------------------------------------------------------
     def write_compiled(self, compiled: Any) -> CompileWrite:
-        """Write the manifests of a `CompiledExperiment`; existing ones are left untouched."""
+        """Write the manifests of a `CompiledExperiment` and its upstream runs; existing ones are left untouched."""
         new, existing = [], []
-        for manifest in compiled.runs:
+        for manifest in [*compiled.upstream, *compiled.runs]:
             path = self.manifest_path(manifest.run_id)
             if path.exists():
                 existing.append(manifest.run_id)
@@ -121,6 +121,7 @@ class Workspace:
             "description": compiled.description,
             "analysis": compiled.analysis.model_dump(mode="json"),
             "run_ids": [m.run_id for m in compiled.runs],
+            "upstream_run_ids": [m.run_id for m in compiled.upstream],
             "dropped": [{"assignments": d.assignments, "reason": d.reason} for d in compiled.dropped],
         }
         atomic_write_text(exp_dir / "experiment.json", json.dumps(listing, indent=2, default=str) + "\n")
