@@ -139,3 +139,18 @@ def test_sources_import_no_trainer_and_no_compiler():
             "'scaling_db.training.execute', 'scaling_db.spec.compiler')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_teachers_corpus_repeats_in_fresh_orders(tmp_path):
+    from scaling_db.spec.manifest import CorpusEpochsData
+
+    src = build_source(CorpusEpochsData(kind="corpus_epochs", corpus=TEACHER["corpus"]), base_dir=Path("."),
+                       cache_dir=tmp_path)
+    per_pass = src._windows("train", 17) // 64
+    first = np.concatenate([src.batch("train", i, 64, 17) for i in range(per_pass)])
+    second = np.concatenate([src.batch("train", per_pass + i, 64, 17) for i in range(per_pass)])
+    assert sorted(r.tobytes() for r in first) == sorted(r.tobytes() for r in second)  # the same windows
+    assert not np.array_equal(first, second)  # in a fresh order
+    n_eval = src._windows("eval", 17)
+    cycled = src.batch("eval", n_eval // 64 + 1, 64, 17)  # past the held-out split: wraps around
+    assert cycled.shape == (64, 17) and src.max_sequences("train", 17) is None
