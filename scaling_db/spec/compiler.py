@@ -506,12 +506,14 @@ def teacher_manifest(data: TeacherLMData, origin: RunOrigin) -> RunManifest:
 
 
 def _resolve_upstream(spec: RunSpec, origin: RunOrigin, upstream: dict[str, RunManifest]) -> Any:
-    """The point's data with its teacher resolved to a run (added to `upstream`), or None."""
+    """The point's data with its teacher resolved to a run, or None. `upstream` holds the
+    teachers built so far, by their fields (sweep points mostly share one)."""
     if not isinstance(spec.data, TeacherLMData):
         return None
-    teacher = teacher_manifest(spec.data, origin)
-    upstream.setdefault(teacher.run_id, teacher)
-    return ResolvedTeacherLMData(**spec.data.model_dump(), teacher_run_id=teacher.run_id)
+    key = canonical_json(spec.data.model_dump(mode="json", exclude={"temperature"}))
+    if key not in upstream:
+        upstream[key] = teacher_manifest(spec.data, origin)
+    return ResolvedTeacherLMData(**spec.data.model_dump(), teacher_run_id=upstream[key].run_id)
 
 
 def compile_source(source: SpecSource) -> CompiledExperiment:
@@ -580,7 +582,7 @@ def _compile_source(source: SpecSource) -> CompiledExperiment:
         runs=runs,
         dropped=dropped,
         cluster=header.cluster,
-        upstream=list(upstream.values()),
+        upstream=list({m.run_id: m for m in upstream.values()}.values()),
     )
 
 
