@@ -33,6 +33,7 @@ from typing import Any, Literal, Protocol
 from runners.cluster import StopRequest, cancel_requested, clear_cancel
 from scaling_db.errors import RunError, ScaledbError
 from scaling_db.training.execute import execute_run, split_pending
+from scaling_db.training.upstream import add_pending_upstream, order_waves
 from scaling_db.training.records import RunState, RunStatus, utc_now
 from scaling_db.workspace import Workspace
 
@@ -195,6 +196,9 @@ def run_local(
     report.statuses.update(done)
     report.skipped.extend(done)
     manifests = {r: workspace.load_manifest(r) for r in todo}
+    # unfinished upstream runs (teachers) join the work, in waves that finish before their students
+    manifests = add_pending_upstream(workspace, manifests, retry_failed=retry_failed)
+    todo = list(manifests)
     for run_id in todo:  # a new request to run supersedes an earlier `scaledb cancel`
         clear_cancel(workspace, run_id)
     steps = {r: (m.train.steps if m.train.kind == "lm" else 1) for r, m in manifests.items()}
@@ -205,15 +209,18 @@ def run_local(
         if progress is not None:
             progress.close()
         return report
-    placement = plan_placement(len(todo), workers=workers, device=device, threads_per_run=threads_per_run)
     names = {r: m.name for r, m in manifests.items()}
     try:
-        if placement.workers == 1 and placement.gpus is None:
-            _run_in_process(workspace, todo, placement, device, force, retry_failed, on_run_done,
-                            progress, worker_init, report, names, steps)
-        else:
-            _run_pool(workspace, todo, placement, device, force, retry_failed, on_run_done,
-                      progress, worker_init, report, names, steps)
+        for wave in order_waves(manifests):
+            placement = plan_placement(len(wave), workers=workers, device=device, threads_per_run=threads_per_run)
+            if placement.workers == 1 and placement.gpus is None:
+                _run_in_process(workspace, wave, placement, device, force, retry_failed, on_run_done,
+                                progress, worker_init, report, names, steps)
+            else:
+                _run_pool(workspace, wave, placement, device, force, retry_failed, on_run_done,
+                          progress, worker_init, report, names, steps)
+            if report.interrupted:
+                break
     finally:
         if progress is not None:
             progress.close()

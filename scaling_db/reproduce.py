@@ -42,7 +42,7 @@ def reproduce(
     """Run the experiment of `spec_path` end to end and write its report into the workspace."""
     compiled = compile_spec(spec_path)
     ws.write_compiled(compiled)
-    run_ids = [m.run_id for m in compiled.runs]
+    run_ids = [m.run_id for m in [*compiled.upstream, *compiled.runs]]  # teachers first
     run_pending(run_ids)
     loaded = ingest_runs(ws, run_ids)
     fits, fit_errors = [], {}

@@ -144,9 +144,9 @@ class Workspace:
 
     # -- manifests ---------------------------------------------------------------------------
     def write_compiled(self, compiled: Any) -> CompileWrite:
-        """Write the manifests of a `CompiledExperiment`; existing ones are left untouched."""
+        """Write the manifests of a `CompiledExperiment` and its upstream runs; existing ones are left untouched."""
         new, existing = [], []
-        for manifest in compiled.runs:
+        for manifest in [*compiled.upstream, *compiled.runs]:
             path = self.manifest_path(manifest.run_id)
             if path.exists():
                 existing.append(manifest.run_id)
@@ -169,6 +169,7 @@ class Workspace:
             "description": compiled.description,
             "analysis": compiled.analysis.model_dump(mode="json"),
             "run_ids": run_ids,
+            "upstream_run_ids": [m.run_id for m in compiled.upstream],
             "dropped": [{"assignments": d.assignments, "reason": d.reason} for d in compiled.dropped],
             "revisions": [r.to_json() for r in history],  # every compile's runs, oldest first
         }

@@ -148,13 +148,16 @@ SHIPPED = sorted((REPO / "specs").glob("*.yaml"))
 def test_shipped_specs_match_golden(path: Path, regen_golden: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
     compiled = compile_spec(path.relative_to(REPO))
-    runs = []
-    for r in compiled.runs:
+    def dump(r):
         dumped = r.model_dump(mode="json")
         dumped["origin"]["base_dir"] = "<specs dir>"  # machine-specific, not part of identity
-        runs.append(dumped)
-    text = json.dumps({"experiment": compiled.experiment, "dropped": [d.reason for d in compiled.dropped],
-                       "runs": runs}, indent=1, sort_keys=True) + "\n"
+        return dumped
+
+    golden = {"experiment": compiled.experiment, "dropped": [d.reason for d in compiled.dropped],
+              "runs": [dump(r) for r in compiled.runs]}
+    if compiled.upstream:  # teachers (only specs that have them show the key)
+        golden["upstream"] = [dump(r) for r in compiled.upstream]
+    text = json.dumps(golden, indent=1, sort_keys=True) + "\n"
     check_golden(REPO / "tests" / "golden" / f"{path.stem}.json", text, regen_golden)
 
 

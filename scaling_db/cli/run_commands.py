@@ -43,11 +43,12 @@ def resolve_targets(ws: Workspace, targets: tuple[str, ...], *, write: bool) -> 
             compiled = compile_spec(path)
             if write:
                 ws.write_compiled(compiled)
-            run_ids += [m.run_id for m in compiled.runs]
+            run_ids += [m.run_id for m in [*compiled.upstream, *compiled.runs]]
         elif path.suffix == ".json" and path.is_file():
             run_ids.append(_adopt_manifest(ws, path, write=write))
         elif target in ws.experiments():
-            run_ids += ws.experiment_info(target)["run_ids"]
+            info = ws.experiment_info(target)
+            run_ids += info.get("upstream_run_ids", []) + info["run_ids"]
         elif found := ws.find_runs(target):
             run_ids += found
         else:

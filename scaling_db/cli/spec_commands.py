@@ -44,6 +44,7 @@ def run_json(manifest: RunManifest, state: str) -> dict[str, Any]:
         "tokens": manifest.tokens,
         "train_flops": manifest.train_flops,
         "vars": manifest.vars,
+        "upstream_runs": manifest.upstream,  # runs that must finish before this one starts
         "params": _flatten({k: dumped[k] for k in ("data", "model", "train")}),
         "resources": dumped["resources"],
     }
@@ -91,7 +92,8 @@ def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float
                 superseded: list[str]) -> None:
     s = summarize_plan(compiled, rows, gflops)
     verb = "would write" if dry_run else "compiled"
-    click.echo(f"\n{compiled.experiment} ({compiled.spec_path}): {verb} {s.n_runs} runs "
+    upstream = f" + {s.n_upstream} upstream (trained first)" if s.n_upstream else ""
+    click.echo(f"\n{compiled.experiment} ({compiled.spec_path}): {verb} {s.n_runs} runs{upstream} "
                f"({s.counts_line})")
     click.echo(f"  parameters      {_human(s.params[0])} - {_human(s.params[1])} total, "
                f"{_human(s.params_nonembed[0])} - {_human(s.params_nonembed[1])} non-embedding")
@@ -108,7 +110,8 @@ def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float
         shown = ", ".join(f"{k}={v}" for k, v in d.assignments.items())
         click.echo(f"  dropped         {shown or '(base point)'}: {d.reason}")
     print_table(None, ["run_id", "name", "state", "params", "non-emb", "tokens", "FLOPs (exact)"], [
-        [r.manifest.run_id, r.manifest.name, r.state, _human(r.manifest.counts.n_params),
+        [r.manifest.run_id, r.manifest.name, f"{r.state} (upstream)" if r.upstream else r.state,
+         _human(r.manifest.counts.n_params),
          _human(r.manifest.counts.n_params_nonembed), _human(r.manifest.tokens),
          f"{r.manifest.train_flops['exact']:.3g}" if r.manifest.train_flops else "-"]
         for r in rows
@@ -137,7 +140,7 @@ def compile_cmd(specs: tuple[str, ...], workspace: str | None, as_json: bool, dr
         if not dry_run:
             ws.write_compiled(compiled)
         if as_json:
-            out += [run_json(r.manifest, r.state) for r in rows]
+            out += [{**run_json(r.manifest, r.state), "upstream": r.upstream} for r in rows]
         else:
             _print_plan(compiled, rows, gflops, dry_run, superseded)
     if as_json:

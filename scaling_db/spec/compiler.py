@@ -6,6 +6,11 @@ same spec gives the same run ids on every machine. Each sweep point is validated
 once with the derived values), filtered by `constraints:`, and resolved into a `RunManifest`
 (budget in whole steps, checkpoint steps listed, counts and FLOPs computed). Every problem of
 every point is collected and reported at once, at the line that caused it.
+
+Upstream runs: a `teacher_lm` data section implies a teacher transformer trained on the corpus.
+The compiler builds that teacher's manifest in code (`teacher_manifest`: experiment `teachers`,
+the recipe below) and writes its run id into the students' data (`teacher_run_id`). Identical
+teachers hash to one run id, so every experiment asking for the same teacher shares one run.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ from scaling_db.spec.counting import (
     TransformerShape, count_params, estimate_peak_memory_bytes, flops_per_token,
 )
 from scaling_db.errors import SpecError, SpecProblem
+from scaling_db.spec.data import CorpusData, TeacherLMData
 from scaling_db.spec.manifest import (
+    CorpusEpochsData,
     ResolvedLMTrain,
+    ResolvedTeacherLMData,
     ResolvedTransformer,
     RunCounts,
     RunManifest,
@@ -66,6 +74,16 @@ from scaling_db.spec.sweep import (
 
 MAX_REPORTED_PROBLEMS = 50
 
+#: The experiment of every teacher run (constant, so identical teachers of any spec share an id).
+TEACHERS_EXPERIMENT = "teachers"
+#: The teacher's recipe: AdamW at lr 3e-3, weight decay 0.01, 2% warmup then cosine, batch 64,
+#: fp32 (what DESIGN.md measured for small models on this kind of machine); heads of 16.
+TEACHER_LR = 3e-3
+TEACHER_BATCH = 64
+TEACHER_D_HEAD = 16
+#: Held-out tokens of each teacher evaluation (a short corpus's eval split is cycled through).
+TEACHER_EVAL_TOKENS = 10_000
+
 
 @dataclass(frozen=True)
 class DroppedPoint:
@@ -85,6 +103,8 @@ class CompiledExperiment:
     runs: list[RunManifest]
     dropped: list[DroppedPoint] = field(default_factory=list)
     cluster: ClusterSpec = field(default_factory=ClusterSpec)  # placement defaults; not in manifests
+    #: runs the experiment's runs need finished first (teachers); not part of the experiment
+    upstream: list[RunManifest] = field(default_factory=list)
 
 
 def vocab_size_of(data: dict[str, Any]) -> int | None:
@@ -92,7 +112,7 @@ def vocab_size_of(data: dict[str, Any]) -> int | None:
     kind = data["kind"]
     if kind == "graph_walk":
         return int(data["graph"]["n"])
-    if kind in ("language_bigram", "teacher_lm", "corpus"):
+    if kind in ("language_bigram", "teacher_lm", "corpus", "corpus_epochs"):
         tok = data["tokenizer"]
         return 256 if tok["kind"] == "char" else int(tok["vocab_size"])
     return None
@@ -382,7 +402,9 @@ def _resolve(
     variables: dict[str, Any],
     assignments: dict[str, Any],
     origin: RunOrigin,
+    resolved_data: Any = None,
 ) -> RunManifest:
+    """The manifest of one validated point; `resolved_data` replaces `spec.data` in it."""
     data = spec.data.model_dump(mode="json")
     model_spec = spec.model
     counts_map: dict[str, Any]
@@ -438,7 +460,7 @@ def _resolve(
         "tags": list(header.tags),
         "origin": origin,
         "vars": variables,
-        "data": spec.data,
+        "data": resolved_data if resolved_data is not None else spec.data,
         "model": model,
         "train": train,
         "counts": counts,
@@ -451,6 +473,47 @@ def _resolve(
     manifest = RunManifest.model_validate(payload)
     dumped = manifest.model_dump(mode="json")
     return manifest.model_copy(update={"run_id": compute_run_id(dumped)})
+
+
+def teacher_manifest(data: TeacherLMData, origin: RunOrigin) -> RunManifest:
+    """The upstream run that trains the teacher of a `teacher_lm` data section.
+
+    It trains on the corpus train split for `train_tokens` tokens (repeating the corpus when the
+    budget needs more than one pass) with the recipe in the constants above. `temperature` is
+    left out: it only changes sampling, so teachers differing only in it are one run.
+    """
+    corpus = CorpusData(kind="corpus", corpus=data.corpus, tokenizer=data.tokenizer, eval_frac=data.eval_frac)
+    spec = RunSpec(
+        data=corpus,
+        model=TransformerModel(kind="transformer", n_layers=data.n_layers, d_model=data.d_model,
+                               d_head=TEACHER_D_HEAD, context=data.context),
+        train=LMTrain.model_validate({
+            "optimizer": {"kind": "adamw", "lr": TEACHER_LR, "weight_decay": 0.01},
+            "schedule": {"kind": "cosine", "warmup_frac": 0.02},
+            "batch_size": TEACHER_BATCH, "tokens": data.train_tokens,
+            "checkpoints": {"kind": "log", "count": 6, "first": 10},
+            "eval_tokens": TEACHER_EVAL_TOKENS, "precision": "fp32", "seed": data.seed,
+        }),
+    )
+    header = ExperimentHeader(
+        experiment=TEACHERS_EXPERIMENT, tags=["upstream", "teacher"], data={}, model={}, train={},
+        description=f"teacher of teacher_lm data: a {data.n_layers}-layer transformer trained on {data.corpus}",
+    )
+    epochs = CorpusEpochsData(kind="corpus_epochs", **corpus.model_dump(exclude={"kind"}))
+    manifest = _resolve(header, spec, {}, {}, origin, resolved_data=epochs)
+    name = f"teacher-L{data.n_layers}-d{data.d_model}-c{data.context}-tok{data.train_tokens}-s{data.seed}"
+    return manifest.model_copy(update={"name": name})  # the name is not part of the id
+
+
+def _resolve_upstream(spec: RunSpec, origin: RunOrigin, upstream: dict[str, RunManifest]) -> Any:
+    """The point's data with its teacher resolved to a run, or None. `upstream` holds the
+    teachers built so far, by their fields (sweep points mostly share one)."""
+    if not isinstance(spec.data, TeacherLMData):
+        return None
+    key = canonical_json(spec.data.model_dump(mode="json", exclude={"temperature"}))
+    if key not in upstream:
+        upstream[key] = teacher_manifest(spec.data, origin)
+    return ResolvedTeacherLMData(**spec.data.model_dump(), teacher_run_id=upstream[key].run_id)
 
 
 def compile_source(source: SpecSource) -> CompiledExperiment:
@@ -475,6 +538,7 @@ def _compile_source(source: SpecSource) -> CompiledExperiment:
     base = {k: source.data[k] for k in RUN_SECTIONS if k in source.data}
     origin = RunOrigin(spec_path=display_path(source.path), base_dir=str(source.path.resolve().parent))
     runs: list[RunManifest] = []
+    upstream: dict[str, RunManifest] = {}
     dropped: list[DroppedPoint] = []
     seen: dict[str, str] = {}
     try:
@@ -488,7 +552,8 @@ def _compile_source(source: SpecSource) -> CompiledExperiment:
             dropped.append(out)
         elif out is not None and not c.problems:
             spec, variables = out
-            manifest = _resolve(header, spec, variables, point.assignments, origin)
+            resolved_data = _resolve_upstream(spec, origin, upstream)
+            manifest = _resolve(header, spec, variables, point.assignments, origin, resolved_data)
             if manifest.run_id in seen:
                 dropped.append(DroppedPoint(dict(point.assignments), f"same run as {seen[manifest.run_id]}"))
                 continue
@@ -517,6 +582,7 @@ def _compile_source(source: SpecSource) -> CompiledExperiment:
         runs=runs,
         dropped=dropped,
         cluster=header.cluster,
+        upstream=list({m.run_id: m for m in upstream.values()}.values()),
     )
 
 

@@ -6,18 +6,24 @@ JSON of the whole manifest except the fields in `IDENTITY_EXCLUDED` (things that
 change what is trained: prose, placement, where the spec file sits on this machine, and the
 derived name). Canonical JSON means sorted keys, no whitespace, and values normalised by
 Pydantic first, so key order in YAML and `1e-3` vs `0.001` never matter.
+
+Upstream runs (DESIGN.md decision 11): a run whose data comes from another run's trained model
+names that run in its manifest (`teacher_lm` data carries `teacher_run_id`), so the student's id
+changes when its teacher does, and `RunManifest.upstream` tells every runner what must finish
+first. The teacher itself is an ordinary manifest (data `corpus_epochs`), shared by every
+experiment that asks for the same teacher.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import Field
 
 from scaling_db.spec.counting import FlopConvention, TransformerShape
-from scaling_db.spec.data import DataSpec
+from scaling_db.spec.data import CorpusData, DataSpec, TeacherLMData
 from scaling_db.spec.schema import (
     CheckpointSpec,
     ClosedFormTrain,
@@ -55,6 +61,32 @@ class ResolvedTransformer(TransformerModel):
             bias=self.bias,
         )
 
+
+class ResolvedTeacherLMData(TeacherLMData):
+    """`teacher_lm` data with its teacher resolved to a run (built by the compiler, trained first)."""
+
+    teacher_run_id: str | None = Field(
+        None, description="the upstream run whose trained model is sampled; None only in manifests "
+        "compiled before teachers were runs (recompile them)"
+    )
+
+
+class CorpusEpochsData(CorpusData):
+    """A corpus served for as many passes as the run's budget needs (a teacher's training data).
+
+    Not a spec kind: the compiler writes it into teacher manifests. Pass 1 is the `corpus`
+    window order; each later pass is a fresh shuffle of the same windows."""
+
+    kind: Literal["corpus_epochs"]  # type: ignore[assignment]
+
+
+def _resolved_data_kinds() -> tuple[type, ...]:
+    """The spec's data kinds with `teacher_lm` resolved, plus `corpus_epochs`."""
+    kinds = get_args(get_args(DataSpec)[0])
+    return (*(ResolvedTeacherLMData if k is TeacherLMData else k for k in kinds), CorpusEpochsData)
+
+
+ResolvedData = Annotated[Union[_resolved_data_kinds()], Field(discriminator="kind")]  # type: ignore[valid-type]
 
 ResolvedModel = Annotated[
     Union[ResolvedTransformer, RandomFeaturesModel, NearestNeighborModel], Field(discriminator="kind")
@@ -115,7 +147,7 @@ class RunManifest(StrictModel):
     tags: list[str] = []
     origin: RunOrigin
     vars: dict[str, Any] = Field({}, description="free sweep variables of this point (e.g. flop_budget)")
-    data: DataSpec
+    data: ResolvedData
     model: ResolvedModel
     train: ResolvedTrain
     counts: RunCounts
@@ -127,6 +159,12 @@ class RunManifest(StrictModel):
     def tokens(self) -> int:
         """Training tokens (or training samples for closed-form learners)."""
         return self.train.tokens if self.train.kind == "lm" else self.train.samples
+
+    @property
+    def upstream(self) -> list[str]:
+        """Ids of the runs that must finish before this one starts (its teacher, if any)."""
+        teacher = getattr(self.data, "teacher_run_id", None)
+        return [teacher] if teacher else []
 
     def identity_payload(self) -> dict[str, Any]:
         return identity_payload(self.model_dump(mode="json"))

@@ -2,7 +2,8 @@
 
 `execute_run(workspace, run_id)` reads the run's manifest, decides whether there is anything to
 do (finished runs are skipped unless `force`, failed ones unless `retry_failed`), takes the run's
-lock (so two processes never train the same run), marks it `running`, and dispatches: a
+lock (so two processes never train the same run), checks that its upstream runs (a teacher) are
+finished (else the run fails, naming the upstream run), marks it `running`, and dispatches: a
 transformer manifest goes to `scaling_db.training.trainer.train_lm` (which resumes from `state.pt` when
 there is one), the closed-form learners to `scaling_db.training.solvers.solve`. Whatever happens, the
 status file ends in a state that says what to do next: `finished`, `diverged` (a result, not
@@ -28,6 +29,7 @@ from scaling_db.spec.manifest import RunManifest
 from scaling_db.training.records import (
     CheckpointRecord, RunState, RunStatus, append_record, code_git_sha, repair_log, utc_now,
 )
+from scaling_db.training.upstream import upstream_problem
 from scaling_db.workspace import Workspace, atomic_write_text
 
 if TYPE_CHECKING:
@@ -35,10 +37,12 @@ if TYPE_CHECKING:
 
 
 def build_token_source(manifest: RunManifest, workspace: Workspace) -> "TokenSource":
-    """The run's token stream (graphs, tokenizers and teachers are cached in the workspace)."""
+    """The run's token stream (graphs, tokenizers and samples are cached in the workspace; a
+    teacher is read from its finished run)."""
     from scaling_db.sources import build_source
 
-    return build_source(manifest.data, base_dir=Path(manifest.origin.base_dir), cache_dir=workspace.cache_dir)
+    return build_source(manifest.data, base_dir=Path(manifest.origin.base_dir), cache_dir=workspace.cache_dir,
+                        runs_dir=workspace.runs_dir)
 
 
 def solve_closed_form(manifest: RunManifest, workspace: Workspace) -> Any:
@@ -125,6 +129,12 @@ def execute_run(
         if force:
             reset_run(workspace, run_id)
             status = RunStatus(run_id=run_id)
+        if (problem := upstream_problem(workspace, manifest)) is not None:
+            status = status.model_copy(update={
+                "status": RunState.FAILED, "error": problem, "finished_at": utc_now(), "updated_at": utc_now(),
+            })
+            workspace.write_status(status)
+            return status
         if threads is not None:
             import torch
 
