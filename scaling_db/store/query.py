@@ -15,7 +15,8 @@ SQL. A parameter has a default (`= literal`: 'text', a number, true/false or nul
 the placeholders the SQL uses (a test checks every file in queries/).
 
 Where queries are found, first match wins: the directories in $SCALEDB_QUERY_PATH
-(os.pathsep-separated), `<workspace>/queries/`, then the project's `queries/`.
+(os.pathsep-separated), `<workspace>/queries/`, then the shipped ones (the top-level `queries/`,
+packaged as `scaling_db/queries`).
 
 Queries run on a read-only connection: DuckDB refuses any statement that would change the
 file, so a query can never modify the database.
@@ -28,6 +29,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,9 @@ from scaling_db.errors import QueryError
 from scaling_db.store.database import open_store
 from scaling_db.workspace import Workspace
 
-#: The project's own queries (top-level `queries/`, beside the package).
-BUILTIN_QUERY_DIR = Path(__file__).resolve().parents[2] / "queries"
+#: The shipped queries: the top-level `queries/`, which the package holds as `scaling_db/queries`
+#: (a symlink in the source tree, the files themselves in a built wheel).
+BUILTIN_QUERY_DIR = Path(str(resources.files("scaling_db") / "queries"))
 QUERY_PATH_ENV = "SCALEDB_QUERY_PATH"
 
 _PARAM_RE = re.compile(
