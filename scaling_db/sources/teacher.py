@@ -1,5 +1,5 @@
 """`teacher_lm`: text sampled from a small transformer trained on a corpus (the paper's
-T1L / T2L / T4L rungs, SCIENCE.md section 1).
+T1L / T2L / T4L rungs, docs/science.md#the-complexity-ladder).
 
 Teacher. A `n_layers`-layer, `d_model`-wide transformer (heads of 16, learned positions,
 context `context`) is trained with scaledb's own model and trainer (`scaling_db.training.model`,
