@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, shared_path
+from doc_blocks import tagged
 from scaling_db.cli import load_all_commands
 from tiny import tiny_specs
 
@@ -18,8 +19,8 @@ README = (REPO / "README.md").read_text()
 
 
 def blocks(tag: str) -> list[str]:
-    """Code blocks preceded by `<!-- readme-test: TAG -->`."""
-    return re.findall(rf"<!-- readme-test: {tag} -->\n```\w+\n(.*?)```", README, flags=re.S)
+    """Code blocks preceded by `<!-- readme-test: TAG -->` (tests/doc_blocks.py)."""
+    return tagged(REPO / "README.md", tag)
 
 
 def commands(tag: str) -> list[str]:
