@@ -133,7 +133,7 @@ def anchors(path: Path) -> set[str]:
 
 
 def test_links_and_citations_resolve() -> None:
-    """Markdown links between the docs, and `docs/science.md#anchor` citations anywhere."""
+    """Markdown links between the docs, and citations of docs/science.md sections anywhere."""
     broken = []
     for path in DOCS:
         for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
@@ -156,7 +156,8 @@ def test_links_and_citations_resolve() -> None:
 
 
 def test_nothing_cites_the_missing_science_file() -> None:
-    out = subprocess.run(["git", "grep", "-l", "SCIENCE.md"], cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(["git", "grep", "-l", "SCIENCE.md", "--", ".", ":!tests/test_docs.py"], cwd=REPO,
+                         capture_output=True, text=True)
     assert out.stdout.split() == []
 
 
