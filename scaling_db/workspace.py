@@ -2,13 +2,19 @@
 
 Layout (all paths relative to the workspace root):
     scaledb.duckdb                      the result database (one writer at a time)
-    experiments/<experiment>/experiment.json  the compiled spec: run ids, dropped points, revisions
+    experiments/<experiment>/experiment.json   the compiled spec: its path and hash, description,
+                                        analysis section, run ids, upstream run ids, dropped
+                                        points and revisions (each compile's run ids)
     runs/<run_id>/manifest.json         the run's manifest (written once; identical on recompile)
     runs/<run_id>/status.json           pending | running | finished | failed | diverged
     runs/<run_id>/log.jsonl             append-only checkpoint records
     runs/<run_id>/state.pt              model + optimizer + data position, replaced atomically
+    runs/<run_id>/lock, error.log       the running process's lock; a failed run's traceback
+    runs/<run_id>/cancel                a request to stop the run (`scaledb cancel`)
     cache/                              built graphs, tokenizers, teacher models (by config hash)
-    reports/<experiment>/               figures and the HTML report
+    queries/                            the workspace's own named queries (optional)
+    reports/<experiment>/               figures, the HTML report, coordcheck.json
+    slurm/<experiment>/                 submitit's job files and logs (Slurm backend)
 
 The root is `--workspace`, else `$SCALEDB_WORKSPACE`, else `./scaledb-workspace`.
 """

@@ -1,4 +1,4 @@
-"""Data sources: the token streams a transformer trains on (SCIENCE.md section 1).
+"""Data sources: the token streams a transformer trains on (docs/science.md#the-complexity-ladder).
 
 `build_source(data, base_dir=..., cache_dir=..., runs_dir=...)` turns a validated data section of a manifest
 into a `TokenSource`. The trainer asks it for batches by index:

@@ -1,5 +1,5 @@
 """`teacher_lm`: text sampled from a small transformer trained on a corpus (the paper's
-T1L / T2L / T4L rungs, SCIENCE.md section 1).
+T1L / T2L / T4L rungs, docs/science.md#the-complexity-ladder).
 
 Teacher. The teacher is an upstream run (DESIGN.md decision 11): the compiler builds its
 manifest (`scaling_db.spec.compiler.teacher_manifest`: a `n_layers`-layer, `d_model`-wide

@@ -3,12 +3,13 @@
 The manifest is the contract between the compiler and every runner: a runner reads nothing
 else (no YAML, no defaults). Identity is opt-out: `run_id` is the SHA-256 of the canonical
 JSON of the whole manifest except the fields in `IDENTITY_EXCLUDED` (things that do not
-change what is trained: prose, placement, where the spec file sits on this machine, and the
-derived name). Canonical JSON means sorted keys, no whitespace, and values normalised by
-Pydantic first, so key order in YAML and `1e-3` vs `0.001` never matter.
+change what is trained: prose, placement, where the spec file sits on this machine, the
+derived name, and how often a run saves its state). Canonical JSON means sorted keys, no
+whitespace, and values normalised by Pydantic first, so key order in YAML and `1e-3` vs `0.001`
+never matter.
 
-Upstream runs (DESIGN.md decision 11): a run whose data comes from another run's trained model
-names that run in its manifest (`teacher_lm` data carries `teacher_run_id`), so the student's id
+Upstream runs: a run whose data comes from another run's trained model names that run in its
+manifest (`teacher_lm` data carries `teacher_run_id`), so the student's id
 changes when its teacher does, and `RunManifest.upstream` tells every runner what must finish
 first. The teacher itself is an ordinary manifest (data `corpus_epochs`), shared by every
 experiment that asks for the same teacher.
@@ -37,8 +38,13 @@ from scaling_db.spec.schema import (
 
 MANIFEST_SCHEMA_VERSION = 1
 
-#: Fields of a manifest that do not enter its run_id. Tests pin this list.
-IDENTITY_EXCLUDED: frozenset[str] = frozenset({"run_id", "name", "description", "tags", "resources", "origin"})
+#: Fields of a manifest that do not enter its run_id. Tests pin this list. A dotted path is a
+#: nested field, hashed as null (its default) rather than dropped, so the ids of runs compiled
+#: before it was excluded do not change: `train.state_every` only says how often a run saves its
+#: state, and a resumed run's curve is the same whatever it is.
+IDENTITY_EXCLUDED: frozenset[str] = frozenset(
+    {"run_id", "name", "description", "tags", "resources", "origin", "train.state_every"}
+)
 
 
 class ResolvedTransformer(TransformerModel):
@@ -172,7 +178,12 @@ class RunManifest(StrictModel):
 
 def identity_payload(manifest: dict[str, Any]) -> dict[str, Any]:
     """The part of a manifest (as JSON data) that its run_id hashes."""
-    return {k: v for k, v in manifest.items() if k not in IDENTITY_EXCLUDED}
+    payload = {k: v for k, v in manifest.items() if k not in IDENTITY_EXCLUDED}
+    for path in IDENTITY_EXCLUDED:
+        section, dot, field = path.partition(".")
+        if dot and isinstance(payload.get(section), dict) and field in payload[section]:
+            payload[section] = {**payload[section], field: None}
+    return payload
 
 
 def canonical_json(value: Any) -> str:

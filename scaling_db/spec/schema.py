@@ -22,7 +22,7 @@ from scaling_db.spec.fields import Fraction, PositiveFloat, PositiveInt, StrictM
 
 
 class GroupValues(StrictModel):
-    """One number per parameter group (SCIENCE.md's muP table rows)."""
+    """One number per parameter group (the rows of docs/science.md#mup's table)."""
 
     embedding: float = 1.0
     hidden: float = 1.0

@@ -4,7 +4,7 @@ One file, read top to bottom (after nanoGPT's `model.py`). Pre-norm blocks; lear
 positions; tied or untied readout; optional biases. Its parameter count is exactly
 `scaling_db.spec.counting.count_params` (a test pins that for a grid of shapes and GPT-2 small).
 
-Parameterizations, with width multiplier w = d_model / base_width (SCIENCE.md section 5, after
+Parameterizations, with width multiplier w = d_model / base_width (docs/science.md#mup, after
 Tensor Programs V, Yang et al. 2022, Table 3 and its Appendix B "muP with multipliers"):
 
 | group     | what                          | init std (x init_mult)       | forward mult  | Adam LR   |
