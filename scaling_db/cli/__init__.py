@@ -1,7 +1,7 @@
 """The `scaledb` command line. The only place that prints, exits, or knows about click.
 
 Each area registers its commands from its own module (`spec_commands`, ...); the group turns
-any `ScaledbError` into one `Error: ...` message and exit code 1. `--debug` (or
+any `ScaledbError` into `Error: ...` lines (one per spec problem) and exit code 1. `--debug` (or
 SCALEDB_DEBUG=1) shows the traceback instead.
 """
 
@@ -13,7 +13,7 @@ import os
 import click
 
 from scaling_db import __version__
-from scaling_db.errors import ScaledbError
+from scaling_db.errors import ScaledbError, SpecError
 
 #: Modules whose import registers commands on `cli`.
 COMMAND_MODULES = ("spec_commands", "run_commands", "data_commands", "store_commands", "fit_commands", "plot_commands",
@@ -21,7 +21,7 @@ COMMAND_MODULES = ("spec_commands", "run_commands", "data_commands", "store_comm
 
 
 class _Group(click.Group):
-    """Turns scaledb's own errors into one `Error: ...` line and exit code 1."""
+    """Turns scaledb's own errors into `Error: ...` lines and exit code 1."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -29,7 +29,10 @@ class _Group(click.Group):
         except ScaledbError as exc:
             if ctx.obj and ctx.obj.get("debug") or os.environ.get("SCALEDB_DEBUG", "") not in ("", "0"):
                 raise
-            click.echo(f"Error: {exc}", err=True)
+            # A spec error is one line per problem, each complete (`file:line field: what`).
+            lines = [p.format() for p in exc.problems] if isinstance(exc, SpecError) else [str(exc)]
+            for line in lines:
+                click.echo(f"Error: {line}", err=True)
             ctx.exit(1)
 
 
