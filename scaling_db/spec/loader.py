@@ -156,12 +156,30 @@ def read_spec_source(path: str | Path, _stack: tuple[Path, ...] = (), _referrer:
 
 
 def _fmt(value: Any) -> str:
+    """A value as shown in a message: short, and only plain data (never an object's repr)."""
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float):
         return f"{value:g}"
-    if isinstance(value, (dict, list)):
-        text = repr(value)
+    if isinstance(value, int):
+        return str(value) if value.bit_length() < 100 else f"an integer of {value.bit_length()} bits"
+    if isinstance(value, (str, dict, list, tuple)) or value is None:
+        text = repr(value) if _plain(value) else f"a {type(value).__name__}"
         return text if len(text) < 60 else text[:57] + "..."
-    return repr(value) if isinstance(value, str) else str(value)
+    return f"a {type(value).__name__}"
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether `value` is YAML-like data small enough to show (bounded, so cheap on anything)."""
+    if depth > 5:
+        return False
+    if isinstance(value, dict):
+        return len(value) < 20 and all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return len(value) < 20 and all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value.bit_length() < 100
+    return value is None or isinstance(value, (str, float, bool))
 
 
 def candidate_models(annotation: Any) -> list[type[BaseModel]]:
@@ -283,6 +301,10 @@ def _message(kind: str, ctx: dict, got: Any, default: str, path: Path_, root: ty
         return f"must be {op} {_fmt(bound)} (got {_fmt(got)})"
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return f"must be an integer (got {_fmt(got)})"
+    if kind == "not_a_number":
+        return default
+    if kind == "finite_number":
+        return f"must be a finite number (got {_fmt(got)})"
     if kind in ("float_parsing", "float_type"):
         return f"must be a number (got {_fmt(got)})"
     if kind in ("bool_parsing", "bool_type"):

@@ -13,7 +13,16 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from scaling_db.spec.data import DataSpec
-from scaling_db.spec.fields import Fraction, PositiveFloat, PositiveInt, StrictModel
+from scaling_db.spec.fields import Float, Fraction, Int, PositiveFloat, PositiveInt, Seed, StrictModel
+
+#: Checkpoints per run: each one is an evaluation pass and a row per metric in the database.
+MAX_CHECKPOINTS = 10_000
+#: Budgets far beyond any real run (Llama 3: 1.5e13 tokens), so FLOP totals stay finite and
+#: step counts stay 64-bit integers.
+MAX_TOKENS = 1e16
+MAX_STEPS = 10**10
+#: Experiment names are folder names in the workspace (experiments/<name>/, reports/<name>/).
+MAX_NAME_LENGTH = 100
 
 
 # ---------------------------------------------------------------------------------------------
@@ -24,19 +33,19 @@ from scaling_db.spec.fields import Fraction, PositiveFloat, PositiveInt, StrictM
 class GroupValues(StrictModel):
     """One number per parameter group (SCIENCE.md's muP table rows)."""
 
-    embedding: float = 1.0
-    hidden: float = 1.0
-    readout: float = 1.0
-    norm: float = 1.0
+    embedding: Float = 1.0
+    hidden: Float = 1.0
+    readout: Float = 1.0
+    norm: Float = 1.0
 
 
 class GroupExponents(GroupValues):
     """One exponent per parameter group; a group left out gets 0 (no width scaling)."""
 
-    embedding: float = 0.0
-    hidden: float = 0.0
-    readout: float = 0.0
-    norm: float = 0.0
+    embedding: Float = 0.0
+    hidden: Float = 0.0
+    readout: Float = 0.0
+    norm: Float = 0.0
 
 
 class _Parameterization(StrictModel):
@@ -98,7 +107,7 @@ class RandomFeaturesModel(StrictModel):
 
     kind: Literal["random_features"]
     n_features: PositiveInt
-    ridge: Annotated[float, Field(ge=0)] = 0.0
+    ridge: Annotated[Float, Field(ge=0)] = 0.0
     nonlinearity: Literal["linear", "relu", "tanh"] = "linear"
     sigma_u: PositiveFloat = 1.0
 
@@ -123,16 +132,16 @@ ModelSpec = Annotated[
 class AdamW(StrictModel):
     kind: Literal["adamw"]
     lr: PositiveFloat
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.95)
+    betas: tuple[Annotated[Float, Field(ge=0, lt=1)], Annotated[Float, Field(ge=0, lt=1)]] = (0.9, 0.95)
     eps: PositiveFloat = 1e-8
-    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    weight_decay: Annotated[Float, Field(ge=0)] = 0.01
 
 
 class SGD(StrictModel):
     kind: Literal["sgd"]
     lr: PositiveFloat
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    momentum: Annotated[Float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[Float, Field(ge=0)] = 0.0
 
 
 OptimizerSpec = Annotated[Union[AdamW, SGD], Field(discriminator="kind")]
@@ -148,7 +157,7 @@ class CosineSchedule(StrictModel):
 
     kind: Literal["cosine"]
     warmup_frac: Fraction = 0.02
-    final_lr_frac: Annotated[float, Field(ge=0, le=1)] = 0.0
+    final_lr_frac: Annotated[Float, Field(ge=0, le=1)] = 0.0
 
 
 class WsdSchedule(StrictModel):
@@ -156,8 +165,8 @@ class WsdSchedule(StrictModel):
 
     kind: Literal["wsd"]
     warmup_frac: Fraction = 0.02
-    decay_frac: Annotated[float, Field(gt=0, le=1)] = 0.2
-    final_lr_frac: Annotated[float, Field(ge=0, le=1)] = 0.0
+    decay_frac: Annotated[Float, Field(gt=0, le=1)] = 0.2
+    final_lr_frac: Annotated[Float, Field(ge=0, le=1)] = 0.0
 
     @model_validator(mode="after")
     def _phases_fit(self) -> "WsdSchedule":
@@ -175,14 +184,14 @@ class LinearCheckpoints(StrictModel):
     """Evenly spaced checkpoints: `count` of them over the run (the last step always included)."""
 
     kind: Literal["linear"]
-    count: PositiveInt = 20
+    count: Annotated[PositiveInt, Field(le=MAX_CHECKPOINTS)] = 20
 
 
 class LogCheckpoints(StrictModel):
     """Log-spaced checkpoints from step `first` to the end (dense early, where curves bend)."""
 
     kind: Literal["log"]
-    count: PositiveInt = 20
+    count: Annotated[PositiveInt, Field(le=MAX_CHECKPOINTS)] = 20
     first: PositiveInt = 10
 
 
@@ -196,8 +205,8 @@ class LMTrain(StrictModel):
     optimizer: OptimizerSpec
     schedule: ScheduleSpec = CosineSchedule(kind="cosine")
     batch_size: PositiveInt = 64
-    tokens: PositiveFloat | None = None
-    steps: PositiveInt | None = None
+    tokens: Annotated[PositiveFloat, Field(le=MAX_TOKENS)] | None = None
+    steps: Annotated[PositiveInt, Field(le=MAX_STEPS)] | None = None
     checkpoints: CheckpointSpec = LogCheckpoints(kind="log")
     eval_tokens: PositiveInt = 50_000
     grad_clip: PositiveFloat | None = 1.0
@@ -207,7 +216,7 @@ class LMTrain(StrictModel):
     state_every: PositiveInt | None = Field(
         None, description="save model+optimizer state every N steps (default: at every checkpoint)"
     )
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _one_budget(self) -> "LMTrain":
@@ -222,7 +231,7 @@ class ClosedFormTrain(StrictModel):
     kind: Literal["closed_form"]
     samples: PositiveInt
     eval_samples: PositiveInt = 2000
-    seed: int = 0
+    seed: Seed = 0
 
 
 def _train_kind(value: Any) -> str:
@@ -256,7 +265,7 @@ class ClusterSpec(StrictModel):
         None, description="Slurm time limit per run in minutes (use >= 60 for runs that may be preempted)")
     cpus: PositiveInt | None = Field(None, description="CPUs per run (Slurm cpus-per-task, Ray num_cpus); "
                                                        "also the run's torch threads")
-    gpus: Annotated[float, Field(ge=0)] | None = Field(
+    gpus: Annotated[Float, Field(ge=0)] | None = Field(
         None, description="GPUs per run (Slurm gpus-per-node: whole numbers; Ray num_gpus: fractions allowed)")
     mem_gb: PositiveFloat | None = Field(None, description="memory per run in GB (Slurm --mem; Ray memory)")
     array_parallelism: PositiveInt | None = Field(None, description="Slurm: at most this many runs at once")
@@ -269,7 +278,7 @@ class ClusterSpec(StrictModel):
     sbatch: dict[str, str | int | float | bool] = Field({}, description="Slurm: any other sbatch option")
     address: str | None = Field(None, description="Ray cluster address ('auto', 'ray://host:10001'); "
                                                   "unset: a local instance")
-    max_retries: Annotated[int, Field(ge=0)] | None = Field(
+    max_retries: Annotated[Int, Field(ge=0)] | None = Field(
         None, description="Ray: re-runs of a run whose worker died (it resumes from its saved state)")
 
 
@@ -334,7 +343,7 @@ class GeomRange(StrictModel):
 class LinRange(StrictModel):
     """`num` values spaced evenly from start to stop, inclusive."""
 
-    linspace: tuple[float, float]
+    linspace: tuple[Float, Float]
     num: PositiveInt
     integer: bool = False
 
@@ -376,7 +385,7 @@ class SweepSpec(StrictModel):
     zip: list[dict[str, AxisValues]] = Field(
         [], description="groups of axes whose values pair up; each group is one axis of the product"
     )
-    seeds: Annotated[list[int], Field(min_length=1)] | None = Field(
+    seeds: Annotated[list[Seed], Field(min_length=1)] | None = Field(
         None, description="replicate axis: sets train.seed"
     )
     derive: dict[str, str | int | float] = Field({}, description="field path -> expression, evaluated in order")
@@ -410,7 +419,7 @@ class RunSpec(StrictModel):
 class ExperimentHeader(StrictModel):
     """The experiment-level sections; the run sections are validated per sweep point."""
 
-    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME_LENGTH)
     description: str = ""
     tags: list[str] = []
     data: dict[str, Any]
@@ -425,7 +434,7 @@ class ExperimentHeader(StrictModel):
 class ExperimentSpec(RunSpec):
     """The whole file, for the JSON Schema (validation goes header first, then per point)."""
 
-    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME_LENGTH)
     description: str = ""
     tags: list[str] = []
     sweep: SweepSpec = SweepSpec()
