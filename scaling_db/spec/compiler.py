@@ -10,6 +10,7 @@ every point is collected and reported at once, at the line that caused it.
 
 from __future__ import annotations
 
+import difflib
 import gc
 import hashlib
 import math
@@ -59,12 +60,19 @@ from scaling_db.spec.sweep import (
     ExpressionError,
     Scope,
     SweepPoint,
+    count_points,
     expand_sweep,
     is_field_path,
     set_path,
+    sweep_key_problem,
 )
 
 MAX_REPORTED_PROBLEMS = 50
+#: Sweep points one compile expands by default (`scaledb compile --max-runs N` raises it):
+#: 10,000 points compile in about 2 s; a typo such as an extra zero should not take an hour.
+DEFAULT_MAX_RUNS = 10_000
+#: Every integer in a manifest must fit the database's 64-bit columns.
+_INT64 = 2**63
 
 
 @dataclass(frozen=True)
@@ -114,9 +122,30 @@ def transformer_shape(model: dict[str, Any], vocab_size: int) -> TransformerShap
     )
 
 
+def _whole(section: dict[str, Any], key: str, where: str, optional: bool = False) -> Any:
+    """A field the counts read before the point is validated: a plain positive number, so that
+    a careless value (`true`, `'64'`, `[1]`) never reaches the arithmetic (`[1] * 10**10`)."""
+    value = section.get(key)
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < _INT64:
+        raise ExpressionError(f"cannot compute the model's counts: `{where}.{key}` is not a positive number")
+    return value
+
+
 def _counts(run: dict[str, Any]) -> dict[str, Any]:
-    model, data = run["model"], run["data"]
-    if model["kind"] == "transformer":
+    model, data, train = run["model"], run["data"], run["train"]
+    if not all(isinstance(x, dict) for x in (model, data, train)):
+        raise ExpressionError("cannot compute the model's counts: a run section is not a mapping")
+    if model.get("kind") == "transformer":
+        for key in ("n_layers", "d_model", "d_head", "context", "mlp_ratio"):
+            _whole(model, key, "model")
+        _whole(model, "n_heads", "model", optional=True)
+        _whole(train, "batch_size", "train")
+        if data.get("kind") == "graph_walk" and isinstance(data.get("graph"), dict):
+            _whole(data["graph"], "n", "data.graph")
+        elif isinstance(data.get("tokenizer"), dict) and data["tokenizer"].get("kind") == "bpe":
+            _whole(data["tokenizer"], "vocab_size", "data.tokenizer")
         vocab = vocab_size_of(data)
         shape = transformer_shape(model, vocab)
         c = count_params(shape)
@@ -128,7 +157,9 @@ def _counts(run: dict[str, Any]) -> dict[str, Any]:
             "flops_per_token_6n_nonembed": fpt["6n_nonembed"], "flops_per_token_6n": fpt["6n"],
             "flops_per_token_exact": fpt["exact"],
         }
-    n = model.get("n_features") or model.get("capacity") or run["train"]["samples"]
+    n = model.get("n_features") or model.get("capacity") or train.get("samples")
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise ExpressionError("cannot compute the model's counts: its size is not an integer")
     return {"n_params": n, "n_params_nonembed": n, "n_params_embed": 0}
 
 
@@ -261,9 +292,8 @@ class _Compiler:
 
     def expressions(self, header: ExperimentHeader) -> tuple[dict[str, Expression], list[tuple[Expression, str, int]]]:
         sweep = header.sweep
-        variables = {k for k in sweep.axes if not is_field_path(k)}
-        for group in sweep.zip:
-            variables |= {k for k in group if not is_field_path(k)}
+        # Undeclared variables are reported once, at the key; expressions reading them are not.
+        variables = self._sweep_keys(header) | {k for k in _set_keys(sweep) if "." not in k}
         known_roots = set(RUN_SECTIONS) | variables | set(COUNT_NAMES) | set(FUNCTIONS)
         derive: dict[str, Expression] = {}
         for target, text in sweep.derive.items():
@@ -275,8 +305,6 @@ class _Compiler:
                 continue
             self._check_names(expr, known_roots, where)
             derive[target] = expr
-            if not is_field_path(target):
-                known_roots.add(target)
         constraints: list[tuple[Expression, str, int]] = []
         for i, c in enumerate(sweep.constraints):
             where = ("sweep", "constraints", i, "drop_if")
@@ -289,9 +317,39 @@ class _Compiler:
             constraints.append((expr, c.reason, i))
         return derive, constraints
 
-    def _check_names(self, expr: Expression, roots: set[str], where: tuple) -> None:
-        import difflib
+    def _sweep_keys(self, header: ExperimentHeader) -> set[str]:
+        """Check that every key the sweep sets is a field path or a declared variable, and that
+        variables take plain values; return the declared variables."""
+        sweep = header.sweep
+        declared = list(sweep.vars)
+        for i, name in enumerate(declared):
+            if name in RUN_SECTIONS or name in COUNT_NAMES or name in FUNCTIONS or name in declared[:i]:
+                what = "declared twice" if name in declared[:i] else "is a built-in name; choose another"
+                self.add(self.source.problem(("sweep", "vars", i), f"`{name}` {what}"))
+        keyed: list[tuple[str, tuple, list[Any]]] = [
+            (k, ("sweep", "axes", k), v) for k, v in sweep.axes.items()
+        ] + [(k, ("sweep", "zip", g, k), v) for g, group in enumerate(sweep.zip) for k, v in group.items()]
+        for key, where, values in keyed:
+            problem = sweep_key_problem(key, declared)
+            if problem:
+                self.add(self.source.problem(where, problem))
+            elif not is_field_path(key) and isinstance(values, list):
+                for j, value in enumerate(values):
+                    if not _plain_scalar(value):
+                        self.add(self.source.problem((*where, j), "a variable takes numbers, strings or "
+                                                     f"true/false (got {_shown(value)})"))
+        for target in sweep.derive:
+            problem = sweep_key_problem(target, declared)
+            if problem:
+                self.add(self.source.problem(("sweep", "derive", target), problem))
+        set_somewhere = set(_set_keys(sweep))
+        for i, name in enumerate(declared):
+            if name not in set_somewhere:
+                self.add(self.source.problem(("sweep", "vars", i), f"`{name}` is declared but no axis, "
+                                             "zip group or derive sets it"))
+        return set(declared)
 
+    def _check_names(self, expr: Expression, roots: set[str], where: tuple) -> None:
         for name in expr.names:
             root = name.split(".", 1)[0]
             if root not in roots:
@@ -336,29 +394,14 @@ class _Compiler:
         variables = {k: v for k, v in point.assignments.items() if not is_field_path(k)}
         for key, value in point.assignments.items():
             if is_field_path(key):
-                set_path(run, key, _copy(value))
-        derived = {k for k in derive if is_field_path(k)}
-        if derive:
-            # Expressions read the point with every default filled in; derived values are
-            # written into both, then the point is validated once.
-            view = fill_defaults(run)
-            scope = Scope(view, variables, lambda: _counts(view))
-            for target, expr in derive.items():
                 try:
-                    value = _number(expr.evaluate(scope))
+                    set_path(run, key, _copy(value))
                 except ExpressionError as exc:
-                    self.add(self.source.problem(("sweep", "derive", target), str(exc)))
+                    self.add(self.source.problem(point.source[key], str(exc)))
                     return None
-                except (ArithmeticError, TypeError, ValueError, KeyError) as exc:
-                    msg = f"cannot evaluate {expr.source!r}: {exc}"
-                    self.add(self.source.problem(("sweep", "derive", target), msg))
-                    return None
-                if is_field_path(target):
-                    set_path(run, target, value)
-                    set_path(view, target, value)
-                    scope.invalidate()
-                else:
-                    variables[target] = value
+        derived = {k for k in derive if is_field_path(k)}
+        if derive and not self._derive(run, variables, derive):
+            return None
         spec = self._validate(run, point, derived)
         if spec is None:
             return None
@@ -368,12 +411,70 @@ class _Compiler:
             for expr, reason, i in constraints:
                 try:
                     hit = expr.evaluate(scope)
-                except (ExpressionError, ArithmeticError, TypeError, ValueError) as exc:
-                    self.add(self.source.problem(("sweep", "constraints", i, "drop_if"), str(exc)))
+                except (ExpressionError, ArithmeticError, TypeError, ValueError, KeyError) as exc:
+                    self.add(self.source.problem(("sweep", "constraints", i, "drop_if"), _safe(exc)))
                     return None
                 if hit:
                     return DroppedPoint(dict(point.assignments), reason)
         return spec, variables
+
+    def _derive(self, run: dict[str, Any], variables: dict[str, Any], derive: dict[str, Expression]) -> bool:
+        """Evaluate `derive:` into `run` and `variables`; False (with a problem added) on failure.
+
+        Expressions read the point with every default filled in; derived values are written
+        into both, then the point is validated once.
+        """
+        view = fill_defaults(run)
+        scope = Scope(view, variables, lambda: _counts(view))
+        for target, expr in derive.items():
+            where = ("sweep", "derive", target)
+            try:
+                value = _number(expr.evaluate(scope))
+                if not is_field_path(target) and not _plain_scalar(value):
+                    raise ExpressionError(f"a variable takes a number, a string or true/false (got {_shown(value)})")
+                if is_field_path(target):
+                    set_path(run, target, value)
+                    set_path(view, target, value)
+                    scope.invalidate()
+                else:
+                    variables[target] = value
+            except (ExpressionError, ArithmeticError, TypeError, ValueError, KeyError) as exc:
+                self.add(self.source.problem(where, _safe(exc)))
+                return False
+        return True
+
+
+def _set_keys(sweep: Any) -> list[str]:
+    """Every key the sweep sets: axes, zip groups and derive targets."""
+    return [*sweep.axes, *(k for group in sweep.zip for k in group), *sweep.derive]
+
+
+def _safe(exc: Exception) -> str:
+    """An evaluation failure as a message: ours verbatim; Python's without object reprs."""
+    if isinstance(exc, ExpressionError):
+        return str(exc)
+    text = str(exc)
+    shown = text if len(text) < 100 and "<" not in text and " at 0x" not in text else type(exc).__name__
+    return f"cannot evaluate: {shown}"
+
+
+def _plain_scalar(value: Any) -> bool:
+    """A value a free variable may hold (it is stored with the run, as JSON, in the database)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -_INT64 <= value < _INT64
+    return isinstance(value, (str, bool)) and len(str(value)) <= 200
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    if isinstance(value, str):
+        return repr(value[:40])
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
 
 
 def _resolve(
@@ -450,27 +551,53 @@ def _resolve(
     }
     manifest = RunManifest.model_validate(payload)
     dumped = manifest.model_dump(mode="json")
+    _check_range(dumped, ())
     return manifest.model_copy(update={"run_id": compute_run_id(dumped)})
 
 
-def compile_source(source: SpecSource) -> CompiledExperiment:
+def _check_range(value: Any, path: tuple[str | int, ...]) -> None:
+    """Every number in a manifest is finite and fits a 64-bit database column."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_range(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_range(v, (*path, i))
+    elif isinstance(value, float) and not math.isfinite(value) or (
+        isinstance(value, int) and not -_INT64 <= value < _INT64
+    ):
+        name = ".".join(str(p) for p in path)
+        raise ExpressionError(f"`{name}` is out of range ({_shown(value)}; at most 64-bit integers and finite numbers)")
+
+
+def compile_source(source: SpecSource, max_runs: int = DEFAULT_MAX_RUNS) -> CompiledExperiment:
     """Compile an already-read spec source (see `compile_spec`)."""
     # Compiling allocates many small, acyclic objects; the cyclic GC's scans of them cost
     # about a third of the time at 10,000 runs and free nothing.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _compile_source(source)
+        return _compile_source(source, max_runs)
     finally:
         if enabled:
             gc.enable()
 
 
-def _compile_source(source: SpecSource) -> CompiledExperiment:
+def _too_many(n_points: int, max_runs: int) -> str:
+    shown = f"{n_points:,}" if n_points < 10**12 else f"about 10^{int(math.log10(n_points))}"
+    return (f"the sweep has {shown} points, more than the limit of {max_runs:,} per compile; "
+            f"pass --max-runs {n_points if n_points < 10**12 else 'N'} if you mean it")
+
+
+def _compile_source(source: SpecSource, max_runs: int = DEFAULT_MAX_RUNS) -> CompiledExperiment:
     c = _Compiler(source)
     header = c.header()
     derive, constraints = c.expressions(header)
     if c.problems:
+        raise c.fail()
+    n_points = count_points(header.sweep)
+    if n_points > max_runs:  # checked on the axis lengths, before any point is made
+        c.add(source.problem(("sweep",), _too_many(n_points, max_runs)))
         raise c.fail()
     base = {k: source.data[k] for k in RUN_SECTIONS if k in source.data}
     origin = RunOrigin(spec_path=display_path(source.path), base_dir=str(source.path.resolve().parent))
@@ -488,7 +615,12 @@ def _compile_source(source: SpecSource) -> CompiledExperiment:
             dropped.append(out)
         elif out is not None and not c.problems:
             spec, variables = out
-            manifest = _resolve(header, spec, variables, point.assignments, origin)
+            try:
+                manifest = _resolve(header, spec, variables, point.assignments, origin)
+            except ExpressionError as exc:
+                shown = ", ".join(f"{k}={_fmt_value(v)}" for k, v in point.assignments.items())
+                c.add(source.problem((), f"{exc}" + (f" [sweep point {shown}]" if shown else "")))
+                continue
             if manifest.run_id in seen:
                 dropped.append(DroppedPoint(dict(point.assignments), f"same run as {seen[manifest.run_id]}"))
                 continue
@@ -520,6 +652,9 @@ def _compile_source(source: SpecSource) -> CompiledExperiment:
     )
 
 
-def compile_spec(path: str | Path) -> CompiledExperiment:
-    """Validate a spec file and expand its sweep into run manifests. Raises SpecError."""
-    return compile_source(read_spec_source(path))
+def compile_spec(path: str | Path, max_runs: int = DEFAULT_MAX_RUNS) -> CompiledExperiment:
+    """Validate a spec file and expand its sweep into run manifests. Raises SpecError.
+
+    A sweep of more than `max_runs` points is an error before any point is expanded.
+    """
+    return compile_source(read_spec_source(path), max_runs)

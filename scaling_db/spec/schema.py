@@ -378,9 +378,13 @@ class Constraint(StrictModel):
 
 
 class SweepSpec(StrictModel):
-    """How runs vary. Keys are dotted field paths (`model.d_model`) or free variables
-    (`flop_budget`) usable in `derive` and `constraints` and stored with each run."""
+    """How runs vary. Keys are dotted field paths (`model.d_model`) or free variables declared
+    in `vars` (`flop_budget`), usable in `derive` and `constraints` and stored with each run.
+    Undeclared names are errors, so a typo in a path never becomes a silent extra variable."""
 
+    vars: list[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=64)]] = Field(
+        [], description="free variables: names that axes, zip groups or derive set, besides field paths"
+    )
     axes: dict[str, AxisValues] = Field({}, description="the product of these axes (default)")
     zip: list[dict[str, AxisValues]] = Field(
         [], description="groups of axes whose values pair up; each group is one axis of the product"
