@@ -14,6 +14,7 @@ import difflib
 import gc
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,8 @@ from scaling_db.spec.sweep import (
 )
 
 MAX_REPORTED_PROBLEMS = 50
+#: Checks that a named query or .sql file exists; returns why not, or None.
+QueryCheck = Callable[[str], "str | None"]
 #: Sweep points one compile expands by default (`scaledb compile --max-runs N` raises it):
 #: 10,000 points compile in about 2 s; a typo such as an extra zero should not take an hour.
 DEFAULT_MAX_RUNS = 10_000
@@ -357,6 +360,15 @@ class _Compiler:
                 hint = f"; did you mean `{close[0]}`?" if close else ""
                 self.add(self.source.problem(where, f"references unknown field `{name}`{hint}"))
 
+    def queries(self, analysis: AnalysisSpec, find_query: QueryCheck) -> None:
+        """Every query the fits and plots name exists."""
+        named = [(("analysis", "fits", i, "query"), f.query) for i, f in enumerate(analysis.fits)]
+        named += [(("analysis", "plots", i, "query"), p.query) for i, p in enumerate(analysis.plots) if p.query]
+        for where, name in named:
+            why = find_query(name)
+            if why:
+                self.add(self.source.problem(where, why))
+
     # -- points ------------------------------------------------------------------------------
     def _locate(self, point: SweepPoint, derived: set[str]):
         def locate(path: tuple) -> SpecProblem:
@@ -570,14 +582,16 @@ def _check_range(value: Any, path: tuple[str | int, ...]) -> None:
         raise ExpressionError(f"`{name}` is out of range ({_shown(value)}; at most 64-bit integers and finite numbers)")
 
 
-def compile_source(source: SpecSource, max_runs: int = DEFAULT_MAX_RUNS) -> CompiledExperiment:
+def compile_source(
+    source: SpecSource, max_runs: int = DEFAULT_MAX_RUNS, find_query: QueryCheck | None = None
+) -> CompiledExperiment:
     """Compile an already-read spec source (see `compile_spec`)."""
     # Compiling allocates many small, acyclic objects; the cyclic GC's scans of them cost
     # about a third of the time at 10,000 runs and free nothing.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _compile_source(source, max_runs)
+        return _compile_source(source, max_runs, find_query)
     finally:
         if enabled:
             gc.enable()
@@ -589,10 +603,12 @@ def _too_many(n_points: int, max_runs: int) -> str:
             f"pass --max-runs {n_points if n_points < 10**12 else 'N'} if you mean it")
 
 
-def _compile_source(source: SpecSource, max_runs: int = DEFAULT_MAX_RUNS) -> CompiledExperiment:
+def _compile_source(source: SpecSource, max_runs: int, find_query: QueryCheck | None) -> CompiledExperiment:
     c = _Compiler(source)
     header = c.header()
     derive, constraints = c.expressions(header)
+    if find_query is not None:
+        c.queries(header.analysis, find_query)
     if c.problems:
         raise c.fail()
     n_points = count_points(header.sweep)
@@ -652,9 +668,13 @@ def _compile_source(source: SpecSource, max_runs: int = DEFAULT_MAX_RUNS) -> Com
     )
 
 
-def compile_spec(path: str | Path, max_runs: int = DEFAULT_MAX_RUNS) -> CompiledExperiment:
+def compile_spec(
+    path: str | Path, max_runs: int = DEFAULT_MAX_RUNS, find_query: QueryCheck | None = None
+) -> CompiledExperiment:
     """Validate a spec file and expand its sweep into run manifests. Raises SpecError.
 
     A sweep of more than `max_runs` points is an error before any point is expanded.
+    `find_query(name)` says why a query the analysis names cannot be found (None if it can);
+    the spec stage cannot look queries up itself (they belong to the store, a later stage).
     """
-    return compile_source(read_spec_source(path), max_runs)
+    return compile_source(read_spec_source(path), max_runs, find_query)

@@ -10,7 +10,9 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from scaling_db.spec.fields import Float, Int, PositiveFloat, PositiveInt, Seed, StrictModel, strict_int
+from scaling_db.spec.fields import (
+    Float, PositiveFloat, PositiveInt, STRICT_FLOAT, STRICT_INT, Seed, StrictModel, strict_int,
+)
 
 
 
@@ -19,7 +21,7 @@ class ErdosRenyiGnm(StrictModel):
     """G(n, m): n nodes, m edges drawn uniformly."""
 
     kind: Literal["erdos_renyi_gnm"]
-    n: Annotated[Int, Field(ge=2)]
+    n: Annotated[int, Field(ge=2), STRICT_INT]
     m: PositiveInt
     seed: Seed = 0
 
@@ -35,8 +37,8 @@ class ErdosRenyiGnp(StrictModel):
     """G(n, p): each of the n(n-1)/2 edges present with probability p."""
 
     kind: Literal["erdos_renyi_gnp"]
-    n: Annotated[Int, Field(ge=2)]
-    p: Annotated[Float, Field(gt=0, le=1)]
+    n: Annotated[int, Field(ge=2), STRICT_INT]
+    p: Annotated[float, Field(gt=0, le=1), STRICT_FLOAT]
     seed: Seed = 0
 
 
@@ -44,7 +46,7 @@ class BarabasiAlbert(StrictModel):
     """Preferential attachment: each new node attaches to m existing ones (scale-free)."""
 
     kind: Literal["barabasi_albert"]
-    n: Annotated[Int, Field(ge=2)]
+    n: Annotated[int, Field(ge=2), STRICT_INT]
     m: PositiveInt
     seed: Seed = 0
 
@@ -59,7 +61,7 @@ class RandomRegular(StrictModel):
     """Every node has exactly `d` neighbours."""
 
     kind: Literal["random_regular"]
-    n: Annotated[Int, Field(ge=2)]
+    n: Annotated[int, Field(ge=2), STRICT_INT]
     d: PositiveInt
 
     seed: Seed = 0
@@ -75,9 +77,9 @@ class WattsStrogatz(StrictModel):
     """Ring lattice with k neighbours per node, each edge rewired with probability p."""
 
     kind: Literal["watts_strogatz"]
-    n: Annotated[Int, Field(ge=3)]
-    k: Annotated[Int, Field(ge=2)]
-    p: Annotated[Float, Field(ge=0, le=1)]
+    n: Annotated[int, Field(ge=3), STRICT_INT]
+    k: Annotated[int, Field(ge=2), STRICT_INT]
+    p: Annotated[float, Field(ge=0, le=1), STRICT_FLOAT]
     seed: Seed = 0
 
 
@@ -113,7 +115,7 @@ class BpeTokenizer(StrictModel):
     """Byte-level BPE trained locally on the corpus (Hugging Face `tokenizers`)."""
 
     kind: Literal["bpe"]
-    vocab_size: Annotated[Int, Field(ge=257, le=1_000_000)]
+    vocab_size: Annotated[int, Field(ge=257, le=1_000_000), STRICT_INT]
 
 
 TokenizerSpec = Annotated[Union[CharTokenizer, BpeTokenizer], Field(discriminator="kind")]
@@ -122,7 +124,7 @@ TokenizerSpec = Annotated[Union[CharTokenizer, BpeTokenizer], Field(discriminato
 class _CorpusBacked(StrictModel):
     corpus: str = Field(description="path to a UTF-8 text file; relative paths are from the spec file")
     tokenizer: TokenizerSpec = CharTokenizer(kind="char")
-    eval_frac: Annotated[Float, Field(gt=0, lt=0.5)] = 0.1
+    eval_frac: Annotated[float, Field(gt=0, lt=0.5), STRICT_FLOAT] = 0.1
 
 
 class LanguageBigramData(_CorpusBacked):
@@ -157,8 +159,8 @@ class PercolationData(StrictModel):
     """
 
     kind: Literal["percolation"]
-    dimension: Annotated[Int, Field(ge=2)] = 100
-    p: Annotated[Float, Field(gt=0, lt=1)] | None = None
+    dimension: Annotated[int, Field(ge=2), STRICT_INT] = 100
+    p: Annotated[float, Field(gt=0, lt=1), STRICT_FLOAT] | None = None
     n_clusters: PositiveInt = Field(10_000, description="clusters in the data universe (points are drawn from all of them)")
     max_cluster_size: PositiveInt = 100_000
     seed: Seed = 0
@@ -172,7 +174,7 @@ class RandomFeaturesData(StrictModel):
     alpha: PositiveFloat = 1.0
     lambda_plus: PositiveFloat = 1.0
     sigma_w: PositiveFloat = 1.0
-    noise: Annotated[Float, Field(ge=0)] = 0.0
+    noise: Annotated[float, Field(ge=0), STRICT_FLOAT] = 0.0
     seed: Seed = 0
 
 

@@ -13,7 +13,9 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from scaling_db.spec.data import DataSpec
-from scaling_db.spec.fields import Float, Fraction, Int, PositiveFloat, PositiveInt, Seed, StrictModel
+from scaling_db.spec.fields import (
+    Column, Float, Fraction, PositiveFloat, PositiveInt, QueryRef, STRICT_FLOAT, STRICT_INT, Seed, StrictModel,
+)
 
 #: Checkpoints per run: each one is an evaluation pass and a row per metric in the database.
 MAX_CHECKPOINTS = 10_000
@@ -107,7 +109,7 @@ class RandomFeaturesModel(StrictModel):
 
     kind: Literal["random_features"]
     n_features: PositiveInt
-    ridge: Annotated[Float, Field(ge=0)] = 0.0
+    ridge: Annotated[float, Field(ge=0), STRICT_FLOAT] = 0.0
     nonlinearity: Literal["linear", "relu", "tanh"] = "linear"
     sigma_u: PositiveFloat = 1.0
 
@@ -132,16 +134,16 @@ ModelSpec = Annotated[
 class AdamW(StrictModel):
     kind: Literal["adamw"]
     lr: PositiveFloat
-    betas: tuple[Annotated[Float, Field(ge=0, lt=1)], Annotated[Float, Field(ge=0, lt=1)]] = (0.9, 0.95)
+    betas: tuple[Fraction, Fraction] = (0.9, 0.95)
     eps: PositiveFloat = 1e-8
-    weight_decay: Annotated[Float, Field(ge=0)] = 0.01
+    weight_decay: Annotated[float, Field(ge=0), STRICT_FLOAT] = 0.01
 
 
 class SGD(StrictModel):
     kind: Literal["sgd"]
     lr: PositiveFloat
-    momentum: Annotated[Float, Field(ge=0, lt=1)] = 0.9
-    weight_decay: Annotated[Float, Field(ge=0)] = 0.0
+    momentum: Annotated[float, Field(ge=0, lt=1), STRICT_FLOAT] = 0.9
+    weight_decay: Annotated[float, Field(ge=0), STRICT_FLOAT] = 0.0
 
 
 OptimizerSpec = Annotated[Union[AdamW, SGD], Field(discriminator="kind")]
@@ -157,7 +159,7 @@ class CosineSchedule(StrictModel):
 
     kind: Literal["cosine"]
     warmup_frac: Fraction = 0.02
-    final_lr_frac: Annotated[Float, Field(ge=0, le=1)] = 0.0
+    final_lr_frac: Annotated[float, Field(ge=0, le=1), STRICT_FLOAT] = 0.0
 
 
 class WsdSchedule(StrictModel):
@@ -165,8 +167,8 @@ class WsdSchedule(StrictModel):
 
     kind: Literal["wsd"]
     warmup_frac: Fraction = 0.02
-    decay_frac: Annotated[Float, Field(gt=0, le=1)] = 0.2
-    final_lr_frac: Annotated[Float, Field(ge=0, le=1)] = 0.0
+    decay_frac: Annotated[float, Field(gt=0, le=1), STRICT_FLOAT] = 0.2
+    final_lr_frac: Annotated[float, Field(ge=0, le=1), STRICT_FLOAT] = 0.0
 
     @model_validator(mode="after")
     def _phases_fit(self) -> "WsdSchedule":
@@ -184,14 +186,14 @@ class LinearCheckpoints(StrictModel):
     """Evenly spaced checkpoints: `count` of them over the run (the last step always included)."""
 
     kind: Literal["linear"]
-    count: Annotated[PositiveInt, Field(le=MAX_CHECKPOINTS)] = 20
+    count: Annotated[int, Field(gt=0, le=MAX_CHECKPOINTS), STRICT_INT] = 20
 
 
 class LogCheckpoints(StrictModel):
     """Log-spaced checkpoints from step `first` to the end (dense early, where curves bend)."""
 
     kind: Literal["log"]
-    count: Annotated[PositiveInt, Field(le=MAX_CHECKPOINTS)] = 20
+    count: Annotated[int, Field(gt=0, le=MAX_CHECKPOINTS), STRICT_INT] = 20
     first: PositiveInt = 10
 
 
@@ -205,8 +207,8 @@ class LMTrain(StrictModel):
     optimizer: OptimizerSpec
     schedule: ScheduleSpec = CosineSchedule(kind="cosine")
     batch_size: PositiveInt = 64
-    tokens: Annotated[PositiveFloat, Field(le=MAX_TOKENS)] | None = None
-    steps: Annotated[PositiveInt, Field(le=MAX_STEPS)] | None = None
+    tokens: Annotated[float, Field(gt=0, le=MAX_TOKENS), STRICT_FLOAT] | None = None
+    steps: Annotated[int, Field(gt=0, le=MAX_STEPS), STRICT_INT] | None = None
     checkpoints: CheckpointSpec = LogCheckpoints(kind="log")
     eval_tokens: PositiveInt = 50_000
     grad_clip: PositiveFloat | None = 1.0
@@ -265,7 +267,7 @@ class ClusterSpec(StrictModel):
         None, description="Slurm time limit per run in minutes (use >= 60 for runs that may be preempted)")
     cpus: PositiveInt | None = Field(None, description="CPUs per run (Slurm cpus-per-task, Ray num_cpus); "
                                                        "also the run's torch threads")
-    gpus: Annotated[Float, Field(ge=0)] | None = Field(
+    gpus: Annotated[float, Field(ge=0), STRICT_FLOAT] | None = Field(
         None, description="GPUs per run (Slurm gpus-per-node: whole numbers; Ray num_gpus: fractions allowed)")
     mem_gb: PositiveFloat | None = Field(None, description="memory per run in GB (Slurm --mem; Ray memory)")
     array_parallelism: PositiveInt | None = Field(None, description="Slurm: at most this many runs at once")
@@ -278,7 +280,7 @@ class ClusterSpec(StrictModel):
     sbatch: dict[str, str | int | float | bool] = Field({}, description="Slurm: any other sbatch option")
     address: str | None = Field(None, description="Ray cluster address ('auto', 'ray://host:10001'); "
                                                   "unset: a local instance")
-    max_retries: Annotated[Int, Field(ge=0)] | None = Field(
+    max_retries: Annotated[int, Field(ge=0), STRICT_INT] | None = Field(
         None, description="Ray: re-runs of a run whose worker died (it resumes from its saved state)")
 
 
@@ -296,9 +298,9 @@ PlotKind = Literal[
 class FitDecl(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     law: LawName
-    query: str = "final_loss"
+    query: QueryRef = "final_loss"
     params: dict[str, str | int | float] = {}
-    x: list[str] = ["n_params"]
+    x: Annotated[list[Column], Field(min_length=1)] = ["n_params"]
     y: str = "loss"
     group: str = Field("run_id", description="bootstrap resamples whole groups (runs or seeds)")
     bootstrap: Annotated[int, Field(ge=0)] = 200
@@ -307,8 +309,8 @@ class FitDecl(StrictModel):
 class PlotDecl(StrictModel):
     kind: PlotKind
     fit: str | None = None
-    query: str | None = None
-    x: str | None = None
+    query: QueryRef | None = None
+    x: Column | None = None
     out: str | None = Field(None, description="file name in the report folder; default from kind")
 
 
