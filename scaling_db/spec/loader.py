@@ -194,9 +194,10 @@ def _decode(raw: bytes, shown: str) -> str:
 
 def _parse(text: str, shown: str) -> tuple[Any, dict[Path_, tuple[str, int]]]:
     """Compose the node tree (checking limits and keys), then construct the data from it."""
-    loader = _Loader(text)
     lines: dict[Path_, tuple[str, int]] = {}
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)  # checks for characters YAML does not allow
         node = loader.get_single_node()
         if node is None:
             return None, lines
@@ -219,7 +220,8 @@ def _parse(text: str, shown: str) -> tuple[Any, dict[Path_, tuple[str, int]]]:
     except yaml.YAMLError as exc:
         raise _fail(shown, None, f"YAML error: {exc}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _read_yaml(path: Path, referrer: SpecProblem | None) -> tuple[dict[str, Any], dict[Path_, tuple[str, int]]]:
@@ -483,6 +485,12 @@ def _message(kind: str, ctx: dict, got: Any, default: str, path: Path_, root: ty
         return f"must be a mapping (got {_fmt(got)})"
     if kind in ("list_type", "tuple_type"):
         return f"must be a list (got {_fmt(got)})"
+    if kind == "int_parsing_size":
+        return f"must be an integer of at most 64 bits (got {_fmt(got)})"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters long (got {len(got) if isinstance(got, str) else '?'})"
+    if kind == "string_too_short":
+        return "must not be empty"
     if kind == "too_short":
         return "must not be empty" if ctx.get("min_length") == 1 else f"needs at least {ctx.get('min_length')} items"
     if kind == "too_long":

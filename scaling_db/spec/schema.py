@@ -354,15 +354,16 @@ def _axis_kind(value: Any) -> str | None:
     if isinstance(value, list):
         return "list"
     if isinstance(value, dict):
-        return "geomspace" if "geomspace" in value else "linspace" if "linspace" in value else None
-    return {GeomRange: "geomspace", LinRange: "linspace"}.get(type(value))
+        return "geomspace_range" if "geomspace" in value else "linspace_range" if "linspace" in value else None
+    # Tags differ from the YAML keys, so that error locations do not mistake a tag for a key.
+    return {GeomRange: "geomspace_range", LinRange: "linspace_range"}.get(type(value))
 
 
 AxisValues = Annotated[
     Union[
         Annotated[list[Any], Field(min_length=1), Tag("list")],
-        Annotated[GeomRange, Tag("geomspace")],
-        Annotated[LinRange, Tag("linspace")],
+        Annotated[GeomRange, Tag("geomspace_range")],
+        Annotated[LinRange, Tag("linspace_range")],
     ],
     Discriminator(
         _axis_kind,
