@@ -251,46 +251,56 @@ class SchemaSampler:
         return out
 
 
-def generated_spec(rng: random.Random, hostile: float = 0.05) -> str:
+def generated_spec(rng: random.Random, hostile: float = 0.03) -> str:
     """A spec drawn over the schema: a compatible data/model/train triple, a small sweep,
-    expressions and analysis from pools, then maybe a text-level mutation."""
+    expressions and analysis from pools, then maybe a text-level mutation. Each choice is
+    hostile with a small probability, so that about half the specs compile."""
     sampler = SchemaSampler(rng, hostile)
     defs = sampler.schema["$defs"]
+
+    def pick(valid: list[Any], bad: list[Any]) -> Any:
+        return rng.choice(bad if rng.random() < 2 * hostile else valid)
+
     family = rng.choice([
         (["GraphWalkData", "LanguageBigramData", "CorpusData", "TeacherLMData"], "TransformerModel", "LMTrain"),
         (["RandomFeaturesData"], "RandomFeaturesModel", "ClosedFormTrain"),
         (["PercolationData"], "NearestNeighborModel", "ClosedFormTrain"),
     ])
-    spec: dict[str, Any] = {"experiment": rng.choice(["fuzz", "f-1", "x" * rng.choice([1, 100, 101, 300])])}
+    spec: dict[str, Any] = {"experiment": pick(["fuzz", "f-1.x", "x" * 100], ["x" * 101, "a b", ""])}
     spec["data"] = sampler.mapping(defs[rng.choice(family[0])], 1)
     spec["model"] = sampler.mapping(defs[family[1]], 1)
     spec["train"] = sampler.mapping(defs[family[2]], 1)
-    if family[1] == "TransformerModel" and rng.random() < 0.8:
+    if family[1] == "TransformerModel" and rng.random() < 0.9:
         spec["model"].update(d_model=16 * rng.randint(1, 4), d_head=16, n_heads=None)
         spec["train"].pop("steps", None)
         spec["train"]["tokens"] = rng.choice([1000, 5000, 1e5])
-    spec["sweep"] = _sweep(rng, family[1] == "TransformerModel")
+    spec["sweep"] = _sweep(rng, family[1] == "TransformerModel", pick)
     if rng.random() < 0.3:
-        spec["analysis"] = {"fits": [{"name": "f", "law": "power_law", "query": rng.choice(_QUERIES),
-                                      "x": [rng.choice(["n_params", "", "tokens"])]}]}
+        spec["analysis"] = {"fits": [{"name": "f", "law": "power_law", "query": pick(_QUERIES[:2], _QUERIES[2:]),
+                                      "x": [pick(["n_params", "tokens"], ["", "1x", "a b"])]}]}
     text = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
-    return mutate_text(rng, text) if rng.random() < 0.3 else text
+    return mutate_text(rng, text) if rng.random() < 5 * hostile else text
 
 
-def _sweep(rng: random.Random, transformer: bool) -> dict[str, Any]:
+def _sweep(rng: random.Random, transformer: bool, pick: Callable[[list[Any], list[Any]], Any]) -> dict[str, Any]:
     paths = ["model.d_model", "train.optimizer.lr", "train.batch_size"] if transformer else [
-        "train.samples", "data.seed", "model.n_features"]
-    sweep: dict[str, Any] = {"axes": {}}
-    for path in rng.sample(paths + ["c", "trian.tokens", "model"], rng.randint(0, 2)):
-        sweep["axes"][path] = [rng.choice([16, 32, 48, 0.01, "16", True, float("nan")]) for _ in range(rng.randint(1, 3))]
-    if "c" in sweep["axes"] and rng.random() < 0.8:
-        sweep["vars"] = ["c"]
+        "train.samples", "data.seed"]
+    values = {"model.d_model": [16, 32, 48], "train.optimizer.lr": [0.01, 0.001], "train.batch_size": [2, 4],
+              "train.samples": [10, 20], "data.seed": [0, 1], "model.n_features": [5, 10], "c": [1.0e9, 2, "a"]}
+    sweep: dict[str, Any] = {"axes": {}, "vars": ["c"]}
+    for path in rng.sample(paths + ["c"], rng.randint(0, 2)):
+        key = pick([path], ["trian.tokens", "model", "model.d_model.x", "flop_budget", "data..seed"])
+        sweep["axes"][key] = [pick(values.get(path, [1]), ["16", True, float("nan"), [1], None])
+                              for _ in range(rng.randint(1, 3))]
     if rng.random() < 0.3:
-        sweep["seeds"] = [rng.randint(0, 5) for _ in range(rng.randint(1, 3))]
+        sweep["seeds"] = [pick([0, 1, 2, 3], [-1, 2**63, "1", True]) for _ in range(rng.randint(1, 3))]
     if rng.random() < 0.4:
-        sweep["derive"] = {rng.choice(["model.n_layers", "train.tokens", "c", "d"]): rng.choice(_EXPRESSIONS)}
+        target = pick(["model.n_layers", "train.tokens", "c"] if transformer else ["c"], ["d", "trian.x", "n_params"])
+        sweep["derive"] = {target: pick(_EXPRESSIONS[:3], _EXPRESSIONS[3:]) if transformer else pick(["2", "3.5"], _EXPRESSIONS)}
+    if "c" not in sweep["axes"] and "c" not in sweep.get("derive", {}):
+        sweep.pop("vars")
     if rng.random() < 0.3:
-        sweep["constraints"] = [{"drop_if": rng.choice(_EXPRESSIONS), "reason": "fuzz"}]
+        sweep["constraints"] = [{"drop_if": pick(["n_params > 1e9", "n_params < 0"], _EXPRESSIONS), "reason": "fuzz"}]
     return sweep
 
 
