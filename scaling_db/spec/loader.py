@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import os
 import re
 import stat
@@ -230,7 +231,24 @@ def _read_yaml(path: Path, referrer: SpecProblem | None) -> tuple[dict[str, Any]
     if not isinstance(data, dict):
         got = "an empty file" if data is None else f"a {type(data).__name__}"
         raise _fail(shown, 1, f"a spec must be a YAML mapping (got {got})")
+    # NaN and infinity are never meant, even where no field reads them (a value a sweep
+    # overrides still enters the spec's hash, as JSON, which has no such numbers).
+    bad = _non_finite(data, ())
+    if bad:
+        raise SpecError(shown, [SpecProblem(*lines.get(p, (shown, None)), dotted(p),
+                                            f"must be a finite number (got {v})") for p, v in bad])
     return data, lines
+
+
+def _non_finite(value: Any, path: Path_) -> list[tuple[Path_, float]]:
+    """Paths and values of NaN and infinite floats (the composer's limits bound this walk)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _non_finite(v, (*path, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, (*path, i))]
+    return []
 
 
 def _check_nodes(node: yaml.Node, path: Path_, file: str, out: dict[Path_, tuple[str, int]]) -> list[SpecProblem]:
