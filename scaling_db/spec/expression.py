@@ -31,8 +31,11 @@ class ExpressionError(ValueError):
     """An expression is malformed, names something that does not exist, or cannot be computed."""
 
 
+_NUMBERS = frozenset({int, float})
+
+
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return type(value) in _NUMBERS
 
 
 def _check_result(value: Any) -> Any:
@@ -146,7 +149,7 @@ class Expression:
     """A parsed, checked expression; `names` are the dotted names it reads."""
 
     source: str
-    tree: ast.Expression
+    run: Compiled
     names: tuple[str, ...]
 
     @classmethod
@@ -169,12 +172,12 @@ class Expression:
             _check_node(node, text)
         names: list[str] = []
         _collect_names(tree.body, names)
-        return cls(text, tree, tuple(dict.fromkeys(names)))
+        return cls(text, _compile(tree.body), tuple(dict.fromkeys(names)))
 
     def evaluate(self, names: Names) -> Any:
         """The value of the expression, reading names from `names`. Raises ExpressionError."""
         try:
-            return _check_result(_Evaluator(names).eval(self.tree.body))
+            return _check_result(self.run(names))
         except ExpressionError:
             raise
         except ZeroDivisionError:
@@ -204,72 +207,112 @@ def _collect_names(node: ast.AST, out: list[str]) -> None:
             _collect_names(child, out)
 
 
-class _Evaluator:
-    """Walks a checked tree (bounded in size and depth by `Expression.parse`)."""
+Compiled = Callable[[Names], Any]
 
-    def __init__(self, names: Names):
-        self.names = names
 
-    def eval(self, node: ast.AST) -> Any:
-        if isinstance(node, ast.Constant):
-            return node.value
-        if isinstance(node, (ast.Name, ast.Attribute)):
-            value = self.names.lookup(dotted_name(node) or "")
-            if isinstance(value, Mapping):
-                raise ExpressionError(f"`{dotted_name(node)}` is a section, not a value")
-            return value
-        if isinstance(node, (ast.List, ast.Tuple)):
-            return [self.eval(e) for e in node.elts]
-        if isinstance(node, ast.BinOp):
-            left, right = self.eval(node.left), self.eval(node.right)
-            if not (_number(left) and _number(right)):
-                raise ExpressionError(f"arithmetic takes numbers (got {_kind(left)} and {_kind(right)})")
-            return _check_result(_BINARY[type(node.op)](left, right))
-        if isinstance(node, ast.UnaryOp):
-            value = self.eval(node.operand)
-            if isinstance(node.op, ast.Not):
-                return not value
-            if not _number(value):
-                raise ExpressionError(f"arithmetic takes numbers (got {_kind(value)})")
-            return -value if isinstance(node.op, ast.USub) else value
-        if isinstance(node, ast.BoolOp):
-            value = None
-            for item in node.values:
-                value = self.eval(item)
-                if bool(value) == isinstance(node.op, ast.Or):
-                    return value
-            return value
-        if isinstance(node, ast.Compare):
-            return self._compare(node)
-        if isinstance(node, ast.IfExp):
-            return self.eval(node.body) if self.eval(node.test) else self.eval(node.orelse)
-        if isinstance(node, ast.Call):
-            args = [self.eval(a) for a in node.args]
-            name = node.func.id  # type: ignore[attr-defined]  (checked in parse)
-            if name not in ("min", "max") and not all(_number(a) for a in args):
-                raise ExpressionError(f"{name} takes numbers (got {', '.join(_kind(a) for a in args)})")
-            return _check_result(FUNCTIONS[name](*args))
-        raise ExpressionError(f"{type(node).__name__} is not allowed in expressions")
+def _compile(node: ast.AST) -> Compiled:
+    """A checked tree (bounded by `Expression.parse`) as nested closures, built once per
+    expression: evaluating one is then a few calls per node, with every operation checked."""
+    if isinstance(node, ast.Constant):
+        value = node.value
+        return lambda names: value
+    if isinstance(node, (ast.Name, ast.Attribute)):
+        return _compile_name(dotted_name(node) or "")
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_compile(e) for e in node.elts]
+        return lambda names: [item(names) for item in items]
+    if isinstance(node, ast.BinOp):
+        return _compile_binary(_compile(node.left), _compile(node.right), _BINARY[type(node.op)])
+    if isinstance(node, ast.UnaryOp):
+        return _compile_unary(_compile(node.operand), node.op)
+    if isinstance(node, ast.BoolOp):
+        return _compile_bool([_compile(v) for v in node.values], isinstance(node.op, ast.Or))
+    if isinstance(node, ast.Compare):
+        left, ops = _compile(node.left), [(op, _compile(c)) for op, c in zip(node.ops, node.comparators)]
+        return lambda names: _compare(left(names), [(op, right(names)) for op, right in ops])
+    if isinstance(node, ast.IfExp):
+        test, body, orelse = _compile(node.test), _compile(node.body), _compile(node.orelse)
+        return lambda names: body(names) if test(names) else orelse(names)
+    if isinstance(node, ast.Call):
+        return _compile_call(node.func.id, [_compile(a) for a in node.args])  # type: ignore[attr-defined]
+    raise ExpressionError(f"{type(node).__name__} is not allowed in expressions")
 
-    def _compare(self, node: ast.Compare) -> bool:
-        left = self.eval(node.left)
-        for op, right_node in zip(node.ops, node.comparators):
-            right = self.eval(right_node)
-            if isinstance(op, (ast.In, ast.NotIn)):
-                if not isinstance(right, (list, str)) or isinstance(right, str) and not isinstance(left, str):
-                    raise ExpressionError(f"`in` needs a list or a string on the right (got {_kind(right)})")
-                hit = left in right
-                ok = hit if isinstance(op, ast.In) else not hit
-            elif isinstance(op, (ast.Eq, ast.NotEq)):
-                ok = (left == right) == isinstance(op, ast.Eq)
-            else:
-                if not (_number(left) and _number(right) or isinstance(left, str) and isinstance(right, str)):
-                    raise ExpressionError(f"cannot order {_kind(left)} and {_kind(right)}")
-                ok = _ORDER[type(op)](left, right)
-            if not ok:
-                return False
-            left = right
-        return True
+
+def _compile_name(name: str) -> Compiled:
+    def read(names: Names) -> Any:
+        value = names.lookup(name)
+        if isinstance(value, Mapping):
+            raise ExpressionError(f"`{name}` is a section, not a value")
+        return value
+
+    return read
+
+
+def _compile_binary(left: Compiled, right: Compiled, op: Callable[[Any, Any], Any]) -> Compiled:
+    def binary(names: Names) -> Any:
+        a, b = left(names), right(names)
+        if type(a) not in _NUMBERS or type(b) not in _NUMBERS:
+            raise ExpressionError(f"arithmetic takes numbers (got {_kind(a)} and {_kind(b)})")
+        return _check_result(op(a, b))
+
+    return binary
+
+
+def _compile_unary(operand: Compiled, op: ast.unaryop) -> Compiled:
+    if isinstance(op, ast.Not):
+        return lambda names: not operand(names)
+    sign = -1 if isinstance(op, ast.USub) else 1
+
+    def unary(names: Names) -> Any:
+        value = operand(names)
+        if type(value) not in _NUMBERS:
+            raise ExpressionError(f"arithmetic takes numbers (got {_kind(value)})")
+        return -value if sign < 0 else value
+
+    return unary
+
+
+def _compile_bool(values: list[Compiled], is_or: bool) -> Compiled:
+    def boolean(names: Names) -> Any:
+        value = None
+        for item in values:
+            value = item(names)
+            if bool(value) == is_or:  # `or` stops at the first true value, `and` at the first false
+                return value
+        return value
+
+    return boolean
+
+
+def _compile_call(name: str, args: list[Compiled]) -> Compiled:
+    fn = FUNCTIONS[name]
+    any_args = name in ("min", "max")  # they take a list too, and check their items
+
+    def call(names: Names) -> Any:
+        values = [a(names) for a in args]
+        if not any_args and any(type(v) not in _NUMBERS for v in values):
+            raise ExpressionError(f"{name} takes numbers (got {', '.join(_kind(v) for v in values)})")
+        return _check_result(fn(*values))
+
+    return call
+
+
+def _compare(left: Any, pairs: list[tuple[ast.cmpop, Any]]) -> bool:
+    for op, right in pairs:
+        if isinstance(op, (ast.In, ast.NotIn)):
+            if not isinstance(right, (list, str)) or isinstance(right, str) and not isinstance(left, str):
+                raise ExpressionError(f"`in` needs a list or a string on the right (got {_kind(right)})")
+            ok = (left in right) == isinstance(op, ast.In)
+        elif isinstance(op, (ast.Eq, ast.NotEq)):
+            ok = (left == right) == isinstance(op, ast.Eq)
+        else:
+            if not (_number(left) and _number(right) or isinstance(left, str) and isinstance(right, str)):
+                raise ExpressionError(f"cannot order {_kind(left)} and {_kind(right)}")
+            ok = _ORDER[type(op)](left, right)
+        if not ok:
+            return False
+        left = right
+    return True
 
 
 def _kind(value: Any) -> str:

@@ -12,39 +12,44 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from pydantic_core import PydanticCustomError
 
 _NUMERIC_TEXT = re.compile(r"^\s*[-+]?(\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?\.?(nan|inf)\s*$", re.I)
 
 
-def _not_a_number(value: Any, what: str) -> None:
-    """Raise a `not_a_number` error for booleans and strings given where a number is meant."""
+_INT64_MIN, _INT64_END = -(2**63), 2**63
+
+
+def number_message(value: Any, what: str) -> str:
+    """The message for a value given where a number is meant (`what`: "a number", "an integer")."""
     if isinstance(value, bool):
-        raise PydanticCustomError("not_a_number", f"must be {what}, not true/false (got {str(value).lower()})")
+        return f"must be {what}, not true/false (got {str(value).lower()})"
+    if isinstance(value, str) and _NUMERIC_TEXT.match(value):
+        return f"must be {what}, not a string (got {value!r}); remove the quotes"
     if isinstance(value, str):
-        if _NUMERIC_TEXT.match(value):
-            raise PydanticCustomError(
-                "not_a_number", f"must be {what}, not a string (got {value!r}); remove the quotes"
-            )
-        raise PydanticCustomError("not_a_number", f"must be {what} (got {value[:40]!r})")
+        return f"must be {what} (got {value[:40]!r})"
+    return f"must be {what}"
 
 
 def strict_int(value: Any) -> Any:
-    """A before-validator: booleans and strings are not integers."""
-    _not_a_number(value, "an integer")
+    """A before-validator: booleans and strings are not integers, and integers are 64-bit
+    (they become database columns). Integral floats (`1e9`) pass on to Pydantic's int."""
+    if type(value) is int and _INT64_MIN <= value < _INT64_END:  # the common case, first
+        return value
+    if isinstance(value, (bool, str)):
+        raise PydanticCustomError("not_a_number", number_message(value, "an integer"))
+    if isinstance(value, (int, float)) and not _INT64_MIN <= value < _INT64_END:
+        shown = f"{value:g}" if isinstance(value, float) else f"an integer of {value.bit_length()} bits"
+        raise PydanticCustomError("not_a_number", f"must be an integer of at most 64 bits (got {shown})")
     return value
 
 
-def _strict_float(value: Any) -> Any:
-    _not_a_number(value, "a number")
-    return value
-
-
-# The strictness check goes after the bounds (`Field(...)`), so that Pydantic still writes the
-# bounds into the JSON Schema as `minimum`/`exclusiveMinimum` for editors.
+# The integer check goes after the bounds (`Field(...)`), so that Pydantic still writes the
+# bounds into the JSON Schema as `minimum`/`exclusiveMinimum` for editors. Floats use Pydantic's
+# own strict mode (ints accepted; booleans and strings refused), which costs nothing extra.
 STRICT_INT = BeforeValidator(strict_int)
-STRICT_FLOAT = BeforeValidator(_strict_float)
+STRICT_FLOAT = Strict()
 Int = Annotated[int, STRICT_INT]
 Float = Annotated[float, STRICT_FLOAT]
 PositiveInt = Annotated[int, Field(gt=0), STRICT_INT]

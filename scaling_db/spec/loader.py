@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from scaling_db.errors import SpecError, SpecProblem
+from scaling_db.spec.fields import number_message
 
 Path_ = tuple[str | int, ...]
 
@@ -494,6 +495,8 @@ def _message(kind: str, ctx: dict, got: Any, default: str, path: Path_, root: ty
     if kind == "finite_number":
         return f"must be a finite number (got {_fmt(got)})"
     if kind in ("float_parsing", "float_type"):
+        if isinstance(got, (bool, str)):
+            return number_message(got, "a number")
         return f"must be a number (got {_fmt(got)})"
     if kind in ("bool_parsing", "bool_type"):
         return f"must be true or false (got {_fmt(got)})"
