@@ -61,11 +61,14 @@ from scaling_db.spec.sweep import (
     ExpressionError,
     Scope,
     SweepPoint,
+    check_sweep_keys,
     count_points,
     expand_sweep,
     is_field_path,
+    plain_scalar,
+    set_keys,
     set_path,
-    sweep_key_problem,
+    shown_value,
 )
 
 MAX_REPORTED_PROBLEMS = 50
@@ -296,7 +299,10 @@ class _Compiler:
     def expressions(self, header: ExperimentHeader) -> tuple[dict[str, Expression], list[tuple[Expression, str, int]]]:
         sweep = header.sweep
         # Undeclared variables are reported once, at the key; expressions reading them are not.
-        variables = self._sweep_keys(header) | {k for k in _set_keys(sweep) if "." not in k}
+        declared, problems = check_sweep_keys(sweep)
+        for where, message in problems:
+            self.add(self.source.problem(where, message))
+        variables = declared | {k for k in set_keys(sweep) if "." not in k}
         known_roots = set(RUN_SECTIONS) | variables | set(COUNT_NAMES) | set(FUNCTIONS)
         derive: dict[str, Expression] = {}
         for target, text in sweep.derive.items():
@@ -319,38 +325,6 @@ class _Compiler:
             self._check_names(expr, known_roots, where)
             constraints.append((expr, c.reason, i))
         return derive, constraints
-
-    def _sweep_keys(self, header: ExperimentHeader) -> set[str]:
-        """Check that every key the sweep sets is a field path or a declared variable, and that
-        variables take plain values; return the declared variables."""
-        sweep = header.sweep
-        declared = list(sweep.vars)
-        for i, name in enumerate(declared):
-            if name in RUN_SECTIONS or name in COUNT_NAMES or name in FUNCTIONS or name in declared[:i]:
-                what = "declared twice" if name in declared[:i] else "is a built-in name; choose another"
-                self.add(self.source.problem(("sweep", "vars", i), f"`{name}` {what}"))
-        keyed: list[tuple[str, tuple, list[Any]]] = [
-            (k, ("sweep", "axes", k), v) for k, v in sweep.axes.items()
-        ] + [(k, ("sweep", "zip", g, k), v) for g, group in enumerate(sweep.zip) for k, v in group.items()]
-        for key, where, values in keyed:
-            problem = sweep_key_problem(key, declared)
-            if problem:
-                self.add(self.source.problem(where, problem))
-            elif not is_field_path(key) and isinstance(values, list):
-                for j, value in enumerate(values):
-                    if not _plain_scalar(value):
-                        self.add(self.source.problem((*where, j), "a variable takes numbers, strings or "
-                                                     f"true/false (got {_shown(value)})"))
-        for target in sweep.derive:
-            problem = sweep_key_problem(target, declared)
-            if problem:
-                self.add(self.source.problem(("sweep", "derive", target), problem))
-        set_somewhere = set(_set_keys(sweep))
-        for i, name in enumerate(declared):
-            if name not in set_somewhere:
-                self.add(self.source.problem(("sweep", "vars", i), f"`{name}` is declared but no axis, "
-                                             "zip group or derive sets it"))
-        return set(declared)
 
     def _check_names(self, expr: Expression, roots: set[str], where: tuple) -> None:
         for name in expr.names:
@@ -442,8 +416,8 @@ class _Compiler:
             where = ("sweep", "derive", target)
             try:
                 value = _number(expr.evaluate(scope))
-                if not is_field_path(target) and not _plain_scalar(value):
-                    raise ExpressionError(f"a variable takes a number, a string or true/false (got {_shown(value)})")
+                if not is_field_path(target) and not plain_scalar(value):
+                    raise ExpressionError(f"a variable takes a number, a string or true/false (got {shown_value(value)})")
                 if is_field_path(target):
                     set_path(run, target, value)
                     set_path(view, target, value)
@@ -456,11 +430,6 @@ class _Compiler:
         return True
 
 
-def _set_keys(sweep: Any) -> list[str]:
-    """Every key the sweep sets: axes, zip groups and derive targets."""
-    return [*sweep.axes, *(k for group in sweep.zip for k in group), *sweep.derive]
-
-
 def _safe(exc: Exception) -> str:
     """An evaluation failure as a message: ours verbatim; Python's without object reprs."""
     if isinstance(exc, ExpressionError):
@@ -468,25 +437,6 @@ def _safe(exc: Exception) -> str:
     text = str(exc)
     shown = text if len(text) < 100 and "<" not in text and " at 0x" not in text else type(exc).__name__
     return f"cannot evaluate: {shown}"
-
-
-def _plain_scalar(value: Any) -> bool:
-    """A value a free variable may hold (it is stored with the run, as JSON, in the database)."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return -_INT64 <= value < _INT64
-    return isinstance(value, (str, bool)) and len(str(value)) <= 200
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        return "a mapping" if isinstance(value, dict) else "a list"
-    if isinstance(value, str):
-        return repr(value[:40])
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        return f"an integer of {value.bit_length()} bits"
-    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
 
 
 def _resolve(
@@ -578,7 +528,7 @@ def _check_range(manifest: RunManifest) -> None:
     }
     for name, value in computed.items():
         if not -_INT64 <= value < _INT64:
-            raise ExpressionError(f"`{name}` is out of range ({_shown(value)}; at most 64-bit integers)")
+            raise ExpressionError(f"`{name}` is out of range ({shown_value(value)}; at most 64-bit integers)")
 
 
 def compile_source(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -127,6 +128,59 @@ def sweep_key_problem(key: str, variables: list[str]) -> str | None:
     hint = f"did you mean `{close[0]}`? Or " if close else ""
     return (f"unknown field: not a field path (`section.field`) nor a declared variable; "
             f"{hint}declare free variables under `sweep.vars`")
+
+
+SweepPath = tuple[str | int, ...]
+
+
+def set_keys(sweep: SweepSpec) -> list[str]:
+    """Every key the sweep sets: axes, zip groups and derive targets."""
+    return [*sweep.axes, *(k for group in sweep.zip for k in group), *sweep.derive]
+
+
+def check_sweep_keys(sweep: SweepSpec) -> tuple[set[str], list[tuple[SweepPath, str]]]:
+    """The declared variables, and the problems (where, what) of the keys the sweep sets: each
+    is a field path or a declared variable, variables take plain values, and each declared
+    variable is set somewhere."""
+    declared, problems = list(sweep.vars), []
+    for i, name in enumerate(declared):
+        if name in RUN_SECTIONS or name in COUNT_NAMES or name in FUNCTIONS or name in declared[:i]:
+            what = "declared twice" if name in declared[:i] else "is a built-in name; choose another"
+            problems.append((("sweep", "vars", i), f"`{name}` {what}"))
+    keyed: list[tuple[str, SweepPath, Any]] = [(k, ("sweep", "axes", k), v) for k, v in sweep.axes.items()]
+    keyed += [(k, ("sweep", "zip", g, k), v) for g, group in enumerate(sweep.zip) for k, v in group.items()]
+    keyed += [(k, ("sweep", "derive", k), None) for k in sweep.derive]
+    for key, where, values in keyed:
+        problem = sweep_key_problem(key, declared)
+        if problem:
+            problems.append((where, problem))
+        elif not is_field_path(key) and isinstance(values, list):
+            problems += [((*where, j), f"a variable takes numbers, strings or true/false (got {shown_value(v)})")
+                         for j, v in enumerate(values) if not plain_scalar(v)]
+    set_somewhere = set(set_keys(sweep))
+    problems += [(("sweep", "vars", i), f"`{name}` is declared but no axis, zip group or derive sets it")
+                 for i, name in enumerate(declared) if name not in set_somewhere]
+    return set(declared), problems
+
+
+def plain_scalar(value: Any) -> bool:
+    """A value a free variable may hold (it is stored with the run, as JSON, in the database)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, (str, bool)) and len(str(value)) <= 200
+
+
+def shown_value(value: Any) -> str:
+    """A value in a message: short, and only plain data."""
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    if isinstance(value, str):
+        return repr(value[:40])
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
 
 
 @dataclass(frozen=True)
