@@ -389,7 +389,7 @@ class SweepSpec(StrictModel):
         [], description="free variables: names that axes, zip groups or derive set, besides field paths"
     )
     axes: dict[str, AxisValues] = Field({}, description="the product of these axes (default)")
-    zip: list[dict[str, AxisValues]] = Field(
+    zip: list[Annotated[dict[str, AxisValues], Field(min_length=1)]] = Field(
         [], description="groups of axes whose values pair up; each group is one axis of the product"
     )
     seeds: Annotated[list[Seed], Field(min_length=1)] | None = Field(
