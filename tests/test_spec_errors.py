@@ -97,3 +97,15 @@ def test_debug_switch_shows_traceback() -> None:
         "Error: tests/specs/invalid/unknown_key.yaml:4 model.d_modle: unknown field; did you mean `d_model`?",
         "Error: tests/specs/invalid/unknown_key.yaml:5 model.contxt: unknown field; did you mean `context`?",
     ]
+
+
+def test_many_problems_say_that_compiling_stopped(tmp_path: Path) -> None:
+    spec = tmp_path / "many.yaml"
+    values = ", ".join(str(-i) for i in range(1, 81))
+    spec.write_text(f"extends: {TEST_SPECS / 'base.yaml'}\nsweep:\n  axes:\n    train.optimizer.lr: [{values}]\n")
+    with pytest.raises(SpecError) as info:
+        compile_spec(spec)
+    problems = info.value.problems
+    assert len(problems) == 51
+    assert problems[0].format().endswith("many.yaml stopped after 50 problems; there may be more")
+    assert all(p.field == "train.optimizer.lr" for p in problems[1:])

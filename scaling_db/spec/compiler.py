@@ -279,7 +279,11 @@ class _Compiler:
 
     def fail(self) -> SpecError:
         shown = display_path(self.source.path)
-        return SpecError(shown, self.problems[:MAX_REPORTED_PROBLEMS])
+        problems = self.problems[:MAX_REPORTED_PROBLEMS]
+        if len(self.problems) >= MAX_REPORTED_PROBLEMS:  # compiling stops there: say so (sorts first)
+            problems.append(SpecProblem(shown, None, "", f"stopped after {MAX_REPORTED_PROBLEMS} problems; "
+                                                         "there may be more"))
+        return SpecError(shown, problems)
 
     # -- header ------------------------------------------------------------------------------
     def header(self) -> ExperimentHeader:
