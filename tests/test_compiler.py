@@ -74,6 +74,7 @@ def test_derived_tokens_from_tokens_per_parameter(tmp_path: Path) -> None:
 
 def test_isoflop_design_steps_from_flop_budget(tmp_path: Path) -> None:
     sweep = (
+        "  vars: [flop_budget]\n"
         "  axes:\n    flop_budget: [1.0e9, 1.0e10]\n    model.d_model: [16, 32, 64]\n"
         "  derive:\n    train.steps: max(1, round(flop_budget / (6 * n_params * tokens_per_step)))\n"
     )

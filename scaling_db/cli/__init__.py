@@ -6,7 +6,7 @@ Each area registers its commands from its own module (`spec_commands`, ...). The
 what that needs) when it runs; the heavy libraries (torch, pandas, scipy, statsmodels, altair)
 are imported where they are used. A new command is added to `COMMANDS` (tests/test_cli_lazy.py
 checks the table against the modules). The group turns any `ScaledbError` into one `Error: ...`
-message and exit code 1. `--debug` (or SCALEDB_DEBUG=1) shows the traceback instead.
+message and exit code 1 (a spec error gives one line per problem). `--debug` (or SCALEDB_DEBUG=1) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 import click
 
 from scaling_db import __version__
-from scaling_db.errors import ScaledbError
+from scaling_db.errors import ScaledbError, SpecError
 
 #: command name -> (module under scaling_db.cli that defines it, its one-line help for `--help`).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -78,7 +78,10 @@ class _Group(click.Group):
         except ScaledbError as exc:
             if ctx.obj and ctx.obj.get("debug") or os.environ.get("SCALEDB_DEBUG", "") not in ("", "0"):
                 raise
-            click.echo(f"Error: {exc}", err=True)
+            # A spec error is one line per problem, each complete (`file:line field: what`).
+            lines = [p.format() for p in exc.problems] if isinstance(exc, SpecError) else [str(exc)]
+            for line in lines:
+                click.echo(f"Error: {line}", err=True)
             ctx.exit(1)
 
 

@@ -15,9 +15,11 @@ teachers hash to one run id, so every experiment asking for the same teacher sha
 
 from __future__ import annotations
 
+import difflib
 import gc
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,12 +69,24 @@ from scaling_db.spec.sweep import (
     ExpressionError,
     Scope,
     SweepPoint,
+    check_sweep_keys,
+    count_points,
     expand_sweep,
     is_field_path,
+    plain_scalar,
+    set_keys,
     set_path,
+    shown_value,
 )
 
 MAX_REPORTED_PROBLEMS = 50
+#: Checks that a named query or .sql file exists; returns why not, or None.
+QueryCheck = Callable[[str], "str | None"]
+#: Sweep points one compile expands by default (`scaledb compile --max-runs N` raises it):
+#: 10,000 points compile in about 2 s; a typo such as an extra zero should not take an hour.
+DEFAULT_MAX_RUNS = 10_000
+#: Every integer in a manifest must fit the database's 64-bit columns.
+_INT64 = 2**63
 
 #: The experiment of every teacher run (constant, so identical teachers of any spec share an id).
 TEACHERS_EXPERIMENT = "teachers"
@@ -134,9 +148,30 @@ def transformer_shape(model: dict[str, Any], vocab_size: int) -> TransformerShap
     )
 
 
+def _whole(section: dict[str, Any], key: str, where: str, optional: bool = False) -> Any:
+    """A field the counts read before the point is validated: a plain positive number, so that
+    a careless value (`true`, `'64'`, `[1]`) never reaches the arithmetic (`[1] * 10**10`)."""
+    value = section.get(key)
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < _INT64:
+        raise ExpressionError(f"cannot compute the model's counts: `{where}.{key}` is not a positive number")
+    return value
+
+
 def _counts(run: dict[str, Any]) -> dict[str, Any]:
-    model, data = run["model"], run["data"]
-    if model["kind"] == "transformer":
+    model, data, train = run["model"], run["data"], run["train"]
+    if not all(isinstance(x, dict) for x in (model, data, train)):
+        raise ExpressionError("cannot compute the model's counts: a run section is not a mapping")
+    if model.get("kind") == "transformer":
+        for key in ("n_layers", "d_model", "d_head", "context", "mlp_ratio"):
+            _whole(model, key, "model")
+        _whole(model, "n_heads", "model", optional=True)
+        _whole(train, "batch_size", "train")
+        if data.get("kind") == "graph_walk" and isinstance(data.get("graph"), dict):
+            _whole(data["graph"], "n", "data.graph")
+        elif isinstance(data.get("tokenizer"), dict) and data["tokenizer"].get("kind") == "bpe":
+            _whole(data["tokenizer"], "vocab_size", "data.tokenizer")
         vocab = vocab_size_of(data)
         shape = transformer_shape(model, vocab)
         c = count_params(shape)
@@ -148,7 +183,9 @@ def _counts(run: dict[str, Any]) -> dict[str, Any]:
             "flops_per_token_6n_nonembed": fpt["6n_nonembed"], "flops_per_token_6n": fpt["6n"],
             "flops_per_token_exact": fpt["exact"],
         }
-    n = model.get("n_features") or model.get("capacity") or run["train"]["samples"]
+    n = model.get("n_features") or model.get("capacity") or train.get("samples")
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise ExpressionError("cannot compute the model's counts: its size is not an integer")
     return {"n_params": n, "n_params_nonembed": n, "n_params_embed": 0}
 
 
@@ -262,7 +299,11 @@ class _Compiler:
 
     def fail(self) -> SpecError:
         shown = display_path(self.source.path)
-        return SpecError(shown, self.problems[:MAX_REPORTED_PROBLEMS])
+        problems = self.problems[:MAX_REPORTED_PROBLEMS]
+        if len(self.problems) >= MAX_REPORTED_PROBLEMS:  # compiling stops there: say so (sorts first)
+            problems.append(SpecProblem(shown, None, "", f"stopped after {MAX_REPORTED_PROBLEMS} problems; "
+                                                         "there may be more"))
+        return SpecError(shown, problems)
 
     # -- header ------------------------------------------------------------------------------
     def header(self) -> ExperimentHeader:
@@ -281,9 +322,11 @@ class _Compiler:
 
     def expressions(self, header: ExperimentHeader) -> tuple[dict[str, Expression], list[tuple[Expression, str, int]]]:
         sweep = header.sweep
-        variables = {k for k in sweep.axes if not is_field_path(k)}
-        for group in sweep.zip:
-            variables |= {k for k in group if not is_field_path(k)}
+        # Undeclared variables are reported once, at the key; expressions reading them are not.
+        declared, problems = check_sweep_keys(sweep)
+        for where, message in problems:
+            self.add(self.source.problem(where, message))
+        variables = declared | {k for k in set_keys(sweep) if "." not in k}
         known_roots = set(RUN_SECTIONS) | variables | set(COUNT_NAMES) | set(FUNCTIONS)
         derive: dict[str, Expression] = {}
         for target, text in sweep.derive.items():
@@ -295,8 +338,6 @@ class _Compiler:
                 continue
             self._check_names(expr, known_roots, where)
             derive[target] = expr
-            if not is_field_path(target):
-                known_roots.add(target)
         constraints: list[tuple[Expression, str, int]] = []
         for i, c in enumerate(sweep.constraints):
             where = ("sweep", "constraints", i, "drop_if")
@@ -310,14 +351,21 @@ class _Compiler:
         return derive, constraints
 
     def _check_names(self, expr: Expression, roots: set[str], where: tuple) -> None:
-        import difflib
-
         for name in expr.names:
             root = name.split(".", 1)[0]
             if root not in roots:
                 close = difflib.get_close_matches(root, sorted(roots), n=1, cutoff=0.6)
                 hint = f"; did you mean `{close[0]}`?" if close else ""
                 self.add(self.source.problem(where, f"references unknown field `{name}`{hint}"))
+
+    def queries(self, analysis: AnalysisSpec, find_query: QueryCheck) -> None:
+        """Every query the fits and plots name exists."""
+        named = [(("analysis", "fits", i, "query"), f.query) for i, f in enumerate(analysis.fits)]
+        named += [(("analysis", "plots", i, "query"), p.query) for i, p in enumerate(analysis.plots) if p.query]
+        for where, name in named:
+            why = find_query(name)
+            if why:
+                self.add(self.source.problem(where, why))
 
     # -- points ------------------------------------------------------------------------------
     def _locate(self, point: SweepPoint, derived: set[str]):
@@ -356,29 +404,14 @@ class _Compiler:
         variables = {k: v for k, v in point.assignments.items() if not is_field_path(k)}
         for key, value in point.assignments.items():
             if is_field_path(key):
-                set_path(run, key, _copy(value))
-        derived = {k for k in derive if is_field_path(k)}
-        if derive:
-            # Expressions read the point with every default filled in; derived values are
-            # written into both, then the point is validated once.
-            view = fill_defaults(run)
-            scope = Scope(view, variables, lambda: _counts(view))
-            for target, expr in derive.items():
                 try:
-                    value = _number(expr.evaluate(scope))
+                    set_path(run, key, _copy(value))
                 except ExpressionError as exc:
-                    self.add(self.source.problem(("sweep", "derive", target), str(exc)))
+                    self.add(self.source.problem(point.source[key], str(exc)))
                     return None
-                except (ArithmeticError, TypeError, ValueError, KeyError) as exc:
-                    msg = f"cannot evaluate {expr.source!r}: {exc}"
-                    self.add(self.source.problem(("sweep", "derive", target), msg))
-                    return None
-                if is_field_path(target):
-                    set_path(run, target, value)
-                    set_path(view, target, value)
-                    scope.invalidate()
-                else:
-                    variables[target] = value
+        derived = {k for k in derive if is_field_path(k)}
+        if derive and not self._derive(run, variables, derive):
+            return None
         spec = self._validate(run, point, derived)
         if spec is None:
             return None
@@ -388,12 +421,46 @@ class _Compiler:
             for expr, reason, i in constraints:
                 try:
                     hit = expr.evaluate(scope)
-                except (ExpressionError, ArithmeticError, TypeError, ValueError) as exc:
-                    self.add(self.source.problem(("sweep", "constraints", i, "drop_if"), str(exc)))
+                except (ExpressionError, ArithmeticError, TypeError, ValueError, KeyError) as exc:
+                    self.add(self.source.problem(("sweep", "constraints", i, "drop_if"), _safe(exc)))
                     return None
                 if hit:
                     return DroppedPoint(dict(point.assignments), reason)
         return spec, variables
+
+    def _derive(self, run: dict[str, Any], variables: dict[str, Any], derive: dict[str, Expression]) -> bool:
+        """Evaluate `derive:` into `run` and `variables`; False (with a problem added) on failure.
+
+        Expressions read the point with every default filled in; derived values are written
+        into both, then the point is validated once.
+        """
+        view = fill_defaults(run)
+        scope = Scope(view, variables, lambda: _counts(view))
+        for target, expr in derive.items():
+            where = ("sweep", "derive", target)
+            try:
+                value = _number(expr.evaluate(scope))
+                if not is_field_path(target) and not plain_scalar(value):
+                    raise ExpressionError(f"a variable takes a number, a string or true/false (got {shown_value(value)})")
+                if is_field_path(target):
+                    set_path(run, target, value)
+                    set_path(view, target, value)
+                    scope.invalidate()
+                else:
+                    variables[target] = value
+            except (ExpressionError, ArithmeticError, TypeError, ValueError, KeyError) as exc:
+                self.add(self.source.problem(where, _safe(exc)))
+                return False
+        return True
+
+
+def _safe(exc: Exception) -> str:
+    """An evaluation failure as a message: ours verbatim; Python's without object reprs."""
+    if isinstance(exc, ExpressionError):
+        return str(exc)
+    text = str(exc)
+    shown = text if len(text) < 100 and "<" not in text and " at 0x" not in text else type(exc).__name__
+    return f"cannot evaluate: {shown}"
 
 
 def _resolve(
@@ -471,6 +538,7 @@ def _resolve(
         ),
     }
     manifest = RunManifest.model_validate(payload)
+    _check_range(manifest)
     dumped = manifest.model_dump(mode="json")
     return manifest.model_copy(update={"run_id": compute_run_id(dumped)})
 
@@ -516,24 +584,52 @@ def _resolve_upstream(spec: RunSpec, origin: RunOrigin, upstream: dict[str, RunM
     return ResolvedTeacherLMData(**spec.data.model_dump(), teacher_run_id=upstream[key].run_id)
 
 
-def compile_source(source: SpecSource) -> CompiledExperiment:
+def _check_range(manifest: RunManifest) -> None:
+    """The numbers the compiler computes fit the database's 64-bit columns. (Every integer a
+    spec gives is already 64-bit, and every float finite: see `scaling_db.spec.fields`.)"""
+    computed = {
+        "counts.n_params": manifest.counts.n_params,
+        "counts.n_params_embed": manifest.counts.n_params_embed,
+        "train.tokens": getattr(manifest.train, "tokens", 0),
+        "resources.peak_memory_bytes": manifest.resources.peak_memory_bytes,
+    }
+    for name, value in computed.items():
+        if not -_INT64 <= value < _INT64:
+            raise ExpressionError(f"`{name}` is out of range ({shown_value(value)}; at most 64-bit integers)")
+
+
+def compile_source(
+    source: SpecSource, max_runs: int = DEFAULT_MAX_RUNS, find_query: QueryCheck | None = None
+) -> CompiledExperiment:
     """Compile an already-read spec source (see `compile_spec`)."""
     # Compiling allocates many small, acyclic objects; the cyclic GC's scans of them cost
     # about a third of the time at 10,000 runs and free nothing.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _compile_source(source)
+        return _compile_source(source, max_runs, find_query)
     finally:
         if enabled:
             gc.enable()
 
 
-def _compile_source(source: SpecSource) -> CompiledExperiment:
+def _too_many(n_points: int, max_runs: int) -> str:
+    shown = f"{n_points:,}" if n_points < 10**12 else f"about 10^{int(math.log10(n_points))}"
+    return (f"the sweep has {shown} points, more than the limit of {max_runs:,} per compile; "
+            f"pass --max-runs {n_points if n_points < 10**12 else 'N'} if you mean it")
+
+
+def _compile_source(source: SpecSource, max_runs: int, find_query: QueryCheck | None) -> CompiledExperiment:
     c = _Compiler(source)
     header = c.header()
     derive, constraints = c.expressions(header)
+    if find_query is not None:
+        c.queries(header.analysis, find_query)
     if c.problems:
+        raise c.fail()
+    n_points = count_points(header.sweep)
+    if n_points > max_runs:  # checked on the axis lengths, before any point is made
+        c.add(source.problem(("sweep",), _too_many(n_points, max_runs)))
         raise c.fail()
     base = {k: source.data[k] for k in RUN_SECTIONS if k in source.data}
     origin = RunOrigin(spec_path=display_path(source.path), base_dir=str(source.path.resolve().parent))
@@ -552,8 +648,13 @@ def _compile_source(source: SpecSource) -> CompiledExperiment:
             dropped.append(out)
         elif out is not None and not c.problems:
             spec, variables = out
-            resolved_data = _resolve_upstream(spec, origin, upstream)
-            manifest = _resolve(header, spec, variables, point.assignments, origin, resolved_data)
+            try:
+                resolved_data = _resolve_upstream(spec, origin, upstream)
+                manifest = _resolve(header, spec, variables, point.assignments, origin, resolved_data)
+            except ExpressionError as exc:
+                shown = ", ".join(f"{k}={_fmt_value(v)}" for k, v in point.assignments.items())
+                c.add(source.problem((), f"{exc}" + (f" [sweep point {shown}]" if shown else "")))
+                continue
             if manifest.run_id in seen:
                 dropped.append(DroppedPoint(dict(point.assignments), f"same run as {seen[manifest.run_id]}"))
                 continue
@@ -586,6 +687,13 @@ def _compile_source(source: SpecSource) -> CompiledExperiment:
     )
 
 
-def compile_spec(path: str | Path) -> CompiledExperiment:
-    """Validate a spec file and expand its sweep into run manifests. Raises SpecError."""
-    return compile_source(read_spec_source(path))
+def compile_spec(
+    path: str | Path, max_runs: int = DEFAULT_MAX_RUNS, find_query: QueryCheck | None = None
+) -> CompiledExperiment:
+    """Validate a spec file and expand its sweep into run manifests. Raises SpecError.
+
+    A sweep of more than `max_runs` points is an error before any point is expanded.
+    `find_query(name)` says why a query the analysis names cannot be found (None if it can);
+    the spec stage cannot look queries up itself (they belong to the store, a later stage).
+    """
+    return compile_source(read_spec_source(path), max_runs, find_query)

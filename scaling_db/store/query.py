@@ -38,14 +38,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 
 from scaling_db.errors import QueryError
 from scaling_db.store.database import open_sandboxed
 from scaling_db.workspace import Workspace
+
+if TYPE_CHECKING:  # pandas only for the annotation: `scaledb validate` looks queries up without it
+    import pandas as pd
 
 #: The shipped queries: the top-level `queries/`, which the package holds as `scaling_db/queries`
 #: (a symlink in the source tree, the files themselves in a built wheel).
