@@ -259,8 +259,8 @@ def _run_in_process(driver: _Driver, todo: list[str], settings: _Settings) -> No
                 report.interrupted = True
                 report.statuses[run_id] = workspace.read_status(run_id)
                 return
-            except ScaledbError as exc:
-                driver.error(run_id, str(exc))
+            except Exception as exc:  # not even started (locked elsewhere; the disk full when writing its status)
+                driver.error(run_id, str(exc) if isinstance(exc, ScaledbError) else f"{type(exc).__name__}: {exc}")
                 continue
             driver.finish(run_id, status)
         report.interrupted = interrupt.flag.is_set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -229,3 +230,70 @@ def test_scaledb_cancel_stops_a_local_run_which_resumes_later(tmp_path, monkeypa
     again = run_local(ws, [run_id], workers=1, device="cpu", **FAKE)  # a new `scaledb run` clears the request
     assert again.statuses[run_id].status == RunState.FINISHED
     assert [r.step for r in read_log(ws.log_path(run_id))] == ws.load_manifest(run_id).train.checkpoint_steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Exit codes and what a script sees (README: "The command line")
+# ---------------------------------------------------------------------------------------------
+
+
+def _disk_full_for_d16(manifest, workspace):
+    if manifest.model.d_model == 16:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return fake_build_token_source(manifest, workspace)
+
+
+def test_cli_run_exits_3_naming_each_failed_run_and_how_to_retry(tmp_path):
+    spec = write_spec(tmp_path, **TWO_WIDTHS)
+    ws_dir = str(tmp_path / "ws")
+    result = invoke("run", str(spec), "-w", ws_dir, "--workers", "1", build_source=_disk_full_for_d16)
+    assert result.exit_code == 3, result.output
+    assert "1 run failed:" in result.output
+    assert "  tiny-d16 (" in result.output and "No space left on device" in result.output
+    assert f"scaledb run {spec} --retry-failed" in result.output
+    # Again, without --retry-failed: nothing runs, and it still is not a success.
+    again = invoke("run", str(spec), "-w", ws_dir, "--workers", "1")
+    assert again.exit_code == 3, again.output
+    assert "1 of them failed: --retry-failed runs those again" in again.output
+    as_json = invoke("run", str(spec), "-w", ws_dir, "--json")
+    assert as_json.exit_code == 3 and list(json.loads(as_json.output)["failed"].values()) == [
+        "OSError: [Errno 28] No space left on device"]
+    retried = invoke("run", str(spec), "-w", ws_dir, "--workers", "1", "--retry-failed")
+    assert retried.exit_code == 0, retried.output
+
+
+def test_cli_run_with_a_diverged_run_is_a_success(tmp_path):
+    spec = write_spec(tmp_path, **ONE_DIVERGES)
+    result = invoke("run", str(spec), "-w", str(tmp_path / "ws"), "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "diverged" in result.output and "failed" not in result.output
+
+
+def test_cli_run_prints_plain_progress_lines_when_not_a_terminal(tmp_path):
+    spec = write_spec(tmp_path, **TWO_WIDTHS)
+    result = invoke("run", str(spec), "-w", str(tmp_path / "ws"), "--workers", "1")  # CliRunner: not a TTY
+    lines = result.output.splitlines()
+    assert "scaledb: 2 runs to run" in lines
+    for width in (16, 32):
+        started = next(i for i, line in enumerate(lines) if line.startswith(f"started  tiny-d{width} ("))
+        finished = next(i for i, line in enumerate(lines) if line.startswith(f"finished tiny-d{width}: final eval loss "))
+        assert started < finished
+
+
+def test_plain_progress_prints_a_summary_every_30_s(workspace):
+    from scaling_db.cli.progress import PlainProgress
+
+    now = [0.0]
+    lines: list[str] = []
+    progress = PlainProgress(workspace, echo=lines.append, clock=lambda: now[0])
+    progress.start(total_steps=200, runs=2, skipped=0)
+    progress.run_started("a", "tiny-a", 100)
+    now[0] = 29.0
+    progress.update("a", 50, 100, None)
+    assert not any(line.startswith("progress:") for line in lines)
+    now[0] = 31.0
+    progress.update("a", 60, 100, None)
+    assert lines[-1] == "progress: 0/2 runs ended, 1 running, 60/200 steps (30%), 31s elapsed"
+    now[0] = 45.0
+    progress.update("a", 70, 100, None)
+    assert lines[-1].startswith("progress: 0/2") and sum(line.startswith("progress:") for line in lines) == 1
