@@ -285,6 +285,21 @@ def test_crash_at_any_point_then_resume_equals_an_uninterrupted_run(tmp_path, mo
     assert curve(ws, run_id) == expected
 
 
+def test_a_log_that_lost_records_after_the_state_was_saved_fails_instead_of_finishing(tmp_path):
+    ws, (run_id,) = compiled_workspace(tmp_path)
+    polls = iter(range(10**6))
+    assert execute_run(ws, run_id, device="cpu", threads=1, stop=lambda: next(polls) >= 25).status == RunState.PENDING
+    path = ws.log_path(run_id)
+    lines = path.read_bytes().splitlines(keepends=True)
+    lost = [json.loads(line)["step"] for line in lines[1:3]]
+    path.write_bytes(lines[0] + b"".join(lines[3:]))  # outside damage: two records gone
+    status = execute_run(ws, run_id, device="cpu", threads=1)
+    assert status.status == RunState.FAILED, status
+    assert f"lacks checkpoint step(s) {lost[0]}, {lost[1]}" in status.error
+    assert f"--force --only {run_id}" in status.error
+    assert ws.read_status(run_id).status == RunState.FAILED
+
+
 def test_a_torn_last_line_is_not_a_record(tmp_path):
     ws, (run_id,) = compiled_workspace(tmp_path)
     path = ws.log_path(run_id)
