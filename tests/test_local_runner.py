@@ -297,3 +297,18 @@ def test_plain_progress_prints_a_summary_every_30_s(workspace):
     now[0] = 45.0
     progress.update("a", 70, 100, None)
     assert lines[-1].startswith("progress: 0/2") and sum(line.startswith("progress:") for line in lines) == 1
+
+
+def test_cli_run_on_a_backend_compiles_each_spec_once(tmp_path, monkeypatch):
+    import scaling_db.spec.compiler as compiler
+
+    spec = write_spec(tmp_path)
+    ws_dir = str(tmp_path / "ws")
+    assert invoke("run", str(spec), "-w", ws_dir, "--workers", "1").exit_code == 0
+    calls: list[str] = []  # (a spy on what compile_spec reads, however the CLI imported compile_spec)
+    real = compiler.read_spec_source
+    monkeypatch.setattr(compiler, "read_spec_source", lambda path, *a, **k: calls.append(str(path)) or real(path, *a, **k))
+    # Every run is finished, so nothing is submitted: this needs no cluster.
+    result = invoke("run", str(spec), "-w", ws_dir, "--backend", "slurm", "--partition", "debug", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["skipped"] and calls == [str(spec)]

@@ -28,7 +28,7 @@ from scaling_db.cli.common import (
 from scaling_db.cli.progress import progress_display
 from scaling_db.cli.targets import collect_targets, resolve_targets
 from scaling_db.errors import RunError
-from scaling_db.training.records import RunState, last_record
+from scaling_db.training.records import last_record
 from scaling_db.workspace import Workspace
 
 
