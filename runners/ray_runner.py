@@ -162,12 +162,9 @@ def run_ray(
             ray.shutdown()
 
 
-def _run(ray: Any, workspace: Workspace, todo: list[str], options: RayOptions, report: RunReport, *,
-         device: str, retry_failed: bool, on_run_done: Callable[[str], None] | None,
-         progress: ProgressSink | None, build_source: SourceBuilder,
-         poll_s: float, timeout_s: float | None) -> RunReport:
-    from ray.exceptions import RayError, RayTaskError
-
+def _submit(ray: Any, workspace: Workspace, todo: list[str], options: RayOptions, report: RunReport, *,
+            device: str, retry_failed: bool, build_source: SourceBuilder) -> dict[Any, str]:
+    """One task per run, each recorded in the report and the run's status; returns ref -> run_id."""
     resources: dict[str, Any] = {"num_cpus": options.cpus, "num_gpus": options.gpus,
                                  "max_retries": options.max_retries}
     if options.mem_gb:
@@ -182,7 +179,17 @@ def _run(ray: Any, workspace: Workspace, todo: list[str], options: RayOptions, r
         refs[ref] = run_id
         report.jobs[run_id] = ref.task_id().hex()
         report.statuses[run_id] = record_submission(workspace, run_id, "ray", report.jobs[run_id])
+    return refs
 
+
+def _run(ray: Any, workspace: Workspace, todo: list[str], options: RayOptions, report: RunReport, *,
+         device: str, retry_failed: bool, on_run_done: Callable[[str], None] | None,
+         progress: ProgressSink | None, build_source: SourceBuilder,
+         poll_s: float, timeout_s: float | None) -> RunReport:
+    from ray.exceptions import RayError, RayTaskError
+
+    refs = _submit(ray, workspace, todo, options, report, device=device, retry_failed=retry_failed,
+                   build_source=build_source)
     follower = StatusFollower(workspace, todo, progress)
     follower.start(len(report.skipped))
     deadline = None if timeout_s is None else time.monotonic() + timeout_s

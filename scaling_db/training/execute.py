@@ -94,7 +94,8 @@ def split_pending(
 ) -> tuple[list[RunStatus], dict[str, RunStatus]]:
     """The statuses of the runs `execute_run` would work on, and the others (done) by id, in order.
 
-    Every backend decides with this, so "what still needs running" is the same everywhere.
+    Every backend decides with this, so "what still needs running" is the same everywhere: it is
+    the one place where the runs to execute are chosen, and their order (that of `run_ids`) kept.
     """
     todo: list[RunStatus] = []
     done: dict[str, RunStatus] = {}
