@@ -327,7 +327,8 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
     ws, (run_id,) = compiled_workspace(tmp_path / "killed", **sections)
     rng = random.Random(1)
     mid_run_kills = 0
-    env = {**os.environ, "PYTHONPATH": str(FAKES.parent)}
+    # tests/ for `fakes`, ahead of whatever PYTHONPATH picked this checkout's scaledb
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(FAKES.parent), os.environ.get("PYTHONPATH")]))}
     for _ in range(10):
         proc = subprocess.Popen([sys.executable, str(FAKES), str(ws.root), run_id, "1"], env=env)
         # Wait until it runs (status) or trains (a first record), then kill it at a random moment.
