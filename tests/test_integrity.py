@@ -106,14 +106,22 @@ def test_status_and_run_report_a_corrupt_line_and_go_on(finished):
     assert rows[0]["log_problems"][0].startswith(f"{ws.log_path(run_id)}:3:")
 
 
-def test_retry_failed_resumes_past_a_corrupt_line(finished):
+def test_retry_failed_past_a_corrupt_line_reports_it_and_rerunning_from_scratch_repairs(finished):
+    """A corrupt line is a lost checkpoint: `--retry-failed` names the line and fails the run
+    (no traceback, never "finished" with a gap); `--force --only` trains it again from scratch."""
     spec, ws, run_id = finished
     corrupt_line(ws.log_path(run_id), 2)
     ws.write_status(RunStatus(run_id=run_id, status=RunState.FAILED, error="OSError: disk gone", step=40))
     result = invoke("run", str(spec), "--retry-failed", "--workers", "1", "--device", "cpu", "-w", str(ws.root))
+    assert result.exit_code == 3 and "Traceback" not in result.output, result.output
+    assert f"{ws.log_path(run_id)}:2: not valid JSON" in result.output
+    assert ws.read_status(run_id).status == RunState.FAILED
+    assert "lacks checkpoint step(s)" in ws.read_status(run_id).error and "--force --only" in result.output
+    result = invoke("run", str(spec), "--force", "--only", run_id, "--workers", "1", "--device", "cpu",
+                    "-w", str(ws.root))
     assert result.exit_code == 0, result.output
     assert ws.read_status(run_id).status == RunState.FINISHED
-    assert f"{ws.log_path(run_id)}:2: not valid JSON" in result.output
+    assert "not valid JSON" not in invoke("status", "-w", str(ws.root)).output
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ status file ends in a state that says what to do next: `finished`, `diverged` (a
 retried), `failed` (with the error; retried by `retry_failed`) or `pending` (stopped on request
 or interrupted: resumed by the next call). The full traceback of a failure goes to
 `runs/<run_id>/error.log`.
+
+How a run gets its data (`build_source`) and its closed-form solution (`solve`) are parameters
+with the real ones as defaults, so tests pass fakes (picklable ones through the runners).
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ from scaling_db.workspace import Workspace, atomic_write_text
 
 if TYPE_CHECKING:
     from scaling_db.training.trainer import TokenSource, TrainProgress
+
+#: Makes a run's token stream: `build_source(manifest, workspace)`.
+SourceBuilder = Callable[[RunManifest, Workspace], "TokenSource"]
+#: Fits a closed-form learner: `solve(manifest, workspace)` -> a `solvers.SolveResult`.
+Solver = Callable[[RunManifest, Workspace], Any]
 
 
 def build_token_source(manifest: RunManifest, workspace: Workspace) -> "TokenSource":
@@ -90,7 +98,8 @@ def split_pending(
 ) -> tuple[list[RunStatus], dict[str, RunStatus]]:
     """The statuses of the runs `execute_run` would work on, and the others (done) by id, in order.
 
-    Every backend decides with this, so "what still needs running" is the same everywhere.
+    Every backend decides with this, so "what still needs running" is the same everywhere: it is
+    the one place where the runs to execute are chosen, and their order (that of `run_ids`) kept.
     """
     todo: list[RunStatus] = []
     done: dict[str, RunStatus] = {}
@@ -115,6 +124,8 @@ def execute_run(
     progress: Callable[["TrainProgress"], None] | None = None,
     backend: str = "local",
     job_id: str | None = None,
+    build_source: SourceBuilder = build_token_source,
+    solve: Solver = solve_closed_form,
 ) -> RunStatus:
     """Make one manifest happen in this process (train, resume, or solve); returns the final status.
 
@@ -147,9 +158,9 @@ def execute_run(
         workspace.write_status(status)
         try:
             if manifest.model.kind == "transformer":
-                status = _train(workspace, manifest, status, device, stop, progress)
+                status = _train(workspace, manifest, status, device, stop, progress, build_source)
             else:
-                status = _solve(workspace, manifest, status)
+                status = _solve(workspace, manifest, status, solve)
         except BaseException as exc:
             interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
             if interrupted:
@@ -174,12 +185,13 @@ def _train(
     device: str,
     stop: Callable[[], bool] | None,
     progress: Callable[["TrainProgress"], None] | None,
+    build_source: SourceBuilder,
 ) -> RunStatus:
     from scaling_db.training.trainer import resolve_device, resolve_precision, train_lm
 
     dev = resolve_device(device)
     precision = resolve_precision(manifest.train.precision, dev)
-    source = build_token_source(manifest, workspace)
+    source = build_source(manifest, workspace)
     status = status.model_copy(update={
         "device": str(dev), "precision": precision, "entropy_rate": source.entropy_rate,
     })
@@ -198,9 +210,9 @@ def _train(
     return status
 
 
-def _solve(workspace: Workspace, manifest: RunManifest, status: RunStatus) -> RunStatus:
+def _solve(workspace: Workspace, manifest: RunManifest, status: RunStatus, solve: Solver) -> RunStatus:
     t0 = time.perf_counter()
-    result = solve_closed_form(manifest, workspace)
+    result = solve(manifest, workspace)
     record = CheckpointRecord(
         run_id=manifest.run_id, step=1, tokens=manifest.tokens,
         flops_6n_nonembed=None, flops_6n=None, flops_exact=None,
