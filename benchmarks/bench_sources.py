@@ -142,7 +142,7 @@ def bench_teacher(cache: Path, full: bool) -> None:
 
     torch.set_num_threads(1)
     from scaling_db.sources import build_source
-    from scaling_db.spec.compiler import teacher_manifest
+    from scaling_db.spec.resolve import teacher_manifest
     from scaling_db.spec.manifest import ResolvedTeacherLMData, RunOrigin
     from scaling_db.training.execute import execute_run
     from scaling_db.workspace import Workspace, atomic_write_text

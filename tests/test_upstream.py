@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from runners.local import run_local
 from scaling_db.cli import cli
-from scaling_db.spec.compiler import TEACHERS_EXPERIMENT, compile_spec
+from scaling_db.spec.compiler import compile_spec
+from scaling_db.spec.resolve import TEACHERS_EXPERIMENT
 from scaling_db.spec.manifest import compute_run_id
 from scaling_db.store.database import open_store
 from scaling_db.store.ingest import ingest_runs

@@ -12,7 +12,7 @@ Contract, identical for every kind:
   separate parts of the text for `corpus`), and one train batch index is one set of sequences
   never served again (one epoch).
 - Token ids are < `vocab_size`, which equals what the compiler decided without reading files
-  (`scaling_db.spec.compiler.vocab_size_of`).
+  (`scaling_db.spec.resolve.vocab_size_of`).
 - `entropy_rate` is the exact lowest reachable loss in nats per token where the source is a
   known Markov chain, else None.
 

@@ -2,7 +2,7 @@
 T1L / T2L / T4L rungs, docs/science.md#the-complexity-ladder).
 
 Teacher. The teacher is an upstream run (DESIGN.md decision 11): the compiler builds its
-manifest (`scaling_db.spec.compiler.teacher_manifest`: a `n_layers`-layer, `d_model`-wide
+manifest (`scaling_db.spec.resolve.teacher_manifest`: a `n_layers`-layer, `d_model`-wide
 transformer trained on the corpus for `train_tokens` tokens), the runners train it before any
 student starts, and the students' data names it (`teacher_run_id`). This source trains nothing:
 it loads the finished run from `runs_dir/<teacher_run_id>/` (manifest, `state.pt`, and the last

@@ -7,10 +7,8 @@ once with the derived values), filtered by `constraints:`, and resolved into a `
 (budget in whole steps, checkpoint steps listed, counts and FLOPs computed). Every problem of
 every point is collected and reported at once, at the line that caused it.
 
-Upstream runs: a `teacher_lm` data section implies a teacher transformer trained on the corpus.
-The compiler builds that teacher's manifest in code (`teacher_manifest`: experiment `teachers`,
-the recipe below) and writes its run id into the students' data (`teacher_run_id`). Identical
-teachers hash to one run id, so every experiment asking for the same teacher shares one run.
+Resolving one point into its manifest, and the upstream teacher runs that `teacher_lm` data
+needs, is `scaling_db.spec.resolve`'s job.
 """
 
 from __future__ import annotations
@@ -27,32 +25,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from scaling_db.spec.counting import (
-    TransformerShape, count_params, estimate_peak_memory_bytes, flops_per_token,
-)
 from scaling_db.errors import SpecError, SpecProblem
-from scaling_db.spec.data import CorpusData, TeacherLMData
-from scaling_db.spec.manifest import (
-    CorpusEpochsData,
-    ResolvedLMTrain,
-    ResolvedTeacherLMData,
-    ResolvedTransformer,
-    RunCounts,
-    RunManifest,
-    RunOrigin,
-    RunResources,
-    canonical_json,
-    compute_run_id,
-)
-from scaling_db.spec.schema import (
-    AnalysisSpec,
-    ClusterSpec,
-    ExperimentHeader,
-    LinearCheckpoints,
-    LMTrain,
-    RunSpec,
-    TransformerModel,
-)
+from scaling_db.spec.manifest import RunManifest, RunOrigin, canonical_json
+from scaling_db.spec.resolve import counts_of, fmt_value, resolve_point, resolve_upstream
+from scaling_db.spec.schema import AnalysisSpec, ClusterSpec, ExperimentHeader, RunSpec
 from scaling_db.spec.loader import (
     SpecSource,
     candidate_models,
@@ -85,18 +61,6 @@ QueryCheck = Callable[[str], "str | None"]
 #: Sweep points one compile expands by default (`scaledb compile --max-runs N` raises it):
 #: 10,000 points compile in about 2 s; a typo such as an extra zero should not take an hour.
 DEFAULT_MAX_RUNS = 10_000
-#: Every integer in a manifest must fit the database's 64-bit columns.
-_INT64 = 2**63
-
-#: The experiment of every teacher run (constant, so identical teachers of any spec share an id).
-TEACHERS_EXPERIMENT = "teachers"
-#: The teacher's recipe: AdamW at lr 3e-3, weight decay 0.01, 2% warmup then cosine, batch 64,
-#: fp32 (what DESIGN.md measured for small models on this kind of machine); heads of 16.
-TEACHER_LR = 3e-3
-TEACHER_BATCH = 64
-TEACHER_D_HEAD = 16
-#: Held-out tokens of each teacher evaluation (a short corpus's eval split is cycled through).
-TEACHER_EVAL_TOKENS = 10_000
 
 
 @dataclass(frozen=True)
@@ -119,74 +83,6 @@ class CompiledExperiment:
     cluster: ClusterSpec = field(default_factory=ClusterSpec)  # placement defaults; not in manifests
     #: runs the experiment's runs need finished first (teachers); not part of the experiment
     upstream: list[RunManifest] = field(default_factory=list)
-
-
-def vocab_size_of(data: dict[str, Any]) -> int | None:
-    """The vocabulary a data source yields, known without touching any file."""
-    kind = data["kind"]
-    if kind == "graph_walk":
-        return int(data["graph"]["n"])
-    if kind in ("language_bigram", "teacher_lm", "corpus", "corpus_epochs"):
-        tok = data["tokenizer"]
-        return 256 if tok["kind"] == "char" else int(tok["vocab_size"])
-    return None
-
-
-def transformer_shape(model: dict[str, Any], vocab_size: int) -> TransformerShape:
-    """The shape of a (validated, defaults-filled) transformer model section."""
-    heads = model["n_heads"] or model["d_model"] // model["d_head"]
-    return TransformerShape(
-        vocab_size=vocab_size,
-        context=model["context"],
-        n_layers=model["n_layers"],
-        d_model=model["d_model"],
-        n_heads=heads,
-        d_ff=int(round(model["mlp_ratio"] * model["d_model"])),
-        positions=model["positions"],
-        tie_embeddings=model["tie_embeddings"],
-        bias=model["bias"],
-    )
-
-
-def _whole(section: dict[str, Any], key: str, where: str, optional: bool = False) -> Any:
-    """A field the counts read before the point is validated: a plain positive number, so that
-    a careless value (`true`, `'64'`, `[1]`) never reaches the arithmetic (`[1] * 10**10`)."""
-    value = section.get(key)
-    if optional and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < _INT64:
-        raise ExpressionError(f"cannot compute the model's counts: `{where}.{key}` is not a positive number")
-    return value
-
-
-def _counts(run: dict[str, Any]) -> dict[str, Any]:
-    model, data, train = run["model"], run["data"], run["train"]
-    if not all(isinstance(x, dict) for x in (model, data, train)):
-        raise ExpressionError("cannot compute the model's counts: a run section is not a mapping")
-    if model.get("kind") == "transformer":
-        for key in ("n_layers", "d_model", "d_head", "context", "mlp_ratio"):
-            _whole(model, key, "model")
-        _whole(model, "n_heads", "model", optional=True)
-        _whole(train, "batch_size", "train")
-        if data.get("kind") == "graph_walk" and isinstance(data.get("graph"), dict):
-            _whole(data["graph"], "n", "data.graph")
-        elif isinstance(data.get("tokenizer"), dict) and data["tokenizer"].get("kind") == "bpe":
-            _whole(data["tokenizer"], "vocab_size", "data.tokenizer")
-        vocab = vocab_size_of(data)
-        shape = transformer_shape(model, vocab)
-        c = count_params(shape)
-        fpt = flops_per_token(shape)
-        return {
-            "n_params": c.n_params, "n_params_nonembed": c.n_params_nonembed,
-            "n_params_embed": c.n_params_embed, "vocab_size": vocab,
-            "tokens_per_step": run["train"]["batch_size"] * model["context"],
-            "flops_per_token_6n_nonembed": fpt["6n_nonembed"], "flops_per_token_6n": fpt["6n"],
-            "flops_per_token_exact": fpt["exact"],
-        }
-    n = model.get("n_features") or model.get("capacity") or train.get("samples")
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise ExpressionError("cannot compute the model's counts: its size is not an integer")
-    return {"n_params": n, "n_params_nonembed": n, "n_params_embed": 0}
 
 
 def _copy(value: Any) -> Any:
@@ -241,18 +137,6 @@ def fill_defaults(run: dict[str, Any]) -> dict[str, Any]:
     return {k: _fill(v, RunSpec.model_fields[k].annotation) for k, v in run.items() if k in RunSpec.model_fields}
 
 
-def _checkpoint_steps(train: LMTrain, steps: int) -> list[int]:
-    sched = train.checkpoints
-    if isinstance(sched, LinearCheckpoints):
-        points = [steps * (i + 1) / sched.count for i in range(sched.count)]
-    else:
-        first = min(sched.first, steps)
-        n = sched.count
-        ratio = (steps / first) ** (1 / (n - 1)) if n > 1 else 1.0
-        points = [first * ratio**i for i in range(n)]
-    return sorted({max(1, int(round(p))) for p in points} | {steps})
-
-
 def _number(value: Any) -> Any:
     """Derived values: integral floats become ints so `d_model: 64.0` validates as an int."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
@@ -260,28 +144,6 @@ def _number(value: Any) -> Any:
     if isinstance(value, (np.integer, np.floating)):
         return _number(value.item())
     return value
-
-
-def _short(key: str) -> str:
-    last = key.rsplit(".", 1)[-1]
-    return {
-        "d_model": "d", "n_layers": "L", "n_heads": "h", "seed": "s", "batch_size": "bs",
-        "tokens": "tok", "n_features": "N", "samples": "T", "parameterization": "", "kind": "",
-    }.get(last, last)
-
-
-def _fmt_value(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("kind", "x"))
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
-
-
-def run_name(experiment: str, assignments: dict[str, Any]) -> str:
-    """A readable name from the swept values. For people only: never parsed."""
-    parts = [f"{_short(k)}{_fmt_value(v)}" for k, v in assignments.items()]
-    return "-".join([experiment, *parts])
 
 
 class _Compiler:
@@ -388,7 +250,7 @@ class _Compiler:
             for p in found:
                 if p.field in derived and point.assignments:
                     # a derived value is wrong only at some points: say which
-                    shown = ", ".join(f"{k}={_fmt_value(v)}" for k, v in point.assignments.items())
+                    shown = ", ".join(f"{k}={fmt_value(v)}" for k, v in point.assignments.items())
                     p.message += f" [sweep point {shown}]"
                 self.add(p)
             return None
@@ -417,7 +279,7 @@ class _Compiler:
             return None
         full = spec.model_dump(mode="json")
         if constraints:
-            scope = Scope(full, variables, lambda: _counts(full))
+            scope = Scope(full, variables, lambda: counts_of(full))
             for expr, reason, i in constraints:
                 try:
                     hit = expr.evaluate(scope)
@@ -435,7 +297,7 @@ class _Compiler:
         into both, then the point is validated once.
         """
         view = fill_defaults(run)
-        scope = Scope(view, variables, lambda: _counts(view))
+        scope = Scope(view, variables, lambda: counts_of(view))
         for target, expr in derive.items():
             where = ("sweep", "derive", target)
             try:
@@ -461,141 +323,6 @@ def _safe(exc: Exception) -> str:
     text = str(exc)
     shown = text if len(text) < 100 and "<" not in text and " at 0x" not in text else type(exc).__name__
     return f"cannot evaluate: {shown}"
-
-
-def _resolve(
-    header: ExperimentHeader,
-    spec: RunSpec,
-    variables: dict[str, Any],
-    assignments: dict[str, Any],
-    origin: RunOrigin,
-    resolved_data: Any = None,
-) -> RunManifest:
-    """The manifest of one validated point; `resolved_data` replaces `spec.data` in it."""
-    data = spec.data.model_dump(mode="json")
-    model_spec = spec.model
-    counts_map: dict[str, Any]
-    if isinstance(model_spec, TransformerModel):
-        vocab = vocab_size_of(data)
-        shape = transformer_shape(model_spec.model_dump(mode="json"), vocab)
-        model: Any = ResolvedTransformer(
-            **{**model_spec.model_dump(), "n_heads": shape.n_heads, "d_ff": shape.d_ff, "vocab_size": vocab}
-        )
-        pc = count_params(shape)
-        fpt = flops_per_token(shape)
-        t: LMTrain = spec.train  # type: ignore[assignment]
-        per_step = t.batch_size * shape.context
-        steps = t.steps if t.steps is not None else max(1, math.ceil(t.tokens / per_step))
-        train: Any = ResolvedLMTrain(
-            optimizer=t.optimizer,
-            schedule=t.schedule,
-            checkpoint_schedule=t.checkpoints,
-            batch_size=t.batch_size,
-            steps=steps,
-            tokens=steps * per_step,
-            warmup_steps=int(round(t.schedule.warmup_frac * steps)),
-            checkpoint_steps=_checkpoint_steps(t, steps),
-            eval_tokens=t.eval_tokens,
-            grad_clip=t.grad_clip,
-            precision=t.precision,
-            state_every=t.state_every,
-            seed=t.seed,
-        )
-        counts = RunCounts(
-            n_params=pc.n_params, n_params_nonembed=pc.n_params_nonembed,
-            n_params_embed=pc.n_params_embed, vocab_size=vocab,
-        )
-        flops = dict(fpt)
-        train_flops = {k: float(v) * train.tokens for k, v in fpt.items()}
-        memory = estimate_peak_memory_bytes(shape, t.batch_size)
-    else:
-        model = model_spec
-        train = spec.train
-        counts_map = _counts({"model": model_spec.model_dump(), "data": data, "train": train.model_dump()})
-        n = counts_map["n_params"]
-        counts = RunCounts(n_params=n, n_params_nonembed=n, n_params_embed=0, vocab_size=None)
-        flops = None
-        train_flops = None
-        # features of the training and eval sets, plus the normal equations, in float64
-        memory = 8 * ((train.samples + train.eval_samples) * n + n * n)
-    res = spec.resources
-    payload: dict[str, Any] = {
-        "run_id": "",
-        "name": run_name(header.experiment, assignments),
-        "experiment": header.experiment,
-        "description": header.description,
-        "tags": list(header.tags),
-        "origin": origin,
-        "vars": variables,
-        "data": resolved_data if resolved_data is not None else spec.data,
-        "model": model,
-        "train": train,
-        "counts": counts,
-        "flops_per_token": flops,
-        "train_flops": train_flops,
-        "resources": RunResources(
-            device=res.device, n_devices=1, threads=res.threads, peak_memory_bytes=int(memory)
-        ),
-    }
-    manifest = RunManifest.model_validate(payload)
-    _check_range(manifest)
-    dumped = manifest.model_dump(mode="json")
-    return manifest.model_copy(update={"run_id": compute_run_id(dumped)})
-
-
-def teacher_manifest(data: TeacherLMData, origin: RunOrigin) -> RunManifest:
-    """The upstream run that trains the teacher of a `teacher_lm` data section.
-
-    It trains on the corpus train split for `train_tokens` tokens (repeating the corpus when the
-    budget needs more than one pass) with the recipe in the constants above. `temperature` is
-    left out: it only changes sampling, so teachers differing only in it are one run.
-    """
-    corpus = CorpusData(kind="corpus", corpus=data.corpus, tokenizer=data.tokenizer, eval_frac=data.eval_frac)
-    spec = RunSpec(
-        data=corpus,
-        model=TransformerModel(kind="transformer", n_layers=data.n_layers, d_model=data.d_model,
-                               d_head=TEACHER_D_HEAD, context=data.context),
-        train=LMTrain.model_validate({
-            "optimizer": {"kind": "adamw", "lr": TEACHER_LR, "weight_decay": 0.01},
-            "schedule": {"kind": "cosine", "warmup_frac": 0.02},
-            "batch_size": TEACHER_BATCH, "tokens": data.train_tokens,
-            "checkpoints": {"kind": "log", "count": 6, "first": 10},
-            "eval_tokens": TEACHER_EVAL_TOKENS, "precision": "fp32", "seed": data.seed,
-        }),
-    )
-    header = ExperimentHeader(
-        experiment=TEACHERS_EXPERIMENT, tags=["upstream", "teacher"], data={}, model={}, train={},
-        description=f"teacher of teacher_lm data: a {data.n_layers}-layer transformer trained on {data.corpus}",
-    )
-    epochs = CorpusEpochsData(kind="corpus_epochs", **corpus.model_dump(exclude={"kind"}))
-    manifest = _resolve(header, spec, {}, {}, origin, resolved_data=epochs)
-    name = f"teacher-L{data.n_layers}-d{data.d_model}-c{data.context}-tok{data.train_tokens}-s{data.seed}"
-    return manifest.model_copy(update={"name": name})  # the name is not part of the id
-
-
-def _resolve_upstream(spec: RunSpec, origin: RunOrigin, upstream: dict[str, RunManifest]) -> Any:
-    """The point's data with its teacher resolved to a run, or None. `upstream` holds the
-    teachers built so far, by their fields (sweep points mostly share one)."""
-    if not isinstance(spec.data, TeacherLMData):
-        return None
-    key = canonical_json(spec.data.model_dump(mode="json", exclude={"temperature"}))
-    if key not in upstream:
-        upstream[key] = teacher_manifest(spec.data, origin)
-    return ResolvedTeacherLMData(**spec.data.model_dump(), teacher_run_id=upstream[key].run_id)
-
-
-def _check_range(manifest: RunManifest) -> None:
-    """The numbers the compiler computes fit the database's 64-bit columns. (Every integer a
-    spec gives is already 64-bit, and every float finite: see `scaling_db.spec.fields`.)"""
-    computed = {
-        "counts.n_params": manifest.counts.n_params,
-        "counts.n_params_embed": manifest.counts.n_params_embed,
-        "train.tokens": getattr(manifest.train, "tokens", 0),
-        "resources.peak_memory_bytes": manifest.resources.peak_memory_bytes,
-    }
-    for name, value in computed.items():
-        if not -_INT64 <= value < _INT64:
-            raise ExpressionError(f"`{name}` is out of range ({shown_value(value)}; at most 64-bit integers)")
 
 
 def compile_source(
@@ -649,10 +376,10 @@ def _compile_source(source: SpecSource, max_runs: int, find_query: QueryCheck | 
         elif out is not None and not c.problems:
             spec, variables = out
             try:
-                resolved_data = _resolve_upstream(spec, origin, upstream)
-                manifest = _resolve(header, spec, variables, point.assignments, origin, resolved_data)
+                resolved_data = resolve_upstream(spec, origin, upstream)
+                manifest = resolve_point(header, spec, variables, point.assignments, origin, resolved_data)
             except ExpressionError as exc:
-                shown = ", ".join(f"{k}={_fmt_value(v)}" for k, v in point.assignments.items())
+                shown = ", ".join(f"{k}={fmt_value(v)}" for k, v in point.assignments.items())
                 c.add(source.problem((), f"{exc}" + (f" [sweep point {shown}]" if shown else "")))
                 continue
             if manifest.run_id in seen:
