@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from scaling_db.report.analyses import FITTERS, FitOutcome, FitRequest, fit_request, store_outcome
+from scaling_db.fit.registry import FITTERS
+from scaling_db.report.analyses import FitOutcome, FitRequest, fit_request, store_outcome
 from scaling_db.cli import cli
 from scaling_db.cli.common import (
     emit_json, get_workspace, json_option, key_values, print_table, workspace_option,

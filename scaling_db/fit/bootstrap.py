@@ -3,8 +3,9 @@
 Checkpoints of one run are not independent draws, so resampling single rows understates the
 uncertainty; here the unit is a group (a run, or a seed), as Besiroglu et al. 2024 (sec. 3)
 argue. Every refit is seeded from (seed, replicate index), so results do not depend on n_jobs.
-Refits of laws that accept `init=` start from the full-data optimum (a handful of starts around
-it instead of the full grid), which is what makes 1,000 Chinchilla refits take seconds.
+Refits of laws that accept `init=` (or `options=FitOptions(...)`) start from the full-data
+optimum (a handful of starts around it instead of the full grid), which is what makes 1,000
+Chinchilla refits take seconds.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from scaling_db.errors import FitError
+from scaling_db.fit.options import FitOptions
 from scaling_db.fit.result import LawFit, jsonable
 
 
@@ -73,11 +75,17 @@ class BootstrapFit:
         return rec
 
 
-def _accepts_init(fn: Callable[..., Any]) -> bool:
+def _warm_kwargs(fn: Callable[..., Any], full: Fitted) -> dict[str, Any]:
+    # A fit function taking `init` (a bound fitter) gets the full-data fit; a bare fitter taking
+    # `options` gets its default options (a partial's, if bound) warm-started from it.
     try:
-        return "init" in inspect.signature(fn).parameters
+        params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        return False
+        return {}
+    if "init" in params:
+        return {"init": full}
+    default = params["options"].default if "options" in params else None
+    return {"options": default.warm(full)} if isinstance(default, FitOptions) else {}
 
 
 def _quantities(fit: Fitted, derived: Derived) -> dict[str, float]:
@@ -165,7 +173,7 @@ def bootstrap(
         first = df[strata].to_numpy()[[p[0] for p in positions]]
         stratified = [[p for p, s in zip(positions, first) if s == v] for v in pd.unique(first)]
     work = {"df": df, "strata": stratified, "fit_fn": fit_fn, "seed": seed,
-            "kwargs": {"init": full} if warm_start and _accepts_init(fit_fn) else {},
+            "kwargs": _warm_kwargs(fit_fn, full) if warm_start else {},
             "derived": derived, "predict_at": predict_at}
     if n_jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("fork")

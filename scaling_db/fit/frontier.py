@@ -25,6 +25,7 @@ from scipy.optimize import minimize_scalar
 from scaling_db.errors import FitError
 from scaling_db.fit.bootstrap import bootstrap
 from scaling_db.fit.chinchilla import fit_chinchilla
+from scaling_db.fit.options import FitOptions
 from scaling_db.fit.power import fit_power_law
 from scaling_db.fit.result import LawFit, jsonable, select_rows
 
@@ -76,8 +77,9 @@ def _power_laws(method: str, optima: pd.DataFrame, excluded, settings) -> Fronti
             + (f", first: {excluded[0][1]}" if excluded else "")
             + ". Add budgets or runs spanning more compute."
         )
-    nf = fit_power_law(optima, x="flops", y="n_opt", id_column="flops")
-    df_ = fit_power_law(optima, x="flops", y="d_opt", id_column="flops")
+    by_flops = FitOptions(id_column="flops")
+    nf = fit_power_law(optima, x="flops", y="n_opt", options=by_flops)
+    df_ = fit_power_law(optima, x="flops", y="d_opt", options=by_flops)
     return FrontierFit(
         method=method, a=-nf.params["alpha"], b=-df_.params["alpha"], optima=optima,
         n_opt_fit=nf, d_opt_fit=df_, excluded=tuple(excluded), settings=settings,
@@ -329,13 +331,14 @@ def compare_frontiers(
     cols = {"n": n, "d": d, "c": c, "y": y}
     chin = chinchilla
     if "parametric" in methods and chin is None:
-        chin = fit_chinchilla(df, n=n, d=d, y=y, id_column=group)
+        chin = fit_chinchilla(df, n=n, d=d, y=y, options=FitOptions(id_column=group))
     fns = {
         "envelope": (df, lambda t: frontier_envelope(t, run=group, **cols)),
         "isoflop": (final, lambda t: frontier_isoflop(t, budget=budget, run=group, **cols)),
         "parametric": (df, lambda t: frontier_parametric(
-            fit_chinchilla(t, n=n, d=d, y=y, init=chin, id_column=group,
-                           loss=chin.settings["loss"], delta=chin.settings["delta"]))),
+            fit_chinchilla(t, n=n, d=d, y=y, options=FitOptions(
+                init=chin, id_column=group, loss=chin.settings["loss"],
+                delta=chin.settings["delta"])))),
         "surface": (df, lambda t: frontier_surface(t, run=group, **cols)),
     }
     unknown = [m for m in methods if m not in fns]

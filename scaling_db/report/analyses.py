@@ -24,31 +24,13 @@ from scaling_db.fit import (
     LawFit,
     bootstrap,
     compare_irreducible,
-    fit_chinchilla,
-    fit_exponential,
-    fit_kaplan_nd,
-    fit_power_law,
-    fit_saturating_power_law,
+    get_fitter,
 )
 from scaling_db.store.query import load_query, parse_query, run_query
 from scaling_db.spec.schema import FitDecl
 from scaling_db.store.database import open_store, record_fit
 from scaling_db.workspace import Workspace
 
-def _with_init(fn: Callable[..., LawFit], **fixed: str) -> Callable[..., LawFit]:
-    return lambda df, init=None: fn(df, **fixed, **({} if init is None else {"init": init}))
-
-
-#: Law name -> (number of x columns, fitter taking (df, xs, y) and returning a fit function of
-#: (df, init=None); `init` warm-starts the nonlinear laws, the log-linear ones have no use for it).
-FITTERS: dict[str, tuple[int, Callable[[list[str], str], Callable[..., LawFit]]]] = {
-    "power_law": (1, lambda xs, y: lambda df, init=None: fit_power_law(df, x=xs[0], y=y)),
-    "exponential": (1, lambda xs, y: lambda df, init=None: fit_exponential(df, x=xs[0], y=y)),
-    "saturating_power_law": (1, lambda xs, y: _with_init(fit_saturating_power_law, x=xs[0], y=y)),
-    "chinchilla": (2, lambda xs, y: _with_init(fit_chinchilla, n=xs[0], d=xs[1], y=y)),
-    "kaplan_nd": (2, lambda xs, y: _with_init(fit_kaplan_nd, n=xs[0], d=xs[1], y=y)),
-}
-DEFAULT_X = {1: ["n_params"], 2: ["n_params", "tokens"]}
 
 
 @dataclass(frozen=True)
@@ -70,12 +52,11 @@ class FitRequest:
                    y=decl.y, group=decl.group, bootstrap=decl.bootstrap, experiment=experiment)
 
     def columns(self) -> list[str]:
-        if self.law not in FITTERS:
-            raise FitError(f"fit {self.name}: unknown law {self.law!r} (laws: {', '.join(FITTERS)})")
-        n_inputs = FITTERS[self.law][0]
-        xs = list(self.x or DEFAULT_X[n_inputs])
+        fitter = get_fitter(self.law, f"fit {self.name}")
+        n_inputs = fitter.n_inputs
+        xs = list(self.x or fitter.default_x)
         if len(xs) < n_inputs:  # e.g. x: [n_params] for chinchilla: D defaults to tokens
-            xs += [c for c in DEFAULT_X[n_inputs] if c not in xs][: n_inputs - len(xs)]
+            xs += [c for c in fitter.default_x if c not in xs][: n_inputs - len(xs)]
         if len(xs) != n_inputs:
             raise FitError(f"fit {self.name}: law {self.law} takes {n_inputs} x column(s) (got {xs})")
         return xs
@@ -135,7 +116,7 @@ class FitOutcome:
 def make_fit_fn(law: str, xs: list[str], y: str) -> Callable[..., LawFit]:
     """`fit(df, init=None)` for a law and its columns; naming `init` lets the bootstrap
     warm-start each refit from the full-data optimum."""
-    return FITTERS[law][1](xs, y)
+    return get_fitter(law).bind(xs, y)
 
 
 def _true_floor(data: pd.DataFrame) -> float | None:
