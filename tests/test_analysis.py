@@ -20,6 +20,7 @@ from scaling_db.spec.compiler import compile_spec
 from scaling_db.errors import FitError, PlotError
 from scaling_db.report.figures import BUILDERS, FigureRequest, build_figure
 from scaling_db.store.ingest import ingest_runs
+from scaling_db.store.query import run_query
 from scaling_db.training.records import CheckpointRecord, RunState, RunStatus
 from scaling_db.report.html import Figure, write_report
 from scaling_db.workspace import Workspace
@@ -160,3 +161,42 @@ def test_cli_fit_and_plot(synth: Workspace, tmp_path: Path) -> None:
     assert out.read_text().startswith("<svg")
     res = runner.invoke(cli, ["plot", "lr_sweep", "-e", "synth", "-w", str(synth.root), "--out", str(tmp_path / "x.gif")])
     assert res.exit_code == 1 and "x.gif" in res.output
+
+
+# -- declared comparisons, grouped fits, frontiers (issue 16) ---------------------------------------
+
+COMPARISONS = {
+    "fits": [{"name": "by_param", "law": "power_law", "x": ["n_params_nonembed"], "bootstrap": 0,
+              "group_by": "parameterization"}],
+    "comparisons": [{"kind": "lr_optimum"}, {"kind": "lr_transfer"},
+                    {"kind": "parameter_efficiency", "bootstrap": 30}],
+    "frontiers": [{"method": "envelope", "bootstrap": 10}],
+}
+
+
+def test_spec_declared_comparisons_are_stored_like_fits(synth: Workspace) -> None:
+    from scaling_db.report.comparisons import run_analysis
+    from scaling_db.spec.schema import AnalysisSpec
+
+    done = run_analysis(synth, "synth", AnalysisSpec.model_validate(COMPARISONS), n_jobs=1)
+    assert not done.errors
+    by_name = {o.name: o for o in done.outcomes}
+    assert set(by_name) == {"by_param[parameterization=mup]", "by_param[parameterization=sp]", "lr_optimum",
+                            "lr_transfer", "parameter_efficiency", "frontier_envelope"}
+    slopes = {r["quantity"]: r for r in by_name["lr_transfer"].table()}
+    mup = slopes["d log lr*/d log d_model [parameterization=mup]"]
+    sp = slopes["d log lr*/d log d_model [parameterization=sp]"]
+    assert mup["lo"] < 0 < mup["hi"] and sp["lo"] < -1 < sp["hi"]  # the synthetic truth: 0 and -1
+    assert "1 d_model value(s) left out: optimum not bracketed" in sp["flag"]  # sp at width 128: grid edge
+    optima = {r["quantity"]: r for r in by_name["lr_optimum"].table()}
+    edge = optima["lr (grid best) parameterization=sp, d_model=128"]
+    assert edge["estimate"] == 1e-3 and edge["flag"].startswith("edge: best LR is the grid's smallest")
+    assert optima["lr* (parabola) parameterization=mup, d_model=64"]["estimate"] == pytest.approx(1e-2, rel=0.05)
+    front = by_name["frontier_envelope"].table()
+    assert [r["quantity"][:2] for r in front] == ["a ", "b "] and all(r["lo"] is not None for r in front)
+    stored = run_query(synth, sql="SELECT name, law, params, intervals, run_ids FROM fits WHERE experiment = 'synth'")
+    kinds = dict(zip(stored["name"], stored["law"]))
+    assert kinds["lr_transfer"] == "lr_transfer" and kinds["frontier_envelope"] == "frontier_envelope"
+    assert kinds["by_param[parameterization=sp]"] == "power_law"
+    row = stored[stored["name"] == "parameter_efficiency"].iloc[0]
+    assert len(json.loads(row["run_ids"])) == 80 and len(json.loads(row["intervals"])) == 1

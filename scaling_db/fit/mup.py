@@ -27,9 +27,10 @@ from scaling_db.fit.result import LawFit, select_rows, table_repr
 Array = np.ndarray
 
 
-#: A grid step wider than this factor around the best LR is flagged "coarse": the parabola then
-#: rests on points far from the optimum, where loss vs log LR is rarely quadratic.
-COARSE_STEP = 3.0
+#: A grid step wider than this factor (half a decade, rounded up) around the best LR is flagged
+#: "coarse": the parabola then rests on points far from the optimum, where loss vs log LR is
+#: rarely quadratic.
+COARSE_STEP = 3.2
 
 
 @dataclass(frozen=True)
