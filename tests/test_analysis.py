@@ -57,11 +57,17 @@ def synthetic_loss(n: float, d: float, lr: float, width: int, param: str, rng: n
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Workspace:
     tmp = tmp_path_factory.mktemp("synth")
-    (tmp / "synth.yaml").write_text(SPEC)
-    compiled = compile_spec(tmp / "synth.yaml")
     ws = Workspace(tmp / "ws")
+    add_synthetic_experiment(ws, tmp / "synth.yaml", SPEC)
+    return ws
+
+
+def add_synthetic_experiment(ws: Workspace, path: Path, text: str, seed: int = 0) -> None:
+    """Compile `text`, write logs from the known law instead of training, and ingest them."""
+    path.write_text(text)
+    compiled = compile_spec(path)
     ws.write_compiled(compiled)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for m in compiled.runs:
         lines = []
         for step in m.train.checkpoint_steps:
@@ -76,7 +82,6 @@ def synth(tmp_path_factory) -> Workspace:
         ws.log_path(m.run_id).write_text("".join(lines))
         ws.write_status(RunStatus(run_id=m.run_id, status=RunState.FINISHED, step=m.train.steps, entropy_rate=E))
     ingest_runs(ws)
-    return ws
 
 
 def test_saturating_fit_recovers_the_law_and_stores_provenance(synth: Workspace) -> None:
@@ -139,7 +144,7 @@ def test_report_embeds_figures_and_reports_undrawn_ones(synth: Workspace) -> Non
                         [Figure("loss_curves", chart), Figure("isoflop", None, "no budgets")], out.data)
     html = path.read_text()
     assert html.count("data:image/png;base64,") == 1 and "not drawn: no budgets" in html
-    assert "true floor (entropy rate)" in html and (path.parent / "loss_curves.png").exists()
+    assert "true floor (entropy rate, nats)" in html and (path.parent / "loss_curves.png").exists()
 
 
 def test_cli_fit_and_plot(synth: Workspace, tmp_path: Path) -> None:
@@ -154,7 +159,7 @@ def test_cli_fit_and_plot(synth: Workspace, tmp_path: Path) -> None:
                               "--law", "power_law", "-w", str(synth.root), "--no-store"])
     assert res.exit_code == 0 and "power_law" in res.output
     res = runner.invoke(cli, ["fit", "--query", "final_loss", "-w", str(synth.root)])
-    assert res.exit_code == 2 and "together with --law" in res.output
+    assert res.exit_code == 2 and "with one of --law, --analysis, --frontier" in res.output
     out = tmp_path / "fig.svg"
     res = runner.invoke(cli, ["plot", "lr_sweep", "-e", "synth", "-w", str(synth.root), "--out", str(out)])
     assert res.exit_code == 0, res.output
@@ -200,3 +205,43 @@ def test_spec_declared_comparisons_are_stored_like_fits(synth: Workspace) -> Non
     assert kinds["by_param[parameterization=sp]"] == "power_law"
     row = stored[stored["name"] == "parameter_efficiency"].iloc[0]
     assert len(json.loads(row["run_ids"])) == 80 and len(json.loads(row["intervals"])) == 1
+
+
+SECOND = SPEC.replace("experiment: synth", "experiment: synth_b").replace("m: 2}", "m: 3}").replace(
+    "model.d_model: [16, 32, 64, 128]", "model.d_model: [16, 32, 64]").replace("  seeds: [0, 1]\n", "")
+
+
+def test_cli_grouped_fits_comparisons_and_analysis_only_spec_across_experiments(synth: Workspace,
+                                                                               tmp_path: Path) -> None:
+    add_synthetic_experiment(synth, tmp_path / "synth_b.yaml", SECOND, seed=1)
+    runner = CliRunner()
+    w = ["-w", str(synth.root)]
+    res = runner.invoke(cli, ["fit", "--query", "final_loss", "-e", "synth", "--law", "power_law",
+                              "--x", "n_params_nonembed", "--group-by", "data.graph.m", "--bootstrap", "0",
+                              "-e", "synth_b", "--json", *w])
+    assert res.exit_code == 0, res.output
+    assert [r["name"] for r in json.loads(res.output)] == ["power_law[data.graph.m=2]", "power_law[data.graph.m=3]"]
+    res = runner.invoke(cli, ["fit", "--query", "final_loss", "-e", "synth", "--analysis", "lr_transfer", "--json", *w])
+    assert res.exit_code == 0, res.output
+    (rec,) = json.loads(res.output)
+    sp = rec["rows"][1]
+    assert sp["quantity"] == "d log lr*/d log d_model [parameterization=sp]" and "not bracketed" in sp["flag"]
+    spec = tmp_path / "both.yaml"
+    spec.write_text("experiment: graphs_m2_m3\ndescription: both graphs together\nanalysis:\n"
+                    "  experiments: [synth, synth_b]\n"
+                    "  fits: [{name: by_m, law: power_law, x: [n_params_nonembed], bootstrap: 0, group_by: experiment}]\n"
+                    "  comparisons: [{kind: lr_transfer}]\n"
+                    "  plots: [{kind: lr_sweep}]\n")
+    res = runner.invoke(cli, ["fit", str(spec), "--json", *w])
+    assert res.exit_code == 0, res.output
+    recs = {r["name"]: r for r in json.loads(res.output)}
+    assert set(recs) == {"by_m[experiment=synth]", "by_m[experiment=synth_b]", "lr_transfer"}
+    assert recs["lr_transfer"]["experiment"] == "graphs_m2_m3" and len(recs["lr_transfer"]["run_ids"]) == 80 + 30
+    res = runner.invoke(cli, ["reproduce", str(spec), *w])
+    assert res.exit_code == 0, res.output
+    report = (synth.report_dir("graphs_m2_m3") / "report.html").read_text()
+    assert "by_m[experiment=synth_b]" in report and "lr_sweep.png" in report
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: nothing\nanalysis: {fits: []}\n")
+    res = runner.invoke(cli, ["fit", str(bad), *w])
+    assert res.exit_code == 1 and "must list analysis.experiments" in res.output

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -65,11 +67,19 @@ def reproduce(spec: str, workers: int | None, device: str, bootstrap: int | None
 
     Running it again skips finished runs and only refits and replots. The report is
     <workspace>/reports/<experiment>/report.html, with each figure beside it as .png and .html.
+    A spec without data/model/train that lists `analysis.experiments` trains nothing: it
+    analyses and reports those experiments' runs together.
     """
     from runners.local import RichProgress, run_local
     from scaling_db.reproduce import reproduce as reproduce_experiment
+    from scaling_db.report.study import is_analysis_only, read_study, run_study
 
     ws = get_workspace(workspace)
+    if is_analysis_only(spec):
+        done = run_study(ws, read_study(spec), bootstrap_n=bootstrap)
+        _print_result(done.study.experiment, done.analysis.outcomes, done.analysis.errors, done.figures,
+                      done.report, as_json)
+        return
     progress = RichProgress(console()) if sys.stdout.isatty() and not as_json else None
 
     def run_pending(run_ids: list[str]) -> None:
@@ -77,17 +87,23 @@ def reproduce(spec: str, workers: int | None, device: str, bootstrap: int | None
                   on_run_done=ingest_as_done(ws), progress=progress)
 
     result = reproduce_experiment(ws, spec, run_pending, bootstrap=bootstrap)
+    _print_result(result.compiled.experiment, result.fits, result.fit_errors, result.figures, result.report,
+                  as_json)
+
+
+def _print_result(experiment: str, fits: list[Any], fit_errors: dict[str, str], figures: list[Any], report: Path,
+                  as_json: bool) -> None:
     if as_json:
-        emit_json({"experiment": result.compiled.experiment, "report": str(result.report),
-                   "fits": [outcome_json(o) for o in result.fits], "fit_errors": result.fit_errors,
-                   "figures": {f.name: f.error or "ok" for f in result.figures}})
+        emit_json({"experiment": experiment, "report": str(report),
+                   "fits": [outcome_json(o) for o in fits], "fit_errors": fit_errors,
+                   "figures": {f.name: f.error or "ok" for f in figures}})
         return
-    if result.fits:
-        print_outcomes(result.fits)
-    for name, error in result.fit_errors.items():
+    if fits:
+        print_outcomes(fits)
+    for name, error in fit_errors.items():
         click.echo(f"fit {name} not made: {error}", err=True)
-    for fig in result.figures:
+    for fig in figures:
         if fig.error:
             click.echo(f"figure {fig.name} not drawn: {fig.error}", err=True)
-    click.echo(f"\nreport: {result.report}")
-    click.echo(f"figures: {result.report.parent}/*.png (and interactive .html)")
+    click.echo(f"\nreport: {report}")
+    click.echo(f"figures: {report.parent}/*.png (and interactive .html)")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from scaling_db import plot
-from scaling_db.report.analyses import load_stored_fit, make_fit_fn
+from scaling_db.report.analyses import fetch_rows, load_stored_fit, make_fit_fn
 from scaling_db.errors import FitError, PlotError
 from scaling_db.fit import (
     compare_frontiers,
@@ -40,14 +40,17 @@ class FigureRequest:
     params: dict[str, Any] = field(default_factory=dict)
     x: str | None = None
     title: str | None = None
+    experiments: tuple[str, ...] = ()  # draw the runs of these experiments together
+    width: str | None = None  # "column" (3.25 in) or "page" (6.75 in): the paper theme at that width
 
 
 def _query(ws: Workspace, req: FigureRequest, default: str, **extra: Any) -> pd.DataFrame:
-    params = {"experiment": req.experiment, **extra, **req.params}
-    df = run_query(ws, req.query or default, params=params)
+    params = {**extra, **req.params}
+    exps = list(req.experiments) or [req.experiment]
+    df, _ = fetch_rows(ws, req.query or default, None, params, exps)
     if df.empty:
-        raise PlotError(f"{req.kind}: query {req.query or default} returned no rows for experiment "
-                        f"{req.experiment!r}. Have its runs finished and been ingested?")
+        raise PlotError(f"{req.kind}: query {req.query or default} returned no rows for experiment(s) "
+                        f"{', '.join(exps)}. Have the runs finished and been ingested?")
     return df
 
 
@@ -166,7 +169,8 @@ def _mup_vs_sp(ws: Workspace, req: FigureRequest) -> alt.Chart:
 
 def _coordcheck(ws: Workspace, req: FigureRequest) -> alt.Chart:
     experiment = req.experiment if req.experiment.endswith("-coordcheck") else f"{req.experiment}-coordcheck"
-    df = _query(ws, FigureRequest(**{**req.__dict__, "experiment": experiment}), "coordcheck")
+    df = _query(ws, FigureRequest(**{**req.__dict__, "experiment": experiment, "experiments": ()}),
+                "coordcheck")
     return plot.coordcheck(df, title=req.title or f"{req.experiment}: coordinate check")
 
 
