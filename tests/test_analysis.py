@@ -245,3 +245,42 @@ def test_cli_grouped_fits_comparisons_and_analysis_only_spec_across_experiments(
     bad.write_text("experiment: nothing\nanalysis: {fits: []}\n")
     res = runner.invoke(cli, ["fit", str(bad), *w])
     assert res.exit_code == 1 and "must list analysis.experiments" in res.output
+
+
+MARIN_SQL = ("SELECT r.run_id, r.n_params, c.tokens, c.flops_exact AS flops, c.eval_loss AS loss, "
+             "(r.vars->>'$.budget')::DOUBLE AS budget FROM runs r JOIN final_checkpoints c USING (run_id) "
+             "WHERE r.experiment = 'marin_dclm'")
+
+
+@pytest.mark.reference
+def test_isoflop_frontier_of_an_imported_table_of_final_points(reference_dir: Path, tmp_path: Path) -> None:
+    """Marin's DCLM IsoFLOP sweep (85 final points, no run logs) through `scaledb fit --sql --frontier`.
+
+    No exponents are published with the table; the checks are internal: the budget written in each
+    run's name and grouping the measured FLOPs give the same frontier, a + b is within 0.05 of 1
+    (C ∝ N D for final points), every budget with >= 3 sizes is used, and the bootstrap interval
+    brackets the estimate.
+    """
+    from scaling_db.store.external import import_table, parse_mapping
+
+    path = reference_dir / "marin_isoflops" / "isoflop-dclm.csv"
+    budget = "var.budget=CAST(regexp_extract(\"Name\", 'isoflop-([0-9.e+]+)-', 1) AS DOUBLE)"
+    import_table(tmp_path, path, "marin_dclm", parse_mapping([
+        "n_params=parameter_count", "tokens=throughput/total_tokens", "loss=eval/paloma/macro_loss",
+        'flops="throughput/total_gflops" * 1e9', "name=Name", budget]))
+    runner = CliRunner()
+    by_name = runner.invoke(cli, ["fit", "--sql", MARIN_SQL, "--frontier", "isoflop", "--budget", "budget",
+                                  "--bootstrap", "50", "--json", "-w", str(tmp_path)])
+    assert by_name.exit_code == 0, by_name.output
+    (rec,) = json.loads(by_name.output)
+    a, b = rec["params"]["a (N_opt ∝ C^a, N = n_params)"], rec["params"]["b (D_opt ∝ C^b, D = tokens)"]
+    lo, hi = rec["intervals"]["a (N_opt ∝ C^a, N = n_params)"]
+    assert 0.3 < a < 0.6 and abs(a + b - 1) < 0.05 and lo < a < hi
+    assert rec["law"] == "frontier_isoflop" and len(rec["run_ids"]) == 85 and rec["n_points"] == 85
+    grouped = runner.invoke(cli, ["fit", "--sql", MARIN_SQL, "--frontier", "isoflop", "--bootstrap", "0",
+                                  "--json", "--no-store", "-w", str(tmp_path)])
+    assert grouped.exit_code == 0, grouped.output
+    (g,) = json.loads(grouped.output)
+    assert g["params"]["a (N_opt ∝ C^a, N = n_params)"] == pytest.approx(a, abs=0.02)
+    stored = run_query(tmp_path, sql="SELECT count(*) AS n FROM fits WHERE law = 'frontier_isoflop'")
+    assert stored["n"].iloc[0] == 1  # --no-store wrote nothing
