@@ -284,3 +284,50 @@ def test_isoflop_frontier_of_an_imported_table_of_final_points(reference_dir: Pa
     assert g["params"]["a (N_opt ∝ C^a, N = n_params)"] == pytest.approx(a, abs=0.02)
     stored = run_query(tmp_path, sql="SELECT count(*) AS n FROM fits WHERE law = 'frontier_isoflop'")
     assert stored["n"].iloc[0] == 1  # --no-store wrote nothing
+
+
+def test_shipped_mup_vs_sp_analyses_and_the_embedding_lr_ablation(tmp_path: Path) -> None:
+    """specs/mup_vs_sp.yaml and its ablation, on synthetic logs: every declared analysis is made."""
+    from scaling_db.report.study import read_study, run_study
+
+    repo = Path(__file__).resolve().parents[1] / "specs"
+    ws = Workspace(tmp_path / "ws")
+    add_synthetic_experiment(ws, tmp_path / "mup_vs_sp.yaml", (repo / "mup_vs_sp.yaml").read_text()
+                             .replace("extends: ba_graph.yaml", f"extends: {repo / 'ba_graph.yaml'}"))
+    ablation = tmp_path / "mup_vs_sp_embed_lr.yaml"
+    add_synthetic_experiment(ws, ablation, (repo / "mup_vs_sp_embed_lr.yaml").read_text(), seed=1)
+    base = run_study(ws, read_study(tmp_path / "mup_vs_sp.yaml"), bootstrap_n=20)
+    assert not base.analysis.errors, base.analysis.errors
+    assert {o.name for o in base.analysis.outcomes} == {
+        "loss_vs_params[vars.variant=mup]", "loss_vs_params[vars.variant=sp]", "lr_optimum", "lr_transfer",
+        "parameter_efficiency"}
+    fit = next(o for o in base.analysis.outcomes if o.name == "loss_vs_params[vars.variant=sp]")
+    assert fit.fit.n_points == 3 and "best run per d_model" in fit.notes()[0]  # one run per width
+    study = read_study(ablation)
+    assert study.trains and study.experiments == ("mup_vs_sp", "mup_vs_sp_embed_lr")
+    done = run_study(ws, study, bootstrap_n=20)
+    assert not done.analysis.errors, done.analysis.errors
+    slopes = next(o for o in done.analysis.outcomes if o.name == "lr_transfer").table()
+    assert [r["quantity"].split("=")[1] for r in slopes] == ["mup]", "sp]", "sp_emb_lr]"]
+    assert all("only 3 widths" in r["flag"] for r in slopes)  # honest about the small sweep
+    assert {f.name for f in done.figures if f.error} == set()
+
+
+def test_shipped_isoflop_spec_declares_three_frontiers(tmp_path: Path) -> None:
+    from scaling_db.report.comparisons import run_analysis
+    from scaling_db.report.study import read_study
+
+    repo = Path(__file__).resolve().parents[1] / "specs"
+    ws = Workspace(tmp_path / "ws")
+    add_synthetic_experiment(ws, tmp_path / "isoflop.yaml", (repo / "isoflop.yaml").read_text()
+                             .replace("extends: ba_graph.yaml", f"extends: {repo / 'ba_graph.yaml'}"))
+    study = read_study(tmp_path / "isoflop.yaml")
+    done = run_analysis(ws, study.experiment, study.analysis, bootstrap_n=10, only=[f.label for f in study.analysis.frontiers])
+    made = {o.name: o for o in done.outcomes}
+    assert set(made) == {"frontier_isoflop", "frontier_parametric", "frontier_envelope"} and not done.errors
+    for o in made.values():
+        a, b = o.table()
+        assert a["quantity"].startswith("a (N_opt ∝ C^a") and b["quantity"].startswith("b (D_opt ∝ C^b")
+        assert 0 < a["estimate"] < 1 and 0 < b["estimate"] < 1
+    # 3 budgets: the IsoFLOP frontier rests on 3 points and says so next to the number
+    assert "only 3 compute-optimal points" in made["frontier_isoflop"].table()[0]["flag"]

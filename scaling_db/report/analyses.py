@@ -91,12 +91,14 @@ class FitRequest:
     loss: str | None = None  # the estimator's loss ("huber", "lsq"); None: the law's default
     group_by: str | None = None  # one fit per value of this column
     experiments: tuple[str, ...] = ()  # fetch the rows of each (default: `experiment`'s own)
+    best_per: tuple[str, ...] = ()  # keep the lowest-y row per value of these columns (and group_by)
 
     @classmethod
     def from_decl(cls, decl: FitDecl, experiment: str, experiments: Sequence[str] = ()) -> "FitRequest":
         return cls(name=decl.name, law=decl.law, query=decl.query, params=dict(decl.params), x=list(decl.x),
                    y=decl.y, group=decl.group, bootstrap=decl.bootstrap, experiment=experiment,
-                   loss=decl.loss, group_by=decl.group_by, experiments=tuple(experiments))
+                   loss=decl.loss, group_by=decl.group_by, experiments=tuple(experiments),
+                   best_per=tuple(decl.best_per))
 
     def columns(self) -> list[str]:
         fitter = get_fitter(self.law, f"fit {self.name}")
@@ -158,6 +160,8 @@ class FitOutcome:
     def notes(self) -> list[str]:
         """The formula, fit quality, bootstrap, floor check and exclusions, one line each."""
         line = f"{self.formula()}; {self.fit.n_points} points"
+        if self.request.best_per:
+            line += f" (best run per {', '.join(self.request.best_per)})"
         if "r2" in self.fit.stats:
             line += f", R² = {self.fit.stats['r2']:.4f}"
         notes = [line]
@@ -180,6 +184,7 @@ class FitOutcome:
             "run_ids": sorted({str(r) for r in self.data.get("run_id", pd.Series(dtype=str)).tolist()}),
             "experiments": list(self.request.experiments) or None,
             "group_by": self.request.group_by,
+            "best_per": list(self.request.best_per) or None,
             "true_floor": self.true_floor,
             "curve": None if self.curve is None else self.curve.to_dict(orient="list"),
         })
@@ -199,7 +204,8 @@ def _true_floor(data: pd.DataFrame) -> float | None:
     return float(values[0]) if len(values) == 1 else None
 
 
-def _manifest_columns(ws: Workspace, data: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+def _manifest_columns(ws: Workspace, data: pd.DataFrame, columns: Sequence[str],
+                      required: bool = True) -> pd.DataFrame:
     # A dotted column no query selects (`data.kappa`, `vars.flop_budget`) is read from each run's
     # stored manifest (or its sweep variables), so any spec field can split a fit.
     wanted = [c for c in columns if c and c not in data.columns and "." in c]
@@ -217,6 +223,9 @@ def _manifest_columns(ws: Workspace, data: pd.DataFrame, columns: Sequence[str])
                       params={"ids": ids})
     found = found.rename(columns={f"c{i}": col for i, col in enumerate(wanted)})
     for col in wanted:
+        if found[col].isna().all() and not required:
+            found = found.drop(columns=col)
+            continue
         if found[col].isna().all():
             raise FitError(f"group_by: no run has a value for {col!r} (vs a manifest field such as data.kappa "
                            f"or a query column). Check the field path.")
@@ -227,12 +236,13 @@ def _manifest_columns(ws: Workspace, data: pd.DataFrame, columns: Sequence[str])
 
 
 def fetch_rows(ws: Workspace, query: str | None, sql: str | None, params: dict[str, Any],
-               experiments: Sequence[str], extra_columns: Sequence[str] = ()) -> tuple[pd.DataFrame, str]:
+               experiments: Sequence[str], extra_columns: Sequence[str] = (),
+               optional_columns: Sequence[str] = ()) -> tuple[pd.DataFrame, str]:
     """The rows of a named query (or inline SQL), run once per experiment and stacked.
 
     A query that takes `experiment` is run for each of `experiments` (an explicit
     `params['experiment']` wins); one that does not is run once. Dotted `extra_columns` missing
-    from the result are read from the runs' manifests.
+    from the result are read from the runs' manifests (`optional_columns` too, when any run has them).
     """
     named = load_query(query, ws) if sql is None else parse_query(sql, None, strict=True)
     text = sql if sql is not None else named.sql
@@ -243,12 +253,21 @@ def fetch_rows(ws: Workspace, query: str | None, sql: str | None, params: dict[s
     frames = [run_query(ws, query, params=p) if sql is None else run_query(ws, sql=sql, params=p) for p in runs]
     frames = [f for f in frames if not f.empty]
     data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return _manifest_columns(ws, data, extra_columns), text
+    data = _manifest_columns(ws, data, extra_columns)
+    return _manifest_columns(ws, data, optional_columns, required=False), text
 
 
 def fetch_fit_data(ws: Workspace, req: FitRequest) -> tuple[pd.DataFrame, str]:
     experiments = list(req.experiments) or ([req.experiment] if req.experiment else [])
-    return fetch_rows(ws, req.query, req.sql, dict(req.params), experiments, [req.group_by or ""])
+    data, sql = fetch_rows(ws, req.query, req.sql, dict(req.params), experiments, [req.group_by or "", *req.best_per])
+    if req.best_per and not data.empty:
+        keys = [*req.best_per, *([req.group_by] if req.group_by else [])]
+        missing = [c for c in (*keys, req.y) if c not in data.columns]
+        if missing:
+            raise FitError(f"fit {req.name}: best_per columns not in the data ({', '.join(missing)} vs "
+                           f"{', '.join(map(str, data.columns))}). Name query columns.")
+        data = data.loc[data.groupby(keys, dropna=False)[req.y].idxmin().dropna()].reset_index(drop=True)
+    return data, sql
 
 
 def fit_request(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 1) -> FitOutcome:

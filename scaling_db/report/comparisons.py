@@ -169,15 +169,25 @@ def frontier_outcome(decl: FrontierDecl, src: Source, *, n_boot: int, seed: int,
     data = final_rows(src.data, c=decl.c, group=decl.group) if decl.method == "isoflop" else src.data
     fn = frontier_fn(decl.method, n=decl.n, d=decl.d, c=decl.c, y=decl.y, budget=decl.budget,
                      group=decl.group)
-    boot = None
+    boot, why_none = None, "bootstrap: 0"
     if n_boot >= 2 and decl.group in data.columns and data[decl.group].nunique() >= 3:
-        boot = bootstrap(fn, data, group=decl.group, n=n_boot, seed=seed, n_jobs=n_jobs,
-                         level=decl.level, warm_start=False)
+        # IsoFLOP: resample runs within each budget, so every budget keeps its number of runs
+        strata = decl.budget if decl.method == "isoflop" and decl.budget in data.columns else None
+        try:
+            boot = bootstrap(fn, data, group=decl.group, n=n_boot, seed=seed, n_jobs=n_jobs,
+                             level=decl.level, warm_start=False, strata=strata)
+        except FitError as err:  # the full-data fit may stand where resamples cannot (tiny designs)
+            why_none = str(err)
+    elif n_boot >= 2:
+        why_none = "fewer than 3 runs to resample"
     fit: FrontierFit = boot.fit if boot is not None else fn(data)
     ci = boot.intervals if boot is not None else {}
     kind = f"frontier_{decl.method}"
     n_levels = len(fit.optima) + len(fit.excluded)
-    flag = f"{len(fit.excluded)} of {n_levels} compute levels left out" if fit.excluded else ""
+    flags = ([f"{len(fit.excluded)} of {n_levels} compute levels left out"] if fit.excluded else []) + \
+        ([] if boot is not None else ["no interval"]) + \
+        ([f"only {len(fit.optima)} compute-optimal points"] if len(fit.optima) < 5 else [])
+    flag = "; ".join(flags)
     rows = [_row(decl.label, kind, f"a (N_opt ∝ C^a, N = {decl.n})", fit.a, *ci.get("a", (None, None)), flag),
             _row(decl.label, kind, f"b (D_opt ∝ C^b, D = {decl.d})", fit.b, *ci.get("b", (None, None)), flag)]
     notes = [f"N_opt = {fit.coefficients[0]:.3g} C^{fit.a:.3g}, D_opt = {fit.coefficients[1]:.3g} C^{fit.b:.3g} "
@@ -187,7 +197,7 @@ def frontier_outcome(decl: FrontierDecl, src: Source, *, n_boot: int, seed: int,
     if boot is not None:
         notes.append("bootstrap: " + boot.note())
     else:
-        notes.append("no bootstrap (fewer than 3 runs or bootstrap: 0): no intervals")
+        notes.append(f"no intervals: {why_none}")
     return _outcome(decl.label, kind, rows, notes, fit.optima, src,
                     {"method": decl.method, "n": decl.n, "d": decl.d, "c": decl.c, "y": decl.y,
                      "budget": decl.budget, "bootstrap": n_boot, "level": decl.level,

@@ -44,10 +44,17 @@ class FigureRequest:
     width: str | None = None  # "column" (3.25 in) or "page" (6.75 in): the paper theme at that width
 
 
+#: A sweep variable naming the parameterization variant (specs/mup_vs_sp.yaml): where runs have
+#: it, muP-vs-SP figures draw one series per variant instead of per `parameterization` kind.
+VARIANT = "vars.variant"
+
+
 def _query(ws: Workspace, req: FigureRequest, default: str, **extra: Any) -> pd.DataFrame:
     params = {**extra, **req.params}
     exps = list(req.experiments) or [req.experiment]
-    df, _ = fetch_rows(ws, req.query or default, None, params, exps)
+    df, _ = fetch_rows(ws, req.query or default, None, params, exps, optional_columns=[VARIANT])
+    if VARIANT in df.columns and "parameterization" in df.columns:
+        df = df.assign(parameterization=df[VARIANT].fillna(df["parameterization"]).astype(str))
     if df.empty:
         raise PlotError(f"{req.kind}: query {req.query or default} returned no rows for experiment(s) "
                         f"{', '.join(exps)}. Have the runs finished and been ingested?")

@@ -301,6 +301,8 @@ class FitDecl(StrictModel):
     loss: Literal["huber", "lsq"] | None = Field(None, description="estimator loss; default: the law's own")
     group_by: str | None = Field(None, description="one fit per value of this column (parameterization, "
                                                    "experiment, or a manifest path such as data.kappa)")
+    best_per: list[str] = Field([], description="keep the lowest-y row per value of these columns, e.g. "
+                                                "[d_model]: the best learning rate of each width")
 
     @model_validator(mode="after")
     def _law_is_registered(self) -> "FitDecl":
