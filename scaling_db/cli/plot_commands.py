@@ -33,22 +33,25 @@ from scaling_db.plot import FORMATS, save_chart
 @click.option("--fit", "fit_name", default=None, help="Stored fit to draw (scaling_fit).")
 @click.option("--x", default=None, help="x column where the kind allows a choice (e.g. tokens or flops).")
 @click.option("--title", default=None, help="Chart title.")
+@click.option("--width", type=click.Choice(["column", "page"]), default=None,
+              help="Style for a journal figure this wide: column (3.25 in) or page (6.75 in).")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
               help=f"Output file; its extension picks the format ({', '.join(FORMATS)}).")
 @workspace_option
 def plot(kind: str, spec: str | None, experiment: str | None, query: str | None, params: tuple[str, ...],
-         fit_name: str | None, x: str | None, title: str | None, out: str, workspace: str | None) -> None:
+         fit_name: str | None, x: str | None, title: str | None, width: str | None, out: str,
+         workspace: str | None) -> None:
     """Draw a figure of KIND for an experiment (SPEC or --experiment) to --out.
 
     \b
     scaledb plot loss_curves specs/ba_graph.yaml --out curves.png
-    scaledb plot scaling_fit -e ba_graph --fit loss_vs_params --out fit.pdf
+    scaledb plot scaling_fit -e ba_graph --fit loss_vs_params --width column --out fit.pdf
     """
     if (spec is None) == (experiment is None):
         raise click.UsageError("give SPEC or --experiment (exactly one)")
     name = experiment or compile_spec(spec).experiment  # type: ignore[arg-type]
     req = FigureRequest(kind=kind, experiment=name, fit=fit_name, query=query,
-                        params=key_values(params, "--param"), x=x, title=title)
+                        params=key_values(params, "--param"), x=x, title=title, width=width)
     path = save_chart(build_figure(get_workspace(workspace), req), out)
     click.echo(f"wrote {path}")
 

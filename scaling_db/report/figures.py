@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from scaling_db import plot
-from scaling_db.report.analyses import fetch_rows, load_stored_fit, make_fit_fn
+from scaling_db.report.analyses import fetch_rows, fmt_interval, load_stored_fit, make_fit_fn
 from scaling_db.errors import FitError, PlotError
 from scaling_db.fit import (
     compare_frontiers,
@@ -61,9 +61,16 @@ def _query(ws: Workspace, req: FigureRequest, default: str, **extra: Any) -> pd.
     return df
 
 
+def _true_floor(df: pd.DataFrame) -> float | None:
+    values = df["entropy_rate"].dropna().unique() if "entropy_rate" in df else []
+    return float(values[0]) if len(values) == 1 and values[0] > 0 else None
+
+
 def _loss_curves(ws: Workspace, req: FigureRequest) -> alt.Chart:
     df = _query(ws, req, "loss_curves")
-    return plot.loss_curves(df, x=req.x or "tokens", title=req.title or f"{req.experiment}: loss curves")
+    size = "n_params_nonembed" if "n_params_nonembed" in df and df["n_params_nonembed"].gt(0).all() else "n_params"
+    return plot.loss_curves(df, x=req.x or "tokens", color=size, floor=_true_floor(df),
+                            title=req.title or f"{req.experiment}: loss curves")
 
 
 def _scaling_fit(ws: Workspace, req: FigureRequest) -> alt.Chart:
@@ -136,7 +143,7 @@ def _optimal_allocation(ws: Workspace, req: FigureRequest) -> alt.Chart:
         hit = summary[summary["method"] == method] if "method" in summary else pd.DataFrame()
         if not hit.empty and np.isfinite(hit["a"].iloc[0]):
             r = hit.iloc[0]
-            label = f"{method}: a = {r['a']:.2f} [{r['a_lo']:.2f}, {r['a_hi']:.2f}]"
+            label = f"{method}: a = {r['a']:.2g} {fmt_interval(r['a_lo'], r['a_hi'])}"
         for _, o in fit.optima.iterrows():
             rows.append({"approach": method, "flops": o["flops"], "n_opt": o["n_opt"], "d_opt": o["d_opt"],
                          "kind": "point", "label": label})
@@ -170,8 +177,9 @@ def _optimal_lr(ws: Workspace, req: FigureRequest) -> alt.Chart:
 
 def _mup_vs_sp(ws: Workspace, req: FigureRequest) -> alt.Chart:
     df = _query(ws, req, "final_loss")
-    best = df.loc[df.groupby(["parameterization", "n_params"])["loss"].idxmin()]
-    return plot.loss_vs_params_by_param(best, title=req.title or f"{req.experiment}: muP vs SP")
+    x = req.x or "n_params_nonembed"
+    # every run is drawn (faint) and a line joins the best run (best LR) of each width
+    return plot.loss_vs_params_by_param(df, x=x, title=req.title or f"{req.experiment}: muP vs SP")
 
 
 def _coordcheck(ws: Workspace, req: FigureRequest) -> alt.Chart:
@@ -206,11 +214,21 @@ BUILDERS = {
 }
 
 
+#: Kinds that check the numbers rather than present them: the report shows them in a
+#: separate, labelled "Diagnostics" section.
+DIAGNOSTIC_KINDS = frozenset({"coordcheck", "window_sensitivity"})
+
+
 def build_figure(ws: Workspace, req: FigureRequest) -> alt.Chart:
-    """The chart of `req.kind` for an experiment, from its queries and stored fits."""
+    """The chart of `req.kind` for an experiment, from its queries and stored fits; with
+    `req.width` ("column" or "page") styled for a journal at that width."""
     try:
         builder = BUILDERS[req.kind]
     except KeyError:
         raise PlotError(f"unknown plot kind {req.kind!r} (kinds: {', '.join(BUILDERS)})") from None
-    return builder(ws, req)
+    if req.width is not None and req.width not in plot.PAPER_WIDTHS:
+        raise PlotError(f"{req.kind}: unknown width ({req.width!r} vs one of {', '.join(plot.PAPER_WIDTHS)}). "
+                        f"Use column (3.25 in) or page (6.75 in).")
+    chart = builder(ws, req)
+    return plot.for_paper(chart, req.width) if req.width else chart
 

@@ -27,6 +27,7 @@ class Figure:
     name: str
     chart: alt.TopLevelMixin | None
     error: str | None = None  # why the figure could not be drawn (e.g. too few runs yet)
+    diagnostic: bool = False  # a check behind the numbers: shown under "Diagnostics"
 
 
 def _num(v: object) -> str:
@@ -89,13 +90,12 @@ def _figure_html(fig: Figure, out_dir: Path) -> str:
 
 
 def write_report(ws: Workspace, experiment: str, description: str, spec_path: str, outcomes: Sequence[Outcome],
-                 figures: list[Figure], runs: pd.DataFrame, *, errors: Mapping[str, str] | None = None,
-                 diagnostics: Sequence[Figure] = ()) -> Path:
+                 figures: list[Figure], runs: pd.DataFrame, *, errors: Mapping[str, str] | None = None) -> Path:
     """Write reports/<experiment>/report.html (plus each figure as .png and .html) and return its path."""
     out_dir = ws.report_dir(experiment)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = [_figure_html(fig, out_dir) for fig in figures]
-    extra = [_figure_html(fig, out_dir) for fig in diagnostics]
+    parts = [_figure_html(fig, out_dir) for fig in figures if not fig.diagnostic]
+    extra = [_figure_html(fig, out_dir) for fig in figures if fig.diagnostic]
     diag = ("<h2>Diagnostics</h2><p class='meta'>Checks behind the numbers above (not for the paper).</p>"
             + "".join(extra)) if extra else ""
     page = f"""<!doctype html>

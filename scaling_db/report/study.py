@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from scaling_db.errors import ScaledbError, SpecError
 from scaling_db.report.comparisons import AnalysisRun, run_analysis
-from scaling_db.report.figures import FigureRequest, build_figure
+from scaling_db.report.figures import DIAGNOSTIC_KINDS, FigureRequest, build_figure
 from scaling_db.report.html import Figure, write_report
 from scaling_db.spec.compiler import compile_source
 from scaling_db.spec.loader import display_path, problems_from_validation, read_spec_source
@@ -81,10 +81,11 @@ def draw_figures(ws: Workspace, study: Study, errors: dict[str, str]) -> list[Fi
             continue
         req = FigureRequest(kind=decl.kind, experiment=study.experiment, fit=decl.fit, query=decl.query,
                             x=decl.x, experiments=tuple(study.analysis.experiments))
+        diagnostic = decl.kind in DIAGNOSTIC_KINDS
         try:
-            figures.append(Figure(name, build_figure(ws, req)))
+            figures.append(Figure(name, build_figure(ws, req), diagnostic=diagnostic))
         except ScaledbError as exc:
-            figures.append(Figure(name, None, str(exc)))
+            figures.append(Figure(name, None, str(exc), diagnostic=diagnostic))
     return figures
 
 
