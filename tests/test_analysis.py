@@ -331,3 +331,21 @@ def test_shipped_isoflop_spec_declares_three_frontiers(tmp_path: Path) -> None:
         assert 0 < a["estimate"] < 1 and 0 < b["estimate"] < 1
     # 3 budgets: the IsoFLOP frontier rests on 3 points and says so next to the number
     assert "only 3 compute-optimal points" in made["frontier_isoflop"].table()[0]["flag"]
+
+
+def test_figures_from_the_database_for_a_journal(synth: Workspace, tmp_path: Path) -> None:
+    from scaling_db.plot import save_chart
+
+    width = "column"  # both widths of every chart kind render in test_plot
+    for kind in sorted(set(BUILDERS) - {"coordcheck", "isoflop", "scaling_fit"}):
+        chart = build_figure(synth, FigureRequest(kind=kind, experiment="synth", width=width))
+        assert save_chart(chart, tmp_path / f"{kind}.pdf").read_bytes()[:5] == b"%PDF-"
+        assert save_chart(chart, tmp_path / f"{kind}.png").read_bytes()[:4] == b"\x89PNG"
+    curves = build_figure(synth, FigureRequest(kind="loss_curves", experiment="synth")).to_dict()
+    text = json.dumps(curves)
+    assert '"field": "n_params_nonembed"' in text and "entropy rate (exact): 1.5" in text
+    lr = build_figure(synth, FigureRequest(kind="optimal_lr", experiment="synth")).to_dict()
+    assert "hollow: best LR on the grid's edge (not bracketed)" in lr["title"]["subtitle"][1]  # sp, width 128
+    assert "SP: slope -0.99 [" in json.dumps(lr, ensure_ascii=False)  # the transfer slope in the legend
+    with pytest.raises(PlotError, match="unknown width"):
+        build_figure(synth, FigureRequest(kind="lr_sweep", experiment="synth", width="poster"))

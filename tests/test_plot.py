@@ -131,6 +131,17 @@ def optimal_lr_frame() -> pd.DataFrame:
                          "lr_hi": np.r_[sp, mup] * 1.4})
 
 
+def test_optimal_lr_marks_edge_optima_and_the_grid_best() -> None:
+    df = optimal_lr_frame().assign(edge=[False] * 7 + [True],
+                                   lr_grid_best=lambda d: d["lr_opt"] * 1.2)
+    spec = optimal_lr(df).to_dict()
+    marks = [mark_type(v) if not isinstance(v["mark"], dict) or "shape" not in v["mark"]
+             else v["mark"]["shape"] for v in views(spec)]
+    assert marks == ["rule", "line", "point", "cross"]
+    assert spec["title"]["subtitle"][1] == ("bars: 95% interval of the parabola's optimum; ×: best grid value; "
+                                            "hollow: best LR on the grid's edge (not bracketed)")
+
+
 def coord_frame() -> pd.DataFrame:
     rows = []
     for p in ["sp", "mup"]:
@@ -369,7 +380,7 @@ def test_lr_sweep_spec(specs: dict[str, dict[str, Any]]) -> None:
 
 def test_optimal_lr_spec(specs: dict[str, dict[str, Any]]) -> None:
     spec = specs["optimal_lr"]
-    rule, line = views(spec)
+    rule, line, points = views(spec)
     assert rule["encoding"]["y"]["field"] == "lr_lo" and rule["encoding"]["y2"]["field"] == "lr_hi"
     assert line["encoding"]["x"]["field"] == "d_model"
     assert is_log(line["encoding"]["x"]) and is_log(line["encoding"]["y"])

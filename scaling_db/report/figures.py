@@ -20,13 +20,14 @@ from scaling_db.report.analyses import fetch_rows, fmt_interval, load_stored_fit
 from scaling_db.errors import FitError, PlotError
 from scaling_db.fit import (
     compare_frontiers,
-    fit_lr_optimum,
+    fit_lr_transfer,
     fit_saturating_power_law,
     frontier_envelope,
     frontier_isoflop,
     frontier_surface,
     window_sensitivity,
 )
+from scaling_db.fit.mup import fit_lr_optima
 from scaling_db.store.query import run_query
 from scaling_db.workspace import Workspace
 
@@ -61,15 +62,21 @@ def _query(ws: Workspace, req: FigureRequest, default: str, **extra: Any) -> pd.
     return df
 
 
-def _true_floor(df: pd.DataFrame) -> float | None:
-    values = df["entropy_rate"].dropna().unique() if "entropy_rate" in df else []
+def _true_floor(ws: Workspace, df: pd.DataFrame) -> float | None:
+    """The source's exact entropy rate when every run shares one (graph walks, bigrams)."""
+    if "entropy_rate" in df:
+        values = df["entropy_rate"].dropna().unique()
+    else:
+        ids = sorted({str(r) for r in df["run_id"]})
+        values = run_query(ws, sql="SELECT DISTINCT entropy_rate FROM runs WHERE list_contains($ids, run_id) "
+                                   "AND entropy_rate IS NOT NULL", params={"ids": ids})["entropy_rate"].to_numpy()
     return float(values[0]) if len(values) == 1 and values[0] > 0 else None
 
 
 def _loss_curves(ws: Workspace, req: FigureRequest) -> alt.Chart:
     df = _query(ws, req, "loss_curves")
     size = "n_params_nonembed" if "n_params_nonembed" in df and df["n_params_nonembed"].gt(0).all() else "n_params"
-    return plot.loss_curves(df, x=req.x or "tokens", color=size, floor=_true_floor(df),
+    return plot.loss_curves(df, x=req.x or "tokens", color=size, floor=_true_floor(ws, df),
                             title=req.title or f"{req.experiment}: loss curves")
 
 
@@ -162,17 +169,20 @@ def _lr_sweep(ws: Workspace, req: FigureRequest) -> alt.Chart:
 
 def _optimal_lr(ws: Workspace, req: FigureRequest) -> alt.Chart:
     df = _query(ws, req, "final_loss")
-    rows = []
-    for (param, width), group in df.groupby(["parameterization", "d_model"]):
-        try:
-            opt = fit_lr_optimum(group)
-        except FitError:
-            continue
-        rows.append({"parameterization": param, "d_model": width, "lr_opt": opt.lr_opt,
-                     "lr_lo": opt.interval[0], "lr_hi": opt.interval[1]})
-    if not rows:
-        raise PlotError("optimal_lr: no width has enough learning rates around its optimum to fit (need 3)")
-    return plot.optimal_lr(pd.DataFrame(rows), title=req.title or f"{req.experiment}: optimal learning rate")
+    table = fit_lr_optima(df, by=["parameterization", "d_model"])
+    table = table[np.isfinite(table["lr_opt"])]
+    if table.empty:
+        raise PlotError("optimal_lr: no width has enough learning rates to locate an optimum (need 3)")
+    edge = table["flag"].str.startswith("edge")
+    table = table.assign(edge=edge, lr_lo=table["lr_lo"].where(~edge), lr_hi=table["lr_hi"].where(~edge))
+    slopes = fit_lr_transfer(df, width="d_model").slopes
+    labels = {}
+    for _, s in slopes.iterrows():
+        name = {"sp": "SP", "mup": "µP"}.get(str(s["parameterization"]), str(s["parameterization"]))
+        labels[s["parameterization"]] = f"{name}: slope {s['slope']:.2g} {fmt_interval(s['slope_lo'], s['slope_hi'])}"
+    if labels:
+        table = table.assign(label=[labels.get(p, p) for p in table["parameterization"]])
+    return plot.optimal_lr(table, title=req.title or f"{req.experiment}: optimal learning rate")
 
 
 def _mup_vs_sp(ws: Workspace, req: FigureRequest) -> alt.Chart:
