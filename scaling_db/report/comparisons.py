@@ -76,7 +76,7 @@ def _outcome(name: str, kind: str, rows: list[Row], notes: list[str], detail: pd
              src: Source, settings: dict[str, Any]) -> ComparisonOutcome:
     ids = src.data["run_id"].astype(str).tolist() if "run_id" in src.data else []
     record = {
-        "law": kind, "experiment": src.experiment, "name": name,
+        "law": kind, "experiment": src.experiment or None, "name": name,
         "params": {r["quantity"]: r["estimate"] for r in rows},
         "intervals": {r["quantity"]: [r["lo"], r["hi"]] for r in rows if r["lo"] is not None},
         "query_name": src.query, "query_sql": src.sql, "run_ids": sorted(set(ids)),
