@@ -24,6 +24,7 @@ from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scaling_db.fit.options import FitOptions  # noqa: E402
 from scaling_db.fit import bootstrap, chinchilla_starts, fit_chinchilla  # noqa: E402
 from scaling_db.fit.laws import CHINCHILLA, huber  # noqa: E402
 
@@ -88,8 +89,8 @@ def main() -> None:
           f"{fit.settings['n_near_best']}; alpha {fit['alpha']:.4f} beta {fit['beta']:.4f} "
           f"E {fit['E']:.4f}")
     t0 = time.perf_counter()
-    sub_fit = fit_chinchilla(df, starts=grid[np.random.default_rng(1).choice(len(grid), 1000,
-                                                                            replace=False)])
+    subsample = grid[np.random.default_rng(1).choice(len(grid), 1000, replace=False)]
+    sub_fit = fit_chinchilla(df, options=FitOptions(starts=subsample))
     print(f"    1,000-start subsample: {time.perf_counter() - t0:.2f} s, "
           f"objective {sub_fit.stats['objective']:.10g}")
 

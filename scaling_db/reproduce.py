@@ -16,14 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaling_db.report.analyses import FitOutcome, FitRequest, fit_request, store_outcome
+from scaling_db.report.analyses import Outcome
+from scaling_db.report.comparisons import run_analysis
 from scaling_db.spec.compiler import CompiledExperiment, compile_spec
-from scaling_db.errors import ScaledbError
-from scaling_db.report.figures import FigureRequest, build_figure
 from scaling_db.store.ingest import IngestReport, ingest_runs
 from scaling_db.store.query import run_query
 from scaling_db.report.html import Figure, write_report
 from scaling_db.training.records import RunState
+from scaling_db.report.study import Study, draw_figures
 from scaling_db.workspace import Workspace
 
 
@@ -31,7 +31,7 @@ from scaling_db.workspace import Workspace
 class ReproduceResult:
     compiled: CompiledExperiment
     ingest: IngestReport
-    fits: list[FitOutcome]
+    fits: list[Outcome]
     fit_errors: dict[str, str]
     figures: list[Figure]
     report: Path
@@ -52,32 +52,16 @@ def reproduce(
     run_pending(run_ids)
     failed_runs = runs_without_result(ws, run_ids)
     loaded = ingest_runs(ws, run_ids)
-    fits, fit_errors = [], {}
-    for decl in compiled.analysis.fits:
-        req = FitRequest.from_decl(decl, compiled.experiment)
-        if bootstrap is not None:
-            req = FitRequest(**{**req.__dict__, "bootstrap": bootstrap})
-        try:
-            fits.append(store_outcome(ws, fit_request(ws, req)))
-        except ScaledbError as exc:  # one fit failing (e.g. too few runs yet) must not lose the others
-            fit_errors[decl.name] = str(exc)
-    figures = []
-    for i, decl in enumerate(compiled.analysis.plots):
-        name = decl.out or (f"{decl.kind}-{decl.fit}" if decl.fit else decl.kind)
-        if decl.fit in fit_errors:
-            figures.append(Figure(name, None, f"fit {decl.fit} failed: {fit_errors[decl.fit]}"))
-            continue
-        req = FigureRequest(kind=decl.kind, experiment=compiled.experiment, fit=decl.fit, query=decl.query, x=decl.x)
-        try:
-            figures.append(Figure(name, build_figure(ws, req)))
-        except ScaledbError as exc:
-            figures.append(Figure(name, None, str(exc)))
+    done = run_analysis(ws, compiled.experiment, compiled.analysis, bootstrap_n=bootstrap)
+    fits, fit_errors = done.outcomes, done.errors
+    study = Study(compiled.experiment, compiled.description, compiled.spec_path, compiled.analysis, True)
+    figures = draw_figures(ws, study, fit_errors)
     runs = run_query(ws, "final_loss", params={"experiment": compiled.experiment, "status": "any"})
     superseded = run_query(ws, sql="SELECT count(*) AS n FROM superseded_runs WHERE experiment = $experiment",
                            params={"experiment": compiled.experiment})
     names = {m.run_id: m.name for m in [*compiled.upstream, *compiled.runs]}
     report = write_report(ws, compiled.experiment, compiled.description, compiled.spec_path, fits, figures, runs,
-                          n_superseded=int(superseded.n.iloc[0]),
+                          errors=fit_errors, n_superseded=int(superseded.n.iloc[0]),
                           failed_runs={f"{names[r]} ({r})": why for r, why in failed_runs.items()})
     return ReproduceResult(compiled, loaded, fits, fit_errors, figures, report, failed_runs)
 

@@ -20,6 +20,7 @@ from scaling_db.spec.compiler import compile_spec
 from scaling_db.errors import FitError, PlotError
 from scaling_db.report.figures import BUILDERS, FigureRequest, build_figure
 from scaling_db.store.ingest import ingest_runs
+from scaling_db.store.query import run_query
 from scaling_db.training.records import CheckpointRecord, RunState, RunStatus
 from scaling_db.report.html import Figure, write_report
 from scaling_db.workspace import Workspace
@@ -56,11 +57,17 @@ def synthetic_loss(n: float, d: float, lr: float, width: int, param: str, rng: n
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Workspace:
     tmp = tmp_path_factory.mktemp("synth")
-    (tmp / "synth.yaml").write_text(SPEC)
-    compiled = compile_spec(tmp / "synth.yaml")
     ws = Workspace(tmp / "ws")
+    add_synthetic_experiment(ws, tmp / "synth.yaml", SPEC)
+    return ws
+
+
+def add_synthetic_experiment(ws: Workspace, path: Path, text: str, seed: int = 0) -> None:
+    """Compile `text`, write logs from the known law instead of training, and ingest them."""
+    path.write_text(text)
+    compiled = compile_spec(path)
     ws.write_compiled(compiled)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for m in compiled.runs:
         lines = []
         for step in m.train.checkpoint_steps:
@@ -75,7 +82,6 @@ def synth(tmp_path_factory) -> Workspace:
         ws.log_path(m.run_id).write_text("".join(lines))
         ws.write_status(RunStatus(run_id=m.run_id, status=RunState.FINISHED, step=m.train.steps, entropy_rate=E))
     ingest_runs(ws)
-    return ws
 
 
 def test_saturating_fit_recovers_the_law_and_stores_provenance(synth: Workspace) -> None:
@@ -105,7 +111,7 @@ def test_fit_errors_name_the_problem(synth: Workspace) -> None:
         fit_request(synth, FitRequest(name="bad", law="power_law", x=["width"], experiment="synth"))
     with pytest.raises(FitError, match="takes 2 x column"):
         fit_request(synth, FitRequest(name="bad", law="chinchilla", x=["a", "b", "c"], experiment="synth"))
-    with pytest.raises(FitError, match="unknown law 'cubic'"):
+    with pytest.raises(FitError, match=r"unknown law \('cubic' vs one of power_law"):
         FitRequest(name="bad", law="cubic").columns()
 
 
@@ -138,7 +144,7 @@ def test_report_embeds_figures_and_reports_undrawn_ones(synth: Workspace) -> Non
                         [Figure("loss_curves", chart), Figure("isoflop", None, "no budgets")], out.data)
     html = path.read_text()
     assert html.count("data:image/png;base64,") == 1 and "not drawn: no budgets" in html
-    assert "true floor (entropy rate)" in html and (path.parent / "loss_curves.png").exists()
+    assert "true floor (entropy rate, nats)" in html and (path.parent / "loss_curves.png").exists()
 
 
 def test_cli_fit_and_plot(synth: Workspace, tmp_path: Path) -> None:
@@ -153,10 +159,193 @@ def test_cli_fit_and_plot(synth: Workspace, tmp_path: Path) -> None:
                               "--law", "power_law", "-w", str(synth.root), "--no-store"])
     assert res.exit_code == 0 and "power_law" in res.output
     res = runner.invoke(cli, ["fit", "--query", "final_loss", "-w", str(synth.root)])
-    assert res.exit_code == 2 and "together with --law" in res.output
+    assert res.exit_code == 2 and "with one of --law, --analysis, --frontier" in res.output
     out = tmp_path / "fig.svg"
     res = runner.invoke(cli, ["plot", "lr_sweep", "-e", "synth", "-w", str(synth.root), "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert out.read_text().startswith("<svg")
     res = runner.invoke(cli, ["plot", "lr_sweep", "-e", "synth", "-w", str(synth.root), "--out", str(tmp_path / "x.gif")])
     assert res.exit_code == 1 and "x.gif" in res.output
+
+
+# -- declared comparisons, grouped fits, frontiers (issue 16) ---------------------------------------
+
+COMPARISONS = {
+    "fits": [{"name": "by_param", "law": "power_law", "x": ["n_params_nonembed"], "bootstrap": 0,
+              "group_by": "parameterization"}],
+    "comparisons": [{"kind": "lr_optimum"}, {"kind": "lr_transfer"},
+                    {"kind": "parameter_efficiency", "bootstrap": 30}],
+    "frontiers": [{"method": "envelope", "bootstrap": 10}],
+}
+
+
+def test_spec_declared_comparisons_are_stored_like_fits(synth: Workspace) -> None:
+    from scaling_db.report.comparisons import run_analysis
+    from scaling_db.spec.schema import AnalysisSpec
+
+    done = run_analysis(synth, "synth", AnalysisSpec.model_validate(COMPARISONS), n_jobs=1)
+    assert not done.errors
+    by_name = {o.name: o for o in done.outcomes}
+    assert set(by_name) == {"by_param[parameterization=mup]", "by_param[parameterization=sp]", "lr_optimum",
+                            "lr_transfer", "parameter_efficiency", "frontier_envelope"}
+    slopes = {r["quantity"]: r for r in by_name["lr_transfer"].table()}
+    mup = slopes["d log lr*/d log d_model [parameterization=mup]"]
+    sp = slopes["d log lr*/d log d_model [parameterization=sp]"]
+    assert mup["lo"] < 0 < mup["hi"] and sp["lo"] < -1 < sp["hi"]  # the synthetic truth: 0 and -1
+    assert "1 d_model value(s) left out: optimum not bracketed" in sp["flag"]  # sp at width 128: grid edge
+    optima = {r["quantity"]: r for r in by_name["lr_optimum"].table()}
+    edge = optima["lr (grid best) parameterization=sp, d_model=128"]
+    assert edge["estimate"] == 1e-3 and edge["flag"].startswith("edge: best LR is the grid's smallest")
+    assert optima["lr* (parabola) parameterization=mup, d_model=64"]["estimate"] == pytest.approx(1e-2, rel=0.05)
+    front = by_name["frontier_envelope"].table()
+    assert [r["quantity"][:2] for r in front] == ["a ", "b "] and all(r["lo"] is not None for r in front)
+    stored = run_query(synth, sql="SELECT name, law, params, intervals, run_ids FROM fits WHERE experiment = 'synth'")
+    kinds = dict(zip(stored["name"], stored["law"]))
+    assert kinds["lr_transfer"] == "lr_transfer" and kinds["frontier_envelope"] == "frontier_envelope"
+    assert kinds["by_param[parameterization=sp]"] == "power_law"
+    row = stored[stored["name"] == "parameter_efficiency"].iloc[0]
+    assert len(json.loads(row["run_ids"])) == 80 and len(json.loads(row["intervals"])) == 1
+
+
+SECOND = SPEC.replace("experiment: synth", "experiment: synth_b").replace("m: 2}", "m: 3}").replace(
+    "model.d_model: [16, 32, 64, 128]", "model.d_model: [16, 32, 64]").replace("  seeds: [0, 1]\n", "")
+
+
+def test_cli_grouped_fits_comparisons_and_analysis_only_spec_across_experiments(synth: Workspace,
+                                                                               tmp_path: Path) -> None:
+    add_synthetic_experiment(synth, tmp_path / "synth_b.yaml", SECOND, seed=1)
+    runner = CliRunner()
+    w = ["-w", str(synth.root)]
+    res = runner.invoke(cli, ["fit", "--query", "final_loss", "-e", "synth", "--law", "power_law",
+                              "--x", "n_params_nonembed", "--group-by", "data.graph.m", "--bootstrap", "0",
+                              "-e", "synth_b", "--json", *w])
+    assert res.exit_code == 0, res.output
+    assert [r["name"] for r in json.loads(res.output)] == ["power_law[data.graph.m=2]", "power_law[data.graph.m=3]"]
+    res = runner.invoke(cli, ["fit", "--query", "final_loss", "-e", "synth", "--analysis", "lr_transfer", "--json", *w])
+    assert res.exit_code == 0, res.output
+    (rec,) = json.loads(res.output)
+    sp = rec["rows"][1]
+    assert sp["quantity"] == "d log lr*/d log d_model [parameterization=sp]" and "not bracketed" in sp["flag"]
+    spec = tmp_path / "both.yaml"
+    spec.write_text("experiment: graphs_m2_m3\ndescription: both graphs together\nanalysis:\n"
+                    "  experiments: [synth, synth_b]\n"
+                    "  fits: [{name: by_m, law: power_law, x: [n_params_nonembed], bootstrap: 0, group_by: experiment}]\n"
+                    "  comparisons: [{kind: lr_transfer}]\n"
+                    "  plots: [{kind: lr_sweep}]\n")
+    res = runner.invoke(cli, ["fit", str(spec), "--json", *w])
+    assert res.exit_code == 0, res.output
+    recs = {r["name"]: r for r in json.loads(res.output)}
+    assert set(recs) == {"by_m[experiment=synth]", "by_m[experiment=synth_b]", "lr_transfer"}
+    assert recs["lr_transfer"]["experiment"] == "graphs_m2_m3" and len(recs["lr_transfer"]["run_ids"]) == 80 + 30
+    res = runner.invoke(cli, ["reproduce", str(spec), *w])
+    assert res.exit_code == 0, res.output
+    report = (synth.report_dir("graphs_m2_m3") / "report.html").read_text()
+    assert "by_m[experiment=synth_b]" in report and "lr_sweep.png" in report
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: nothing\nanalysis: {fits: []}\n")
+    res = runner.invoke(cli, ["fit", str(bad), *w])
+    assert res.exit_code == 1 and "must list analysis.experiments" in res.output
+
+
+MARIN_SQL = ("SELECT r.run_id, r.n_params, c.tokens, c.flops_exact AS flops, c.eval_loss AS loss, "
+             "(r.vars->>'$.budget')::DOUBLE AS budget FROM runs r JOIN final_checkpoints c USING (run_id) "
+             "WHERE r.experiment = 'marin_dclm'")
+
+
+@pytest.mark.reference
+def test_isoflop_frontier_of_an_imported_table_of_final_points(reference_dir: Path, tmp_path: Path) -> None:
+    """Marin's DCLM IsoFLOP sweep (85 final points, no run logs) through `scaledb fit --sql --frontier`.
+
+    No exponents are published with the table; the checks are internal: the budget written in each
+    run's name and grouping the measured FLOPs give the same frontier, a + b is within 0.05 of 1
+    (C ∝ N D for final points), every budget with >= 3 sizes is used, and the bootstrap interval
+    brackets the estimate.
+    """
+    from scaling_db.store.external import import_table, parse_mapping
+
+    path = reference_dir / "marin_isoflops" / "isoflop-dclm.csv"
+    budget = "var.budget=CAST(regexp_extract(\"Name\", 'isoflop-([0-9.e+]+)-', 1) AS DOUBLE)"
+    import_table(tmp_path, path, "marin_dclm", parse_mapping([
+        "n_params=parameter_count", "tokens=throughput/total_tokens", "loss=eval/paloma/macro_loss",
+        'flops="throughput/total_gflops" * 1e9', "name=Name", budget]))
+    runner = CliRunner()
+    by_name = runner.invoke(cli, ["fit", "--sql", MARIN_SQL, "--frontier", "isoflop", "--budget", "budget",
+                                  "--bootstrap", "50", "--json", "-w", str(tmp_path)])
+    assert by_name.exit_code == 0, by_name.output
+    (rec,) = json.loads(by_name.output)
+    a, b = rec["params"]["a (N_opt ∝ C^a, N = n_params)"], rec["params"]["b (D_opt ∝ C^b, D = tokens)"]
+    lo, hi = rec["intervals"]["a (N_opt ∝ C^a, N = n_params)"]
+    assert 0.3 < a < 0.6 and abs(a + b - 1) < 0.05 and lo < a < hi
+    assert rec["law"] == "frontier_isoflop" and len(rec["run_ids"]) == 85 and rec["n_points"] == 85
+    grouped = runner.invoke(cli, ["fit", "--sql", MARIN_SQL, "--frontier", "isoflop", "--bootstrap", "0",
+                                  "--json", "--no-store", "-w", str(tmp_path)])
+    assert grouped.exit_code == 0, grouped.output
+    (g,) = json.loads(grouped.output)
+    assert g["params"]["a (N_opt ∝ C^a, N = n_params)"] == pytest.approx(a, abs=0.02)
+    stored = run_query(tmp_path, sql="SELECT count(*) AS n FROM fits WHERE law = 'frontier_isoflop'")
+    assert stored["n"].iloc[0] == 1  # --no-store wrote nothing
+
+
+def test_shipped_mup_vs_sp_analyses_and_the_embedding_lr_ablation(tmp_path: Path) -> None:
+    """specs/mup_vs_sp.yaml and its ablation, on synthetic logs: every declared analysis is made."""
+    from scaling_db.report.study import read_study, run_study
+
+    repo = Path(__file__).resolve().parents[1] / "specs"
+    ws = Workspace(tmp_path / "ws")
+    add_synthetic_experiment(ws, tmp_path / "mup_vs_sp.yaml", (repo / "mup_vs_sp.yaml").read_text()
+                             .replace("extends: ba_graph.yaml", f"extends: {repo / 'ba_graph.yaml'}"))
+    ablation = tmp_path / "mup_vs_sp_embed_lr.yaml"
+    add_synthetic_experiment(ws, ablation, (repo / "mup_vs_sp_embed_lr.yaml").read_text(), seed=1)
+    base = run_study(ws, read_study(tmp_path / "mup_vs_sp.yaml"), bootstrap_n=20)
+    assert not base.analysis.errors, base.analysis.errors
+    assert {o.name for o in base.analysis.outcomes} == {
+        "loss_vs_params[vars.variant=mup]", "loss_vs_params[vars.variant=sp]", "lr_optimum", "lr_transfer",
+        "parameter_efficiency"}
+    fit = next(o for o in base.analysis.outcomes if o.name == "loss_vs_params[vars.variant=sp]")
+    assert fit.fit.n_points == 3 and "best run per d_model" in fit.notes()[0]  # one run per width
+    study = read_study(ablation)
+    assert study.trains and study.experiments == ("mup_vs_sp", "mup_vs_sp_embed_lr")
+    done = run_study(ws, study, bootstrap_n=20)
+    assert not done.analysis.errors, done.analysis.errors
+    slopes = next(o for o in done.analysis.outcomes if o.name == "lr_transfer").table()
+    assert [r["quantity"].split("=")[1] for r in slopes] == ["mup]", "sp]", "sp_emb_lr]"]
+    assert all("only 3 widths" in r["flag"] for r in slopes)  # honest about the small sweep
+    assert {f.name for f in done.figures if f.error} == set()
+
+
+def test_shipped_isoflop_spec_declares_three_frontiers(tmp_path: Path) -> None:
+    from scaling_db.report.comparisons import run_analysis
+    from scaling_db.report.study import read_study
+
+    repo = Path(__file__).resolve().parents[1] / "specs"
+    ws = Workspace(tmp_path / "ws")
+    add_synthetic_experiment(ws, tmp_path / "isoflop.yaml", (repo / "isoflop.yaml").read_text()
+                             .replace("extends: ba_graph.yaml", f"extends: {repo / 'ba_graph.yaml'}"))
+    study = read_study(tmp_path / "isoflop.yaml")
+    done = run_analysis(ws, study.experiment, study.analysis, bootstrap_n=10, only=[f.label for f in study.analysis.frontiers])
+    made = {o.name: o for o in done.outcomes}
+    assert set(made) == {"frontier_isoflop", "frontier_parametric", "frontier_envelope"} and not done.errors
+    for o in made.values():
+        a, b = o.table()
+        assert a["quantity"].startswith("a (N_opt ∝ C^a") and b["quantity"].startswith("b (D_opt ∝ C^b")
+        assert 0 < a["estimate"] < 1 and 0 < b["estimate"] < 1
+    # 3 budgets: the IsoFLOP frontier rests on 3 points and says so next to the number
+    assert "only 3 compute-optimal points" in made["frontier_isoflop"].table()[0]["flag"]
+
+
+def test_figures_from_the_database_for_a_journal(synth: Workspace, tmp_path: Path) -> None:
+    from scaling_db.plot import save_chart
+
+    width = "column"  # both widths of every chart kind render in test_plot
+    for kind in sorted(set(BUILDERS) - {"coordcheck", "isoflop", "scaling_fit"}):
+        chart = build_figure(synth, FigureRequest(kind=kind, experiment="synth", width=width))
+        assert save_chart(chart, tmp_path / f"{kind}.pdf").read_bytes()[:5] == b"%PDF-"
+        assert save_chart(chart, tmp_path / f"{kind}.png").read_bytes()[:4] == b"\x89PNG"
+    curves = build_figure(synth, FigureRequest(kind="loss_curves", experiment="synth")).to_dict()
+    text = json.dumps(curves)
+    assert '"field": "n_params_nonembed"' in text and "entropy rate (exact): 1.5" in text
+    lr = build_figure(synth, FigureRequest(kind="optimal_lr", experiment="synth")).to_dict()
+    assert "hollow: best LR on the grid's edge (not bracketed)" in lr["title"]["subtitle"][1]  # sp, width 128
+    assert "SP: slope -0.99 [" in json.dumps(lr, ensure_ascii=False)  # the transfer slope in the legend
+    with pytest.raises(PlotError, match="unknown width"):
+        build_figure(synth, FigureRequest(kind="lr_sweep", experiment="synth", width="poster"))

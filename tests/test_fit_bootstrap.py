@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from scaling_db.errors import FitError
+from scaling_db.fit.options import FitOptions
 from scaling_db.fit import (bootstrap, compare_irreducible, fit_chinchilla, fit_power_law,
                             fit_saturating_power_law, uncertainty_table, window_sensitivity)
 from scaling_db.fit.laws import CHINCHILLA
@@ -80,7 +81,7 @@ def test_chinchilla_bootstrap_covers_the_true_frontier_exponent():
     loss = CHINCHILLA.evaluate(truth, n=n, d=d) * np.exp(rng.normal(0, 0.01, 120))
     df = pd.DataFrame({"run_id": [f"r{i}" for i in range(120)], "n_params": n, "tokens": d,
                        "loss": loss})
-    boot = bootstrap(lambda s, init=None: fit_chinchilla(s, init=init), df, n=60,
+    boot = bootstrap(lambda s, init=None: fit_chinchilla(s, options=FitOptions(init=init)), df, n=60,
                      derived={"a": lambda f: f["beta"] / (f["alpha"] + f["beta"])})
     lo, hi = boot.intervals["a"]
     assert lo < 0.28 / 0.62 < hi and hi - lo < 0.1

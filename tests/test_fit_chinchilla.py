@@ -14,6 +14,7 @@ import pytest
 from scipy.optimize import minimize
 
 from scaling_db.errors import FitError
+from scaling_db.fit.options import FitOptions
 from scaling_db.fit import chinchilla_starts, fit_chinchilla, fit_kaplan_nd
 from scaling_db.fit.laws import CHINCHILLA, KAPLAN_ND, huber
 
@@ -77,13 +78,13 @@ def test_optimum_is_at_least_as_good_as_published_fit_and_a_scipy_loop(data, gri
 
 
 def test_warm_start_reaches_the_grid_optimum(data, grid_fit):
-    warm = fit_chinchilla(data, init=grid_fit)
+    warm = fit_chinchilla(data, options=FitOptions(init=grid_fit))
     assert warm.settings["n_starts"] < 20 and warm.settings["warm_start"]
     assert warm.stats["objective"] == pytest.approx(grid_fit.stats["objective"], rel=1e-7)
 
 
 def test_least_squares_on_raw_loss_recovers_parameters(data):
-    fit = fit_chinchilla(data, loss="lsq")
+    fit = fit_chinchilla(data, options=FitOptions(loss="lsq"))
     assert fit["alpha"] == pytest.approx(0.34, abs=0.02)
     assert fit["beta"] == pytest.approx(0.28, abs=0.012)
     assert fit.settings["space"] == "raw"
@@ -110,9 +111,9 @@ def test_kaplan_nd_recovers_published_parameters():
 def test_invalid_rows_are_excluded_and_unusable_data_raises(data):
     bad = data.copy()
     bad.loc[:4, "loss"] = -1.0
-    fit = fit_chinchilla(bad, init=PUBLISHED)
+    fit = fit_chinchilla(bad, options=FitOptions(init=PUBLISHED))
     assert fit.n_points == 245 and len(fit.excluded) == 5
     with pytest.raises(FitError, match=r"fit_chinchilla: too few points \(3 vs at least 6\)"):
         fit_chinchilla(data.head(3))
     with pytest.raises(FitError, match=r"unknown loss \('l1' vs one of huber, lsq\)"):
-        fit_chinchilla(data, loss="l1")
+        fit_chinchilla(data, options=FitOptions(loss="l1"))

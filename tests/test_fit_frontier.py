@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from scaling_db.errors import FitError
+from scaling_db.fit.options import FitOptions
 from scaling_db.fit import (compare_frontiers, fit_chinchilla, frontier_envelope,
                             frontier_isoflop, frontier_parametric, frontier_surface)
 from scaling_db.fit.laws import CHINCHILLA
@@ -52,7 +53,7 @@ def training_curves(seed=0):
 
 
 def test_parametric_frontier_is_hoffmann_eq_4():
-    fit = fit_chinchilla(isoflop_runs(), init=TRUTH)
+    fit = fit_chinchilla(isoflop_runs(), options=FitOptions(init=TRUTH))
     f = frontier_parametric(fit, flops=[1e20, 1e22])
     p = fit.params
     assert f.a == pytest.approx(p["beta"] / (p["alpha"] + p["beta"]), rel=1e-12)

@@ -98,3 +98,36 @@ def test_fit_result_is_frozen_predicts_by_column_or_role_and_serialises():
     assert rec["settings"]["method"] == "ols"
     with pytest.raises(FitError, match=r"missing input \('n_params' vs"):
         fit.predict(tokens=[1.0])
+
+
+# -- the one registry of fittable laws (issue 17) ------------------------------------------------
+
+def test_law_names_live_in_one_registry():
+    from pydantic import ValidationError
+
+    from scaling_db.fit.laws import LAWS
+    from scaling_db.fit.registry import FITTERS
+    from scaling_db.spec.schema import FitDecl
+
+    assert all(LAWS[name] is f.law for name, f in FITTERS.items())  # names come from the Law objects
+    for name in FITTERS:  # the spec accepts exactly the registered laws
+        assert FitDecl(name="f", law=name).law == name
+    with pytest.raises(ValidationError, match="unknown law 'cubic'"):
+        FitDecl(name="f", law="cubic")
+
+
+def test_fit_options_are_shared_and_warm_start_a_bare_fitter():
+    from scaling_db.fit import FitOptions, bootstrap, fit_saturating_power_law
+
+    rng = np.random.default_rng(0)
+    x = np.repeat(np.geomspace(1e4, 1e7, 6), 2)
+    df = pd.DataFrame({"n": x, "loss": 1.5 + 40 * x ** -0.3 + rng.normal(0, 0.002, len(x)),
+                       "rid": [f"r{i}" for i in range(len(x))]})
+    opts = FitOptions(loss="huber", id_column="rid")
+    fit = fit_saturating_power_law(df, x="n", options=opts)
+    assert fit.settings["loss"] == "huber" and fit.used[0] == "r0"
+    seen = {"warm": lambda f: f.settings["warm_start"], "huber": lambda f: f.settings["loss"] == "huber"}
+    boot = bootstrap(lambda t, options=opts: fit_saturating_power_law(t, x="n", options=options),
+                     df, group="rid", n=8, n_jobs=1, derived=seen)
+    assert boot.n_failed == 0 and boot.samples["huber"].all()  # refits kept the caller's loss
+    assert boot.samples["warm"].all() and opts.init is None  # and were warm-started

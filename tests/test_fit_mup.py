@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from scaling_db.errors import FitError
+from scaling_db.fit.mup import fit_lr_optima
 from scaling_db.fit import (fit_lr_optimum, fit_lr_transfer, fit_optimal_hparam_law,
                             parameter_efficiency)
 
@@ -108,3 +109,35 @@ def test_optimal_hparam_law_recovers_exponents_on_step_law_shaped_data():
     assert all("above its cell's best" in why for _, why in fit.excluded)
     assert fit.predict(n_params=[1e9], tokens=[1e11])[0] == pytest.approx(
         1.79 * 1e9 ** -0.713 * 1e11 ** 0.307, rel=0.1)
+
+
+def test_lr_optimum_on_the_edge_is_flagged_when_allowed_and_both_optima_are_kept():
+    df = sweeps()
+    one = df[(df.parameterization == "sp") & (df.width == 512) & (df.lr < 4e-4)]
+    edge = fit_lr_optimum(one, allow_edge=True)
+    assert edge.flags[0].startswith("edge: best LR is the grid's largest")
+    assert edge.lr_opt == edge.grid_best == one.lr.max() and edge.interval[1] == np.inf
+    table = fit_lr_optima(df, by=["parameterization", "width"])
+    assert len(table) == 10 and set(table.columns) >= {"lr_opt", "lr_grid_best", "flag"}
+    assert (table.lr_lo < table.lr_opt).all() and (table.lr_opt < table.lr_hi).all()
+    differs = table[table["flag"].str.startswith("differs")]
+    assert len(differs) and (differs.lr_opt != differs.lr_grid_best).all()
+
+
+def test_lr_grid_too_coarse_is_flagged():
+    df = sweeps()
+    one = df[(df.parameterization == "sp") & (df.width == 512)]
+    grid = np.sort(one.lr.unique())[::4]  # every fourth value: steps of x4
+    fit = fit_lr_optimum(one[one.lr.isin(grid)], allow_edge=True)
+    assert any(f.startswith("coarse: LR grid step x") for f in fit.flags)
+
+
+def test_results_have_short_reprs_and_count_warnings_once():
+    small = sweeps()
+    small = small[small.width <= 512]  # 3 sizes: some resamples draw one size only
+    fit = parameter_efficiency(small, n_boot=60, n_jobs=1)
+    text = repr(fit)
+    assert len(text.splitlines()) == 2 and "refits failed" in text and text.startswith(
+        "ParameterEfficiencyFit: sp needs")
+    assert fit.bootstrap.n_failed > 0 and "distinct n_params" in fit.bootstrap.failures[0]
+    assert len(repr(fit_lr_transfer(sweeps())).splitlines()) == 4  # title, header, mup, sp

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from scaling_db.errors import FitError
+from scaling_db.fit.options import FitOptions
 from scaling_db.fit import (compare_laws, fit_exponential, fit_power_law,
                             fit_saturating_exponential, fit_saturating_power_law)
 
@@ -64,7 +65,7 @@ def test_saturating_power_law_recovers_irreducible_term():
 
 def test_saturating_power_law_huber_variant_and_nonnegative_e():
     fit = fit_saturating_power_law(synthetic(lambda x: 2 + 50 * x ** -0.3, sigma=0.001),
-                                   loss="huber")
+                                   options=FitOptions(loss="huber"))
     assert fit["alpha"] == pytest.approx(0.3, abs=0.02) and fit.settings["space"] == "log"
     pure = fit_saturating_power_law(synthetic(lambda x: 10 * x ** -0.1, sigma=0.001))
     assert pure["E"] >= 0  # E = exp(e) by construction; a pure power law drives it towards 0

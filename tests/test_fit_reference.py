@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scaling_db.fit.options import FitOptions
 from scaling_db.fit import (fit_chinchilla, fit_optimal_hparam_law, frontier_envelope,
                             frontier_isoflop, frontier_parametric, frontier_surface, score_law)
 
@@ -44,8 +45,8 @@ def test_gadre2024_fit_predicts_held_out_models(reference_dir):
     small = df["name"].str.contains("-d=")
     m20 = df["tokens_per_param"] == 20
     d96_m320 = df["name"].str.contains("-d=96_") & (df["tokens_per_param"] == 320)
-    fit = fit_chinchilla(df[small & (m20 | d96_m320)], n="params", d="D", loss="lsq",
-                         tie_exponents=True, id_column="name")
+    fit = fit_chinchilla(df[small & (m20 | d96_m320)], n="params", d="D", tie_exponents=True,
+                         options=FitOptions(loss="lsq", id_column="name"))
     assert fit.n_points == 5
     assert fit["E"] == pytest.approx(1.8366, abs=5e-5)
     assert fit["alpha"] == pytest.approx(0.2729, abs=5e-5)

@@ -131,6 +131,17 @@ def optimal_lr_frame() -> pd.DataFrame:
                          "lr_hi": np.r_[sp, mup] * 1.4})
 
 
+def test_optimal_lr_marks_edge_optima_and_the_grid_best() -> None:
+    df = optimal_lr_frame().assign(edge=[False] * 7 + [True],
+                                   lr_grid_best=lambda d: d["lr_opt"] * 1.2)
+    spec = optimal_lr(df).to_dict()
+    marks = [mark_type(v) if not isinstance(v["mark"], dict) or "shape" not in v["mark"]
+             else v["mark"]["shape"] for v in views(spec)]
+    assert marks == ["rule", "line", "point", "cross"]
+    assert spec["title"]["subtitle"][1] == ("bars: 95% interval of the parabola's optimum; ×: best grid value; "
+                                            "hollow: best LR on the grid's edge (not bracketed)")
+
+
 def coord_frame() -> pd.DataFrame:
     rows = []
     for p in ["sp", "mup"]:
@@ -369,7 +380,7 @@ def test_lr_sweep_spec(specs: dict[str, dict[str, Any]]) -> None:
 
 def test_optimal_lr_spec(specs: dict[str, dict[str, Any]]) -> None:
     spec = specs["optimal_lr"]
-    rule, line = views(spec)
+    rule, line, points = views(spec)
     assert rule["encoding"]["y"]["field"] == "lr_lo" and rule["encoding"]["y2"]["field"] == "lr_hi"
     assert line["encoding"]["x"]["field"] == "d_model"
     assert is_log(line["encoding"]["x"]) and is_log(line["encoding"]["y"])
@@ -549,3 +560,87 @@ def test_charts_do_not_depend_on_altair_globals(charts: dict[str, alt.TopLevelMi
     assert data_rows(spec) > 5000
     with alt.theme.enable("dark"):
         assert charts["isoflop"].to_dict()["config"]["background"] == "white"
+
+
+# --- paper figures: units, ticks, no empty layers, journal widths (issue 16) -------------------
+
+def _layers_with_rows(spec: dict[str, Any], inherited: int | None = None) -> Iterator[tuple[str, int]]:
+    """(mark, number of data rows it sees) for every unit view, following inherited data."""
+    own = spec.get("data", {}).get("values") if isinstance(spec.get("data"), dict) else None
+    rows = len(own) if own is not None else inherited
+    if "mark" in spec:
+        yield mark_type(spec), rows or 0
+    for key in ("layer", "hconcat", "vconcat", "concat"):
+        for sub in spec.get(key, []):
+            yield from _layers_with_rows(sub, rows)
+    if "spec" in spec:
+        yield from _layers_with_rows(spec["spec"], rows)
+
+
+def test_no_chart_has_an_empty_layer(specs: dict[str, dict[str, Any]]) -> None:
+    for name, spec in specs.items():
+        layers = list(_layers_with_rows(spec))
+        assert layers, name
+        assert all(rows > 0 for _, rows in layers), (name, layers)
+
+
+def test_loss_axes_carry_their_unit(specs: dict[str, dict[str, Any]]) -> None:
+    for name, spec in specs.items():
+        titles = [e.get("axis", {}).get("title") or e.get("title") for e in channel(spec, "y")]
+        if any(e.get("field") in ("loss", "_mean") for e in channel(spec, "y")):
+            assert any(t and "(nats/token)" in t for t in titles), (name, titles)
+
+
+def test_log_axes_have_enough_labelled_ticks(specs: dict[str, dict[str, Any]]) -> None:
+    counted = 0
+    for name, spec in specs.items():
+        for enc in channel(spec, "x") + channel(spec, "y"):
+            values = enc.get("axis", {}).get("values")
+            if is_log(enc) and values:
+                counted += 1
+                assert len(values) >= 3, (name, enc["field"], values)
+    assert counted >= 8
+
+
+def test_loss_curves_draw_the_exact_entropy_rate() -> None:
+    spec = loss_curves(curves_frame(), x="tokens", color="n_params", floor=E).to_dict()
+    texts = [v for v in views(spec) if mark_type(v) == "text"]
+    rules = [v for v in views(spec) if mark_type(v) == "rule"]
+    assert len(texts) == 1 and len(rules) == 1
+    assert texts[0]["data"]["values"][0]["text"] == "entropy rate (exact): 1.8"
+    with pytest.raises(PlotError, match="floor must be a finite positive loss"):
+        loss_curves(curves_frame(), floor=-1.0)
+
+
+def test_counts_are_labelled_with_three_significant_digits(specs: dict[str, dict[str, Any]]) -> None:
+    legend = specs["loss_curves_tokens"]["layer"][0]["encoding"]["color"]["legend"] \
+        if "layer" in specs["loss_curves_tokens"] else None
+    fmt = [e.get("legend", {}).get("format") for e in channel(specs["loss_curves_tokens"], "color")]
+    assert ".3~s" in fmt, (legend, fmt)  # 18k, never 17.976k
+
+
+def _pdf_width_in(data: bytes) -> float:
+    import re
+
+    box = re.search(rb"/MediaBox\s*\[\s*0\s+0\s+([0-9.]+)\s+([0-9.]+)\s*\]", data)
+    assert box, "no MediaBox in the PDF"
+    return float(box.group(1)) / 72
+
+
+@pytest.mark.parametrize("width", ["column", "page"])
+def test_every_chart_renders_for_a_journal_to_png_and_pdf(tmp_path: Path, width: str,
+                                                          charts: dict[str, alt.TopLevelMixin]) -> None:
+    from scaling_db.plot import PAPER_WIDTHS, for_paper
+
+    for name, chart in charts.items():
+        paper = for_paper(chart, width)
+        spec = paper.to_dict()
+        assert spec["config"]["axis"]["labelFontSize"] <= 8 and spec["config"]["legend"]["orient"] == "bottom"
+        png = save_chart(paper, tmp_path / f"{name}-{width}.png").read_bytes()
+        assert png[:8] == PNG_MAGIC
+        pdf = save_chart(paper, tmp_path / f"{name}-{width}.pdf").read_bytes()
+        assert pdf[:5] == b"%PDF-"
+        if "facet" not in spec and "row" not in json.dumps(spec.get("encoding", {})) and name not in (
+                "optimal_allocation", "coordcheck", "lr_sweep", "window_sensitivity"):
+            # single-panel charts fit the journal width (multi-panel ones set their own sizes)
+            assert _pdf_width_in(pdf) <= PAPER_WIDTHS[width] + 0.05, (name, _pdf_width_in(pdf))

@@ -1,101 +1,163 @@
-"""`scaledb fit`: the fits a spec declares, or any law on any query result."""
+"""`scaledb fit`: the analyses a spec declares, or any law, comparison or frontier on any query."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
 
-from scaling_db.report.analyses import FITTERS, FitOutcome, FitRequest, fit_request, store_outcome
 from scaling_db.cli import cli
 from scaling_db.cli.common import (
     emit_json, get_workspace, json_option, key_values, print_table, workspace_option,
 )
-from scaling_db.spec.compiler import compile_spec
 from scaling_db.errors import FitError
 
+ANALYSES = ("lr_optimum", "lr_transfer", "parameter_efficiency")
+FRONTIERS = ("envelope", "isoflop", "parametric", "surface")
 
-def _num(v: Any) -> str:
-    return "" if v is None or v != v else f"{v:.4g}"
 
+def print_outcomes(outcomes: list[Any]) -> None:
+    """Every outcome's quantities in one table, then its notes (formula, bootstrap, exclusions)."""
+    from scaling_db.report.analyses import fmt_interval, fmt_num
 
-def print_outcomes(outcomes: list[FitOutcome]) -> None:
-    rows = []
+    rows = [[r["fit"], r["kind"], r["quantity"], fmt_num(r["estimate"]), fmt_interval(r["lo"], r["hi"]),
+             r.get("flag", "")]
+            for o in outcomes for r in o.table()]
+    print_table("fits (95% intervals; bootstrap resamples whole runs)",
+                ["fit", "kind", "quantity", "estimate", "interval", "flag"], rows)
     for o in outcomes:
-        for r in o.table():
-            ci = f"[{_num(r['lo'])}, {_num(r['hi'])}]" if r["lo"] is not None else ""
-            rows.append([r["fit"], r["law"], r["quantity"], _num(r["estimate"]), ci])
-    print_table("fits (95% bootstrap intervals over whole runs)", ["fit", "law", "quantity", "estimate", "interval"], rows)
-    for o in outcomes:
-        line = f"{o.request.name}: {o.formula()}  ({o.fit.n_points} points"
-        line += f", R^2 = {o.fit.stats['r2']:.4f}" if "r2" in o.fit.stats else ""
-        line += f", stored as {o.fit_id})" if o.fit_id else ")"
-        click.echo(line)
-        if o.irreducible is not None:
-            covered = "inside" if o.irreducible.covered else "outside"
-            click.echo(f"  fitted floor E = {o.irreducible.fitted:.4g} vs true entropy rate {o.irreducible.true:.4g} "
-                       f"({o.irreducible.difference:+.3g}; truth {covered} the interval)")
-        if o.boot is None:
-            click.echo(f"  intervals: {o.intervals_method}")
-        for run, reason in o.fit.excluded:
-            click.echo(f"  excluded {run}: {reason}")
+        notes = o.notes()
+        click.echo(f"{o.name}: {notes[0] if notes else ''}" + (f"  (stored as {o.fit_id})" if o.fit_id else ""))
+        for line in notes[1:]:
+            click.echo(f"  {line}")
 
 
-def outcome_json(o: FitOutcome) -> dict[str, Any]:
+def outcome_json(o: Any) -> dict[str, Any]:
     rec = o.to_record()
     rec.pop("curve", None)
     rec["fit_id"] = o.fit_id
-    rec["formula_fitted"] = o.formula()
+    rec["kind"] = o.kind
+    rec["rows"] = o.table()
+    rec["notes"] = o.notes()
+    if hasattr(o, "formula"):
+        rec["formula_fitted"] = o.formula()
     return rec
+
+
+def _ad_hoc(ws: Any, *, query: str | None, sql: str | None, law: str | None, analysis: str | None,
+            frontier: str | None, params: dict[str, Any], xs: tuple[str, ...], y: str, group: str,
+            group_by: str | None, flops: str, budget: str | None, name: str | None,
+            experiments: tuple[str, ...], n_boot: int | None, jobs: int) -> list[Any]:
+    from scaling_db.fit.registry import get_fitter
+    from scaling_db.report.analyses import FitRequest, fit_grouped
+    from scaling_db.report.comparisons import run_comparison, run_frontier
+    from scaling_db.spec.schema import FrontierDecl, LrOptimumDecl, LrTransferDecl, ParameterEfficiencyDecl
+
+    experiment = experiments[0] if len(experiments) == 1 else None
+    many = experiments if len(experiments) > 1 else ()
+    named = query or "final_loss"
+    if law:
+        get_fitter(law, "--law")  # an unknown law fails here, naming the registered ones
+        req = FitRequest(name=name or law, law=law, query=query, sql=sql, params=params, x=list(xs) or None, y=y,
+                         group=group, bootstrap=200 if n_boot is None else n_boot, experiment=experiment,
+                         group_by=group_by, experiments=many)
+        return fit_grouped(ws, req, n_jobs=jobs)
+    label = {"name": name} if name else {}
+    if frontier:
+        decl = FrontierDecl(method=frontier, query=query, params=params, n=xs[0] if xs else "n_params",
+                            d=xs[1] if len(xs) > 1 else "tokens", c=flops, y=y, budget=budget, group=group, **label)
+        return [run_frontier(ws, decl, experiment or "", many, bootstrap_n=n_boot, n_jobs=jobs, sql=sql)]
+    common = {"kind": analysis, "query": named, "params": params, "y": y, **label}
+    if analysis == "lr_optimum":
+        decl: Any = LrOptimumDecl(**common, **({"group_by": group_by.split(",")} if group_by else {}))
+    elif analysis == "lr_transfer":
+        decl = LrTransferDecl(**common, **({"by": group_by} if group_by else {}),
+                              **({"width": xs[0]} if xs else {}))
+    else:
+        decl = ParameterEfficiencyDecl(**common, group=group, **({"by": group_by} if group_by else {}),
+                                       **({"n": xs[0]} if xs else {}))
+    return [run_comparison(ws, decl, experiment or "", many, bootstrap_n=n_boot, n_jobs=jobs, sql=sql)]
 
 
 @cli.command()
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
-@click.option("--only", "only", multiple=True, help="Only the declared fits of these names.")
+@click.option("--only", "only", multiple=True, help="Only the declared analyses of these names.")
 @click.option("--query", "query", default=None, help="A named query or .sql file to fit (instead of SPEC).")
 @click.option("--sql", default=None, help="Inline SQL to fit (instead of SPEC).")
-@click.option("--law", type=click.Choice(sorted(FITTERS)), default=None, help="The law, with --query/--sql.")
-@click.option("--x", "xs", multiple=True, help="x column(s) [default: n_params; n_params and tokens for 2-D laws].")
+@click.option("--law", default=None,
+              help="Fit this law to --query/--sql: power_law, saturating_power_law, exponential, "
+                   "saturating_exponential, chinchilla or kaplan_nd.")
+@click.option("--analysis", type=click.Choice(ANALYSES), default=None,
+              help="Compute this comparison on --query/--sql (LR optima, LR transfer, parameter efficiency).")
+@click.option("--frontier", type=click.Choice(FRONTIERS), default=None,
+              help="Fit this compute-optimal frontier (N_opt ~ C^a, D_opt ~ C^b) to --query/--sql.")
+@click.option("--x", "xs", multiple=True,
+              help="x column(s) [n_params; n_params and tokens for 2-D laws and frontiers; the width for lr_transfer].")
 @click.option("--y", default="loss", show_default=True, help="y column.")
+@click.option("--group-by", "group_by", default=None,
+              help="One fit per value of this column (a query column, or a manifest path such as data.kappa); "
+                   "the grouping of --analysis (comma-separated for lr_optimum).")
+@click.option("--flops", default="flops", show_default=True, help="Compute column for --frontier.")
+@click.option("--budget", default=None, help="--frontier isoflop: the column naming each run's FLOP budget.")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help="A query parameter (repeatable).")
 @click.option("--group", default="run_id", show_default=True, help="Bootstrap resamples whole groups of this column.")
 @click.option("--bootstrap", "n_boot", type=int, default=None, help="Bootstrap refits [default: the spec's, or 200].")
-@click.option("--name", default=None, help="Name to store an ad-hoc fit under [default: LAW].")
-@click.option("--experiment", "-e", default=None, help="Experiment for ad-hoc fits (passed to the query).")
+@click.option("--name", default=None, help="Name to store an ad-hoc analysis under [default: LAW or the kind].")
+@click.option("--experiment", "-e", "experiments", multiple=True,
+              help="Experiment(s) whose runs an ad-hoc analysis reads (repeat to analyse several together).")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Processes for the bootstrap.")
-@click.option("--no-store", is_flag=True, help="Do not write the fits to the database.")
+@click.option("--no-store", is_flag=True, help="Do not write the results to the database.")
 @workspace_option
 @json_option
 def fit(spec: str | None, only: tuple[str, ...], query: str | None, sql: str | None, law: str | None,
-        xs: tuple[str, ...], y: str, params: tuple[str, ...], group: str, n_boot: int | None, name: str | None,
-        experiment: str | None, jobs: int, no_store: bool, workspace: str | None, as_json: bool) -> None:
-    """Fit scaling laws with bootstrap intervals, and store them with their provenance.
+        analysis: str | None, frontier: str | None, xs: tuple[str, ...], y: str, group_by: str | None, flops: str,
+        budget: str | None, params: tuple[str, ...], group: str, n_boot: int | None, name: str | None,
+        experiments: tuple[str, ...], jobs: int, no_store: bool, workspace: str | None, as_json: bool) -> None:
+    """Fit scaling laws, comparisons and frontiers with intervals, and store them with their provenance.
 
     \b
-    scaledb fit specs/ba_graph.yaml                      # the fits in the spec's analysis section
-    scaledb fit --query final_loss -p experiment=ba_graph --law saturating_power_law --x n_params_nonembed
+    scaledb fit specs/mup_vs_sp.yaml          # the fits, comparisons and frontiers of its analysis section
+    scaledb fit --query final_loss -e ba_graph --law saturating_power_law --x n_params_nonembed
+    scaledb fit --query final_loss -e mup_vs_sp --law power_law --group-by parameterization
+    scaledb fit --query final_loss -e mup_vs_sp --analysis lr_transfer
+    scaledb fit --sql "SELECT ... FROM runs ..." --frontier isoflop --budget budget
     """
+    from scaling_db.report.analyses import store_outcome
+
     ws = get_workspace(workspace)
+    chosen = [k for k, v in (("--law", law), ("--analysis", analysis), ("--frontier", frontier)) if v]
+    errors: dict[str, str] = {}
     if spec is not None:
-        if query or sql or law:
-            raise click.UsageError("give either SPEC or --query/--sql with --law, not both")
-        compiled = compile_spec(spec)
-        decls = [d for d in compiled.analysis.fits if not only or d.name in only]
-        if not decls:
-            raise FitError(f"{spec}: declares no fits" + (f" named {', '.join(only)}" if only else "")
-                           + ". Add them under analysis.fits, or use --query/--sql with --law.")
-        requests = [FitRequest.from_decl(d, compiled.experiment) for d in decls]
+        if query or sql or chosen:
+            raise click.UsageError("give either SPEC or --query/--sql with --law/--analysis/--frontier, not both")
+        from scaling_db.report.comparisons import run_analysis
+        from scaling_db.report.study import read_study
+
+        study = read_study(spec)
+        if not study.analysis.names:
+            raise FitError(f"{spec}: declares no analyses. Add them under analysis.fits, analysis.comparisons or "
+                           f"analysis.frontiers, or use --query/--sql with --law.")
+        unknown = [n for n in only if n not in study.analysis.names]
+        if unknown:
+            raise FitError(f"{spec}: no analysis named {', '.join(unknown)} (vs {', '.join(study.analysis.names)}). "
+                           f"Pass --only with a declared name.")
+        done = run_analysis(ws, study.experiment, study.analysis, bootstrap_n=n_boot, n_jobs=jobs, only=only,
+                            store=not no_store)
+        outcomes, errors = done.outcomes, done.errors
     else:
-        if not (query or sql) or not law:
-            raise click.UsageError("give SPEC, or --query NAME (or --sql) together with --law")
-        requests = [FitRequest(name=name or law, law=law, query=query, sql=sql, params=key_values(params, "--param"),
-                               x=list(xs) or None, y=y, group=group, bootstrap=200, experiment=experiment)]
-    if n_boot is not None:
-        requests = [FitRequest(**{**r.__dict__, "bootstrap": n_boot}) for r in requests]
-    outcomes = [fit_request(ws, r, n_jobs=jobs) for r in requests]
-    if not no_store:
-        outcomes = [store_outcome(ws, o) for o in outcomes]
+        if not (query or sql) or len(chosen) != 1:
+            raise click.UsageError("give SPEC, or --query NAME (or --sql) with one of --law, --analysis, --frontier")
+        outcomes = _ad_hoc(ws, query=query, sql=sql, law=law, analysis=analysis, frontier=frontier,
+                           params=key_values(params, "--param"), xs=xs, y=y, group=group, group_by=group_by,
+                           flops=flops, budget=budget, name=name, experiments=experiments, n_boot=n_boot, jobs=jobs)
+        if not no_store:
+            outcomes = [store_outcome(ws, o) for o in outcomes]
     if as_json:
         emit_json([outcome_json(o) for o in outcomes])
-    else:
+    elif outcomes:
         print_outcomes(outcomes)
+    for what, why in errors.items():
+        click.echo(f"Error: {what}: {why}", err=True)
+    if errors:
+        sys.exit(1)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,7 +23,6 @@ from scaling_db.report.figures import BUILDERS, FigureRequest, build_figure
 from scaling_db.plot import FORMATS, save_chart
 
 if TYPE_CHECKING:
-    from scaling_db.reproduce import ReproduceResult
     from scaling_db.workspace import Workspace
 
 
@@ -35,22 +35,25 @@ if TYPE_CHECKING:
 @click.option("--fit", "fit_name", default=None, help="Stored fit to draw (scaling_fit).")
 @click.option("--x", default=None, help="x column where the kind allows a choice (e.g. tokens or flops).")
 @click.option("--title", default=None, help="Chart title.")
+@click.option("--width", type=click.Choice(["column", "page"]), default=None,
+              help="Style for a journal figure this wide: column (3.25 in) or page (6.75 in).")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
               help=f"Output file; its extension picks the format ({', '.join(FORMATS)}).")
 @workspace_option
 def plot(kind: str, spec: str | None, experiment: str | None, query: str | None, params: tuple[str, ...],
-         fit_name: str | None, x: str | None, title: str | None, out: str, workspace: str | None) -> None:
+         fit_name: str | None, x: str | None, title: str | None, width: str | None, out: str,
+         workspace: str | None) -> None:
     """Draw a figure of KIND for an experiment (SPEC or --experiment) to --out.
 
     \b
     scaledb plot loss_curves specs/ba_graph.yaml --out curves.png
-    scaledb plot scaling_fit -e ba_graph --fit loss_vs_params --out fit.pdf
+    scaledb plot scaling_fit -e ba_graph --fit loss_vs_params --width column --out fit.pdf
     """
     if (spec is None) == (experiment is None):
         raise click.UsageError("give SPEC or --experiment (exactly one)")
     name = experiment or compile_spec(spec).experiment  # type: ignore[arg-type]
     req = FigureRequest(kind=kind, experiment=name, fit=fit_name, query=query,
-                        params=key_values(params, "--param"), x=x, title=title)
+                        params=key_values(params, "--param"), x=x, title=title, width=width)
     path = save_chart(build_figure(get_workspace(workspace), req), out)
     click.echo(f"wrote {path}")
 
@@ -69,13 +72,21 @@ def reproduce(spec: str, workers: int | None, device: str, bootstrap: int | None
 
     Running it again skips finished runs and only refits and replots. The report is
     <workspace>/reports/<experiment>/report.html, with each figure beside it as .png and .html.
+    A spec without data/model/train that lists `analysis.experiments` trains nothing: it
+    analyses and reports those experiments' runs together.
     """
     from runners.local import run_local
     from scaling_db.cli.common import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, source_builder
     from scaling_db.cli.progress import progress_display
     from scaling_db.reproduce import reproduce as reproduce_experiment
+    from scaling_db.report.study import is_analysis_only, read_study, run_study
 
     ws = get_workspace(workspace)
+    if is_analysis_only(spec):
+        done = run_study(ws, read_study(spec), bootstrap_n=bootstrap)
+        _print_result(ws, spec, done.study.experiment, done.analysis.outcomes, done.analysis.errors, done.figures,
+                      done.report, {}, as_json)
+        return
     progress = progress_display(ws, as_json)
 
     def run_pending(run_ids: list[str]) -> None:
@@ -89,29 +100,30 @@ def reproduce(spec: str, workers: int | None, device: str, bootstrap: int | None
     except KeyboardInterrupt:
         click.echo("Interrupted: runs saved their state; run the same command again to resume.", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    if as_json:
-        emit_json({"experiment": result.compiled.experiment, "report": str(result.report),
-                   "fits": [outcome_json(o) for o in result.fits], "fit_errors": result.fit_errors,
-                   "figures": {f.name: f.error or "ok" for f in result.figures},
-                   "failed_runs": result.failed_runs})
-    else:
-        _print_reproduced(ws, spec, result)
+    _print_result(ws, spec, result.compiled.experiment, result.fits, result.fit_errors, result.figures, result.report,
+                  result.failed_runs, as_json)
     if result.failed_runs:
         sys.exit(EXIT_RUNS_FAILED)
 
 
-def _print_reproduced(ws: "Workspace", spec: str, result: "ReproduceResult") -> None:
+def _print_result(ws: "Workspace", spec: str, experiment: str, fits: list[Any], fit_errors: dict[str, str],
+                  figures: list[Any], report: Path, failed_runs: dict[str, str], as_json: bool) -> None:
     from scaling_db.cli.common import echo_failed_runs
 
-    if result.fits:
-        print_outcomes(result.fits)
-    for name, error in result.fit_errors.items():
+    if as_json:
+        emit_json({"experiment": experiment, "report": str(report),
+                   "fits": [outcome_json(o) for o in fits], "fit_errors": fit_errors,
+                   "figures": {f.name: f.error or "ok" for f in figures}, "failed_runs": failed_runs})
+        return
+    if fits:
+        print_outcomes(fits)
+    for name, error in fit_errors.items():
         click.echo(f"fit {name} not made: {error}", err=True)
-    for fig in result.figures:
+    for fig in figures:
         if fig.error:
             click.echo(f"figure {fig.name} not drawn: {fig.error}", err=True)
-    click.echo(f"\nreport: {result.report}")
-    click.echo(f"figures: {result.report.parent}/*.png (and interactive .html)")
-    if result.failed_runs:
-        echo_failed_runs(ws, result.failed_runs, retry=f"scaledb run {spec} --retry-failed, then reproduce again")
-        click.echo(f"The report says at its top that it is incomplete: {result.report}", err=True)
+    click.echo(f"\nreport: {report}")
+    click.echo(f"figures: {report.parent}/*.png (and interactive .html)")
+    if failed_runs:
+        echo_failed_runs(ws, failed_runs, retry=f"scaledb run {spec} --retry-failed, then reproduce again")
+        click.echo(f"The report says at its top that it is incomplete: {report}", err=True)

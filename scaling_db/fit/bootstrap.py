@@ -3,14 +3,16 @@
 Checkpoints of one run are not independent draws, so resampling single rows understates the
 uncertainty; here the unit is a group (a run, or a seed), as Besiroglu et al. 2024 (sec. 3)
 argue. Every refit is seeded from (seed, replicate index), so results do not depend on n_jobs.
-Refits of laws that accept `init=` start from the full-data optimum (a handful of starts around
-it instead of the full grid), which is what makes 1,000 Chinchilla refits take seconds.
+Refits of laws that accept `init=` (or `options=FitOptions(...)`) start from the full-data
+optimum (a handful of starts around it instead of the full grid), which is what makes 1,000
+Chinchilla refits take seconds.
 """
 
 from __future__ import annotations
 
 import inspect
 import multiprocessing
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from scaling_db.errors import FitError
-from scaling_db.fit.result import LawFit, jsonable
+from scaling_db.fit.options import FitOptions
+from scaling_db.fit.result import LawFit, jsonable, table_repr
 
 
 
@@ -51,6 +54,23 @@ class BootstrapFit:
     n_groups: int
     seed: int
     strata: str | None = None
+    n_warnings: int = 0  # numerical warnings raised by the refits (counted, not printed)
+    warnings: tuple[str, ...] = ()  # distinct warning messages, first few
+
+    def __repr__(self) -> str:
+        return table_repr(f"BootstrapFit ({self.note()})", self.summary())
+
+    def note(self) -> str:
+        """One line on how the intervals were made, with failed refits and warnings counted."""
+        text = (f"{self.n_requested - self.n_failed} of {self.n_requested} refits, "
+                f"{self.level:.0%} percentile intervals, resampling {self.n_groups} {self.group}s")
+        if self.strata:
+            text += f" within each {self.strata}"
+        if self.n_failed:
+            text += f"; {self.n_failed} refits failed (first: {self.failures[0]})"
+        if self.n_warnings:
+            text += f"; {self.n_warnings} numerical warnings (first: {self.warnings[0]})"
+        return text
 
     def summary(self) -> pd.DataFrame:
         """One row per quantity: estimate, interval, bootstrap standard deviation."""
@@ -68,16 +88,22 @@ class BootstrapFit:
         rec["bootstrap"] = jsonable({
             "n": self.n_requested, "n_failed": self.n_failed, "level": self.level,
             "group": self.group, "n_groups": self.n_groups, "seed": self.seed,
-            "strata": self.strata,
+            "strata": self.strata, "n_warnings": self.n_warnings,
             "method": "percentile, groups resampled with replacement"})
         return rec
 
 
-def _accepts_init(fn: Callable[..., Any]) -> bool:
+def _warm_kwargs(fn: Callable[..., Any], full: Fitted) -> dict[str, Any]:
+    # A fit function taking `init` (a bound fitter) gets the full-data fit; a bare fitter taking
+    # `options` gets its default options (a partial's, if bound) warm-started from it.
     try:
-        return "init" in inspect.signature(fn).parameters
+        params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        return False
+        return {}
+    if "init" in params:
+        return {"init": full}
+    default = params["options"].default if "options" in params else None
+    return {"options": default.warm(full)} if isinstance(default, FitOptions) else {}
 
 
 def _quantities(fit: Fitted, derived: Derived) -> dict[str, float]:
@@ -96,23 +122,35 @@ def _init_worker(work: dict[str, Any]) -> None:
     _WORK.update(work)
 
 
-def _refit(b: int) -> tuple[int, dict[str, float] | None, np.ndarray | None, str | None]:
+Refit = tuple[int, dict[str, float] | None, np.ndarray | None, str | None, tuple[str, ...]]
+
+
+def _refit(b: int) -> Refit:
     w = _WORK
     rng = np.random.default_rng([w["seed"], b])
     rows = np.concatenate([stratum[i] for stratum in w["strata"]
                            for i in rng.integers(0, len(stratum), len(stratum))])
     sample = w["df"].iloc[rows]
-    try:
-        fit = w["fit_fn"](sample, **w["kwargs"])
-    except FitError as err:
-        return b, None, None, str(err)
+    # Resamples are degenerate now and then (one size drawn three times); the numerical warnings
+    # that causes are counted and reported once, not printed per refit.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fit = w["fit_fn"](sample, **w["kwargs"])
+        except FitError as err:
+            return b, None, None, str(err), _messages(caught)
+    seen = _messages(caught)
     preds = None
     if w["predict_at"] is not None:
         mean = fit.predict(w["predict_at"])
         noise = rng.choice(fit.residuals, size=len(mean)) if len(fit.residuals) else 0.0
         new = mean * np.exp(noise) if fit.residual_space == "log" else mean + noise
         preds = np.stack([mean, new])
-    return b, _quantities(fit, w["derived"]), preds, None
+    return b, _quantities(fit, w["derived"]), preds, None, seen
+
+
+def _messages(caught: list[warnings.WarningMessage]) -> tuple[str, ...]:
+    return tuple(f"{w.category.__name__}: {w.message}" for w in caught)
 
 
 def bootstrap(
@@ -165,7 +203,7 @@ def bootstrap(
         first = df[strata].to_numpy()[[p[0] for p in positions]]
         stratified = [[p for p, s in zip(positions, first) if s == v] for v in pd.unique(first)]
     work = {"df": df, "strata": stratified, "fit_fn": fit_fn, "seed": seed,
-            "kwargs": {"init": full} if warm_start and _accepts_init(fit_fn) else {},
+            "kwargs": _warm_kwargs(fit_fn, full) if warm_start else {},
             "derived": derived, "predict_at": predict_at}
     if n_jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("fork")
@@ -178,8 +216,9 @@ def bootstrap(
             results = [_refit(b) for b in range(n)]
         finally:
             _init_worker(saved)
-    ok = [(q, p) for _, q, p, err in sorted(results, key=lambda t: t[0]) if err is None]
-    failures = [err for _, _, _, err in results if err is not None]
+    ok = [(q, p) for _, q, p, err, _ in sorted(results, key=lambda t: t[0]) if err is None]
+    failures = [err for _, _, _, err, _ in results if err is not None]
+    caught = [m for *_, msgs in results for m in msgs]
     if len(ok) < 2:
         raise FitError(f"{where}: too few successful refits ({len(ok)} of {n} vs at least 2); "
                        f"first failure: {failures[0] if failures else 'none'}. Check the data.")
@@ -198,7 +237,8 @@ def bootstrap(
         fit=full, estimates=_quantities(full, derived), intervals=intervals, samples=samples,
         predictions=predictions, level=level, n_requested=n, n_failed=len(failures),
         failures=tuple(dict.fromkeys(failures))[:5], group=group, n_groups=len(uniques),
-        seed=seed, strata=strata,
+        seed=seed, strata=strata, n_warnings=len(caught),
+        warnings=tuple(dict.fromkeys(caught))[:5],
     )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from scaling_db.fit.laws import CHINCHILLA, KAPLAN_ND, huber, r_squared
+from scaling_db.fit.options import DEFAULT_OPTIONS, FitOptions
 from scaling_db.fit.result import LawFit, select_rows
 from scaling_db.fit.solver import MultiStartResult, check_loss, minimize_multistart
 
@@ -90,26 +91,24 @@ def fit_chinchilla(
     d: str = "tokens",
     y: str = "loss",
     *,
-    loss: str = "huber",
-    delta: float = 1e-3,
-    starts: Array | Mapping[str, Sequence[float]] | None = None,
     tie_exponents: bool = False,
-    init: Mapping[str, float] | LawFit | None = None,
-    id_column: str = "run_id",
+    options: FitOptions = DEFAULT_OPTIONS,
 ) -> LawFit:
     """Fit L = E + A/N^alpha + B/D^beta as Hoffmann et al. 2022 (sec. 3.3, app. D.2).
 
-    loss="huber": SUM over points of Huber_delta(LSE(a - alpha log N, b - beta log D, e) - log L)
-    from the 4,500-point grid by default; loss="lsq": sum of squared errors on raw L.
+    options.loss="huber" (default): SUM over points of
+    Huber_delta(LSE(a - alpha log N, b - beta log D, e) - log L) from the 4,500-point grid;
+    "lsq": sum of squared errors on raw L.
     `tie_exponents` fits alpha = beta (Muennighoff et al. 2023 app. B; Gadre et al. 2024 eq. 4).
-    `starts`: an (S, 5) array of (a, b, e, alpha, beta) or a grid dict; `init`: warm start from
-    a previous fit (a handful of starts around it), used by bootstrap and window refits.
+    options.starts: an (S, 5) array of (a, b, e, alpha, beta) or a grid dict; options.init: warm
+    start from a previous fit (a handful of starts around it), used by bootstrap and window refits.
     """
     where = "fit_chinchilla"
+    loss, delta, starts, init = options.loss_or("huber"), options.delta, options.starts, options.init
     check_loss(where, loss, delta)
     n_par = 4 if tie_exponents else 5
     sel = select_rows(df, [n, d, y], where=where, log_columns=[n, d, y],
-                      min_points=n_par + 1, id_column=id_column)
+                      min_points=n_par + 1, id_column=options.id_column)
     names = _THETA[:n_par]
 
     def to_theta(p: Mapping[str, float]) -> Array:
@@ -181,20 +180,17 @@ def fit_kaplan_nd(
     d: str = "tokens",
     y: str = "loss",
     *,
-    loss: str = "huber",
-    delta: float = 1e-3,
-    starts: Array | Mapping[str, Sequence[float]] | None = None,
-    init: Mapping[str, float] | LawFit | None = None,
-    id_column: str = "run_id",
+    options: FitOptions = DEFAULT_OPTIONS,
 ) -> LawFit:
     """Fit Kaplan et al. 2020 eq. 1.5, L = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D.
 
     Same estimator as `fit_chinchilla`: Huber on log L (default) or least squares on raw L.
     """
     where = "fit_kaplan_nd"
+    loss, delta, starts, init = options.loss_or("huber"), options.delta, options.starts, options.init
     check_loss(where, loss, delta)
     sel = select_rows(df, [n, d, y], where=where, log_columns=[n, d, y], min_points=5,
-                      id_column=id_column)
+                      id_column=options.id_column)
 
     def to_theta(p: Mapping[str, float]) -> Array:
         return np.array([np.log(p["N_c"]), np.log(p["D_c"]), p["alpha_N"], p["alpha_D"]])

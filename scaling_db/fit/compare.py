@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from scaling_db.errors import FitError
-from scaling_db.fit.power import ONE_INPUT_FITS
+from scaling_db.fit.options import FitOptions
+from scaling_db.fit.registry import ONE_INPUT_FITTERS
 
 CV_SCHEMES = ("kfold", "loro", "extrapolate")
 
@@ -69,17 +70,17 @@ def compare_laws(
     if cv not in CV_SCHEMES:
         raise FitError(f"{where}: unknown cv ({cv!r} vs one of {', '.join(CV_SCHEMES)}). "
                        f"Use 'kfold', 'loro' or 'extrapolate'.")
-    unknown = [law for law in laws if law not in ONE_INPUT_FITS]
+    unknown = [law for law in laws if law not in ONE_INPUT_FITTERS]
     if unknown:
         raise FitError(f"{where}: unknown law(s) ({', '.join(unknown)} vs "
-                       f"{', '.join(ONE_INPUT_FITS)}). Pick one-input laws from that list.")
+                       f"{', '.join(ONE_INPUT_FITTERS)}). Pick one-input laws from that list.")
     df = df.reset_index(drop=True)
     folds = _folds(df, x, group, cv, k, seed, holdout)
     rows = []
     for name in laws:
-        fit_fn = ONE_INPUT_FITS[name]
+        fit_fn = ONE_INPUT_FITTERS[name].bind([x], y, FitOptions(id_column=group))
         try:
-            fit = fit_fn(df, x=x, y=y, id_column=group)
+            fit = fit_fn(df)
         except FitError as err:
             rows.append({"law": name, "note": str(err)})
             continue
@@ -91,7 +92,7 @@ def compare_laws(
         for test in folds:
             train = df.drop(index=test)
             try:
-                held = fit_fn(train, x=x, y=y, id_column=group)
+                held = fit_fn(train)
             except FitError:
                 failed += 1
                 continue

@@ -13,7 +13,7 @@ needs C = k N D, k = 6 by default, Kaplan et al. 2020 sec. 2.1).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from scipy.optimize import minimize_scalar
 from scaling_db.errors import FitError
 from scaling_db.fit.bootstrap import bootstrap
 from scaling_db.fit.chinchilla import fit_chinchilla
+from scaling_db.fit.options import FitOptions
 from scaling_db.fit.power import fit_power_law
 from scaling_db.fit.result import LawFit, jsonable, select_rows
 
@@ -76,8 +77,9 @@ def _power_laws(method: str, optima: pd.DataFrame, excluded, settings) -> Fronti
             + (f", first: {excluded[0][1]}" if excluded else "")
             + ". Add budgets or runs spanning more compute."
         )
-    nf = fit_power_law(optima, x="flops", y="n_opt", id_column="flops")
-    df_ = fit_power_law(optima, x="flops", y="d_opt", id_column="flops")
+    by_flops = FitOptions(id_column="flops")
+    nf = fit_power_law(optima, x="flops", y="n_opt", options=by_flops)
+    df_ = fit_power_law(optima, x="flops", y="d_opt", options=by_flops)
     return FrontierFit(
         method=method, a=-nf.params["alpha"], b=-df_.params["alpha"], optima=optima,
         n_opt_fit=nf, d_opt_fit=df_, excluded=tuple(excluded), settings=settings,
@@ -301,6 +303,38 @@ def frontier_surface(
                         "excluded_rows": list(sel.excluded)})
 
 
+def final_rows(df: pd.DataFrame, *, c: str = "flops", group: str = "run_id") -> pd.DataFrame:
+    """Each run's last row (highest compute): IsoFLOP profiles use final points only."""
+    if group not in df.columns or df[group].is_unique:
+        return df
+    return df.sort_values(c).groupby(group, sort=False).tail(1)
+
+
+def frontier_fn(
+    method: str, *, n: str = "n_params", d: str = "tokens", c: str = "flops", y: str = "loss",
+    budget: str | None = None, group: str = "run_id", chinchilla: LawFit | None = None,
+) -> Callable[[pd.DataFrame], FrontierFit]:
+    """`fit(df) -> FrontierFit` for one method, as `bootstrap` calls it (isoflop wants final rows).
+
+    The parametric method refits a Chinchilla law on each sample, warm-started from `chinchilla`
+    when given (with its loss and delta).
+    """
+    cols = {"n": n, "d": d, "c": c, "y": y}
+    if method == "envelope":
+        return lambda t: frontier_envelope(t, run=group, **cols)
+    if method == "isoflop":
+        return lambda t: frontier_isoflop(t, budget=budget, run=group, **cols)
+    if method == "surface":
+        return lambda t: frontier_surface(t, run=group, **cols)
+    if method == "parametric":
+        opts = FitOptions(id_column=group) if chinchilla is None else FitOptions(
+            init=chinchilla, id_column=group, loss=chinchilla.settings["loss"],
+            delta=chinchilla.settings["delta"])
+        return lambda t: frontier_parametric(fit_chinchilla(t, n=n, d=d, y=y, options=opts))
+    raise FitError(f"frontier: unknown method ({method!r} vs one of {', '.join(METHODS)}). "
+                   f"Pick one of those.")
+
+
 def compare_frontiers(
     df: pd.DataFrame,
     *,
@@ -325,23 +359,17 @@ def compare_frontiers(
     fresh Huber fit) on each resample. A method that cannot be fitted gets a row with the error.
     """
     if final is None:
-        final = df.sort_values(c).groupby(group, sort=False).tail(1) if group in df.columns else df
-    cols = {"n": n, "d": d, "c": c, "y": y}
-    chin = chinchilla
-    if "parametric" in methods and chin is None:
-        chin = fit_chinchilla(df, n=n, d=d, y=y, id_column=group)
-    fns = {
-        "envelope": (df, lambda t: frontier_envelope(t, run=group, **cols)),
-        "isoflop": (final, lambda t: frontier_isoflop(t, budget=budget, run=group, **cols)),
-        "parametric": (df, lambda t: frontier_parametric(
-            fit_chinchilla(t, n=n, d=d, y=y, init=chin, id_column=group,
-                           loss=chin.settings["loss"], delta=chin.settings["delta"]))),
-        "surface": (df, lambda t: frontier_surface(t, run=group, **cols)),
-    }
-    unknown = [m for m in methods if m not in fns]
+        final = final_rows(df, c=c, group=group)
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise FitError(f"compare_frontiers: unknown method(s) ({', '.join(unknown)} vs "
                        f"{', '.join(METHODS)}). Pick from those.")
+    chin = chinchilla
+    if "parametric" in methods and chin is None:
+        chin = fit_chinchilla(df, n=n, d=d, y=y, options=FitOptions(id_column=group))
+    fns = {m: ((final if m == "isoflop" else df),
+               frontier_fn(m, n=n, d=d, c=c, y=y, budget=budget, group=group, chinchilla=chin))
+           for m in methods}
     rows = []
     for m in methods:
         data, fn = fns[m]

@@ -22,12 +22,27 @@ from scaling_db.errors import FitError
 from scaling_db.fit.bootstrap import BootstrapFit, bootstrap
 from scaling_db.fit.laws import multi_power_law, r_squared
 from scaling_db.fit.power import fit_power_law, fit_saturating_power_law
-from scaling_db.fit.result import LawFit, select_rows
+from scaling_db.fit.result import LawFit, select_rows, table_repr
+
+Array = np.ndarray
+
+
+#: A grid step wider than this factor (half a decade, rounded up) around the best LR is flagged
+#: "coarse": the parabola then rests on points far from the optimum, where loss vs log LR is
+#: rarely quadratic.
+COARSE_STEP = 3.2
 
 
 @dataclass(frozen=True)
 class LrOptimumFit:
-    """The loss-minimising learning rate of one sweep, from a parabola in log LR."""
+    """The loss-minimising learning rate of one sweep, from a parabola in log LR.
+
+    `lr_opt` is the parabola's vertex (interpolated); `grid_best` the grid value with the lowest
+    mean loss. `flags` says when either should not be read alone: "edge" (the best is the grid's
+    first or last value: not bracketed, `lr_opt` is then the grid best and the interval is open
+    on that side), "coarse" (grid step around the best > COARSE_STEP), "differs" (vertex and grid
+    best more than half a grid step apart), "no interval" (no residual degrees of freedom).
+    """
 
     lr_opt: float
     interval: tuple[float, float]  # level CI from the delta method (nan with no residual dof)
@@ -36,17 +51,39 @@ class LrOptimumFit:
     n_points: int  # points in the parabola fit (the window around the best LR)
     log_lr_se: float
     excluded: tuple[tuple[Any, str], ...] = ()
+    grid_best: float = np.nan
+    grid_step: float = np.nan  # largest ratio between the best LR and its grid neighbours
+    flags: tuple[str, ...] = ()
+
+
+def _grid_step(grid: Array, best: int) -> float:
+    nbrs = [grid[i] for i in (best - 1, best + 1) if 0 <= i < len(grid)]
+    return float(max(max(g / grid[best], grid[best] / g) for g in nbrs)) if nbrs else np.nan
+
+
+def _edge_optimum(grid: Array, means: Array, best: int, step: float, n: int,
+                  excluded: tuple) -> LrOptimumFit:
+    below = best == 0
+    flags = ("edge: best LR is the grid's " + ("smallest" if below else "largest")
+             + "; the optimum may lie beyond it",)
+    if step > COARSE_STEP:
+        flags += (f"coarse: LR grid step x{step:.2g} around the best (vs <= x{COARSE_STEP:g})",)
+    lo, hi = (0.0, float(grid[best])) if below else (float(grid[best]), np.inf)
+    return LrOptimumFit(lr_opt=float(grid[best]), interval=(lo, hi), loss_opt=float(means[best]),
+                        curvature=np.nan, n_points=n, log_lr_se=np.nan, excluded=excluded,
+                        grid_best=float(grid[best]), grid_step=step, flags=flags)
 
 
 def fit_lr_optimum(
     df: pd.DataFrame, lr: str = "lr", y: str = "loss", *, n_around: int = 2,
-    level: float = 0.95, id_column: str = "run_id",
+    level: float = 0.95, id_column: str = "run_id", allow_edge: bool = False,
 ) -> LrOptimumFit:
     """Best LR of one sweep: fit loss = c0 + c1 u + c2 u^2, u = log lr, on the `n_around` grid
     values either side of the best one (all seeds), and take u* = -c1 / (2 c2).
 
     The interval is u* +- t se(u*) with se from the delta method on the OLS covariance. An
-    optimum on the edge of the grid is not bracketed and raises FitError.
+    optimum on the edge of the grid is not bracketed: FitError, or with `allow_edge` the grid
+    best flagged "edge" with a one-sided interval.
     """
     where = "fit_lr_optimum"
     sel = select_rows(df, [lr, y], where=where, log_columns=[lr], min_points=3,
@@ -54,7 +91,10 @@ def fit_lr_optimum(
     grid = np.unique(sel[lr])
     means = np.array([sel[y][sel[lr] == g].mean() for g in grid])
     best = int(np.argmin(means))
+    step = _grid_step(grid, best)
     if best in (0, len(grid) - 1):
+        if allow_edge:
+            return _edge_optimum(grid, means, best, step, len(sel), sel.excluded)
         raise FitError(f"{where}: the best LR is at the edge of the grid ({grid[best]:.3g} vs "
                        f"inside [{grid[0]:.3g}, {grid[-1]:.3g}]). Extend the LR sweep past it.")
     window = grid[max(best - n_around, 0): best + n_around + 1]
@@ -75,11 +115,51 @@ def fit_lr_optimum(
     t = sps.t.ppf((1 + level) / 2, res.df_resid) if res.df_resid > 0 else np.nan
     dropped = tuple((i, f"{lr} outside the {len(window)} grid values around the best")
                     for i, keep in zip(sel.ids, m) if not keep)
+    flags: tuple[str, ...] = ()
+    if step > COARSE_STEP:
+        flags += (f"coarse: LR grid step x{step:.2g} around the best (vs <= x{COARSE_STEP:g})",)
+    if abs(v - np.log(grid[best])) > 0.5 * np.log(step):
+        flags += (f"differs: parabola optimum {np.exp(v):.3g} vs grid best {grid[best]:.3g}",)
+    if not np.isfinite(se):
+        flags += ("no interval: no residual degrees of freedom (add seeds or LR values)",)
     return LrOptimumFit(
         lr_opt=float(np.exp(v)), interval=(float(np.exp(v - t * se)), float(np.exp(v + t * se))),
         loss_opt=float(c0 + c1 * v + c2 * v * v), curvature=float(c2), n_points=int(m.sum()),
-        log_lr_se=se, excluded=sel.excluded + dropped,
+        log_lr_se=se, excluded=sel.excluded + dropped, grid_best=float(grid[best]),
+        grid_step=step, flags=flags,
     )
+
+
+def fit_lr_optima(
+    df: pd.DataFrame, by: Sequence[str] = ("parameterization", "d_model"), lr: str = "lr",
+    y: str = "loss", *, n_around: int = 2, level: float = 0.95, id_column: str = "run_id",
+) -> pd.DataFrame:
+    """`fit_lr_optimum` per combination of the `by` columns, one row each, edges flagged.
+
+    Columns: the `by` columns, lr_opt (parabola), lr_lo, lr_hi, lr_grid_best, loss_opt,
+    n_points, flag (the fit's flags "; "-joined, empty when none); a group that cannot be fitted at all keeps a
+    row with NaNs and the reason in `flags`.
+    """
+    by = list(by)
+    missing = [c for c in (*by, lr, y) if c not in df.columns]
+    if missing:
+        raise FitError(f"fit_lr_optima: columns not in the data ({', '.join(missing)} vs "
+                       f"{', '.join(map(str, df.columns))}). Pass by=/lr=/y= existing columns.")
+    rows = []
+    for key, g in df.groupby(by, sort=True):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        try:
+            o = fit_lr_optimum(g, lr, y, n_around=n_around, level=level, id_column=id_column,
+                               allow_edge=True)
+        except FitError as err:
+            rows.append({**row, "lr_opt": np.nan, "lr_lo": np.nan, "lr_hi": np.nan,
+                         "lr_grid_best": np.nan, "loss_opt": np.nan, "n_points": len(g),
+                         "flag": str(err)})
+            continue
+        rows.append({**row, "lr_opt": o.lr_opt, "lr_lo": o.interval[0], "lr_hi": o.interval[1],
+                     "lr_grid_best": o.grid_best, "loss_opt": o.loss_opt,
+                     "n_points": o.n_points, "flag": "; ".join(o.flags)})
+    return pd.DataFrame(rows)
 
 
 @dataclass(frozen=True)
@@ -90,6 +170,11 @@ class LrTransferFit:
     slopes: pd.DataFrame  # parameterization, slope, slope_lo, slope_hi, intercept, n_widths
     excluded: tuple[tuple[Any, str], ...] = ()  # ((parameterization, width), reason)
     settings: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        title = (f"LrTransferFit: slope of log lr* on log width ({len(self.optima)} optima, "
+                 f"{len(self.excluded)} excluded)")
+        return table_repr(title, self.slopes)
 
 
 def fit_lr_transfer(
@@ -115,7 +200,8 @@ def fit_lr_transfer(
             continue
         rows.append({"parameterization": param, "width": w, "lr_opt": o.lr_opt,
                      "lr_lo": o.interval[0], "lr_hi": o.interval[1], "loss_opt": o.loss_opt,
-                     "log_lr_se": o.log_lr_se, "n_points": o.n_points})
+                     "log_lr_se": o.log_lr_se, "n_points": o.n_points,
+                     "lr_grid_best": o.grid_best, "flag": "; ".join(o.flags)})
     optima = pd.DataFrame(rows)
     for param, g in (optima.groupby("parameterization", sort=True) if len(optima) else []):
         if len(g) < 3:
@@ -152,6 +238,13 @@ class ParameterEfficiencyFit:
     def params(self) -> dict[str, float]:
         return {"ratio": self.ratio}
 
+    def __repr__(self) -> str:
+        lo, hi = self.interval
+        text = (f"ParameterEfficiencyFit: {self.other} needs {self.ratio:.3g}x "
+                f"[{lo:.3g}, {hi:.3g}] the parameters of {self.reference} "
+                f"to reach its loss at N = {self.target_n:.3g}")
+        return text + (f"\n  {self.bootstrap.note()}" if self.bootstrap is not None else "")
+
 
 def _inverse_n(fit: LawFit, loss: float) -> float:
     # Parameters at which the fitted law reaches `loss`: N = (A / (L - E))^(1/alpha).
@@ -169,6 +262,10 @@ def _efficiency(df, parameterization, reference, other, n, y, target_n, saturati
             raise FitError(f"parameter_efficiency: no rows for {name!r} (vs values "
                            f"{', '.join(map(str, df[parameterization].unique()))}). Check "
                            f"reference=/other=.")
+        sizes = sub[n].nunique()
+        if sizes < 2:  # a resample that drew one size only: no slope to fit (singular design)
+            raise FitError(f"parameter_efficiency: {name!r} has {sizes} distinct {n} (vs at "
+                           f"least 2) in this sample. Add sizes.")
         fits[name] = fit(sub, x=n, y=y)
     ref_n = df.loc[df[parameterization] == reference, n].to_numpy(float)
     tn = float(np.exp(np.mean(np.log(ref_n)))) if target_n is None else float(target_n)

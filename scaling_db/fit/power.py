@@ -6,7 +6,6 @@ convention); the choice is the caller's and is recorded in the fit's `columns`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ from scipy.special import ndtri, stdtrit
 from scaling_db.errors import FitError
 from scaling_db.fit.laws import (EXPONENTIAL, POWER_LAW, SATURATING_EXPONENTIAL,
                                  SATURATING_POWER_LAW, Law, huber, r_squared)
+from scaling_db.fit.options import DEFAULT_OPTIONS, FitOptions
 from scaling_db.fit.result import LawFit, Selection, select_rows
 from scaling_db.fit.solver import check_loss, minimize_multistart
 
@@ -67,7 +67,7 @@ def fit_power_law(
     method: str = "ols",
     weights: str | None = None,
     level: float = 0.95,
-    id_column: str = "run_id",
+    options: FitOptions = DEFAULT_OPTIONS,
 ) -> LawFit:
     """Fit y = A x^-alpha by linear regression of log y on log x (Kaplan et al. 2020 eq. 1.1).
 
@@ -77,7 +77,7 @@ def fit_power_law(
     where = "fit_power_law"
     cols = [x, y] + ([weights] if weights else [])
     sel = select_rows(df, cols, where=where, log_columns=[x, y], min_points=3,
-                      id_column=id_column)
+                      id_column=options.id_column)
     lx, ly = np.log(sel[x]), np.log(sel[y])
     res, settings = _log_linear(where, sel, sm.add_constant(lx, has_constant="add"), ly,
                                 method, weights, level)
@@ -106,13 +106,13 @@ def fit_exponential(
     method: str = "ols",
     weights: str | None = None,
     level: float = 0.95,
-    id_column: str = "run_id",
+    options: FitOptions = DEFAULT_OPTIONS,
 ) -> LawFit:
     """Fit y = A exp(-k x) by regressing log y on x; the alternative to a power law."""
     where = "fit_exponential"
     cols = [x, y] + ([weights] if weights else [])
     sel = select_rows(df, cols, where=where, log_columns=[y], min_points=3,
-                      id_column=id_column)
+                      id_column=options.id_column)
     scale = float(np.max(np.abs(sel[x])))  # k x spans orders of magnitude; keep the design O(1)
     ly = np.log(sel[y])
     res, settings = _log_linear(where, sel, sm.add_constant(sel[x] / scale, has_constant="add"),
@@ -162,13 +162,13 @@ def _saturating_starts(feature: Array, y: Array, rates: Array) -> Array:
 
 
 def _fit_saturating(
-    where: str, law: Law, df: pd.DataFrame, x: str, y: str, loss: str, delta: float,
-    starts: Array | None, init: Mapping[str, float] | LawFit | None, id_column: str,
+    where: str, law: Law, df: pd.DataFrame, x: str, y: str, options: FitOptions,
     exponential: bool,
 ) -> LawFit:
+    loss, delta, starts, init = options.loss_or("lsq"), options.delta, options.starts, options.init
     check_loss(where, loss, delta)
     sel = select_rows(df, [x, y], where=where, log_columns=[y] if exponential else [x, y],
-                      min_points=4, id_column=id_column)
+                      min_points=4, id_column=options.id_column)
     scale = float(np.max(np.abs(sel[x]))) if exponential else 1.0
     feature = sel[x] / scale if exponential else np.log(sel[x])
     rates = np.array([0.3, 1, 3, 10, 30]) if exponential else \
@@ -211,21 +211,17 @@ def fit_saturating_power_law(
     x: str = "n_params",
     y: str = "loss",
     *,
-    loss: str = "lsq",
-    delta: float = 1e-3,
-    starts: Array | None = None,
-    init: Mapping[str, float] | LawFit | None = None,
-    id_column: str = "run_id",
+    options: FitOptions = DEFAULT_OPTIONS,
 ) -> LawFit:
     """Fit y = E + A x^-alpha with E >= 0 by multi-start nonlinear least squares.
 
     Parametrised as log y = LSE(log A - alpha log x, log E) (Hoffmann et al. 2022 eq. 3 with
-    one input), so E stays non-negative. loss="lsq": squared error on raw y (default);
-    loss="huber": Huber(delta) on log y. `starts`: (S, 3) rows of (log A, log E, alpha);
-    `init`: warm start from a previous fit (bootstrap and window refits).
+    one input), so E stays non-negative. options.loss="lsq": squared error on raw y (default);
+    "huber": Huber(delta) on log y. options.starts: (S, 3) rows of (log A, log E, alpha);
+    options.init: warm start from a previous fit (bootstrap and window refits).
     """
-    return _fit_saturating("fit_saturating_power_law", SATURATING_POWER_LAW, df, x, y, loss,
-                           delta, starts, init, id_column, exponential=False)
+    return _fit_saturating("fit_saturating_power_law", SATURATING_POWER_LAW, df, x, y, options,
+                           exponential=False)
 
 
 def fit_saturating_exponential(
@@ -233,20 +229,9 @@ def fit_saturating_exponential(
     x: str = "n_params",
     y: str = "loss",
     *,
-    loss: str = "lsq",
-    delta: float = 1e-3,
-    starts: Array | None = None,
-    init: Mapping[str, float] | LawFit | None = None,
-    id_column: str = "run_id",
+    options: FitOptions = DEFAULT_OPTIONS,
 ) -> LawFit:
     """Fit y = E + A exp(-k x) with E >= 0, the saturating alternative to a power law."""
-    return _fit_saturating("fit_saturating_exponential", SATURATING_EXPONENTIAL, df, x, y, loss,
-                           delta, starts, init, id_column, exponential=True)
+    return _fit_saturating("fit_saturating_exponential", SATURATING_EXPONENTIAL, df, x, y,
+                           options, exponential=True)
 
-
-ONE_INPUT_FITS: Mapping[str, Callable[..., LawFit]] = {
-    "power_law": fit_power_law,
-    "saturating_power_law": fit_saturating_power_law,
-    "exponential": fit_exponential,
-    "saturating_exponential": fit_saturating_exponential,
-}

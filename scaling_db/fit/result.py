@@ -82,6 +82,13 @@ class LawFit:
         }
 
 
+def table_repr(title: str, table: pd.DataFrame, max_rows: int = 20) -> str:
+    """A short text table for a result's repr: a title line, then at most `max_rows` rows."""
+    body = table.head(max_rows).to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    more = f"\n... {len(table) - max_rows} more rows" if len(table) > max_rows else ""
+    return f"{title}\n{body}{more}"
+
+
 def jsonable(v: Any) -> Any:
     """Numpy scalars and arrays, tuples and nested mappings as plain JSON-able Python values."""
     if isinstance(v, Mapping):

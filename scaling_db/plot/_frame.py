@@ -103,8 +103,8 @@ def thin_log(df: pd.DataFrame, by: str, x: str, max_points: int | None) -> pd.Da
 def axis_format(column: str) -> dict[str, Any]:
     """Label format for a column's axis or legend: SI for counts, 1e17 for FLOPs and LRs."""
     if column in _COUNTS:
-        # d3's "~s" says G for 1e9; papers say B.
-        return {"format": "~s", "labelExpr": "replace(datum.label, 'G', 'B')"}
+        # d3's "~s" says G for 1e9; papers say B. Three significant digits: 18k, not 17.976k.
+        return {"format": ".3~s", "labelExpr": "replace(datum.label, 'G', 'B')"}
     if column in _DISCRETE:  # widths: 64, 1024, 8192 as written in configs
         return {"format": "d"}
     if column in _SCIENTIFIC:

@@ -28,14 +28,16 @@ def _color(df: pd.DataFrame, field: str) -> alt.Color:
 
 def loss_curves(df: pd.DataFrame, *, x: str = "tokens", y: str = "loss", color: str = "n_params",
                 band: str = "minmax", config_columns: Sequence[str] | None = None,
-                max_points_per_run: int | None = 300, title: str | None = None) -> alt.LayerChart:
+                max_points_per_run: int | None = 300, floor: float | None = None,
+                floor_label: str = "entropy rate (exact)", title: str | None = None) -> alt.LayerChart:
     """Loss vs tokens or compute, one line per run coloured by size, seed bands, log axes.
 
     Columns: `run_id`, `x` (tokens | flops | step), `y` (loss | train_loss), `color`; optional
     `seed`, `name` (tooltip) and the `config_columns` that define a configuration (default: those
     of CONFIG_COLUMNS present). Where a configuration has several runs (seeds), a band spans them
     at each x: `band="minmax"` (min to max) or `"std"` (mean ± one standard deviation).
-    Rows with x or y <= 0 (step 0) cannot sit on log axes and are left out.
+    Rows with x or y <= 0 (step 0) cannot sit on log axes and are left out. `floor` (the source's
+    exact entropy rate, where known) is drawn as a labelled dashed rule: no run can go below it.
     """
     chart = "loss_curves"
     if band not in ("minmax", "std"):
@@ -64,9 +66,11 @@ def loss_curves(df: pd.DataFrame, *, x: str = "tokens", y: str = "loss", color: 
         layers_data.append(stats[["_config", x, "_lo", "_hi", color]].assign(_layer="band"))
     data = pd.concat(layers_data, ignore_index=True)
 
+    if floor is not None and not (np.isfinite(floor) and floor > 0):
+        raise PlotError(f"{chart}: floor must be a finite positive loss (got {floor!r}).")
     col = _color(df, color)
     xe = log_x(x, extent=[data[x]])
-    yext = [data[y], data.get("_lo", []), data.get("_hi", [])]
+    yext = [data[y], data.get("_lo", []), data.get("_hi", []), [] if floor is None else [floor]]
     ye = log_y(y, extent=yext)
     tooltip = [alt.Tooltip("name:N" if "name" in df else "run_id:N"),
                alt.Tooltip(f"{x}:Q", format=".3~s"), alt.Tooltip(f"{y}:Q", format=".4f")]
@@ -83,7 +87,15 @@ def loss_curves(df: pd.DataFrame, *, x: str = "tokens", y: str = "loss", color: 
     what = {"tokens": "tokens", "flops": "compute", "step": "steps"}.get(x, label(x))
     sub = (f"bands: {'min-max' if band == 'minmax' else 'mean ± 1 sd'} over seeds"
            if len(layers_data) > 1 else [])
-    return apply_theme(alt.layer(*parts, data=inline(data)).properties(
+    body = alt.layer(*parts, data=inline(data))
+    if floor is not None:
+        ref = alt.Chart(inline(pd.DataFrame({y: [floor], x: [float(data[x].max())],
+                                             "text": [f"{floor_label}: {floor:.4g}"]})))
+        body = alt.layer(body, ref.mark_rule(color=MUTED, strokeDash=[2, 3], strokeWidth=1.4)
+                         .encode(y=ye),
+                         ref.mark_text(align="right", baseline="bottom", dy=-3, color="#555555")
+                         .encode(x=xe, y=ye, text="text:N"))
+    return apply_theme(body.properties(
         title=alt.Title(title or f"{label(y).capitalize()} vs {what}", subtitle=sub)))
 
 

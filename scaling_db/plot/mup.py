@@ -71,31 +71,47 @@ def optimal_lr(df: pd.DataFrame, *, x: str = "d_model", title: str | None = None
     """Optimal learning rate vs width per parameterization, with its interval; log-log.
 
     Columns: `parameterization`, `x` (default `d_model`), `lr_opt`; optional `lr_lo`, `lr_hi`,
-    and `label` (legend entry, e.g. "µP: slope -0.02 [-0.1, 0.07]").
+    `label` (legend entry, e.g. "µP: slope -0.02 [-0.1, 0.07]"), `edge` (bool: the optimum is
+    the grid's first or last value, not bracketed: drawn hollow, no interval) and
+    `lr_grid_best` (the grid value with the lowest loss: drawn as a small cross beside the
+    parabola's optimum).
     """
     chart = "optimal_lr"
     df = require(chart, df, ["parameterization", x, "lr_opt"])
     df = finite_positive(chart, df, [x, "lr_opt"])
     data = df.assign(_param=(df["label"].astype(str) if "label" in df
-                             else param_label(df["parameterization"])))
+                             else param_label(df["parameterization"])),
+                     _edge=df["edge"].astype(bool) if "edge" in df else False)
     order = param_order(data["_param"])
     interval = ["lr_lo", "lr_hi"] if has_values(df, "lr_lo", "lr_hi") else []
-    keep = ["_param", x, "lr_opt", *interval]
+    grid = ["lr_grid_best"] if has_values(df, "lr_grid_best") else []
+    keep = ["_param", x, "lr_opt", "_edge", *interval, *grid]
     base = alt.Chart(inline(data[keep].sort_values(x)))
     col = _param_color(order)
     xe = log_x(x, extent=[data[x]])
-    yext = [data[c] for c in keep[2:]]
+    yext = [data[c] for c in ("lr_opt", *interval, *grid)]
     layers = []
-    if "lr_lo" in keep:
+    if interval:
         layers.append(base.mark_rule(strokeWidth=1.6).encode(
             x=xe, y=log_y("lr_lo", label("lr_opt"), extent=yext, like="lr"), y2="lr_hi:Q",
-            color=col))
-    layers.append(base.mark_line(point=alt.OverlayMarkDef(size=50, filled=True)).encode(
+            color=col).transform_filter("isValid(datum.lr_lo) && isValid(datum.lr_hi)"))
+    layers.append(base.mark_line().encode(
         x=xe, y=log_y("lr_opt", extent=yext), color=col,
         tooltip=["_param:N", f"{x}:Q", alt.Tooltip("lr_opt:Q", format=".2e")]))
+    layers.append(base.mark_point(size=50, strokeWidth=1.6).encode(
+        x=xe, y=log_y("lr_opt", extent=yext), color=col, stroke=col,
+        fill=alt.condition(alt.datum._edge, alt.value("white"), col)))
+    notes = ["bars: 95% interval of the parabola's optimum"] if interval else []
+    if grid:
+        layers.append(base.mark_point(shape="cross", size=36, opacity=0.8).encode(
+            x=xe, y=log_y("lr_grid_best", label("lr_opt"), extent=yext, like="lr"), color=col))
+        notes.append("×: best grid value")
+    if data["_edge"].any():
+        notes.append("hollow: best LR on the grid's edge (not bracketed)")
+    sub = ["flat under µP means the learning rate transfers across width"] + (
+        ["; ".join(notes)] if notes else [])
     return apply_theme(alt.layer(*layers).properties(title=alt.Title(
-        title or "Optimal learning rate vs width",
-        subtitle="flat under µP means the learning rate transfers across width")))
+        title or "Optimal learning rate vs width", subtitle=sub)))
 
 
 def loss_vs_params_by_param(df: pd.DataFrame, curve_df: pd.DataFrame | None = None, *,

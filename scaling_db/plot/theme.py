@@ -58,8 +58,9 @@ LABELS = {
     "tokens": "tokens D",
     "flops": "compute C (FLOPs)",
     "flop_budget": "FLOP budget C",
-    "loss": "eval loss",
-    "train_loss": "train loss",
+    "loss": "eval loss (nats/token)",
+    "eval_loss": "eval loss (nats/token)",
+    "train_loss": "train loss (nats/token)",
     "lr": "learning rate",
     "lr_opt": "optimal learning rate",
     "d_model": "width (d_model)",
@@ -92,3 +93,40 @@ C = TypeVar("C", bound=alt.TopLevelMixin)
 def apply_theme(chart: C) -> C:
     """A copy of `chart` with the scaledb config written into it."""
     return chart.configure(**CONFIG)  # type: ignore[return-value]
+
+
+# Journal figure widths in inches: one column and the full page of a two-column layout
+# (ACM/IEEE/NeurIPS-style templates: 3.25-3.33 in and 6.75-7 in). vl-convert writes PDFs at
+# 72 points per CSS pixel, so a width in inches is 72 px per inch.
+PAPER_WIDTHS = {"column": 3.25, "page": 6.75}
+_AXIS_ROOM = 58  # px left for the y-axis labels and title beside the plot area
+
+
+def paper_config(width: str = "column") -> dict[str, Any]:
+    """The theme for a journal figure `width` ("column" or "page") wide: 8-9 pt text, legends
+    below the plot (never clipped at the right edge), the plot area sized to fit."""
+    if width not in PAPER_WIDTHS:
+        raise ValueError(f"paper width must be one of {', '.join(PAPER_WIDTHS)} (got {width!r})")
+    total = PAPER_WIDTHS[width] * 72
+    view_w = total - _AXIS_ROOM - 8
+    return {
+        **CONFIG,
+        "padding": 4,
+        "view": {**CONFIG["view"], "continuousWidth": view_w, "continuousHeight": round(view_w * 0.66)},
+        "title": {**CONFIG["title"], "fontSize": 9, "subtitleFontSize": 7.5, "offset": 4,
+                  "limit": total - 8},
+        "axis": {**CONFIG["axis"], "labelFontSize": 7.5, "titleFontSize": 8.5, "titlePadding": 3,
+                 "labelLimit": 80},
+        "legend": {**CONFIG["legend"], "labelFontSize": 7.5, "titleFontSize": 8, "orient": "bottom",
+                   "direction": "horizontal", "columns": 3 if width == "column" else 6,
+                   "labelLimit": total / 2, "titleLimit": total - 8, "symbolSize": 40},
+        "header": {**CONFIG["header"], "labelFontSize": 8.5, "titleFontSize": 8.5},
+        "line": {"strokeWidth": 1.2},
+        "point": {"size": 18, "filled": True},
+        "text": {"fontSize": 7.5, "color": INK},
+    }
+
+
+def for_paper(chart: C, width: str = "column") -> C:
+    """A copy of `chart` styled for a journal: `width` "column" (3.25 in) or "page" (6.75 in)."""
+    return chart.configure(**paper_config(width))  # type: ignore[return-value]

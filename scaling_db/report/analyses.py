@@ -6,13 +6,19 @@ parameters), the law and its columns; `fit_request` returns a `FitOutcome` holdi
 bootstrap (whole groups resampled: runs or seeds), the true entropy-rate floor where the data
 source knows it, and a plotting curve with its confidence band. `store_outcome` writes it to
 the `fits` table with the query text and the run ids used, so every number traces to its runs.
+
+Every stored analysis (a law fit here; LR optima, LR transfer, parameter efficiency and
+frontiers in `comparisons`) is an *outcome* with the same face: `name`, `kind`, `table()` rows
+(quantity, estimate, interval, flag), `notes()` and `to_record()`; the CLI and the report print
+any of them the same way. Data can span experiments (`experiments=`), and a fit can be split by
+any column (`group_by`), including a manifest path such as `data.kappa` that no query selects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -22,33 +28,52 @@ from scaling_db.fit import (
     BootstrapFit,
     IrreducibleCheck,
     LawFit,
+    FitOptions,
     bootstrap,
     compare_irreducible,
-    fit_chinchilla,
-    fit_exponential,
-    fit_kaplan_nd,
-    fit_power_law,
-    fit_saturating_power_law,
+    get_fitter,
 )
 from scaling_db.store.query import load_query, parse_query, run_query
 from scaling_db.spec.schema import FitDecl
 from scaling_db.store.database import open_store, record_fit
 from scaling_db.workspace import Workspace
 
-def _with_init(fn: Callable[..., LawFit], **fixed: str) -> Callable[..., LawFit]:
-    return lambda df, init=None: fn(df, **fixed, **({} if init is None else {"init": init}))
+Row = dict[str, Any]  # fit, kind, quantity, estimate, lo, hi, flag
 
 
-#: Law name -> (number of x columns, fitter taking (df, xs, y) and returning a fit function of
-#: (df, init=None); `init` warm-starts the nonlinear laws, the log-linear ones have no use for it).
-FITTERS: dict[str, tuple[int, Callable[[list[str], str], Callable[..., LawFit]]]] = {
-    "power_law": (1, lambda xs, y: lambda df, init=None: fit_power_law(df, x=xs[0], y=y)),
-    "exponential": (1, lambda xs, y: lambda df, init=None: fit_exponential(df, x=xs[0], y=y)),
-    "saturating_power_law": (1, lambda xs, y: _with_init(fit_saturating_power_law, x=xs[0], y=y)),
-    "chinchilla": (2, lambda xs, y: _with_init(fit_chinchilla, n=xs[0], d=xs[1], y=y)),
-    "kaplan_nd": (2, lambda xs, y: _with_init(fit_kaplan_nd, n=xs[0], d=xs[1], y=y)),
-}
-DEFAULT_X = {1: ["n_params"], 2: ["n_params", "tokens"]}
+class Outcome(Protocol):
+    """What the CLI and the report need from any stored analysis."""
+
+    fit_id: str | None
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    def table(self) -> list[Row]: ...
+
+    def notes(self) -> list[str]: ...
+
+    def to_record(self) -> dict[str, Any]: ...
+
+
+def fmt_num(v: Any, digits: int = 4) -> str:
+    """A number for a table: `digits` significant digits, blank for None/NaN."""
+    if v is None or v != v:
+        return ""
+    if v in (float("inf"), float("-inf")):
+        return "∞" if v > 0 else "-∞"
+    return f"{v:.{digits}g}"
+
+
+def fmt_interval(lo: Any, hi: Any) -> str:
+    """`[lo, hi]` in significant digits (never a fixed-point `-0.00`); blank when unknown."""
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return ""
+    return f"[{fmt_num(lo, 3)}, {fmt_num(hi, 3)}]"
+
 
 
 @dataclass(frozen=True)
@@ -63,19 +88,24 @@ class FitRequest:
     group: str = "run_id"
     bootstrap: int = 200
     experiment: str | None = None
+    loss: str | None = None  # the estimator's loss ("huber", "lsq"); None: the law's default
+    group_by: str | None = None  # one fit per value of this column
+    experiments: tuple[str, ...] = ()  # fetch the rows of each (default: `experiment`'s own)
+    best_per: tuple[str, ...] = ()  # keep the lowest-y row per value of these columns (and group_by)
 
     @classmethod
-    def from_decl(cls, decl: FitDecl, experiment: str) -> "FitRequest":
+    def from_decl(cls, decl: FitDecl, experiment: str, experiments: Sequence[str] = ()) -> "FitRequest":
         return cls(name=decl.name, law=decl.law, query=decl.query, params=dict(decl.params), x=list(decl.x),
-                   y=decl.y, group=decl.group, bootstrap=decl.bootstrap, experiment=experiment)
+                   y=decl.y, group=decl.group, bootstrap=decl.bootstrap, experiment=experiment,
+                   loss=decl.loss, group_by=decl.group_by, experiments=tuple(experiments),
+                   best_per=tuple(decl.best_per))
 
     def columns(self) -> list[str]:
-        if self.law not in FITTERS:
-            raise FitError(f"fit {self.name}: unknown law {self.law!r} (laws: {', '.join(FITTERS)})")
-        n_inputs = FITTERS[self.law][0]
-        xs = list(self.x or DEFAULT_X[n_inputs])
+        fitter = get_fitter(self.law, f"fit {self.name}")
+        n_inputs = fitter.n_inputs
+        xs = list(self.x or fitter.default_x)
         if len(xs) < n_inputs:  # e.g. x: [n_params] for chinchilla: D defaults to tokens
-            xs += [c for c in DEFAULT_X[n_inputs] if c not in xs][: n_inputs - len(xs)]
+            xs += [c for c in fitter.default_x if c not in xs][: n_inputs - len(xs)]
         if len(xs) != n_inputs:
             raise FitError(f"fit {self.name}: law {self.law} takes {n_inputs} x column(s) (got {xs})")
         return xs
@@ -94,6 +124,14 @@ class FitOutcome:
     fit_id: str | None = None
 
     @property
+    def name(self) -> str:
+        return self.request.name
+
+    @property
+    def kind(self) -> str:
+        return self.request.law
+
+    @property
     def intervals(self) -> dict[str, tuple[float, float]]:
         return dict(self.boot.intervals) if self.boot else dict(self.fit.intervals)
 
@@ -110,12 +148,13 @@ class FitOutcome:
 
     def table(self) -> list[dict[str, Any]]:
         """One row per parameter: estimate and interval; plus the true floor where known."""
-        rows = [{"fit": self.request.name, "law": self.request.law, "quantity": k, "estimate": v,
-                 "lo": self.intervals.get(k, (None, None))[0], "hi": self.intervals.get(k, (None, None))[1]}
+        rows = [{"fit": self.name, "kind": self.kind, "quantity": k, "estimate": v,
+                 "lo": self.intervals.get(k, (None, None))[0], "hi": self.intervals.get(k, (None, None))[1],
+                 "flag": ""}
                 for k, v in self.fit.params.items()]
         if self.irreducible is not None:
-            rows.append({"fit": self.request.name, "law": self.request.law, "quantity": "true floor (entropy rate)",
-                         "estimate": self.true_floor, "lo": None, "hi": None})
+            rows.append({"fit": self.name, "kind": self.kind, "quantity": "true floor (entropy rate, nats)",
+                         "estimate": self.true_floor, "lo": None, "hi": None, "flag": "exact"})
         return rows
 
     @property
@@ -135,6 +174,22 @@ class FitOutcome:
         return why + ("; intervals are the fit's own (analytic) ones" if self.fit.intervals
                       else "; no intervals computed")
 
+    def notes(self) -> list[str]:
+        """The formula, fit quality, bootstrap, floor check and exclusions, one line each."""
+        line = f"{self.formula()}; {self.fit.n_points} points"
+        if self.request.best_per:
+            line += f" (best run per {', '.join(self.request.best_per)})"
+        if "r2" in self.fit.stats:
+            line += f", R² = {self.fit.stats['r2']:.4f}"
+        notes = [line]
+        notes.append("bootstrap: " + self.boot.note() if self.boot is not None else f"intervals: {self.intervals_method}")
+        if self.irreducible is not None:
+            ir = self.irreducible
+            notes.append(f"fitted floor E = {ir.fitted:.4g} vs exact entropy rate {ir.true:.4g} nats "
+                         f"({ir.difference:+.3g}; truth {'inside' if ir.covered else 'outside'} the interval)")
+        notes += [f"excluded {run}: {reason}" for run, reason in self.fit.excluded]
+        return notes
+
     def to_record(self) -> dict[str, Any]:
         rec = self.boot.to_record() if self.boot else self.fit.to_record()
         rec.update({
@@ -146,16 +201,19 @@ class FitOutcome:
             "run_ids": sorted({str(r) for r in self.data["run_id"]}) if "run_id" in self.data else None,
             "intervals": rec.get("intervals") or None,  # NULL, not {}, when none were computed
             "intervals_method": self.intervals_method,
+            "experiments": list(self.request.experiments) or None,
+            "group_by": self.request.group_by,
+            "best_per": list(self.request.best_per) or None,
             "true_floor": self.true_floor,
             "curve": None if self.curve is None else self.curve.to_dict(orient="list"),
         })
         return rec
 
 
-def make_fit_fn(law: str, xs: list[str], y: str) -> Callable[..., LawFit]:
+def make_fit_fn(law: str, xs: list[str], y: str, loss: str | None = None) -> Callable[..., LawFit]:
     """`fit(df, init=None)` for a law and its columns; naming `init` lets the bootstrap
     warm-start each refit from the full-data optimum."""
-    return FITTERS[law][1](xs, y)
+    return get_fitter(law).bind(xs, y, FitOptions(loss=loss))
 
 
 def _true_floor(data: pd.DataFrame) -> float | None:
@@ -165,20 +223,98 @@ def _true_floor(data: pd.DataFrame) -> float | None:
     return float(values[0]) if len(values) == 1 else None
 
 
+def _manifest_columns(ws: Workspace, data: pd.DataFrame, columns: Sequence[str],
+                      required: bool = True) -> pd.DataFrame:
+    # A dotted column no query selects (`data.kappa`, `vars.flop_budget`) is read from each run's
+    # stored manifest (or its sweep variables), so any spec field can split a fit.
+    wanted = [c for c in columns if c and c not in data.columns and "." in c]
+    if not wanted or "run_id" not in data.columns or data.empty:
+        return data
+    exprs = []
+    for i, col in enumerate(wanted):
+        head, _, rest = col.partition(".")
+        source, path = ("vars", rest) if head == "vars" else ("manifest", col)
+        if not all(part.replace("_", "").isalnum() for part in path.split(".")):
+            raise FitError(f"group_by: not a field path ({col!r} vs e.g. data.kappa). Use letters, digits, _ and dots.")
+        exprs.append(f"json_extract_string({source}, '$.{path}') AS c{i}")
+    ids = sorted({str(r) for r in data["run_id"]})
+    found = run_query(ws, sql=f"SELECT run_id, {', '.join(exprs)} FROM runs WHERE list_contains($ids, run_id)",
+                      params={"ids": ids})
+    found = found.rename(columns={f"c{i}": col for i, col in enumerate(wanted)})
+    for col in wanted:
+        if found[col].isna().all() and not required:
+            found = found.drop(columns=col)
+            continue
+        if found[col].isna().all():
+            raise FitError(f"group_by: no run has a value for {col!r} (vs a manifest field such as data.kappa "
+                           f"or a query column). Check the field path.")
+        numeric = pd.to_numeric(found[col], errors="coerce")
+        if numeric.notna().all():
+            found[col] = numeric
+    return data.merge(found, on="run_id", how="left")
+
+
+def fetch_rows(ws: Workspace, query: str | None, sql: str | None, params: dict[str, Any],
+               experiments: Sequence[str], extra_columns: Sequence[str] = (),
+               optional_columns: Sequence[str] = ()) -> tuple[pd.DataFrame, str]:
+    """The rows of a named query (or inline SQL), run once per experiment and stacked.
+
+    A query that takes `experiment` is run for each of `experiments` (an explicit
+    `params['experiment']` wins); one that does not is run once. Dotted `extra_columns` missing
+    from the result are read from the runs' manifests (`optional_columns` too, when any run has them).
+    """
+    named = load_query(query, ws) if sql is None else parse_query(sql, None, strict=True)
+    text = sql if sql is not None else named.sql
+    takes_experiment = "experiment" in {p.name for p in named.params}
+    runs = [dict(params)]
+    if takes_experiment and "experiment" not in params and experiments:
+        runs = [{**params, "experiment": e} for e in experiments]
+    frames = [run_query(ws, query, params=p) if sql is None else run_query(ws, sql=sql, params=p) for p in runs]
+    frames = [f for f in frames if not f.empty]
+    data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    data = _manifest_columns(ws, data, extra_columns)
+    return _manifest_columns(ws, data, optional_columns, required=False), text
+
+
 def fetch_fit_data(ws: Workspace, req: FitRequest) -> tuple[pd.DataFrame, str]:
-    params = dict(req.params)
-    query = load_query(req.query, ws) if req.sql is None else parse_query(req.sql, None, strict=True)
-    if req.experiment is not None and "experiment" in {p.name for p in query.params}:
-        params.setdefault("experiment", req.experiment)
-    if req.sql is not None:
-        return run_query(ws, sql=req.sql, params=params), req.sql
-    return run_query(ws, req.query, params=params), query.sql
+    experiments = list(req.experiments) or ([req.experiment] if req.experiment else [])
+    data, sql = fetch_rows(ws, req.query, req.sql, dict(req.params), experiments, [req.group_by or "", *req.best_per])
+    if req.best_per and not data.empty:
+        keys = [*req.best_per, *([req.group_by] if req.group_by else [])]
+        missing = [c for c in (*keys, req.y) if c not in data.columns]
+        if missing:
+            raise FitError(f"fit {req.name}: best_per columns not in the data ({', '.join(missing)} vs "
+                           f"{', '.join(map(str, data.columns))}). Name query columns.")
+        data = data.loc[data.groupby(keys, dropna=False)[req.y].idxmin().dropna()].reset_index(drop=True)
+    return data, sql
 
 
 def fit_request(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 1) -> FitOutcome:
     """Run the request's query, fit its law, and bootstrap it over whole `group`s."""
-    xs = req.columns()
+    if req.group_by:
+        raise FitError(f"fit {req.name}: group_by={req.group_by!r} gives one fit per group. Call fit_grouped.")
     data, sql = fetch_fit_data(ws, req)
+    return fit_frame(req, data, sql, seed=seed, n_jobs=n_jobs)
+
+
+def fit_grouped(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 1) -> list[FitOutcome]:
+    """One outcome per value of `req.group_by` (just one without it), named `NAME[COL=VALUE]`."""
+    data, sql = fetch_fit_data(ws, req)
+    if not req.group_by:
+        return [fit_frame(req, data, sql, seed=seed, n_jobs=n_jobs)]
+    if req.group_by not in data.columns:
+        raise FitError(f"fit {req.name}: group_by column not in the data ({req.group_by!r} vs "
+                       f"{', '.join(map(str, data.columns))}). Group by a query column or a manifest path.")
+    outcomes = []
+    for value, part in data.groupby(req.group_by, sort=True):
+        sub = replace(req, name=f"{req.name}[{req.group_by}={value}]", params={**req.params})
+        outcomes.append(fit_frame(sub, part.reset_index(drop=True), sql, seed=seed, n_jobs=n_jobs))
+    return outcomes
+
+
+def fit_frame(req: FitRequest, data: pd.DataFrame, sql: str, *, seed: int = 0, n_jobs: int = 1) -> FitOutcome:
+    """Fit the request's law to rows already fetched, with its bootstrap, floor check and curve."""
+    xs = req.columns()
     missing = [c for c in (*xs, req.y) if c not in data.columns]
     if missing:
         raise FitError(
@@ -187,7 +323,7 @@ def fit_request(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 
         )
     if data.empty:
         raise FitError(f"fit {req.name}: the query returned no rows. Have the runs finished and been ingested?")
-    fit_fn = make_fit_fn(req.law, xs, req.y)
+    fit_fn = make_fit_fn(req.law, xs, req.y, req.loss)
     fit = fit_fn(data)
     curve_x = None
     if len(xs) == 1:
@@ -216,11 +352,11 @@ def fit_request(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 
     return FitOutcome(req, fit, boot, data, sql, floor, irreducible, curve)
 
 
-def store_outcome(ws: Workspace, outcome: FitOutcome) -> FitOutcome:
+def store_outcome(ws: Workspace, outcome: Any) -> Any:
     """Write the fit to the `fits` table; returns the outcome with its fit_id."""
     with open_store(ws) as con:
         fit_id = record_fit(con, outcome.to_record())
-    return FitOutcome(**{**outcome.__dict__, "fit_id": fit_id})
+    return replace(outcome, fit_id=fit_id)
 
 
 def load_stored_fit(ws: Workspace, experiment: str, name: str) -> dict[str, Any]:

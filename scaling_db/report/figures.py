@@ -16,17 +16,18 @@ import numpy as np
 import pandas as pd
 
 from scaling_db import plot
-from scaling_db.report.analyses import load_stored_fit, make_fit_fn
+from scaling_db.report.analyses import fetch_rows, fmt_interval, load_stored_fit, make_fit_fn
 from scaling_db.errors import FitError, PlotError
 from scaling_db.fit import (
     compare_frontiers,
-    fit_lr_optimum,
+    fit_lr_transfer,
     fit_saturating_power_law,
     frontier_envelope,
     frontier_isoflop,
     frontier_surface,
     window_sensitivity,
 )
+from scaling_db.fit.mup import fit_lr_optima
 from scaling_db.store.query import run_query
 from scaling_db.workspace import Workspace
 
@@ -40,20 +41,43 @@ class FigureRequest:
     params: dict[str, Any] = field(default_factory=dict)
     x: str | None = None
     title: str | None = None
+    experiments: tuple[str, ...] = ()  # draw the runs of these experiments together
+    width: str | None = None  # "column" (3.25 in) or "page" (6.75 in): the paper theme at that width
+
+
+#: A sweep variable naming the parameterization variant (specs/mup_vs_sp.yaml): where runs have
+#: it, muP-vs-SP figures draw one series per variant instead of per `parameterization` kind.
+VARIANT = "vars.variant"
 
 
 def _query(ws: Workspace, req: FigureRequest, default: str, **extra: Any) -> pd.DataFrame:
-    params = {"experiment": req.experiment, **extra, **req.params}
-    df = run_query(ws, req.query or default, params=params)
+    params = {**extra, **req.params}
+    exps = list(req.experiments) or [req.experiment]
+    df, _ = fetch_rows(ws, req.query or default, None, params, exps, optional_columns=[VARIANT])
+    if VARIANT in df.columns and "parameterization" in df.columns:
+        df = df.assign(parameterization=df[VARIANT].fillna(df["parameterization"]).astype(str))
     if df.empty:
-        raise PlotError(f"{req.kind}: query {req.query or default} returned no rows for experiment "
-                        f"{req.experiment!r}. Have its runs finished and been ingested?")
+        raise PlotError(f"{req.kind}: query {req.query or default} returned no rows for experiment(s) "
+                        f"{', '.join(exps)}. Have the runs finished and been ingested?")
     return df
+
+
+def _true_floor(ws: Workspace, df: pd.DataFrame) -> float | None:
+    """The source's exact entropy rate when every run shares one (graph walks, bigrams)."""
+    if "entropy_rate" in df:
+        values = df["entropy_rate"].dropna().unique()
+    else:
+        ids = sorted({str(r) for r in df["run_id"]})
+        values = run_query(ws, sql="SELECT DISTINCT entropy_rate FROM runs WHERE list_contains($ids, run_id) "
+                                   "AND entropy_rate IS NOT NULL", params={"ids": ids})["entropy_rate"].to_numpy()
+    return float(values[0]) if len(values) == 1 and values[0] > 0 else None
 
 
 def _loss_curves(ws: Workspace, req: FigureRequest) -> alt.Chart:
     df = _query(ws, req, "loss_curves")
-    return plot.loss_curves(df, x=req.x or "tokens", title=req.title or f"{req.experiment}: loss curves")
+    size = "n_params_nonembed" if "n_params_nonembed" in df and df["n_params_nonembed"].gt(0).all() else "n_params"
+    return plot.loss_curves(df, x=req.x or "tokens", color=size, floor=_true_floor(ws, df),
+                            title=req.title or f"{req.experiment}: loss curves")
 
 
 def _scaling_fit(ws: Workspace, req: FigureRequest) -> alt.Chart:
@@ -126,7 +150,7 @@ def _optimal_allocation(ws: Workspace, req: FigureRequest) -> alt.Chart:
         hit = summary[summary["method"] == method] if "method" in summary else pd.DataFrame()
         if not hit.empty and np.isfinite(hit["a"].iloc[0]):
             r = hit.iloc[0]
-            label = f"{method}: a = {r['a']:.2f} [{r['a_lo']:.2f}, {r['a_hi']:.2f}]"
+            label = f"{method}: a = {r['a']:.2g} {fmt_interval(r['a_lo'], r['a_hi'])}"
         for _, o in fit.optima.iterrows():
             rows.append({"approach": method, "flops": o["flops"], "n_opt": o["n_opt"], "d_opt": o["d_opt"],
                          "kind": "point", "label": label})
@@ -145,28 +169,33 @@ def _lr_sweep(ws: Workspace, req: FigureRequest) -> alt.Chart:
 
 def _optimal_lr(ws: Workspace, req: FigureRequest) -> alt.Chart:
     df = _query(ws, req, "final_loss")
-    rows = []
-    for (param, width), group in df.groupby(["parameterization", "d_model"]):
-        try:
-            opt = fit_lr_optimum(group)
-        except FitError:
-            continue
-        rows.append({"parameterization": param, "d_model": width, "lr_opt": opt.lr_opt,
-                     "lr_lo": opt.interval[0], "lr_hi": opt.interval[1]})
-    if not rows:
-        raise PlotError("optimal_lr: no width has enough learning rates around its optimum to fit (need 3)")
-    return plot.optimal_lr(pd.DataFrame(rows), title=req.title or f"{req.experiment}: optimal learning rate")
+    table = fit_lr_optima(df, by=["parameterization", "d_model"])
+    table = table[np.isfinite(table["lr_opt"])]
+    if table.empty:
+        raise PlotError("optimal_lr: no width has enough learning rates to locate an optimum (need 3)")
+    edge = table["flag"].str.startswith("edge")
+    table = table.assign(edge=edge, lr_lo=table["lr_lo"].where(~edge), lr_hi=table["lr_hi"].where(~edge))
+    slopes = fit_lr_transfer(df, width="d_model").slopes
+    labels = {}
+    for _, s in slopes.iterrows():
+        name = {"sp": "SP", "mup": "µP"}.get(str(s["parameterization"]), str(s["parameterization"]))
+        labels[s["parameterization"]] = f"{name}: slope {s['slope']:.2g} {fmt_interval(s['slope_lo'], s['slope_hi'])}"
+    if labels:
+        table = table.assign(label=[labels.get(p, p) for p in table["parameterization"]])
+    return plot.optimal_lr(table, title=req.title or f"{req.experiment}: optimal learning rate")
 
 
 def _mup_vs_sp(ws: Workspace, req: FigureRequest) -> alt.Chart:
     df = _query(ws, req, "final_loss")
-    best = df.loc[df.groupby(["parameterization", "n_params"])["loss"].idxmin()]
-    return plot.loss_vs_params_by_param(best, title=req.title or f"{req.experiment}: muP vs SP")
+    x = req.x or "n_params_nonembed"
+    # every run is drawn (faint) and a line joins the best run (best LR) of each width
+    return plot.loss_vs_params_by_param(df, x=x, title=req.title or f"{req.experiment}: muP vs SP")
 
 
 def _coordcheck(ws: Workspace, req: FigureRequest) -> alt.Chart:
     experiment = req.experiment if req.experiment.endswith("-coordcheck") else f"{req.experiment}-coordcheck"
-    df = _query(ws, FigureRequest(**{**req.__dict__, "experiment": experiment}), "coordcheck")
+    df = _query(ws, FigureRequest(**{**req.__dict__, "experiment": experiment, "experiments": ()}),
+                "coordcheck")
     return plot.coordcheck(df, title=req.title or f"{req.experiment}: coordinate check")
 
 
@@ -195,11 +224,21 @@ BUILDERS = {
 }
 
 
+#: Kinds that check the numbers rather than present them: the report shows them in a
+#: separate, labelled "Diagnostics" section.
+DIAGNOSTIC_KINDS = frozenset({"coordcheck", "window_sensitivity"})
+
+
 def build_figure(ws: Workspace, req: FigureRequest) -> alt.Chart:
-    """The chart of `req.kind` for an experiment, from its queries and stored fits."""
+    """The chart of `req.kind` for an experiment, from its queries and stored fits; with
+    `req.width` ("column" or "page") styled for a journal at that width."""
     try:
         builder = BUILDERS[req.kind]
     except KeyError:
         raise PlotError(f"unknown plot kind {req.kind!r} (kinds: {', '.join(BUILDERS)})") from None
-    return builder(ws, req)
+    if req.width is not None and req.width not in plot.PAPER_WIDTHS:
+        raise PlotError(f"{req.kind}: unknown width ({req.width!r} vs one of {', '.join(plot.PAPER_WIDTHS)}). "
+                        f"Use column (3.25 in) or page (6.75 in).")
+    chart = builder(ws, req)
+    return plot.for_paper(chart, req.width) if req.width else chart
 

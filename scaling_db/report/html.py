@@ -7,6 +7,7 @@ each is also saved beside the report as .png and .html (interactive) for papers 
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from scaling_db import __version__
-from scaling_db.report.analyses import FitOutcome
+from scaling_db.report.analyses import Outcome, fmt_interval, fmt_num
 from scaling_db.plot import chart_to_data_uri, save_chart
 from scaling_db.spec.revisions import SUPERSEDED_NOTE
 from scaling_db.training.records import utc_now
@@ -27,6 +28,7 @@ class Figure:
     name: str
     chart: alt.TopLevelMixin | None
     error: str | None = None  # why the figure could not be drawn (e.g. too few runs yet)
+    diagnostic: bool = False  # a check behind the numbers: shown under "Diagnostics"
 
 
 def _num(v: object) -> str:
@@ -37,32 +39,24 @@ def _num(v: object) -> str:
     return f"{v:.4g}" if isinstance(v, (float, np.floating)) else html.escape(str(v))
 
 
-def _fits_table(outcomes: list[FitOutcome]) -> str:
+def _fits_table(outcomes: Sequence[Outcome], errors: Mapping[str, str] | None = None) -> str:
     rows = []
     for o in outcomes:
         for r in o.table():
-            ci = f"[{_num(r['lo'])}, {_num(r['hi'])}]" if r["lo"] is not None else ""
-            rows.append(f"<tr><td>{html.escape(o.request.name)}</td><td>{html.escape(o.request.law)}</td>"
-                        f"<td>{html.escape(str(r['quantity']))}</td><td>{_num(r['estimate'])}</td><td>{ci}</td></tr>")
+            flag = f"<span class='flag'>{html.escape(r['flag'])}</span>" if r.get("flag") else ""
+            rows.append(f"<tr><td>{html.escape(o.name)}</td><td>{html.escape(o.kind)}</td>"
+                        f"<td>{html.escape(str(r['quantity']))}</td><td>{fmt_num(r['estimate'])}</td>"
+                        f"<td>{fmt_interval(r['lo'], r['hi'])}</td><td>{flag}</td></tr>")
     notes = []
     for o in outcomes:
-        line = f"<li><b>{html.escape(o.request.name)}</b>: {html.escape(o.formula())}; {o.fit.n_points} points"
-        if "r2" in o.fit.stats:
-            line += f", R² = {o.fit.stats['r2']:.4f}"
-        if o.boot is not None:
-            line += (f"; {o.boot.n_requested - o.boot.n_failed} bootstrap refits, resampling whole groups "
-                     f"of {html.escape(o.boot.group)}")
-        else:
-            line += f"; {html.escape(o.intervals_method)}"
-        if o.irreducible is not None:
-            ir = o.irreducible
-            line += (f"; fitted floor E = {ir.fitted:.4g} vs exact entropy rate {ir.true:.4g} "
-                     f"({'inside' if ir.covered else 'outside'} the interval)")
-        if o.fit.excluded:
-            line += "; excluded: " + "; ".join(f"{html.escape(str(i))} ({html.escape(r)})" for i, r in o.fit.excluded)
-        notes.append(line + "</li>")
-    head = "<tr><th>fit</th><th>law</th><th>quantity</th><th>estimate</th><th>95% interval</th></tr>"
-    return f"<table>{head}{''.join(rows)}</table><ul>{''.join(notes)}</ul>"
+        items = "".join(f"<li>{html.escape(n)}</li>" for n in o.notes())
+        notes.append(f"<li><b>{html.escape(o.name)}</b><ul>{items}</ul></li>")
+    failed = "".join(f"<li><b>{html.escape(k)}</b>: <span class='error'>{html.escape(v)}</span></li>"
+                     for k, v in (errors or {}).items())
+    head = ("<tr><th>analysis</th><th>kind</th><th>quantity</th><th>estimate</th>"
+            "<th>95% interval</th><th>flag</th></tr>")
+    failed_html = f"<p>Not computed:</p><ul>{failed}</ul>" if failed else ""
+    return f"<table>{head}{''.join(rows)}</table>{failed_html}<ul class='notes'>{''.join(notes)}</ul>"
 
 
 def _runs_table(runs: pd.DataFrame) -> str:
@@ -80,39 +74,46 @@ table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
 td, th { border-bottom: 1px solid #eee; padding: 0.25em 0.8em; text-align: right; }
 th { background: #f6f6f6; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1.5em 0; } img { max-width: 100%; } .error { color: #a00; }
+.flag { color: #a35a00; font-size: 0.85em; } ul.notes { font-size: 0.9em; }
 .meta { color: #666; font-size: 0.85em; }
 """
 
 
-def write_report(ws: Workspace, experiment: str, description: str, spec_path: str, outcomes: list[FitOutcome],
-                 figures: list[Figure], runs: pd.DataFrame, *, n_superseded: int = 0,
-                 failed_runs: dict[str, str] | None = None) -> Path:
+def _figure_html(fig: Figure, out_dir: Path) -> str:
+    if fig.chart is None:
+        return (f"<figure><figcaption>{html.escape(fig.name)}</figcaption>"
+                f"<p class='error'>not drawn: {html.escape(fig.error or '')}</p></figure>")
+    save_chart(fig.chart, out_dir / f"{fig.name}.png")
+    save_chart(fig.chart, out_dir / f"{fig.name}.html")
+    return (f"<figure><img alt='{html.escape(fig.name)}' src='{chart_to_data_uri(fig.chart)}'>"
+            f"<figcaption>{html.escape(fig.name)} (<a href='{fig.name}.html'>interactive</a>, "
+            f"<a href='{fig.name}.png'>png</a>)</figcaption></figure>")
+
+
+def write_report(ws: Workspace, experiment: str, description: str, spec_path: str, outcomes: Sequence[Outcome],
+                 figures: list[Figure], runs: pd.DataFrame, *, errors: Mapping[str, str] | None = None,
+                 n_superseded: int = 0, failed_runs: dict[str, str] | None = None) -> Path:
     """Write reports/<experiment>/report.html (plus each figure as .png and .html) and return its path.
 
-    `n_superseded`: runs of earlier spec revisions left out of it, said in one line. `failed_runs`
-    (run -> why) puts a banner at the top: the fits and figures miss those runs.
+    `errors`: analyses that could not be computed, listed under the table. `n_superseded`: runs of
+    earlier spec revisions left out of it, said in one line. `failed_runs` (run -> why) puts a
+    banner at the top: the fits and figures miss those runs.
     """
     out_dir = ws.report_dir(experiment)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = []
-    for fig in figures:
-        if fig.chart is None:
-            parts.append(f"<figure><figcaption>{html.escape(fig.name)}</figcaption>"
-                         f"<p class='error'>not drawn: {html.escape(fig.error or '')}</p></figure>")
-            continue
-        save_chart(fig.chart, out_dir / f"{fig.name}.png")
-        save_chart(fig.chart, out_dir / f"{fig.name}.html")
-        parts.append(f"<figure><img alt='{html.escape(fig.name)}' src='{chart_to_data_uri(fig.chart)}'>"
-                     f"<figcaption>{html.escape(fig.name)} (<a href='{fig.name}.html'>interactive</a>, "
-                     f"<a href='{fig.name}.png'>png</a>)</figcaption></figure>")
+    parts = [_figure_html(fig, out_dir) for fig in figures if not fig.diagnostic]
+    extra = [_figure_html(fig, out_dir) for fig in figures if fig.diagnostic]
+    diag = ("<h2>Diagnostics</h2><p class='meta'>Checks behind the numbers above (not for the paper).</p>"
+            + "".join(extra)) if extra else ""
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(experiment)}: scaledb report</title>
 <style>{STYLE}</style></head><body>
 {_failed_banner(failed_runs or {})}<h1>{html.escape(experiment)}</h1>
 <p>{html.escape(description)}</p>
 <p class="meta">spec {html.escape(spec_path)} · workspace {html.escape(str(ws.root))} · scaledb {__version__} · {utc_now()}</p>
-<h2>Fits</h2>{_fits_table(outcomes) if outcomes else '<p>No fits declared in the spec.</p>'}
+<h2>Fits and comparisons</h2>{_fits_table(outcomes, errors) if outcomes or errors else '<p>No analyses declared in the spec.</p>'}
 <h2>Figures</h2>{''.join(parts) or '<p>No plots declared in the spec.</p>'}
+{diag}
 <h2>Runs</h2>{_runs_table(runs)}
 {f"<p class='meta'>{n_superseded} runs {html.escape(SUPERSEDED_NOTE)}.</p>" if n_superseded else ""}
 </body></html>

@@ -221,8 +221,10 @@ class _Compiler:
                 self.add(self.source.problem(where, f"references unknown field `{name}`{hint}"))
 
     def queries(self, analysis: AnalysisSpec, find_query: QueryCheck) -> None:
-        """Every query the fits and plots name exists."""
+        """Every query the fits, comparisons, frontiers and plots name exists."""
         named = [(("analysis", "fits", i, "query"), f.query) for i, f in enumerate(analysis.fits)]
+        named += [(("analysis", "comparisons", i, "query"), c.query) for i, c in enumerate(analysis.comparisons)]
+        named += [(("analysis", "frontiers", i, "query"), f.query) for i, f in enumerate(analysis.frontiers) if f.query]
         named += [(("analysis", "plots", i, "query"), p.query) for i, p in enumerate(analysis.plots) if p.query]
         for where, name in named:
             why = find_query(name)

@@ -288,22 +288,108 @@ class ClusterSpec(StrictModel):
 # Analysis: the fits and plots the experiment is for
 # ---------------------------------------------------------------------------------------------
 
-LawName = Literal["power_law", "saturating_power_law", "chinchilla", "kaplan_nd", "exponential"]
 PlotKind = Literal[
     "loss_curves", "scaling_fit", "compute_frontier", "isoflop", "optimal_allocation",
     "lr_sweep", "optimal_lr", "mup_vs_sp", "coordcheck", "window_sensitivity",
 ]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+QueryParams = dict[str, str | int | float]
+Level = Annotated[float, Field(gt=0, lt=1)]
 
 
 class FitDecl(StrictModel):
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    law: LawName
+    """One law fitted to a query's rows (one fit per value of `group_by`, when given)."""
+
+    name: Name
+    law: str = Field(description="a registered law: power_law, saturating_power_law, exponential, "
+                                 "saturating_exponential, chinchilla, kaplan_nd")
     query: QueryRef = "final_loss"
-    params: dict[str, str | int | float] = {}
+    params: QueryParams = {}
     x: Annotated[list[Column], Field(min_length=1)] = ["n_params"]
     y: str = "loss"
     group: str = Field("run_id", description="bootstrap resamples whole groups (runs or seeds)")
     bootstrap: Annotated[int, Field(ge=0)] = 200
+    loss: Literal["huber", "lsq"] | None = Field(None, description="estimator loss; default: the law's own")
+    group_by: str | None = Field(None, description="one fit per value of this column (parameterization, "
+                                                   "experiment, or a manifest path such as data.kappa)")
+    best_per: list[str] = Field([], description="keep the lowest-y row per value of these columns, e.g. "
+                                                "[d_model]: the best learning rate of each width")
+
+    @model_validator(mode="after")
+    def _law_is_registered(self) -> "FitDecl":
+        from scaling_db.fit.registry import FITTERS  # the one registry of law names (imported lazily)
+
+        if self.law not in FITTERS:
+            raise ValueError(f"unknown law {self.law!r} (laws: {', '.join(FITTERS)})")
+        return self
+
+
+class _Comparison(StrictModel):
+    query: QueryRef = "final_loss"
+    params: QueryParams = {}
+    y: str = "loss"
+    level: Level = 0.95
+
+
+class LrOptimumDecl(_Comparison):
+    """The loss-minimising learning rate (parabola in log LR) per combination of `group_by`."""
+
+    kind: Literal["lr_optimum"]
+    name: Name = "lr_optimum"
+    lr: str = "lr"
+    group_by: list[str] = ["parameterization", "d_model"]
+    n_around: Annotated[int, Field(ge=1)] = 2
+
+
+class LrTransferDecl(_Comparison):
+    """Slope d log(lr*) / d log(width) per value of `by` (muP promises ~0; SP drifts ~ -1)."""
+
+    kind: Literal["lr_transfer"]
+    name: Name = "lr_transfer"
+    lr: str = "lr"
+    width: str = "d_model"
+    by: str = "parameterization"
+    n_around: Annotated[int, Field(ge=1)] = 2
+
+
+class ParameterEfficiencyDecl(_Comparison):
+    """How many times more parameters `other` needs to reach `reference`'s loss."""
+
+    kind: Literal["parameter_efficiency"]
+    name: Name = "parameter_efficiency"
+    by: str = "parameterization"
+    reference: str = "mup"
+    other: str = "sp"
+    n: str = "n_params_nonembed"
+    group: str = "run_id"
+    saturating: bool = False
+    bootstrap: Annotated[int, Field(ge=2)] = 200
+
+
+ComparisonDecl = Annotated[
+    Union[LrOptimumDecl, LrTransferDecl, ParameterEfficiencyDecl], Field(discriminator="kind")
+]
+
+
+class FrontierDecl(StrictModel):
+    """A compute-optimal frontier N_opt ~ C^a, D_opt ~ C^b by one method, with bootstrap intervals."""
+
+    method: Literal["envelope", "isoflop", "parametric", "surface"]
+    name: Name | None = Field(None, description="default: frontier_<method>")
+    query: QueryRef | None = Field(None, description="default: final_loss for isoflop, loss_curves otherwise")
+    params: QueryParams = {}
+    n: str = "n_params"
+    d: str = "tokens"
+    c: str = "flops"
+    y: str = "loss"
+    budget: str | None = Field(None, description="isoflop: the column naming each run's budget")
+    group: str = "run_id"
+    bootstrap: Annotated[int, Field(ge=0)] = 100
+    level: Level = 0.95
+
+    @property
+    def label(self) -> str:
+        return self.name or f"frontier_{self.method}"
 
 
 class PlotDecl(StrictModel):
@@ -315,17 +401,43 @@ class PlotDecl(StrictModel):
 
 
 class AnalysisSpec(StrictModel):
+    experiments: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]] = Field(
+        [], description="analyse these experiments' runs together (default: this spec's own)")
     fits: list[FitDecl] = []
+    comparisons: list[ComparisonDecl] = []
+    frontiers: list[FrontierDecl] = []
     plots: list[PlotDecl] = []
+
+    @property
+    def names(self) -> list[str]:
+        """Every declared analysis's name (as stored in the `fits` table)."""
+        return ([f.name for f in self.fits] + [c.name for c in self.comparisons]
+                + [f.label for f in self.frontiers])
 
     @model_validator(mode="after")
     def _plot_fits_exist(self) -> "AnalysisSpec":
-        names = [f.name for f in self.fits]
+        names = self.names
         if len(set(names)) != len(names):
-            raise ValueError(f"fit names must be unique (got {names})")
+            raise ValueError(f"analysis names must be unique (got {names})")
+        fit_names = [f.name for f in self.fits]
         for p in self.plots:
-            if p.fit is not None and p.fit not in names:
-                raise ValueError(f"plot {p.kind!r} refers to unknown fit {p.fit!r} (fits: {names})")
+            if p.fit is not None and p.fit not in fit_names:
+                raise ValueError(f"plot {p.kind!r} refers to unknown fit {p.fit!r} (fits: {fit_names})")
+        return self
+
+
+class AnalysisOnlySpec(StrictModel):
+    """A spec that trains nothing: it names other experiments and only analyses their runs."""
+
+    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME_LENGTH)
+    description: str = ""
+    tags: list[str] = []
+    analysis: AnalysisSpec
+
+    @model_validator(mode="after")
+    def _names_experiments(self) -> "AnalysisOnlySpec":
+        if not self.analysis.experiments:
+            raise ValueError("a spec without data/model/train must list analysis.experiments to analyse")
         return self
 
 

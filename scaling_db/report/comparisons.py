@@ -1,0 +1,278 @@
+"""Comparisons and frontiers a spec declares, run on the database and stored like any fit.
+
+LR optima per group, the LR-transfer slope per parameterization, the muP-vs-SP parameter
+efficiency, and compute-optimal frontiers (envelope, IsoFLOP, parametric, smooth surface) each
+become a `ComparisonOutcome`: a short table of quantities with intervals and flags, notes, and a
+record for the `fits` table (its `law` column holds the kind: `lr_optimum`, `lr_transfer`,
+`parameter_efficiency`, `frontier_isoflop`, ...). `run_analysis` runs a whole `analysis:` section.
+The statistics are the pure functions of `scaling_db.fit`; this module only fetches rows, calls
+them and lays out the results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scaling_db.errors import FitError, ScaledbError
+from scaling_db.fit import bootstrap, fit_lr_transfer, parameter_efficiency
+from scaling_db.fit.frontier import FrontierFit, final_rows, frontier_fn
+from scaling_db.fit.mup import fit_lr_optima
+from scaling_db.report.analyses import (FitRequest, Outcome, Row, fetch_rows, fit_grouped,
+                                        store_outcome)
+from scaling_db.spec.schema import (AnalysisSpec, ComparisonDecl, FrontierDecl, LrOptimumDecl,
+                                    LrTransferDecl, ParameterEfficiencyDecl)
+from scaling_db.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class ComparisonOutcome:
+    """One declared comparison or frontier: table rows, notes, a detail table and its record."""
+
+    name: str
+    kind: str
+    rows: tuple[Row, ...]
+    note_lines: tuple[str, ...]
+    detail: pd.DataFrame  # per-group numbers (LR optima, frontier optima) for figures and the report
+    record: dict[str, Any] = field(repr=False)
+    fit_id: str | None = None
+
+    def __repr__(self) -> str:
+        return f"ComparisonOutcome({self.name}: {len(self.rows)} quantities)"
+
+    def table(self) -> list[Row]:
+        return [dict(r) for r in self.rows]
+
+    def notes(self) -> list[str]:
+        return list(self.note_lines)
+
+    def to_record(self) -> dict[str, Any]:
+        return dict(self.record)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a comparison's rows came from: stored with it as provenance."""
+
+    experiment: str
+    experiments: tuple[str, ...]
+    query: str | None
+    sql: str
+    data: pd.DataFrame
+
+
+def _row(name: str, kind: str, quantity: str, estimate: float, lo: float | None = None,
+         hi: float | None = None, flag: str = "") -> Row:
+    return {"fit": name, "kind": kind, "quantity": quantity, "estimate": float(estimate),
+            "lo": None if lo is None else float(lo), "hi": None if hi is None else float(hi),
+            "flag": flag}
+
+
+def _outcome(name: str, kind: str, rows: list[Row], notes: list[str], detail: pd.DataFrame,
+             src: Source, settings: dict[str, Any]) -> ComparisonOutcome:
+    ids = src.data["run_id"].astype(str).tolist() if "run_id" in src.data else []
+    record = {
+        "law": kind, "experiment": src.experiment or None, "name": name,
+        "params": {r["quantity"]: r["estimate"] for r in rows},
+        "intervals": {r["quantity"]: [r["lo"], r["hi"]] for r in rows if r["lo"] is not None},
+        "query_name": src.query, "query_sql": src.sql, "run_ids": sorted(set(ids)),
+        "n_points": len(src.data), "settings": settings,
+        "flags": {r["quantity"]: r["flag"] for r in rows if r["flag"]},
+        "notes": notes, "table": detail.replace({np.nan: None}).to_dict(orient="records"),
+        "experiments": list(src.experiments) or None,
+    }
+    return ComparisonOutcome(name, kind, tuple(rows), tuple(notes), detail, record)
+
+
+def _label(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def lr_optimum_outcome(decl: LrOptimumDecl, src: Source) -> ComparisonOutcome:
+    """The LR optimum per `group_by` combination; the grid best is shown beside it when it differs."""
+    table = fit_lr_optima(src.data, by=decl.group_by, lr=decl.lr, y=decl.y,
+                          n_around=decl.n_around, level=decl.level)
+    rows = []
+    for _, r in table.iterrows():
+        where = _label({k: r[k] for k in decl.group_by})
+        flag = r["flag"]
+        if flag.startswith("edge") or not np.isfinite(r["lr_opt"]):
+            rows.append(_row(decl.name, decl.kind, f"lr (grid best) {where}", r["lr_grid_best"],
+                             r["lr_lo"], r["lr_hi"], flag))
+            continue
+        rows.append(_row(decl.name, decl.kind, f"lr* (parabola) {where}", r["lr_opt"],
+                         r["lr_lo"], r["lr_hi"], flag))
+        if "differs" in flag:
+            rows.append(_row(decl.name, decl.kind, f"lr (grid best) {where}", r["lr_grid_best"],
+                             flag="grid value with the lowest mean loss"))
+    notes = [f"optimum of a parabola in log {decl.lr} through the {decl.n_around} grid values either "
+             f"side of the best; {decl.level:.0%} delta-method intervals"]
+    return _outcome(decl.name, decl.kind, rows, notes, table, src,
+                    {"group_by": decl.group_by, "n_around": decl.n_around, "level": decl.level})
+
+
+def lr_transfer_outcome(decl: LrTransferDecl, src: Source) -> ComparisonOutcome:
+    """Slope of log lr* on log width per value of `decl.by` (muP: ~0; SP: ~-1)."""
+    fit = fit_lr_transfer(src.data, width=decl.width, lr=decl.lr, y=decl.y,
+                          parameterization=decl.by, n_around=decl.n_around, level=decl.level)
+    rows = []
+    for _, s in fit.slopes.iterrows():
+        opt = fit.optima[fit.optima["parameterization"] == s["parameterization"]]
+        flagged = opt[opt["flag"] != ""]
+        left_out = [w for (p, w), _ in fit.excluded if p == s["parameterization"] and w is not None]
+        flag = "; ".join(
+            ([f"{len(left_out)} {decl.width} value(s) left out: optimum not bracketed"] if left_out else [])
+            + ([f"{len(flagged)} of {len(opt)} optima flagged (see lr_optimum)"] if len(flagged) else [])
+            + ([f"only {int(s['n_widths'])} widths"] if s["n_widths"] < 4 else []))
+        rows.append(_row(decl.name, decl.kind,
+                         f"d log lr*/d log {decl.width} [{decl.by}={s['parameterization']}]",
+                         s["slope"], s["slope_lo"], s["slope_hi"], flag))
+    notes = [f"{decl.by}={k[0]}, {decl.width}={k[1]}: {why}" if isinstance(k, tuple) else f"{k}: {why}"
+             for k, why in fit.excluded]
+    notes.insert(0, f"weighted least squares of log lr* on log {decl.width}; muP predicts 0, SP about -1 "
+                    f"(Yang et al. 2022); {decl.level:.0%} intervals")
+    detail = fit.optima.rename(columns={"parameterization": decl.by, "width": decl.width})
+    return _outcome(decl.name, decl.kind, rows, notes, detail, src,
+                    {"width": decl.width, "by": decl.by, "n_around": decl.n_around, "level": decl.level})
+
+
+def efficiency_outcome(decl: ParameterEfficiencyDecl, src: Source, *, n_boot: int, seed: int,
+                       n_jobs: int) -> ComparisonOutcome:
+    """How many times more parameters `other` needs to match `reference`'s loss."""
+    fit = parameter_efficiency(src.data, decl.by, reference=decl.reference, other=decl.other,
+                               n=decl.n, y=decl.y, group=decl.group, saturating=decl.saturating,
+                               n_boot=max(n_boot, 2), seed=seed, n_jobs=n_jobs, level=decl.level)
+    boot = fit.bootstrap
+    flag = ""
+    if boot is not None and boot.n_failed > 0.1 * boot.n_requested:
+        flag = f"{boot.n_failed} of {boot.n_requested} refits failed: interval conditional on the rest"
+    rows = [_row(decl.name, decl.kind,
+                 f"N_{decl.other} / N_{decl.reference} at equal {decl.y} ({decl.n} = {fit.target_n:.3g})",
+                 fit.ratio, *fit.interval, flag)]
+    notes = [f"{k}: {decl.y} = {f['A']:.3g} {decl.n}^-{f['alpha']:.3g}" + (f" + {f['E']:.3g}" if "E" in f.params else "")
+             for k, f in fit.fits.items()]
+    notes.append("best run per size (lowest loss over the LR grid); " + (boot.note() if boot else ""))
+    detail = pd.DataFrame([{"ratio": fit.ratio, "lo": fit.interval[0], "hi": fit.interval[1],
+                            "target_n": fit.target_n}])
+    return _outcome(decl.name, decl.kind, rows, notes, detail, src,
+                    {"by": decl.by, "reference": decl.reference, "other": decl.other, "n": decl.n,
+                     "saturating": decl.saturating, "bootstrap": n_boot, "level": decl.level})
+
+
+def frontier_outcome(decl: FrontierDecl, src: Source, *, n_boot: int, seed: int,
+                     n_jobs: int) -> ComparisonOutcome:
+    """N_opt ∝ C^a and D_opt ∝ C^b by one method, with bootstrap intervals over runs."""
+    data = final_rows(src.data, c=decl.c, group=decl.group) if decl.method == "isoflop" else src.data
+    fn = frontier_fn(decl.method, n=decl.n, d=decl.d, c=decl.c, y=decl.y, budget=decl.budget,
+                     group=decl.group)
+    boot, why_none = None, "bootstrap: 0"
+    if n_boot >= 2 and decl.group in data.columns and data[decl.group].nunique() >= 3:
+        # IsoFLOP: resample runs within each budget, so every budget keeps its number of runs
+        strata = decl.budget if decl.method == "isoflop" and decl.budget in data.columns else None
+        try:
+            boot = bootstrap(fn, data, group=decl.group, n=n_boot, seed=seed, n_jobs=n_jobs,
+                             level=decl.level, warm_start=False, strata=strata)
+        except FitError as err:  # the full-data fit may stand where resamples cannot (tiny designs)
+            why_none = str(err)
+    elif n_boot >= 2:
+        why_none = "fewer than 3 runs to resample"
+    fit: FrontierFit = boot.fit if boot is not None else fn(data)
+    ci = boot.intervals if boot is not None else {}
+    kind = f"frontier_{decl.method}"
+    n_levels = len(fit.optima) + len(fit.excluded)
+    flags = ([f"{len(fit.excluded)} of {n_levels} compute levels left out"] if fit.excluded else []) + \
+        ([] if boot is not None else ["no interval"]) + \
+        ([f"only {len(fit.optima)} compute-optimal points"] if len(fit.optima) < 5 else [])
+    flag = "; ".join(flags)
+    rows = [_row(decl.label, kind, f"a (N_opt ∝ C^a, N = {decl.n})", fit.a, *ci.get("a", (None, None)), flag),
+            _row(decl.label, kind, f"b (D_opt ∝ C^b, D = {decl.d})", fit.b, *ci.get("b", (None, None)), flag)]
+    notes = [f"N_opt = {fit.coefficients[0]:.3g} C^{fit.a:.3g}, D_opt = {fit.coefficients[1]:.3g} C^{fit.b:.3g} "
+             f"(C = {decl.c}); {len(fit.optima)} compute-optimal points"]
+    notes += [f"left out C = {c:.3g}: {why}" if isinstance(c, float) else f"left out {c}: {why}"
+              for c, why in fit.excluded[:10]]
+    if boot is not None:
+        notes.append("bootstrap: " + boot.note())
+    else:
+        notes.append(f"no intervals: {why_none}")
+    return _outcome(decl.label, kind, rows, notes, fit.optima, src,
+                    {"method": decl.method, "n": decl.n, "d": decl.d, "c": decl.c, "y": decl.y,
+                     "budget": decl.budget, "bootstrap": n_boot, "level": decl.level,
+                     "coefficients": {"G_N": fit.coefficients[0], "G_D": fit.coefficients[1]},
+                     **{k: v for k, v in fit.settings.items() if k != "excluded_rows"}})
+
+
+def _source(ws: Workspace, experiment: str, experiments: Sequence[str], query: str, sql: str | None,
+            params: dict[str, Any], extra: Sequence[str] = ()) -> Source:
+    exps = tuple(experiments) or (experiment,)
+    data, text = fetch_rows(ws, None if sql else query, sql, dict(params), exps, extra)
+    if data.empty:
+        raise FitError(f"{query or 'sql'}: no rows for experiment(s) {', '.join(exps)}. "
+                           f"Have the runs finished and been ingested?")
+    return Source(experiment, tuple(experiments), None if sql else query, text, data)
+
+
+def run_comparison(ws: Workspace, decl: ComparisonDecl, experiment: str, experiments: Sequence[str] = (),
+                   *, bootstrap_n: int | None = None, seed: int = 0, n_jobs: int = 1,
+                   sql: str | None = None) -> ComparisonOutcome:
+    """Fetch a comparison's rows (all `experiments`, or `experiment`'s own) and compute it."""
+    extra = [*getattr(decl, "group_by", []), getattr(decl, "by", ""), getattr(decl, "width", "")]
+    src = _source(ws, experiment, experiments, decl.query, sql, decl.params, extra)
+    if isinstance(decl, LrOptimumDecl):
+        return lr_optimum_outcome(decl, src)
+    if isinstance(decl, LrTransferDecl):
+        return lr_transfer_outcome(decl, src)
+    n_boot = decl.bootstrap if bootstrap_n is None else bootstrap_n
+    return efficiency_outcome(decl, src, n_boot=n_boot, seed=seed, n_jobs=n_jobs)
+
+
+def run_frontier(ws: Workspace, decl: FrontierDecl, experiment: str, experiments: Sequence[str] = (),
+                 *, bootstrap_n: int | None = None, seed: int = 0, n_jobs: int = 1,
+                 sql: str | None = None) -> ComparisonOutcome:
+    """Fetch a frontier's rows (final points for isoflop, checkpoints otherwise) and fit it."""
+    query = decl.query or ("final_loss" if decl.method == "isoflop" else "loss_curves")
+    src = _source(ws, experiment, experiments, query, sql, decl.params, [decl.budget or ""])
+    n_boot = decl.bootstrap if bootstrap_n is None else bootstrap_n
+    return frontier_outcome(decl, src, n_boot=n_boot, seed=seed, n_jobs=n_jobs)
+
+
+@dataclass(frozen=True)
+class AnalysisRun:
+    """Every declared analysis's stored outcome, and why any failed (by name)."""
+
+    outcomes: list[Outcome]
+    errors: dict[str, str]
+
+
+def run_analysis(ws: Workspace, experiment: str, analysis: AnalysisSpec, *, bootstrap_n: int | None = None,
+                 seed: int = 0, n_jobs: int = 1, only: Sequence[str] = (), store: bool = True) -> AnalysisRun:
+    """Run a spec's fits, comparisons and frontiers and store each; one failing keeps the others."""
+    outcomes: list[Outcome] = []
+    errors: dict[str, str] = {}
+    exps = tuple(analysis.experiments)
+
+    def keep(name: str, work) -> None:
+        if only and name not in only:
+            return
+        try:
+            done = work()
+        except ScaledbError as exc:  # e.g. too few runs yet: report it, carry on with the rest
+            errors[name] = str(exc)
+            return
+        outcomes.extend(store_outcome(ws, o) if store else o for o in (done if isinstance(done, list) else [done]))
+
+    for decl in analysis.fits:
+        req = FitRequest.from_decl(decl, experiment, exps)
+        if bootstrap_n is not None:
+            req = FitRequest(**{**req.__dict__, "bootstrap": bootstrap_n})
+        keep(decl.name, lambda req=req: fit_grouped(ws, req, seed=seed, n_jobs=n_jobs))
+    for comp in analysis.comparisons:
+        keep(comp.name, lambda comp=comp: run_comparison(ws, comp, experiment, exps, bootstrap_n=bootstrap_n,
+                                                         seed=seed, n_jobs=n_jobs))
+    for front in analysis.frontiers:
+        keep(front.label, lambda front=front: run_frontier(ws, front, experiment, exps, bootstrap_n=bootstrap_n,
+                                                           seed=seed, n_jobs=n_jobs))
+    return AnalysisRun(outcomes, errors)

@@ -1,0 +1,100 @@
+"""A spec's analysis as a unit: which experiments, which analyses, and the report they make.
+
+A spec either compiles runs and analyses its own experiment, or trains nothing: it has no
+`data`/`model`/`train` sections and names other experiments (`analysis: {experiments: [a, b]}`),
+whose runs it analyses together. Both are read by `read_study`, run by `run_study` (fits,
+comparisons and frontiers stored in `fits`, figures drawn) and reported by the same HTML writer,
+so an analysis across experiments is as reproducible as one experiment's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from pydantic import ValidationError
+
+from scaling_db.errors import ScaledbError, SpecError
+from scaling_db.report.comparisons import AnalysisRun, run_analysis
+from scaling_db.report.figures import DIAGNOSTIC_KINDS, FigureRequest, build_figure
+from scaling_db.report.html import Figure, write_report
+from scaling_db.spec.compiler import compile_source
+from scaling_db.spec.loader import display_path, problems_from_validation, read_spec_source
+from scaling_db.spec.schema import AnalysisOnlySpec, AnalysisSpec
+from scaling_db.store.query import run_query
+from scaling_db.workspace import Workspace
+
+RUN_SECTIONS = ("data", "model", "train")
+
+
+@dataclass(frozen=True)
+class Study:
+    """What a spec asks to analyse: the experiment it is filed under, and its analysis section."""
+
+    experiment: str
+    description: str
+    spec_path: str
+    analysis: AnalysisSpec
+    trains: bool  # False: an analysis-only spec over `analysis.experiments`
+
+    @property
+    def experiments(self) -> tuple[str, ...]:
+        return tuple(self.analysis.experiments) or (self.experiment,)
+
+
+def is_analysis_only(path: str | Path) -> bool:
+    """Whether the spec at `path` trains nothing (no data/model/train after `extends:`)."""
+    return not any(k in read_spec_source(path).data for k in RUN_SECTIONS)
+
+
+def read_study(path: str | Path) -> Study:
+    """The analysis of a spec: compiled for a training spec, validated alone for an analysis-only one."""
+    source = read_spec_source(path)
+    if any(k in source.data for k in RUN_SECTIONS):
+        compiled = compile_source(source)
+        return Study(compiled.experiment, compiled.description, compiled.spec_path, compiled.analysis, True)
+    try:
+        spec = AnalysisOnlySpec.model_validate(source.data)
+    except ValidationError as exc:
+        problems = problems_from_validation(exc, AnalysisOnlySpec, source.data,
+                                            lambda path: source.problem(path, ""))
+        raise SpecError(display_path(source.path), problems) from None
+    return Study(spec.experiment, spec.description, display_path(source.path), spec.analysis, False)
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    study: Study
+    analysis: AnalysisRun
+    figures: list[Figure]
+    report: Path
+
+
+def draw_figures(ws: Workspace, study: Study, errors: dict[str, str]) -> list[Figure]:
+    """Every plot the spec declares; one that cannot be drawn says why instead."""
+    figures = []
+    for decl in study.analysis.plots:
+        name = decl.out or (f"{decl.kind}-{decl.fit}" if decl.fit else decl.kind)
+        if decl.fit in errors:
+            figures.append(Figure(name, None, f"fit {decl.fit} failed: {errors[decl.fit]}"))
+            continue
+        req = FigureRequest(kind=decl.kind, experiment=study.experiment, fit=decl.fit, query=decl.query,
+                            x=decl.x, experiments=tuple(study.analysis.experiments))
+        diagnostic = decl.kind in DIAGNOSTIC_KINDS
+        try:
+            figures.append(Figure(name, build_figure(ws, req), diagnostic=diagnostic))
+        except ScaledbError as exc:
+            figures.append(Figure(name, None, str(exc), diagnostic=diagnostic))
+    return figures
+
+
+def run_study(ws: Workspace, study: Study, *, bootstrap_n: int | None = None, n_jobs: int = 1) -> StudyResult:
+    """Run the study's analyses (stored in `fits`), draw its figures and write its report."""
+    done = run_analysis(ws, study.experiment, study.analysis, bootstrap_n=bootstrap_n, n_jobs=n_jobs)
+    figures = draw_figures(ws, study, done.errors)
+    runs = [run_query(ws, "final_loss", params={"experiment": e, "status": "any"}) for e in study.experiments]
+    table = pd.concat(runs, ignore_index=True)
+    report = write_report(ws, study.experiment, study.description, study.spec_path, done.outcomes, figures,
+                          table, errors=done.errors)
+    return StudyResult(study, done, figures, report)
