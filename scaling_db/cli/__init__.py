@@ -17,7 +17,7 @@ from scaling_db.errors import ScaledbError
 
 #: Modules whose import registers commands on `cli`.
 COMMAND_MODULES = ("spec_commands", "run_commands", "data_commands", "store_commands", "fit_commands", "plot_commands",
-                   "cluster_commands")
+                   "cluster_commands", "serve_commands")
 
 
 class _Group(click.Group):
