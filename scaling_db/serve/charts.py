@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import altair as alt
@@ -11,9 +15,28 @@ import pandas as pd
 from scaling_db.errors import ScaledbError, StoreError
 from scaling_db.report.figures import FigureRequest, build_figure
 from scaling_db.serve.live import SERVE_QUERY_DIR, WorkspaceView
+from scaling_db.store.database import LOCK_TIMEOUT_ENV
 
 #: Checkpoint rows an experiment's loss-curve figure may carry to the browser (all runs together).
 MAX_FIGURE_POINTS = 40_000
+_ENV_LOCK = threading.Lock()
+
+
+@contextmanager
+def no_lock_wait() -> Iterator[None]:
+    """The figure builders open the database with the default lock wait (10 s); the dashboard
+    must not wait on a writer, so while one builds, `$SCALEDB_LOCK_TIMEOUT_S` is 0 (restored after).
+    `scaledb serve` sets it for the whole process; this covers an app built in another process."""
+    with _ENV_LOCK:
+        saved = os.environ.get(LOCK_TIMEOUT_ENV)
+        os.environ[LOCK_TIMEOUT_ENV] = "0"
+        try:
+            yield
+        finally:
+            if saved is None:
+                del os.environ[LOCK_TIMEOUT_ENV]
+            else:
+                os.environ[LOCK_TIMEOUT_ENV] = saved
 
 
 def figure_request(experiment: str, plot: dict[str, Any], n_runs: int) -> FigureRequest:
@@ -46,7 +69,8 @@ def figure_spec(view: WorkspaceView, experiment: str, index: int) -> dict[str, A
 
     def build() -> dict[str, Any]:
         try:
-            return {"spec": build_figure(view.ws, request).to_dict()}
+            with no_lock_wait():
+                return {"spec": build_figure(view.ws, request).to_dict()}
         except StoreError:
             raise
         except ScaledbError as exc:
