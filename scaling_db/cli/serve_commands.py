@@ -16,12 +16,14 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """A listening socket (port 0: any free port), so the URL printed is the one served."""
+    """A listening socket (port 0: any free port), so the URL printed is the one served, and
+    connections made as soon as it is printed wait in the backlog instead of being refused."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(128)
     except OSError as exc:
         sock.close()
         raise ScaledbError(f"serve: cannot listen on {host}:{port} ({exc.strerror}). "

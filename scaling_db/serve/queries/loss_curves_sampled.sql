@@ -1,20 +1,29 @@
 -- name: loss_curves_sampled
--- purpose: loss_curves (same columns) thinned in the database: per run, the last checkpoint of each log-spaced step bucket (per_efold buckets per factor e of steps); every run keeps its final checkpoint.
+-- purpose: loss_curves (same columns) thinned in the database for the dashboard: every run_stride-th run (in the order n_params, lr, seed, run_id) and, per run, the last checkpoint of each log-spaced step bucket (per_efold buckets per factor e of steps); a drawn run keeps its final checkpoint.
 -- params:
 --   experiment (required): the experiment's name
 --   convention = 'exact' (exact | 6n | 6n_nonembed): FLOPs convention of `flops`
 --   loss = 'eval' (eval | train): which loss becomes `loss`
 --   status = 'any' (finished | running | failed | diverged | pending | any): only runs in this state
 --   per_efold = 12: buckets per factor e of steps (more keeps more points)
+--   run_stride = 1: draw every run_stride-th run (1: all)
 -- columns: run_id, name, status, config_id, seed, n_params, n_params_nonembed, d_model, parameterization, lr, step, tokens, flops, loss, eval_loss, train_loss, lr_at_step, wall_time_s
-WITH sampled AS (
-    SELECT c.*
+WITH chosen AS (
+    SELECT run_id
+    FROM runs
+    WHERE experiment = $experiment AND ($status = 'any' OR status = $status)
+    QUALIFY (row_number() OVER (ORDER BY n_params, lr, seed, run_id) - 1) % $run_stride = 0
+),
+sampled AS (
+    -- arg_max(x, step): x at the bucket's last checkpoint, in one pass over the checkpoints
+    SELECT c.run_id, max(c.step) AS step, arg_max(c.tokens, c.step) AS tokens,
+           arg_max(c.flops_exact, c.step) AS flops_exact, arg_max(c.flops_6n, c.step) AS flops_6n,
+           arg_max(c.flops_6n_nonembed, c.step) AS flops_6n_nonembed,
+           arg_max(c.eval_loss, c.step) AS eval_loss, arg_max(c.train_loss, c.step) AS train_loss,
+           arg_max(c.lr, c.step) AS lr, arg_max(c.wall_time_s, c.step) AS wall_time_s
     FROM checkpoints AS c
-    SEMI JOIN runs AS r ON r.run_id = c.run_id
-        AND r.experiment = $experiment AND ($status = 'any' OR r.status = $status)
-    QUALIFY row_number() OVER (
-        PARTITION BY c.run_id, floor(ln(greatest(c.step, 1)) * $per_efold)
-        ORDER BY c.step DESC) = 1
+    SEMI JOIN chosen USING (run_id)
+    GROUP BY c.run_id, floor(ln(greatest(c.step, 1)) * $per_efold)
 )
 SELECT
     r.run_id, r.name, r.status, r.config_id, r.seed,
