@@ -59,67 +59,89 @@ def query_options(allow_files: bool) -> dict[str, Any]:
 
 def create_app(settings: ServeSettings) -> Starlette:
     """The dashboard for one workspace."""
-    view = WorkspaceView(settings.workspace, refresh_s=settings.refresh_s,
-                         query_options=query_options(settings.allow_files))
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.globals.update(version=__version__, workspace=str(settings.workspace.root), urlencode=urlencode)
-    templates.env.filters["fmt"] = format_value
+    return Starlette(routes=Dashboard(settings).routes())
 
-    def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-        return templates.TemplateResponse(request, name, {"db_note": view.db_note, **context},
-                                          status_code=status_code)
 
-    async def index(request: Request) -> HTMLResponse:
-        experiments = await run_in_threadpool(view.experiments)
-        return page(request, "index.html", experiments=experiments, statuses=RUN_STATUSES[:-1])
+class Dashboard:
+    """The routes of one workspace's dashboard; each reads through `view` in a worker thread."""
 
-    async def experiments_fragment(request: Request) -> HTMLResponse:
-        experiments = await run_in_threadpool(view.experiments)
-        return page(request, "_experiments.html", experiments=experiments, statuses=RUN_STATUSES[:-1])
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        self.view = WorkspaceView(settings.workspace, refresh_s=settings.refresh_s,
+                                  query_options=query_options(settings.allow_files))
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        self.templates.env.globals.update(version=__version__, workspace=str(settings.workspace.root),
+                                          urlencode=urlencode, statuses=RUN_STATUSES[:-1])
+        self.templates.env.filters["fmt"] = format_value
 
-    async def experiment_page(request: Request) -> HTMLResponse:
+    def routes(self) -> list[Route | Mount]:
+        return [
+            Route("/", self.index),
+            Route("/fragments/experiments", self.index),
+            Route("/experiments/{name}", self.experiment_page),
+            Route("/fragments/experiments/{name}/runs", self.runs_fragment),
+            Route("/fragments/experiments/{name}/counts", self.counts_fragment),
+            Route("/api/experiments/{name}/runs", self.runs_json),
+            Route("/api/experiments/{name}/figures/{index:int}", self.figure_json),
+            Route("/runs/{run_id}", self.run_page),
+            Route("/fragments/runs/{run_id}/state", self.run_page),
+            Route("/api/runs/{run_id}/curve", self.curve_json),
+            Route("/sql", self.sql_page),
+            Route("/sql.csv", self.sql_csv),
+            Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
+        ]
+
+    def page(self, request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        return self.templates.TemplateResponse(request, name, {"db_note": self.view.db_note, **context},
+                                               status_code=status_code)
+
+    def not_found(self, request: Request, message: str) -> HTMLResponse:
+        return self.page(request, "error.html", 404, message=message)
+
+    async def index(self, request: Request) -> HTMLResponse:
+        experiments = await run_in_threadpool(self.view.experiments)
+        fragment = request.url.path.startswith("/fragments/")
+        return self.page(request, "_experiments.html" if fragment else "index.html", experiments=experiments)
+
+    async def experiment_page(self, request: Request) -> HTMLResponse:
         name = request.path_params["name"]
-        summary = await run_in_threadpool(view.experiment, name)
+        summary = await run_in_threadpool(self.view.experiment, name)
         if summary is None:
-            return page(request, "error.html", 404, message=f"no experiment {name!r} in {settings.workspace.root}")
-        runs = await run_in_threadpool(_runs_page, view, name, request)
-        fits = await run_in_threadpool(_fits, view, name)
+            return self.not_found(request, f"no experiment {name!r} in {self.settings.workspace.root}")
+        runs = await run_in_threadpool(_runs_page, self.view, name, request)
+        fits = await run_in_threadpool(_fits, self.view, name)
         figures = summary.plots or ({"kind": "loss_curves"},)
-        return page(request, "experiment.html", exp=summary, runs=runs, fits=fits, figures=figures,
-                    statuses=RUN_STATUSES[:-1], query=_table_query(request))
+        return self.page(request, "experiment.html", exp=summary, runs=runs, fits=fits, figures=figures,
+                         query=_table_query(request))
 
-    async def runs_fragment(request: Request) -> HTMLResponse:
-        name = request.path_params["name"]
-        runs = await run_in_threadpool(_runs_page, view, name, request)
-        return page(request, "_runs.html", runs=runs, statuses=RUN_STATUSES[:-1], query=_table_query(request))
+    async def runs_fragment(self, request: Request) -> HTMLResponse:
+        runs = await run_in_threadpool(_runs_page, self.view, request.path_params["name"], request)
+        return self.page(request, "_runs.html", runs=runs, query=_table_query(request))
 
-    async def runs_json(request: Request) -> JSONResponse:
-        runs = await run_in_threadpool(_runs_page, view, request.path_params["name"], request)
+    async def runs_json(self, request: Request) -> JSONResponse:
+        runs = await run_in_threadpool(_runs_page, self.view, request.path_params["name"], request)
         return JSONResponse({"columns": runs.columns, "rows": runs.rows, "total": runs.total,
                              "matching": runs.matching, "offset": runs.offset, "limit": runs.limit})
 
-    async def counts_fragment(request: Request) -> HTMLResponse:
-        summary = await run_in_threadpool(view.experiment, request.path_params["name"])
-        return page(request, "_counts.html", exp=summary, statuses=RUN_STATUSES[:-1])
+    async def counts_fragment(self, request: Request) -> HTMLResponse:
+        summary = await run_in_threadpool(self.view.experiment, request.path_params["name"])
+        return self.page(request, "_counts.html", exp=summary)
 
-    async def figure_json(request: Request) -> JSONResponse:
+    async def figure_json(self, request: Request) -> JSONResponse:
         name, index = request.path_params["name"], request.path_params["index"]
-        return JSONResponse(await run_in_threadpool(figure_spec, view, name, index))
+        return JSONResponse(await run_in_threadpool(figure_spec, self.view, name, index))
 
-    async def run_page(request: Request) -> HTMLResponse:
-        run = await run_in_threadpool(view.run_detail, request.path_params["run_id"])
+    async def run_page(self, request: Request) -> HTMLResponse:
+        run = await run_in_threadpool(self.view.run_detail, request.path_params["run_id"])
         if run is None:
-            return page(request, "error.html", 404, message=f"no run {request.path_params['run_id']!r}")
-        return page(request, "run.html", run=run, manifest=json.dumps(run.manifest, indent=2) if run.manifest else "")
+            return self.not_found(request, f"no run {request.path_params['run_id']!r}")
+        if request.url.path.startswith("/fragments/"):
+            return self.page(request, "_run_state.html", run=run)
+        manifest = json.dumps(run.manifest, indent=2) if run.manifest else ""
+        return self.page(request, "run.html", run=run, manifest=manifest)
 
-    async def run_state_fragment(request: Request) -> HTMLResponse:
-        run = await run_in_threadpool(view.run_detail, request.path_params["run_id"])
-        if run is None:
-            return page(request, "error.html", 404, message=f"no run {request.path_params['run_id']!r}")
-        return page(request, "_run_state.html", run=run)
-
-    async def curve_json(request: Request) -> JSONResponse:
-        run = await run_in_threadpool(view.run_detail, request.path_params["run_id"])
+    async def curve_json(self, request: Request) -> JSONResponse:
+        run = await run_in_threadpool(self.view.run_detail, request.path_params["run_id"])
         if run is None:
             return JSONResponse({"error": "no such run"}, status_code=404)
         last = run.curve["step"].iloc[-1] if not run.curve.empty else None
@@ -127,46 +149,28 @@ def create_app(settings: ServeSettings) -> Starlette:
                              "points": len(run.curve), "last_step": None if last is None else int(last),
                              "status": run.status.get("status"), "source": run.curve_source})
 
-    async def sql_page(request: Request) -> HTMLResponse:
+    async def sql_page(self, request: Request) -> HTMLResponse:
         form = _sql_form(request)
-        queries = await run_in_threadpool(list_queries, settings.workspace)
+        queries = await run_in_threadpool(list_queries, self.settings.workspace)
         result, error = None, ""
         if form.active:
             try:
-                result = await run_in_threadpool(_run_sql, view, form)
+                result = await run_in_threadpool(_run_sql, self.view, form)
             except ScaledbError as exc:
                 error = str(exc)
-        chosen = next((q for q in queries if q.name == form.name), None)
         table = _result_table(result) if result is not None else None
-        return page(request, "sql.html", 400 if error else 200, queries=queries, form=form, chosen=chosen,
-                    table=table, error=error, csv_url="/sql.csv?" + request.url.query if result is not None else "")
+        csv_url = "/sql.csv?" + request.url.query if result is not None else ""
+        return self.page(request, "sql.html", 400 if error else 200, queries=queries, form=form, table=table,
+                         error=error, csv_url=csv_url)
 
-    async def sql_csv(request: Request) -> Response:
+    async def sql_csv(self, request: Request) -> Response:
         form = _sql_form(request)
         try:
-            result = await run_in_threadpool(_run_sql, view, form)
+            result = await run_in_threadpool(_run_sql, self.view, form)
         except ScaledbError as exc:
             return Response(f"Error: {exc}\n", status_code=400, media_type="text/plain")
-        filename = f"{form.name or 'query'}.csv"
         return Response(result.to_csv(index=False), media_type="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
-
-    routes = [
-        Route("/", index),
-        Route("/fragments/experiments", experiments_fragment),
-        Route("/experiments/{name}", experiment_page),
-        Route("/fragments/experiments/{name}/runs", runs_fragment),
-        Route("/fragments/experiments/{name}/counts", counts_fragment),
-        Route("/api/experiments/{name}/runs", runs_json),
-        Route("/api/experiments/{name}/figures/{index:int}", figure_json),
-        Route("/runs/{run_id}", run_page),
-        Route("/fragments/runs/{run_id}/state", run_state_fragment),
-        Route("/api/runs/{run_id}/curve", curve_json),
-        Route("/sql", sql_page),
-        Route("/sql.csv", sql_csv),
-        Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
-    ]
-    return Starlette(routes=routes)
+                        headers={"Content-Disposition": f'attachment; filename="{form.name or "query"}.csv"'})
 
 
 def _table_query(request: Request) -> dict[str, str]:

@@ -45,12 +45,13 @@ _TAIL_BYTES = 16_384
 
 
 def format_value(value: Any) -> str:
-    """One cell as text: integers without `.0`, floats to 4 significant digits, NaN/None empty.
+    """One cell as text: integers as they are (also those stored as floats, below 1e6), other
+    floats to 4 significant digits, NaN/None empty.
     Filters compare these texts, so a filter value is exactly what the table shows."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return ""
     if isinstance(value, (float, np.floating)):
-        if float(value).is_integer() and abs(value) < 1e15:
+        if float(value).is_integer() and abs(value) < 1e6:
             return str(int(value))
         return f"{value:.4g}"
     return str(value)
@@ -119,6 +120,15 @@ class _FileRun:
 
 
 @dataclass(frozen=True)
+class _ExperimentTable:
+    source: pd.DataFrame  # the merged runs frame this was built from (identity = cache key)
+    rows: pd.DataFrame
+    texts: pd.DataFrame  # sweep columns as the table shows them
+    sweep: tuple[str, ...]
+    choices: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
 class ExperimentSummary:
     name: str
     description: str
@@ -170,6 +180,7 @@ class WorkspaceView:
         self._scanned_at = -math.inf
         self._db_cache: dict[str, tuple[Any, Any]] = {}
         self._merged: tuple[Any, pd.DataFrame] | None = None
+        self._tables: dict[str, _ExperimentTable] = {}
 
     # -- database ------------------------------------------------------------------------------
     def db_signature(self) -> tuple[Any, ...] | None:
@@ -295,11 +306,13 @@ class WorkspaceView:
     def _expand_vars(frame: pd.DataFrame) -> pd.DataFrame:
         if "vars" not in frame or frame.empty:
             return frame
-        parsed = frame["vars"].map(lambda v: json.loads(v) if isinstance(v, str) and v.startswith("{") else {})
-        keys = sorted({k for d in parsed for k in d})
+        # Sweep points repeat across seeds: parse each distinct text once.
+        texts = frame["vars"].where(frame["vars"].map(lambda v: isinstance(v, str) and v.startswith("{")), "{}")
+        parsed = {text: json.loads(text) for text in texts.unique()}
+        keys = sorted({k for d in parsed.values() for k in d})
         for key in keys:
             if key not in frame:
-                frame[key] = parsed.map(lambda d, k=key: d.get(k))
+                frame[key] = texts.map({text: d.get(key) for text, d in parsed.items()})
         frame.attrs["vars"] = keys
         return frame
 
@@ -342,28 +355,43 @@ class WorkspaceView:
         info = json.loads(row["info"]) if isinstance(row.get("info"), str) else {}
         return {**info, **{k: v for k, v in row.items() if k != "info" and v is not None}}
 
+    def _experiment_table(self, experiment: str) -> _ExperimentTable:
+        """An experiment's runs with their sweep columns as text (for filters), cached until the
+        runs change: formatting 10,000 rows per request would take most of a second."""
+        runs = self.runs()
+        with self._lock:
+            hit = self._tables.get(experiment)
+            if hit is not None and hit.source is runs:
+                return hit
+        rows = runs[runs["experiment"] == experiment]
+        candidates = [c for c in (*SWEEP_CANDIDATES, *runs.attrs.get("vars", ())) if c in rows]
+        sweep = [c for c in candidates if rows[c].astype(str).nunique() > 1]
+        texts = pd.DataFrame({c: _format_column(rows[c]) for c in sweep}, index=rows.index)
+        choices = {c: sorted(texts[c].unique(), key=_natural) for c in sweep}
+        table = _ExperimentTable(source=runs, rows=rows, texts=texts, sweep=tuple(sweep), choices=choices)
+        with self._lock:
+            self._tables[experiment] = table
+        return table
+
     def runs_page(self, experiment: str, *, filters: dict[str, str], status: str = "", sort: str = "name",
                   desc: bool = False, offset: int = 0, limit: int = 50) -> RunsPage:
         """One page of an experiment's runs, filtered (exact text match) and sorted on the server."""
-        runs = self.runs()
-        runs = runs[runs["experiment"] == experiment]
-        candidates = [c for c in (*SWEEP_CANDIDATES, *runs.attrs.get("vars", ())) if c in runs]
-        sweep = [c for c in candidates if runs[c].map(format_value).nunique() > 1]
-        choices = {c: sorted(runs[c].map(format_value).unique(), key=_natural) for c in sweep}
-        shown = runs
+        table = self._experiment_table(experiment)
+        keep = pd.Series(True, index=table.rows.index)
         for col, value in filters.items():
-            if col in sweep and value != "":
-                shown = shown[shown[col].map(format_value) == value]
+            if col in table.sweep and value != "":
+                keep &= table.texts[col] == value
         if status:
-            shown = shown[shown["status"] == status]
+            keep &= table.rows["status"] == status
+        shown = table.rows[keep]
         if sort in shown.columns:
             shown = shown.sort_values([sort, "run_id"], ascending=[not desc, True], na_position="last", kind="stable")
-        columns = ("name", "status", *sweep, *FINAL_COLUMNS)
+        columns = ("name", "status", *table.sweep, *FINAL_COLUMNS)
         page = shown.iloc[offset:offset + limit]
         rows = [{"run_id": r["run_id"], **{c: format_value(r.get(c)) for c in columns}}
                 for r in page.to_dict("records")]
-        return RunsPage(experiment=experiment, columns=columns, sweep_columns=tuple(sweep), choices=choices,
-                        rows=rows, total=len(runs), matching=len(shown), offset=offset, limit=limit)
+        return RunsPage(experiment=experiment, columns=columns, sweep_columns=table.sweep, choices=table.choices,
+                        rows=rows, total=len(table.rows), matching=len(shown), offset=offset, limit=limit)
 
     def run_detail(self, run_id: str, *, max_points: int = 1000) -> RunDetail | None:
         """One run: status, manifest, state file, curve (from its log, else from the database)."""
@@ -401,6 +429,12 @@ class WorkspaceView:
         df = self.cached(f"curve:{run_id}", lambda: self.query(SERVE_QUERY_DIR / "serve_run_curve.sql",
                                                                  {"run_id": run_id}))
         return (df, "database") if df is not None else (pd.DataFrame(), "none")
+
+
+def _format_column(values: pd.Series) -> pd.Series:
+    """format_value over a column, once per distinct value."""
+    texts = {v: format_value(v) for v in values.dropna().unique()}
+    return values.map(texts).fillna("").astype(str)
 
 
 def _natural(text: str) -> tuple[int, float, str]:
