@@ -284,3 +284,12 @@ def test_cli_missing_workspace_is_one_error_line(tmp_path):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1
     assert err.startswith("Error: serve: ") and "no such workspace directory" in err and "Traceback" not in err
+
+
+def test_version_changes_with_the_database_so_pages_redraw_figures(sweep):
+    ws, manifests = sweep
+    c = client(ws)
+    before = c.get("/api/version").json()["database"]
+    assert c.get("/api/version").json()["database"] == before
+    ingest_runs(ws)  # loads the running run's new checkpoints
+    assert c.get("/api/version").json()["database"] != before

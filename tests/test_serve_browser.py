@@ -105,7 +105,10 @@ def screenshot(driver, name: str) -> None:
     folder = os.environ.get("SCALEDB_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1400, min(max(height, 600), 2000))
         driver.save_screenshot(str(Path(folder) / f"serve-{name}.png"))
+        driver.set_window_size(1400, 1000)
 
 
 def checksums(root: Path) -> dict[str, str]:

@@ -81,8 +81,10 @@ class Dashboard:
             Route("/experiments/{name}", self.experiment_page),
             Route("/fragments/experiments/{name}/runs", self.runs_fragment),
             Route("/fragments/experiments/{name}/counts", self.counts_fragment),
+            Route("/fragments/experiments/{name}/fits", self.fits_fragment),
             Route("/api/experiments/{name}/runs", self.runs_json),
             Route("/api/experiments/{name}/figures/{index:int}", self.figure_json),
+            Route("/api/version", self.version_json),
             Route("/runs/{run_id}", self.run_page),
             Route("/fragments/runs/{run_id}/state", self.run_page),
             Route("/api/runs/{run_id}/curve", self.curve_json),
@@ -127,9 +129,18 @@ class Dashboard:
         summary = await run_in_threadpool(self.view.experiment, request.path_params["name"])
         return self.page(request, "_counts.html", exp=summary)
 
+    async def fits_fragment(self, request: Request) -> HTMLResponse:
+        name = request.path_params["name"]
+        return self.page(request, "_fits.html", exp=await run_in_threadpool(self.view.experiment, name),
+                         fits=await run_in_threadpool(_fits, self.view, name))
+
     async def figure_json(self, request: Request) -> JSONResponse:
         name, index = request.path_params["name"], request.path_params["index"]
         return JSONResponse(await run_in_threadpool(figure_spec, self.view, name, index))
+
+    async def version_json(self, request: Request) -> JSONResponse:
+        """Changes when the database does (an ingest): pages then redraw their figures and fits."""
+        return JSONResponse({"database": repr(self.view.db_signature())})
 
     async def run_page(self, request: Request) -> HTMLResponse:
         run = await run_in_threadpool(self.view.run_detail, request.path_params["run_id"])

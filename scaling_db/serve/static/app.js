@@ -78,6 +78,21 @@ async function pollCurve(el) {
   setTimeout(() => pollCurve(el), REFRESH_MS);
 }
 
+// Figures come from the database: redraw them when it changes (after an ingest).
+let databaseVersion = null;
+
+async function watchDatabase() {
+  try {
+    const body = await (await fetch("/api/version")).json();
+    if (databaseVersion !== null && body.database !== databaseVersion) {
+      document.querySelectorAll("[data-figure]").forEach((el) => drawFigure(el));
+if (document.querySelector("[data-figure]")) watchDatabase();
+    }
+    databaseVersion = body.database;
+  } catch (e) { /* the server restarting: try again next time */ }
+  setTimeout(watchDatabase, 2 * REFRESH_MS);
+}
+
 function namedQueryForm() {
   const select = document.getElementById("query-name");
   if (!select) return;
@@ -91,6 +106,7 @@ function namedQueryForm() {
 }
 
 document.querySelectorAll("[data-figure]").forEach((el) => drawFigure(el));
+if (document.querySelector("[data-figure]")) watchDatabase();
 document.querySelectorAll("[data-curve]").forEach((el) => pollCurve(el));
 namedQueryForm();
 setInterval(refreshFragments, REFRESH_MS);
