@@ -10,7 +10,6 @@ import click
 from scaling_db.cli import cli
 from scaling_db.cli.common import get_workspace, workspace_option
 from scaling_db.errors import ScaledbError
-from scaling_db.store.database import LOCK_TIMEOUT_ENV
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -43,6 +42,8 @@ def _bind(host: str, port: int) -> socket.socket:
               help="Seconds between rescans of the run files.")
 def serve(workspace: str | None, host: str, port: int, allow_files: bool, refresh: float) -> None:
     """Serve a live, read-only dashboard of the workspace: experiments, runs, curves, figures, fits, SQL."""
+    from scaling_db.store.database import LOCK_TIMEOUT_ENV
+
     try:
         import uvicorn
 

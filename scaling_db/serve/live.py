@@ -28,7 +28,6 @@ import pandas as pd
 
 from scaling_db.errors import QueryError, StoreError
 from scaling_db.store.database import RUN_STATUSES
-from scaling_db.store.ingest import run_row
 from scaling_db.store.query import run_query
 from scaling_db.workspace import Workspace
 
@@ -38,6 +37,18 @@ SERVE_QUERY_DIR = Path(__file__).resolve().parent / "queries"
 SWEEP_CANDIDATES = ("model_kind", "n_params", "n_params_nonembed", "n_layers", "d_model", "n_heads", "d_ff",
                     "context", "vocab_size", "parameterization", "optimizer", "lr", "weight_decay", "schedule",
                     "batch_size", "steps", "tokens_budget", "seed", "data_seed", "data_source")
+#: Where each sweep column sits in a run's manifest.json (the database's `runs` row has the same
+#: columns; a run the database does not have yet gets them from here).
+MANIFEST_PATHS = {
+    "model_kind": ("model", "kind"), "n_params": ("counts", "n_params"),
+    "n_params_nonembed": ("counts", "n_params_nonembed"), "n_layers": ("model", "n_layers"),
+    "d_model": ("model", "d_model"), "n_heads": ("model", "n_heads"), "d_ff": ("model", "d_ff"),
+    "context": ("model", "context"), "vocab_size": ("counts", "vocab_size"),
+    "parameterization": ("model", "parameterization", "kind"), "optimizer": ("train", "optimizer", "kind"),
+    "lr": ("train", "optimizer", "lr"), "weight_decay": ("train", "optimizer", "weight_decay"),
+    "schedule": ("train", "schedule", "kind"), "batch_size": ("train", "batch_size"), "steps": ("train", "steps"),
+    "seed": ("train", "seed"), "data_seed": ("data", "seed"), "data_source": ("data", "kind"),
+}
 #: Progress columns, from the last checkpoint (log line or database row).
 FINAL_COLUMNS = ("final_step", "final_tokens", "final_flops", "final_train_loss", "final_eval_loss")
 #: A log's last record is found in its last this-many bytes (one record is ~300 bytes).
@@ -251,11 +262,9 @@ class WorkspaceView:
     def _manifest_row(self, run_id: str, entry: _FileRun) -> dict[str, Any] | None:
         if entry.row is None:
             try:
-                text = self.ws.manifest_path(run_id).read_text()
-                entry.row = run_row(run_id, text, entry.status, None, None)
-            except (OSError, ValueError, AttributeError, TypeError):
+                entry.row = manifest_row(run_id, json.loads(self.ws.manifest_path(run_id).read_bytes()))
+            except (OSError, ValueError):
                 return None  # `scaledb check` reports damaged manifests; the dashboard shows the rest
-            entry.row.pop("manifest", None)
         return entry.row
 
     # -- runs ----------------------------------------------------------------------------------
@@ -289,7 +298,7 @@ class WorkspaceView:
             overlay.append(fresh)
         parts = [p for p in (db, pd.DataFrame(extra)) if p is not None and not p.empty]
         frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["run_id", "experiment", "status"])
-        for col in ("name", *FINAL_COLUMNS):
+        for col in ("name", "status", *FINAL_COLUMNS):
             if col not in frame:
                 frame[col] = None
         frame = frame.set_index("run_id", drop=False)
@@ -429,6 +438,22 @@ class WorkspaceView:
         df = self.cached(f"curve:{run_id}", lambda: self.query(SERVE_QUERY_DIR / "serve_run_curve.sql",
                                                                  {"run_id": run_id}))
         return (df, "database") if df is not None else (pd.DataFrame(), "none")
+
+
+def manifest_row(run_id: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The dashboard's columns of a run from its manifest (None if it names no experiment)."""
+    if not isinstance(manifest, dict) or not manifest.get("experiment"):
+        return None
+    row: dict[str, Any] = {"run_id": run_id, "experiment": manifest["experiment"], "name": manifest.get("name"),
+                           "vars": json.dumps(manifest.get("vars") or {}, sort_keys=True)}
+    for column, path in MANIFEST_PATHS.items():
+        value: Any = manifest
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        row[column] = value
+    train = manifest.get("train") if isinstance(manifest.get("train"), dict) else {}
+    row["tokens_budget"] = train.get("tokens") if train.get("kind", "lm") == "lm" else train.get("samples")
+    return row
 
 
 def _format_column(values: pd.Series) -> pd.Series:
