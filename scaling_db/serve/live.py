@@ -239,8 +239,12 @@ class WorkspaceView:
         with self._lock:
             if time.monotonic() - self._scanned_at < self.refresh_s:
                 return
-            changed = False
-            for run_id in self.ws.run_ids():
+            ids = self.ws.run_ids()
+            gone = set(self._files) - set(ids)
+            for run_id in gone:
+                del self._files[run_id]
+            changed = bool(gone)
+            for run_id in ids:
                 entry = self._files.setdefault(run_id, _FileRun())
                 status_sig, log_sig = _sig(self.ws.status_path(run_id)), _sig(self.ws.log_path(run_id))
                 if status_sig != entry.status_sig:
