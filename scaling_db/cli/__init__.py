@@ -41,10 +41,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "Run a named query (see `scaledb queries`), a .sql file, or --sql, read-only."),
     "import": ("store_commands",
                "Import TABLE (CSV, Parquet or JSON) of external runs as an experiment of its own."),
-    "fit": ("fit_commands", "Fit scaling laws with bootstrap intervals, and store them with their provenance."),
+    "fit": ("fit_commands",
+            "Fit scaling laws, comparisons and frontiers with intervals, and store them with their provenance."),
     "plot": ("plot_commands", "Draw a figure of KIND for an experiment (SPEC or --experiment) to --out."),
     "reproduce": ("plot_commands",
                   "Run a whole experiment: compile, run pending runs locally, load, fit, plot, and report."),
+    "serve": ("serve_commands",
+              "Serve a live, read-only dashboard of the workspace: experiments, runs, curves, figures, fits, SQL."),
 }
 
 

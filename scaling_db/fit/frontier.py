@@ -23,7 +23,7 @@ from scipy.interpolate import RBFInterpolator
 from scipy.optimize import minimize_scalar
 
 from scaling_db.errors import FitError
-from scaling_db.fit.bootstrap import bootstrap
+from scaling_db.fit.resample import bootstrap
 from scaling_db.fit.chinchilla import fit_chinchilla
 from scaling_db.fit.options import FitOptions
 from scaling_db.fit.power import fit_power_law

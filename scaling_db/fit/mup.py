@@ -19,7 +19,7 @@ import statsmodels.api as sm
 from scipy import stats as sps
 
 from scaling_db.errors import FitError
-from scaling_db.fit.bootstrap import BootstrapFit, bootstrap
+from scaling_db.fit.resample import BootstrapFit, bootstrap
 from scaling_db.fit.laws import multi_power_law, r_squared
 from scaling_db.fit.power import fit_power_law, fit_saturating_power_law
 from scaling_db.fit.result import LawFit, select_rows, table_repr

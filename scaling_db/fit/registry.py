@@ -1,27 +1,29 @@
 """The one registry of fittable laws: name -> the law's form, its fitter and default columns.
 
 Spec validation, the CLI's `--law` choices, `compare_laws` and the report all read this table, so
-a law is added in one place. Names come from the `Law` objects themselves (`laws.LAWS`).
+a law is added in one place. Each name is a key of `laws.LAWS`. The fitters are imported on first
+use (`FITTERS`, `get_fitter`): `LAW_NAMES` alone imports neither scipy nor pandas, so
+`scaledb validate` checks a spec's law names and stays quick.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from scaling_db.errors import FitError
-from scaling_db.fit.chinchilla import fit_chinchilla, fit_kaplan_nd
-from scaling_db.fit.laws import (CHINCHILLA, EXPONENTIAL, KAPLAN_ND, POWER_LAW,
-                                 SATURATING_EXPONENTIAL, SATURATING_POWER_LAW, Law)
 from scaling_db.fit.options import DEFAULT_OPTIONS, FitOptions
-from scaling_db.fit.power import (fit_exponential, fit_power_law, fit_saturating_exponential,
-                                  fit_saturating_power_law)
-from scaling_db.fit.result import LawFit
 
-FitFn = Callable[..., LawFit]  # fit(df, init=None) -> LawFit, as `bootstrap` calls it
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from scaling_db.fit.laws import Law
+    from scaling_db.fit.result import LawFit
+
+FitFn = Callable[..., "LawFit"]  # fit(df, init=None) -> LawFit, as `bootstrap` calls it
 
 
 @dataclass(frozen=True)
@@ -56,23 +58,40 @@ class LawFitter:
         return fit_fn
 
 
-FITTERS: Mapping[str, LawFitter] = {
-    f.name: f for f in (
-        LawFitter(POWER_LAW, fit_power_law, ("n_params",), warm_start=False),
-        LawFitter(SATURATING_POWER_LAW, fit_saturating_power_law, ("n_params",), warm_start=True),
-        LawFitter(EXPONENTIAL, fit_exponential, ("n_params",), warm_start=False),
-        LawFitter(SATURATING_EXPONENTIAL, fit_saturating_exponential, ("n_params",),
-                  warm_start=True),
-        LawFitter(CHINCHILLA, fit_chinchilla, ("n_params", "tokens"), warm_start=True),
-        LawFitter(KAPLAN_ND, fit_kaplan_nd, ("n_params", "tokens"), warm_start=True),
-    )
+#: law name -> (module of scaling_db.fit holding its fitter, the fitter, default x columns, warm start)
+_TABLE: Mapping[str, tuple[str, str, tuple[str, ...], bool]] = {
+    "power_law": ("power", "fit_power_law", ("n_params",), False),
+    "saturating_power_law": ("power", "fit_saturating_power_law", ("n_params",), True),
+    "exponential": ("power", "fit_exponential", ("n_params",), False),
+    "saturating_exponential": ("power", "fit_saturating_exponential", ("n_params",), True),
+    "chinchilla": ("chinchilla", "fit_chinchilla", ("n_params", "tokens"), True),
+    "kaplan_nd": ("chinchilla", "fit_kaplan_nd", ("n_params", "tokens"), True),
 }
-ONE_INPUT_FITTERS: Mapping[str, LawFitter] = {k: f for k, f in FITTERS.items() if f.n_inputs == 1}
+#: The registered law names, known without importing any fitter.
+LAW_NAMES: tuple[str, ...] = tuple(_TABLE)
+
+
+@functools.cache
+def _fitters() -> dict[str, LawFitter]:
+    from scaling_db.fit.laws import get_law
+
+    return {name: LawFitter(get_law(name), getattr(importlib.import_module(f"scaling_db.fit.{module}"), fn),
+                            default_x, warm_start=warm)
+            for name, (module, fn, default_x, warm) in _TABLE.items()}
+
+
+def __getattr__(attr: str) -> Any:
+    """`FITTERS` (name -> LawFitter) and `ONE_INPUT_FITTERS`, built on first use."""
+    if attr == "FITTERS":
+        return _fitters()
+    if attr == "ONE_INPUT_FITTERS":
+        return {k: f for k, f in _fitters().items() if f.n_inputs == 1}
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 def get_fitter(name: str, where: str = "fit") -> LawFitter:
     """The registered fitter of law `name`, or FitError naming the known laws."""
-    if name not in FITTERS:
-        raise FitError(f"{where}: unknown law ({name!r} vs one of {', '.join(FITTERS)}). "
+    if name not in _TABLE:
+        raise FitError(f"{where}: unknown law ({name!r} vs one of {', '.join(LAW_NAMES)}). "
                        f"Use a registered law name.")
-    return FITTERS[name]
+    return _fitters()[name]

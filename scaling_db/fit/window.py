@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from scaling_db.errors import FitError
-from scaling_db.fit.bootstrap import BootstrapFit, _quantities
+from scaling_db.fit.resample import BootstrapFit, _quantities
 from scaling_db.fit.result import LawFit
 
 

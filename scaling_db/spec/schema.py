@@ -317,10 +317,10 @@ class FitDecl(StrictModel):
 
     @model_validator(mode="after")
     def _law_is_registered(self) -> "FitDecl":
-        from scaling_db.fit.registry import FITTERS  # the one registry of law names (imported lazily)
+        from scaling_db.fit.registry import LAW_NAMES  # the one registry of law names (no fitter imported)
 
-        if self.law not in FITTERS:
-            raise ValueError(f"unknown law {self.law!r} (laws: {', '.join(FITTERS)})")
+        if self.law not in LAW_NAMES:
+            raise ValueError(f"unknown law {self.law!r} (laws: {', '.join(LAW_NAMES)})")
         return self
 
 
