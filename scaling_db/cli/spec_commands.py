@@ -15,7 +15,10 @@ from scaling_db.cli import cli
 from scaling_db.cli.common import (
     emit_json, get_workspace, json_option, print_table, workspace_option,
 )
-from scaling_db.spec.compiler import DEFAULT_MAX_RUNS, CompiledExperiment, compile_spec
+from scaling_db.spec.compiler import (
+    DEFAULT_MAX_RUNS, CompiledExperiment, compile_source, is_analysis_only, validate_analysis_only,
+)
+from scaling_db.spec.loader import read_spec_source
 from scaling_db.errors import QueryError, RunError, SpecError
 from scaling_db.spec.manifest import RunManifest, diff_manifests
 from scaling_db.spec.plan import PlanRow, plan_rows, summarize_plan, superseded_runs
@@ -106,7 +109,16 @@ def validate(specs: tuple[str, ...], workspace: str | None, as_json: bool, max_r
     find_query = query_check(get_workspace(workspace))
     for path in specs:
         try:
-            compiled = compile_spec(path, max_runs, find_query)
+            source = read_spec_source(path)
+            if is_analysis_only(source):  # trains nothing: its analyses read other experiments
+                study = validate_analysis_only(source, find_query)
+                results.append({"spec": path, "valid": True, "experiment": study.experiment, "runs": 0,
+                                "analyses": list(study.analysis.experiments)})
+                if not as_json:
+                    click.echo(f"ok  {path}: {study.experiment}, analysis only (of "
+                               f"{', '.join(study.analysis.experiments)})")
+                continue
+            compiled = compile_source(source, max_runs, find_query)
         except SpecError as exc:
             failed.append(exc)
             results.append({"spec": path, "valid": False, "problems": [
@@ -182,7 +194,13 @@ def compile_cmd(
     ws = get_workspace(workspace)
     find_query = query_check(ws)
     # all validated before anything is written
-    compiled_all = [compile_spec(path, max_runs, find_query) for path in specs]
+    sources = [read_spec_source(path) for path in specs]
+    for source in sources:
+        if is_analysis_only(source):
+            validate_analysis_only(source, find_query)
+            raise click.UsageError(f"{source.path}: an analysis-only spec trains nothing, so there is nothing "
+                                   f"to compile; `scaledb fit` or `scaledb reproduce` runs its analyses.")
+    compiled_all = [compile_source(source, max_runs, find_query) for source in sources]
     out: list[dict[str, Any]] = []
     for compiled in compiled_all:
         rows = plan_rows(ws, compiled)

@@ -13,19 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from pydantic import ValidationError
 
-from scaling_db.errors import ScaledbError, SpecError
+from scaling_db.errors import ScaledbError
 from scaling_db.report.comparisons import AnalysisRun, run_analysis
 from scaling_db.report.figures import DIAGNOSTIC_KINDS, FigureRequest, build_figure
 from scaling_db.report.html import Figure, write_report
-from scaling_db.spec.compiler import compile_source
-from scaling_db.spec.loader import display_path, problems_from_validation, read_spec_source
-from scaling_db.spec.schema import AnalysisOnlySpec, AnalysisSpec
+from scaling_db.spec.compiler import compile_source, validate_analysis_only
+from scaling_db.spec.compiler import is_analysis_only as spec_is_analysis_only
+from scaling_db.spec.loader import display_path, read_spec_source
+from scaling_db.spec.schema import AnalysisSpec
 from scaling_db.store.query import run_query
 from scaling_db.workspace import Workspace
 
-RUN_SECTIONS = ("data", "model", "train")
 
 
 @dataclass(frozen=True)
@@ -45,21 +44,16 @@ class Study:
 
 def is_analysis_only(path: str | Path) -> bool:
     """Whether the spec at `path` trains nothing (no data/model/train after `extends:`)."""
-    return not any(k in read_spec_source(path).data for k in RUN_SECTIONS)
+    return spec_is_analysis_only(read_spec_source(path))
 
 
 def read_study(path: str | Path) -> Study:
     """The analysis of a spec: compiled for a training spec, validated alone for an analysis-only one."""
     source = read_spec_source(path)
-    if any(k in source.data for k in RUN_SECTIONS):
+    if not spec_is_analysis_only(source):
         compiled = compile_source(source)
         return Study(compiled.experiment, compiled.description, compiled.spec_path, compiled.analysis, True)
-    try:
-        spec = AnalysisOnlySpec.model_validate(source.data)
-    except ValidationError as exc:
-        problems = problems_from_validation(exc, AnalysisOnlySpec, source.data,
-                                            lambda path: source.problem(path, ""))
-        raise SpecError(display_path(source.path), problems) from None
+    spec = validate_analysis_only(source)
     return Study(spec.experiment, spec.description, display_path(source.path), spec.analysis, False)
 
 

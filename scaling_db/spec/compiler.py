@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 from scaling_db.errors import SpecError, SpecProblem
 from scaling_db.spec.manifest import RunManifest, RunOrigin, canonical_json
 from scaling_db.spec.resolve import counts_of, fmt_value, resolve_point, resolve_upstream
-from scaling_db.spec.schema import AnalysisSpec, ClusterSpec, ExperimentHeader, RunSpec
+from scaling_db.spec.schema import AnalysisOnlySpec, AnalysisSpec, ClusterSpec, ExperimentHeader, RunSpec
 from scaling_db.spec.loader import (
     SpecSource,
     candidate_models,
@@ -426,3 +426,24 @@ def compile_spec(
     the spec stage cannot look queries up itself (they belong to the store, a later stage).
     """
     return compile_source(read_spec_source(path), max_runs, find_query)
+
+
+def is_analysis_only(source: SpecSource) -> bool:
+    """Whether the spec trains nothing (no data/model/train after `extends:`)."""
+    return not any(k in source.data for k in RUN_SECTIONS)
+
+
+def validate_analysis_only(source: SpecSource, find_query: QueryCheck | None = None) -> AnalysisOnlySpec:
+    """An analysis-only spec, validated like any other (every problem at its line)."""
+    try:
+        spec = AnalysisOnlySpec.model_validate(source.data)
+    except ValidationError as exc:
+        problems = problems_from_validation(exc, AnalysisOnlySpec, source.data, lambda path: source.problem(path, ""))
+        raise SpecError(display_path(source.path), problems) from None
+    if find_query is not None:
+        c = _Compiler(source)
+        c.queries(spec.analysis, find_query)
+        if c.problems:
+            raise c.fail()
+    return spec
+
