@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from scaling_db.store import ingest as ingest_module
+from scaling_db.store import logs as logs_module
 from scaling_db.errors import StoreError
 from scaling_db.store.ingest import ingest_runs
 from scaling_db.store.database import open_store
@@ -38,10 +39,9 @@ sweep:
 """
 
 
-@pytest.fixture(params=["duckdb_reader", "python_reader"])
+@pytest.fixture(params=["arrow_reader", "python_reader"])
 def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    threshold = 0 if request.param == "duckdb_reader" else 1 << 60
-    monkeypatch.setattr(ingest_module, "FAST_PATH_MIN_BYTES", threshold)
+    monkeypatch.setattr(logs_module, "ARROW_READER", request.param == "arrow_reader")
     return request.param
 
 
@@ -181,6 +181,31 @@ def test_non_finite_losses_become_null_and_metrics_load(ws_runs, reader):
     assert rows(ws, "SELECT status, diverged_at_step, error FROM runs") == [("diverged", 4, "loss is NaN")]
     assert rows(ws, "SELECT name, value FROM metrics WHERE step = 2 ORDER BY name") == [
         ("act_mean/layer0", 0.5), ("grad_norm", None)]
+
+
+def test_metrics_as_the_trainer_writes_them_load_in_every_reader(ws_runs, reader, monkeypatch):
+    """Every record with the same metric names (the trainer's activations): Arrow's reader takes the
+    log whole; a record missing a metric, or a metric that is not a number, is read line by line."""
+    ws, manifests = ws_runs
+    a, b, c = (m.run_id for m in manifests[:3])
+    write_log(ws, a, range(1, 5), metrics={"act_mean_abs.embed": 0.5, "act_mean_abs.block0.out": 2})
+    with open(write_log(ws, b, [1], metrics={"x": 1.5}), "a") as fh:
+        fh.write(record(b, 2).to_line())  # no metrics at step 2
+    write_log(ws, c, [1, 2], metrics={"x": 1.5})
+    text = ws.log_path(c).read_text().replace('"x":1.5}', '"x":"high"}', 1)
+    ws.log_path(c).write_text(text)
+    parsed = []
+    monkeypatch.setattr(logs_module, "_parse_lines", lambda *args: parsed.append(args[1]) or real_lines(*args))
+    report = ingest_runs(ws, [a, b, c])
+    assert report.rows_loaded == 4 + 2 + 1 and report.metric_rows == 8 + 1 + 1
+    assert rows(ws, "SELECT step, name, value FROM metrics WHERE run_id = ? AND step = 4 ORDER BY name", [a]) == [
+        (4, "act_mean_abs.block0.out", 2.0), (4, "act_mean_abs.embed", 0.5)]
+    assert rows(ws, "SELECT step FROM metrics WHERE run_id = ?", [b]) == [(1,)]
+    assert [s.line for s in report.skipped] == [1]
+    assert parsed == [c]
+
+
+real_lines = logs_module._parse_lines
 
 
 def test_status_change_updates_the_run_without_rereading_the_log(ws_runs, reader):
