@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from scaling_db.cli.common import (
 from scaling_db.spec.compiler import CompiledExperiment, compile_spec
 from scaling_db.errors import RunError, SpecError
 from scaling_db.spec.manifest import RunManifest, diff_manifests
-from scaling_db.spec.plan import PlanRow, plan_rows, summarize_plan, superseded_runs
+from scaling_db.spec.plan import PlanRow, ThroughputSample, plan_rows, summarize_plan, superseded_runs
 from scaling_db.spec.revisions import SUPERSEDED_NOTE
 from scaling_db.spec.schema import spec_json_schema
 
@@ -88,8 +89,8 @@ def _human(n: float) -> str:
 
 
 def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float, dry_run: bool,
-                superseded: list[str]) -> None:
-    s = summarize_plan(compiled, rows, gflops)
+                superseded: list[str], samples: list[ThroughputSample]) -> None:
+    s = summarize_plan(compiled, rows, gflops, samples, socket.gethostname())
     verb = "would write" if dry_run else "compiled"
     click.echo(f"\n{compiled.experiment} ({compiled.spec_path}): {verb} {s.n_runs} runs "
                f"({s.counts_line})")
@@ -100,8 +101,11 @@ def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float
     if s.flops is not None:
         click.echo(f"  training FLOPs  {s.flops['exact']:.3g} (exact: Chinchilla App. F); "
                    f"{s.flops['6n']:.3g} (6N); {s.flops['6n_nonembed']:.3g} (6N non-embedding, Kaplan)")
-        click.echo(f"  est. wall time  {s.wall_time_text} for the {s.n_todo} runs not yet finished, serially, "
-                   f"at {gflops:g} GFLOP/s (exact FLOPs; change with --gflops)")
+    if s.wall_time_s is not None:
+        click.echo(f"  est. wall time  {s.wall_time_text} for the {s.n_todo} runs not yet finished, serially")
+        for basis, n in sorted(s.wall_time_basis.items(), key=lambda kv: -kv[1]):
+            hint = " (exact FLOPs; change with --gflops)" if basis.startswith("FLOP-based") else ""
+            click.echo(f"                  {n} run{'s' * (n != 1)}: {basis}{hint}")
     if superseded:
         click.echo(f"  superseded      {len(superseded)} runs {SUPERSEDED_NOTE}")
     for d in compiled.dropped:
@@ -121,7 +125,8 @@ def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float
 @json_option
 @click.option("--dry-run", is_flag=True, help="Show the plan without writing to the workspace.")
 @click.option("--gflops", type=float, default=30.0, show_default=True,
-              help="Throughput assumed for the wall-time estimate (GFLOP/s of one worker).")
+              help="Throughput assumed for the wall-time estimate of runs with no measured run of a "
+                   "similar shape in the workspace (GFLOP/s of one worker).")
 def compile_cmd(specs: tuple[str, ...], workspace: str | None, as_json: bool, dry_run: bool, gflops: float) -> None:
     """Expand specs into run manifests in the workspace and print the plan.
 
@@ -131,6 +136,11 @@ def compile_cmd(specs: tuple[str, ...], workspace: str | None, as_json: bool, dr
     ws = get_workspace(workspace)
     compiled_all = [compile_spec(path) for path in specs]  # all validated before anything is written
     out: list[dict[str, Any]] = []
+    samples: list[ThroughputSample] = []
+    if not as_json:
+        from scaling_db.store.throughput import measured_throughput  # duckdb: imported only when needed
+
+        samples = measured_throughput(ws)
     for compiled in compiled_all:
         rows = plan_rows(ws, compiled)
         superseded = superseded_runs(ws, compiled.experiment, compiled)
@@ -139,7 +149,7 @@ def compile_cmd(specs: tuple[str, ...], workspace: str | None, as_json: bool, dr
         if as_json:
             out += [run_json(r.manifest, r.state) for r in rows]
         else:
-            _print_plan(compiled, rows, gflops, dry_run, superseded)
+            _print_plan(compiled, rows, gflops, dry_run, superseded, samples)
     if as_json:
         emit_json(out)
     elif not dry_run:

@@ -1,13 +1,94 @@
-"""The plan of a compiled experiment: which runs are new, compiled, finished or failed, and what they cost."""
+"""The plan of a compiled experiment: which runs are new, compiled, finished or failed, and what they cost.
+
+Wall-time estimates come from speed measured on this machine where there is any: the finished
+runs in the database (`scaling_db.store.throughput.measured_throughput`) give, per device and
+model shape, the trainer's tokens/s and the time a run spends outside training steps
+(evaluation, records), both on the trainer's clock: a worker's start (importing torch) and
+building the data source are not counted. A run to do is estimated from the nearest measured shape of the same kind
+on the same host and device, its speed scaled by FLOPs per token (exact convention): a model
+with twice the FLOPs per token trains at half the tokens/s. Without measurements the estimate
+is a FLOP-based guess at an assumed GFLOP/s, and says so.
+"""
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass
 
 from scaling_db.spec.compiler import CompiledExperiment
 from scaling_db.spec.manifest import RunManifest
 from scaling_db.spec.revisions import revisions_of, superseded_run_ids
 from scaling_db.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class ThroughputSample:
+    """One finished run's measured speed (see `scaling_db.store.throughput`)."""
+
+    run_id: str
+    device: str  # as the trainer resolved it: "cpu", "cuda:0", ...
+    host: str
+    model_kind: str
+    d_model: int | None
+    n_layers: int | None
+    flops_per_token: float | None  # exact convention (training, 3x forward)
+    tokens: int
+    tokens_per_s: float | None  # the trainer's steady-state rate, evaluation excluded
+    wall_time_s: float  # the trainer's clock at the last checkpoint
+
+    @property
+    def flops_per_s(self) -> float:
+        """Training FLOP/s (the trainer's tokens/s; the whole run's when it did not say)."""
+        rate = self.tokens_per_s or self.tokens / self.wall_time_s
+        return rate * (self.flops_per_token or 1.0)
+
+    @property
+    def other_s(self) -> float:
+        """Seconds outside training steps: evaluation, writing records."""
+        if not self.tokens_per_s:
+            return 0.0
+        return max(0.0, self.wall_time_s - self.tokens / self.tokens_per_s)
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    seconds: float
+    source: str  # "measured": scaled from finished runs; "flops": FLOP-based guess
+    basis: str  # what it rests on, for people
+
+
+def _device_kind(device: str) -> str:
+    return device.split(":")[0]
+
+
+def _shape(sample: ThroughputSample) -> str:
+    return f"d_model={sample.d_model}, n_layers={sample.n_layers}" if sample.d_model else sample.model_kind
+
+
+def estimate_run(m: RunManifest, samples: list[ThroughputSample], gflops: float, host: str = "") -> RunEstimate:
+    """Estimated seconds from start to finish of one run (see the module docstring)."""
+    fpt = float(m.flops_per_token["exact"]) if m.flops_per_token else None
+    same = [s for s in samples if s.model_kind == m.model.kind and (s.flops_per_token is None) == (fpt is None)]
+    if m.resources.device != "auto":
+        same = [s for s in same if _device_kind(s.device) == m.resources.device]
+    if host and any(s.host == host for s in same):
+        same = [s for s in same if s.host == host]
+    if same and fpt is not None:
+        kinds = {_device_kind(s.device) for s in same}
+        if len(kinds) > 1 and "cuda" in kinds:  # `auto` picks the GPU where there is one
+            same = [s for s in same if _device_kind(s.device) == "cuda"]
+        nearest = min(abs(math.log(s.flops_per_token / fpt)) for s in same)  # type: ignore[operator]
+        same = [s for s in same if abs(math.log(s.flops_per_token / fpt)) == nearest]  # type: ignore[operator]
+    if not same:
+        flops = m.train_flops["exact"] if m.train_flops else 0.0
+        return RunEstimate(flops / (gflops * 1e9), "flops", f"FLOP-based guess at {gflops:g} GFLOP/s")
+    rate = statistics.median(s.flops_per_s for s in same)
+    other = statistics.median(s.other_s for s in same)
+    seconds = other + m.tokens * (fpt or 1.0) / rate
+    ref = same[0]
+    return RunEstimate(seconds, "measured",
+                       f"measured on {len(same)} run{'s' * (len(same) > 1)} of {_shape(ref)} ({ref.device})")
 
 
 @dataclass(frozen=True)
@@ -27,6 +108,8 @@ class PlanSummary:
     tokens_total: int
     flops: dict[str, float] | None
     wall_time_s: float | None
+    #: where the estimate comes from: basis -> number of runs estimated on it
+    wall_time_basis: dict[str, int]
 
     @property
     def counts_line(self) -> str:
@@ -57,17 +140,23 @@ def superseded_runs(ws: Workspace, experiment: str, compiled: CompiledExperiment
     return [r for r in superseded_run_ids(history, current) if ws.manifest_path(r).exists()]
 
 
-def summarize_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float) -> PlanSummary:
+def summarize_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float,
+                   samples: list[ThroughputSample] | None = None, host: str = "") -> PlanSummary:
+    """Counts, sizes, FLOPs and the serial wall time of the runs not yet finished (see `estimate_run`)."""
     runs = compiled.runs
     states: dict[str, int] = {}
     for r in rows:
         states[r.state] = states.get(r.state, 0) + 1
     todo = [r.manifest for r in rows if r.state not in ("finished",)]
     flops = None
-    wall = None
     if all(m.train_flops for m in runs):
         flops = {k: sum(m.train_flops[k] for m in runs) for k in runs[0].train_flops}  # type: ignore[index]
-        wall = sum(m.train_flops["exact"] for m in todo) / (gflops * 1e9)  # type: ignore[index]
+    estimates = [estimate_run(m, samples or [], gflops, host) for m in todo]
+    basis: dict[str, int] = {}
+    for e in estimates:
+        basis[e.basis] = basis.get(e.basis, 0) + 1
+    wall = sum(e.seconds for e in estimates) if flops is not None or any(e.source == "measured" for e in estimates) \
+        else None
     return PlanSummary(
         n_runs=len(runs),
         n_todo=len(todo),
@@ -78,4 +167,5 @@ def summarize_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: fl
         tokens_total=sum(m.tokens for m in runs),
         flops=flops,
         wall_time_s=wall,
+        wall_time_basis=basis,
     )
