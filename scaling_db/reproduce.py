@@ -1,8 +1,8 @@
 """The whole experiment in one call: compile, run what is pending, load, fit, plot, report.
 
 Every stage is idempotent, so running it again skips finished runs (the runner checks their
-status), loads only what changed (ingest is incremental), and refits and replots from the
-database. The runner is passed in (`run_pending`) so this module stays free of execution
+status), loads only what changed (ingest is incremental), and reuses the fits and rendered
+figures whose inputs did not change (`report.cache`, keyed by content hashes). The runner is passed in (`run_pending`) so this module stays free of execution
 backends: the CLI hands it the local runner.
 """
 
@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaling_db.report.analyses import FitOutcome, FitRequest, fit_request, store_outcome
+from scaling_db.report.analyses import FitOutcome, FitRequest, store_outcome
+from scaling_db.report.cache import cached_fit
 from scaling_db.spec.compiler import CompiledExperiment, compile_spec
 from scaling_db.errors import ScaledbError
 from scaling_db.report.figures import FigureRequest, build_figure
@@ -51,7 +52,7 @@ def reproduce(
         if bootstrap is not None:
             req = FitRequest(**{**req.__dict__, "bootstrap": bootstrap})
         try:
-            fits.append(store_outcome(ws, fit_request(ws, req)))
+            fits.append(store_outcome(ws, cached_fit(ws, req)))
         except ScaledbError as exc:  # one fit failing (e.g. too few runs yet) must not lose the others
             fit_errors[decl.name] = str(exc)
     figures = []

@@ -6,6 +6,7 @@ each is also saved beside the report as .png and .html (interactive) for papers 
 
 from __future__ import annotations
 
+import base64
 import html
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,11 @@ import pandas as pd
 
 from scaling_db import __version__
 from scaling_db.report.analyses import FitOutcome
-from scaling_db.plot import chart_to_data_uri, save_chart
+from scaling_db.plot.export import PNG_SCALE, chart_to_html, chart_to_png_bytes
+from scaling_db.report.cache import cached_render
 from scaling_db.spec.revisions import SUPERSEDED_NOTE
 from scaling_db.training.records import utc_now
-from scaling_db.workspace import Workspace, atomic_write_text
+from scaling_db.workspace import Workspace, atomic_write_bytes, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,13 @@ def write_report(ws: Workspace, experiment: str, description: str, spec_path: st
             parts.append(f"<figure><figcaption>{html.escape(fig.name)}</figcaption>"
                          f"<p class='error'>not drawn: {html.escape(fig.error or '')}</p></figure>")
             continue
-        save_chart(fig.chart, out_dir / f"{fig.name}.png")
-        save_chart(fig.chart, out_dir / f"{fig.name}.html")
-        parts.append(f"<figure><img alt='{html.escape(fig.name)}' src='{chart_to_data_uri(fig.chart)}'>"
+        # Rendered once per format, and not at all when the same chart was rendered before (cache.py).
+        png = cached_render(fig.chart, ".png", chart_to_png_bytes, ws.root, PNG_SCALE)
+        atomic_write_bytes(out_dir / f"{fig.name}.png", png)
+        atomic_write_bytes(out_dir / f"{fig.name}.html", cached_render(
+            fig.chart, ".html", lambda c: chart_to_html(c).encode(), ws.root, PNG_SCALE))
+        uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        parts.append(f"<figure><img alt='{html.escape(fig.name)}' src='{uri}'>"
                      f"<figcaption>{html.escape(fig.name)} (<a href='{fig.name}.html'>interactive</a>, "
                      f"<a href='{fig.name}.png'>png</a>)</figcaption></figure>")
     page = f"""<!doctype html>

@@ -1,0 +1,75 @@
+"""Reusing fits and rendered figures whose inputs did not change, so a re-report takes seconds.
+
+Both are keyed by a content hash of everything they are made from, never by names or times:
+
+- a fit by its request (law, columns, query name and parameters, bootstrap count, group), the
+  query's SQL, the bootstrap seed, scaledb's version, and the rows the query returned (every
+  value, so a new run, a later checkpoint or a changed loss makes a new key);
+- a rendered figure by its Vega-Lite spec (Altair inlines the chart's data), the format, the
+  PNG scale and the Vega-Lite version.
+
+Entries live in `<workspace>/cache/` (`fits/<key>.pkl`, `figures/<key>.<ext>`): deleting the
+folder only costs time. Fits are pickled: the cache is the workspace owner's own, like its runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import pandas as pd
+
+from scaling_db import __version__
+from scaling_db.report.analyses import FitOutcome, FitRequest, fetch_fit_data, fit_request
+from scaling_db.workspace import Workspace, atomic_write_bytes
+
+CACHE_DIR = "cache"
+
+
+def _digest(parts: list[Any], data: pd.DataFrame | None = None) -> str:
+    h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    if data is not None:
+        h.update(json.dumps([list(map(str, data.columns)), list(map(str, data.dtypes))]).encode())
+        h.update(pd.util.hash_pandas_object(data, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def fit_key(req: FitRequest, data: pd.DataFrame, sql: str, seed: int = 0) -> str:
+    """The content hash a fit of `req` over `data` (the query's rows) is stored under."""
+    return _digest([req.__dict__, sql, seed, __version__], data)
+
+
+def cached_fit(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 1) -> FitOutcome:
+    """`fit_request`, reusing the outcome of an earlier fit of the same request over the same rows."""
+    data, sql = fetch_fit_data(ws, req)
+    path = ws.root / CACHE_DIR / "fits" / f"{fit_key(req, data, sql, seed)}.pkl"
+    if path.exists():
+        try:
+            return pickle.loads(path.read_bytes())
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
+            pass  # written by another version of the classes: refit and overwrite
+    outcome = fit_request(ws, req, seed=seed, n_jobs=n_jobs)
+    # Key by the rows the fit actually used (a run may have been loaded in between).
+    path = path.with_name(f"{fit_key(req, outcome.data, outcome.query_sql, seed)}.pkl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, pickle.dumps(FitOutcome(**{**outcome.__dict__, "fit_id": None})))
+    return outcome
+
+
+def figure_key(spec: dict[str, Any], ext: str, scale: float) -> str:
+    return _digest([spec, ext, scale, alt.SCHEMA_VERSION])
+
+
+def cached_render(chart: alt.TopLevelMixin, ext: str, render: Any, cache_root: Path, scale: float) -> bytes:
+    """`render(chart)` (bytes of a .png or .html), or the bytes rendered earlier for the same spec."""
+    path = cache_root / CACHE_DIR / "figures" / f"{figure_key(chart.to_dict(), ext, scale)}{ext}"
+    if path.exists():
+        return path.read_bytes()
+    data = render(chart)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
+    return data
