@@ -8,8 +8,8 @@ Both are keyed by a content hash of everything they are made from, never by name
 - a rendered figure by its Vega-Lite spec (Altair inlines the chart's data), the format, the
   PNG scale and the Vega-Lite version.
 
-Entries live in `<workspace>/cache/` (`fits/<key>.pkl`, `figures/<key>.<ext>`): deleting the
-folder only costs time. Fits are pickled: the cache is the workspace owner's own, like its runs.
+Entries live in the workspace cache (`cache/fits/<key>.pkl`, `cache/figures/<key>.<ext>`): deleting
+them only costs time. Fits are pickled: the cache is the workspace owner's own, like its runs.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from scaling_db import __version__
 from scaling_db.report.analyses import FitOutcome, FitRequest, fetch_fit_data, fit_request
 from scaling_db.workspace import Workspace, atomic_write_bytes
 
-CACHE_DIR = "cache"
 
 
 def _digest(parts: list[Any], data: pd.DataFrame | None = None) -> str:
@@ -46,7 +45,7 @@ def fit_key(req: FitRequest, data: pd.DataFrame, sql: str, seed: int = 0) -> str
 def cached_fit(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 1) -> FitOutcome:
     """`fit_request`, reusing the outcome of an earlier fit of the same request over the same rows."""
     data, sql = fetch_fit_data(ws, req)
-    path = ws.root / CACHE_DIR / "fits" / f"{fit_key(req, data, sql, seed)}.pkl"
+    path = ws.cache_dir / "fits" / f"{fit_key(req, data, sql, seed)}.pkl"
     if path.exists():
         try:
             return pickle.loads(path.read_bytes())
@@ -64,9 +63,9 @@ def figure_key(spec: dict[str, Any], ext: str, scale: float) -> str:
     return _digest([spec, ext, scale, alt.SCHEMA_VERSION])
 
 
-def cached_render(chart: alt.TopLevelMixin, ext: str, render: Any, cache_root: Path, scale: float) -> bytes:
+def cached_render(chart: alt.TopLevelMixin, ext: str, render: Any, cache_dir: Path, scale: float) -> bytes:
     """`render(chart)` (bytes of a .png or .html), or the bytes rendered earlier for the same spec."""
-    path = cache_root / CACHE_DIR / "figures" / f"{figure_key(chart.to_dict(), ext, scale)}{ext}"
+    path = cache_dir / "figures" / f"{figure_key(chart.to_dict(), ext, scale)}{ext}"
     if path.exists():
         return path.read_bytes()
     data = render(chart)

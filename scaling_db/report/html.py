@@ -99,10 +99,10 @@ def write_report(ws: Workspace, experiment: str, description: str, spec_path: st
                          f"<p class='error'>not drawn: {html.escape(fig.error or '')}</p></figure>")
             continue
         # Rendered once per format, and not at all when the same chart was rendered before (cache.py).
-        png = cached_render(fig.chart, ".png", chart_to_png_bytes, ws.root, PNG_SCALE)
+        png = cached_render(fig.chart, ".png", chart_to_png_bytes, ws.cache_dir, PNG_SCALE)
         atomic_write_bytes(out_dir / f"{fig.name}.png", png)
         atomic_write_bytes(out_dir / f"{fig.name}.html", cached_render(
-            fig.chart, ".html", lambda c: chart_to_html(c).encode(), ws.root, PNG_SCALE))
+            fig.chart, ".html", lambda c: chart_to_html(c).encode(), ws.cache_dir, PNG_SCALE))
         uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
         parts.append(f"<figure><img alt='{html.escape(fig.name)}' src='{uri}'>"
                      f"<figcaption>{html.escape(fig.name)} (<a href='{fig.name}.html'>interactive</a>, "
