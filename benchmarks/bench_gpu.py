@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def bench_trainer(tmp: Path, size: dict, widths: list[int], steps: int, device: 
     rows = []
     for width in widths:
         ws, manifest = manifest_for(tmp, size, width, steps)
-        source = build_source(manifest.data, ws)
+        source = build_source(manifest.data, base_dir=tmp, cache_dir=ws.cache_dir)
         tokens = steps * manifest.train.batch_size * manifest.model.context
         plain_loop(manifest, source, 3, device, precision)  # warm-up: kernels, allocator
         plain_s = plain_loop(manifest, source, steps, device, precision)
@@ -143,10 +144,6 @@ def bench_trainer(tmp: Path, size: dict, widths: list[int], steps: int, device: 
     return rows
 
 
-def _run_one(root: str, run_id: str, device: str) -> str:
-    return execute_run(Workspace(root), run_id, device=device).status.value
-
-
 def sweep_runs_per_hour(tmp: Path, spec: dict, k: int, device: str) -> float:
     """Runs per hour for the spec's runs with `k` worker processes sharing `device`."""
     path = tmp / f"sweep-k{k}.yaml"
@@ -157,7 +154,8 @@ def sweep_runs_per_hour(tmp: Path, spec: dict, k: int, device: str) -> float:
     ids = [m.run_id for m in compiled.runs]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=k, mp_context=get_context("spawn")) as pool:
-        states = list(pool.map(_run_one, [str(ws.root)] * len(ids), ids, [device] * len(ids)))
+        # A library function, so spawned workers import it without this script.
+        states = [s.status.value for s in pool.map(partial(execute_run, device=device), [ws] * len(ids), ids)]
     elapsed = time.perf_counter() - t0
     assert all(s == RunState.FINISHED.value for s in states), states
     return len(ids) / elapsed * 3600
