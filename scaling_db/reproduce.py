@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scaling_db.report.analyses import FitOutcome, FitRequest, store_outcome
-from scaling_db.report.cache import cached_fit
+from scaling_db.report.cache import cached_figure, cached_fit
 from scaling_db.spec.compiler import CompiledExperiment, compile_spec
 from scaling_db.errors import ScaledbError
-from scaling_db.report.figures import FigureRequest, build_figure
+from scaling_db.report.figures import FigureRequest
 from scaling_db.store.ingest import IngestReport, ingest_runs
 from scaling_db.store.query import run_query
 from scaling_db.report.html import Figure, write_report
@@ -63,7 +63,7 @@ def reproduce(
             continue
         req = FigureRequest(kind=decl.kind, experiment=compiled.experiment, fit=decl.fit, query=decl.query, x=decl.x)
         try:
-            figures.append(Figure(name, build_figure(ws, req)))
+            figures.append(Figure(name, cached_figure(ws, req)))
         except ScaledbError as exc:
             figures.append(Figure(name, None, str(exc)))
     runs = run_query(ws, "final_loss", params={"experiment": compiled.experiment, "status": "any"})

@@ -76,3 +76,36 @@ def test_a_chart_is_rendered_once_per_spec_and_format(tmp_path):
     cache.cached_render(chart([1, 2]), ".html", render, tmp_path, 2.0)
     cache.cached_render(chart([1, 2]), ".png", render, tmp_path, 1.0)
     assert len(rendered) == 4
+
+
+def test_a_figure_is_rebuilt_only_when_its_experiment_changes(tmp_path, monkeypatch):
+    ws = Workspace(tmp_path / "ws")
+    state = {"frame": pd.DataFrame({"run_id": ["a"], "last_step": [10]}), "built": 0}
+
+    def build(ws_, req):
+        state["built"] += 1
+        return alt.Chart(pd.DataFrame({"x": [1]})).mark_point().encode(x="x")
+
+    monkeypatch.setattr(cache, "build_figure", build)
+    monkeypatch.setattr(cache, "experiment_state", lambda ws_, experiment: state["frame"])
+    req = cache.FigureRequest(kind="loss_curves", experiment="e")
+    first = cache.cached_figure(ws, req)
+    assert cache.cached_figure(ws, req).to_dict() == first.to_dict() and state["built"] == 1
+    state["frame"] = pd.DataFrame({"run_id": ["a"], "last_step": [20]})  # the run went on
+    cache.cached_figure(ws, req)
+    cache.cached_figure(ws, cache.FigureRequest(kind="compute_frontier", experiment="e"))
+    assert state["built"] == 3
+
+
+def test_experiment_state_sees_a_new_checkpoint(tmp_path):
+    from store_fakes import finish_runs, make_workspace, write_log
+    from scaling_db.store.ingest import ingest_runs
+
+    ws, manifests = make_workspace(tmp_path / "ws")
+    finish_runs(ws, manifests[:2])
+    ingest_runs(ws)
+    before = cache.experiment_state(ws, manifests[0].experiment)
+    write_log(ws, manifests[0].run_id, [11], mode="a")
+    ingest_runs(ws)
+    after = cache.experiment_state(ws, manifests[0].experiment)
+    assert len(before) == len(manifests) and not before.equals(after)

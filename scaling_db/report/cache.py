@@ -5,6 +5,9 @@ Both are keyed by a content hash of everything they are made from, never by name
 - a fit by its request (law, columns, query name and parameters, bootstrap count, group), the
   query's SQL, the bootstrap seed, scaledb's version, and the rows the query returned (every
   value, so a new run, a later checkpoint or a changed loss makes a new key);
+- a figure (the Altair chart, before rendering) by its request, scaledb's version, the text of
+  every query it may read, and the state of its experiment in the database: each run's status,
+  last step, checkpoint count and loss sums, the stored fits' ids, the current revision;
 - a rendered figure by its Vega-Lite spec (Altair inlines the chart's data), the format, the
   PNG scale and the Vega-Lite version.
 
@@ -25,6 +28,8 @@ import pandas as pd
 
 from scaling_db import __version__
 from scaling_db.report.analyses import FitOutcome, FitRequest, fetch_fit_data, fit_request
+from scaling_db.report.figures import FigureRequest, build_figure
+from scaling_db.store.query import list_queries, run_query
 from scaling_db.workspace import Workspace, atomic_write_bytes
 
 
@@ -59,13 +64,46 @@ def cached_fit(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 1
     return outcome
 
 
+_STATE_SQL = """
+SELECT r.run_id, r.status, max(c.step), count(c.step), sum(c.eval_loss), sum(c.train_loss), sum(c.flops_exact),
+       (SELECT string_agg(fit_id, ',' ORDER BY created_at, fit_id) FROM fits WHERE experiment = $experiment),
+       (SELECT any_value(revision) FROM experiments WHERE experiment = $experiment)
+FROM runs AS r LEFT JOIN checkpoints AS c USING (run_id)
+WHERE r.experiment = $experiment
+GROUP BY r.run_id, r.status
+ORDER BY r.run_id
+"""
+
+
+def experiment_state(ws: Workspace, experiment: str) -> pd.DataFrame:
+    """What a figure of `experiment` can depend on in the database, in a few numbers per run."""
+    return run_query(ws, sql=_STATE_SQL, params={"experiment": experiment})
+
+
+def cached_figure(ws: Workspace, req: FigureRequest) -> alt.TopLevelMixin:
+    """`build_figure`, reusing the chart built earlier for the same request and experiment state."""
+    queries = sorted((q.name, q.sql) for q in list_queries(ws))
+    key = _digest([req.__dict__, __version__, queries], experiment_state(ws, req.experiment))
+    path = ws.cache_dir / "figures" / f"{key}.chart.pkl"
+    if path.exists():
+        try:
+            return pickle.loads(path.read_bytes())
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
+            pass
+    chart = build_figure(ws, req)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, pickle.dumps(chart))
+    return chart
+
+
 def figure_key(spec: dict[str, Any], ext: str, scale: float) -> str:
     return _digest([spec, ext, scale, alt.SCHEMA_VERSION])
 
 
 def cached_render(chart: alt.TopLevelMixin, ext: str, render: Any, cache_dir: Path, scale: float) -> bytes:
     """`render(chart)` (bytes of a .png or .html), or the bytes rendered earlier for the same spec."""
-    path = cache_dir / "figures" / f"{figure_key(chart.to_dict(), ext, scale)}{ext}"
+    # Unvalidated: the same dict, and validating costs as much as a render (the render validates).
+    path = cache_dir / "figures" / f"{figure_key(chart.to_dict(validate=False), ext, scale)}{ext}"
     if path.exists():
         return path.read_bytes()
     data = render(chart)
