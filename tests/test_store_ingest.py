@@ -189,6 +189,7 @@ def test_metrics_as_the_trainer_writes_them_load_in_every_reader(ws_runs, reader
     ws, manifests = ws_runs
     a, b, c = (m.run_id for m in manifests[:3])
     write_log(ws, a, range(1, 5), metrics={"act_mean_abs.embed": 0.5, "act_mean_abs.block0.out": 2})
+    write_log(ws, a, [3], mode="a", metrics={"act_mean_abs.embed": 0.7, "act_mean_abs.block0.out": 2})  # a replay
     with open(write_log(ws, b, [1], metrics={"x": 1.5}), "a") as fh:
         fh.write(record(b, 2).to_line())  # no metrics at step 2
     write_log(ws, c, [1, 2], metrics={"x": 1.5})
@@ -201,6 +202,8 @@ def test_metrics_as_the_trainer_writes_them_load_in_every_reader(ws_runs, reader
     assert rows(ws, "SELECT step, name, value FROM metrics WHERE run_id = ? AND step = 4 ORDER BY name", [a]) == [
         (4, "act_mean_abs.block0.out", 2.0), (4, "act_mean_abs.embed", 0.5)]
     assert rows(ws, "SELECT step FROM metrics WHERE run_id = ?", [b]) == [(1,)]
+    assert rows(ws, "SELECT value FROM metrics WHERE run_id = ? AND step = 3 AND name = 'act_mean_abs.embed'",
+                [a]) == [(0.7,)]
     assert [s.line for s in report.skipped] == [1]
     assert parsed == [c]
 

@@ -138,9 +138,8 @@ def _metric_rows(metrics: pa.ChunkedArray, run_id: str, steps: pa.ChunkedArray) 
     if not pa.types.is_struct(metrics.type) or metrics.null_count:
         return None
     parts = []
-    flat = metrics.combine_chunks()
-    for index, child in enumerate(metrics.type):
-        values = flat.field(index)
+    children = metrics.combine_chunks().flatten()  # flatten, unlike field(i), honours offsets
+    for child, values in zip(metrics.type, children):
         if values.null_count or not (pa.types.is_floating(child.type) or pa.types.is_integer(child.type)):
             return None
         values = values.cast(pa.float64())
