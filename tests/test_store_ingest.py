@@ -324,3 +324,19 @@ def test_lost_ingest_state_is_recovered_through_the_primary_key(ws_runs, reader)
     assert report.runs_loaded == 5 and report.rows_loaded == 50
     assert rows(ws, "SELECT count(*), count(DISTINCT (run_id, step)) FROM checkpoints") == [(50, 50)]
     assert rows(ws, "SELECT count(*) FROM runs") == [(5,)]
+
+
+def test_clean_logs_of_a_batch_are_parsed_in_one_call_and_odd_ones_alone(ws_runs, monkeypatch):
+    ws, manifests = ws_runs
+    ids = [m.run_id for m in manifests[:4]]
+    for run_id in ids[:3]:
+        write_log(ws, run_id, range(1, 6), metrics={"act_mean_abs.embed": 0.5})
+    write_log(ws, ids[3], range(1, 6), metrics={"act_mean_abs.embed": 0.5, "act_mean_abs.logits": 1.0})
+    one_by_one = []
+    real = ingest_module.parse_log
+    monkeypatch.setattr(ingest_module, "parse_log", lambda path, run_id, *a: one_by_one.append(run_id) or real(
+        path, run_id, *a))
+    assert ingest_runs(ws, ids[:3]).rows_loaded == 15 and one_by_one == []
+    report = ingest_runs(ws, ids[3:] + ids[:1], full=True)  # other metric names: each log alone
+    assert report.rows_loaded == 10 and sorted(one_by_one) == sorted([ids[0], ids[3]])
+    assert rows(ws, "SELECT count(*), count(DISTINCT run_id) FROM metrics") == [(5 * 3 + 5 * 2, 4)]
