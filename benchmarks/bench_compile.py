@@ -28,6 +28,7 @@ train:
   optimizer: {{kind: adamw, lr: 3.0e-3}}
   tokens: 1.0e6
 sweep:
+  vars: [width_mult]
   axes:
     width_mult: {{linspace: [1, {widths}], num: {widths}, integer: true}}
     train.optimizer.lr: {{geomspace: [1.0e-4, 1.0e-1], num: 25}}

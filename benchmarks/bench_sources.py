@@ -141,16 +141,25 @@ def bench_teacher(cache: Path, full: bool) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from scaling_db.sources.teacher import TeacherSource
-    from scaling_db.spec.data import TeacherLMData
+    from scaling_db.sources import build_source
+    from scaling_db.spec.compiler import teacher_manifest
+    from scaling_db.spec.manifest import ResolvedTeacherLMData, RunOrigin
+    from scaling_db.training.execute import execute_run
+    from scaling_db.workspace import Workspace, atomic_write_text
 
     tokens = 1_000_000 if full else 60_000
-    data = TeacherLMData.model_validate({"kind": "teacher_lm", "corpus": str(FIXTURE), "n_layers": 1,
-                                         "d_model": 32, "context": 50, "train_tokens": tokens})
+    fields = {"kind": "teacher_lm", "corpus": str(FIXTURE), "n_layers": 1, "d_model": 32, "context": 50,
+              "train_tokens": tokens}
+    # the teacher is an upstream run: write its manifest, train it like any run, then sample
+    teacher = teacher_manifest(ResolvedTeacherLMData.model_validate(fields), RunOrigin(spec_path="-", base_dir=str(REPO)))
+    ws = Workspace(cache / "ws")
+    atomic_write_text(ws.manifest_path(teacher.run_id), teacher.model_dump_json())
     t0 = time.perf_counter()
-    src = TeacherSource(data, base_dir=REPO, cache_dir=cache)
+    execute_run(ws, teacher.run_id, device="cpu", threads=1)
     print(f"teacher_lm (1 layer, d_model 32, context 50): trained on {tokens:,} tokens in "
           f"{time.perf_counter() - t0:.1f} s")
+    data = ResolvedTeacherLMData.model_validate({**fields, "teacher_run_id": teacher.run_id})
+    src = build_source(data, base_dir=REPO, cache_dir=ws.cache_dir, runs_dir=ws.runs_dir)
     rng = np.random.default_rng(0)
     for b, length in ((64, 51), (256, 51)):
         r = rate(lambda i: src.sample(rng, b, length), b * length, seconds=3.0)

@@ -30,25 +30,22 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
+from runners.contract import ProgressSink, RunReport
 from runners.cluster import (
-    ClusterRunReport,
     StatusFollower,
-    clear_cancel,
     execute_on_worker,
     finish_run,
     plan_runs,
     record_submission,
-    request_cancel,
     settle_ended_job,
 )
 from scaling_db.errors import BackendError
+from scaling_db.training.control import clear_cancel, request_cancel
+from scaling_db.training.execute import SourceBuilder, build_token_source
 from scaling_db.workspace import Workspace
-
-if TYPE_CHECKING:
-    from runners.local import ProgressSink
 
 #: A local instance's object store: the runs send back only their status, so keep it small
 #: rather than Ray's default of 30 % of RAM.
@@ -67,15 +64,6 @@ class RayOptions:
     mem_gb: float | None = None  # Ray's `memory` resource per task (used for scheduling only)
     max_retries: int = 3  # re-runs of a task whose worker died
     local_cpus: int | None = None  # CPUs of a local instance [default: all]
-
-    @classmethod
-    def from_sources(cls, *layers: dict[str, Any] | None) -> "RayOptions":
-        """Later layers override earlier ones; None values and unknown keys are ignored."""
-        names = {f.name for f in fields(cls)}
-        merged: dict[str, Any] = {}
-        for layer in layers:
-            merged.update({k: v for k, v in (layer or {}).items() if k in names and v is not None})
-        return cls(**merged)
 
 
 def _import_ray() -> Any:
@@ -108,12 +96,12 @@ def connect(options: RayOptions) -> tuple[Any, bool]:
 
 
 def _ray_task(root: str, run_id: str, device: str, threads: int, retry_failed: bool,
-              worker_init: Callable[[], None] | None) -> dict[str, Any]:
+              build_source: SourceBuilder) -> dict[str, Any]:
     """The body of every task (module level, so workers import it rather than unpickle it)."""
     import ray
 
     return execute_on_worker(root, run_id, backend="ray", job_id=ray.get_runtime_context().get_task_id(),
-                             device=device, threads=threads, retry_failed=retry_failed, worker_init=worker_init)
+                             device=device, threads=threads, retry_failed=retry_failed, build_source=build_source)
 
 
 class _Interrupts:
@@ -150,14 +138,14 @@ def run_ray(
     retry_failed: bool = False,
     on_run_done: Callable[[str], None] | None = None,
     progress: ProgressSink | None = None,
-    worker_init: Callable[[], None] | None = None,
+    build_source: SourceBuilder = build_token_source,
     poll_s: float = 0.5,
     timeout_s: float | None = None,
-) -> ClusterRunReport:
+) -> RunReport:
     """Run the runs that need it as Ray tasks and wait for all of them (see the module docstring).
 
-    `worker_init` (picklable) runs in the worker before each run; it must be idempotent, since
-    Ray reuses worker processes. `timeout_s` bounds the wait (then the tasks are cancelled and
+    `build_source` (picklable) makes each run's token stream in the worker (tests pass a fake).
+    `timeout_s` bounds the wait (then the tasks are cancelled and
     a BackendError raised).
     """
     options = options or RayOptions()
@@ -167,19 +155,16 @@ def run_ray(
     ray, started = connect(options)
     try:
         return _run(ray, workspace, todo, options, report, device=device, retry_failed=retry_failed,
-                    on_run_done=on_run_done, progress=progress, worker_init=worker_init,
+                    on_run_done=on_run_done, progress=progress, build_source=build_source,
                     poll_s=poll_s, timeout_s=timeout_s)
     finally:
         if started:
             ray.shutdown()
 
 
-def _run(ray: Any, workspace: Workspace, todo: list[str], options: RayOptions, report: ClusterRunReport, *,
-         device: str, retry_failed: bool, on_run_done: Callable[[str], None] | None,
-         progress: ProgressSink | None, worker_init: Callable[[], None] | None,
-         poll_s: float, timeout_s: float | None) -> ClusterRunReport:
-    from ray.exceptions import RayError, RayTaskError
-
+def _submit(ray: Any, workspace: Workspace, todo: list[str], options: RayOptions, report: RunReport, *,
+            device: str, retry_failed: bool, build_source: SourceBuilder) -> dict[Any, str]:
+    """One task per run, each recorded in the report and the run's status; returns ref -> run_id."""
     resources: dict[str, Any] = {"num_cpus": options.cpus, "num_gpus": options.gpus,
                                  "max_retries": options.max_retries}
     if options.mem_gb:
@@ -190,11 +175,21 @@ def _run(ray: Any, workspace: Workspace, todo: list[str], options: RayOptions, r
     refs: dict[Any, str] = {}
     for run_id in todo:
         name = workspace.load_manifest(run_id).name
-        ref = remote.options(name=f"scaledb:{name}").remote(root, run_id, device, threads, retry_failed, worker_init)
+        ref = remote.options(name=f"scaledb:{name}").remote(root, run_id, device, threads, retry_failed, build_source)
         refs[ref] = run_id
         report.jobs[run_id] = ref.task_id().hex()
         report.statuses[run_id] = record_submission(workspace, run_id, "ray", report.jobs[run_id])
+    return refs
 
+
+def _run(ray: Any, workspace: Workspace, todo: list[str], options: RayOptions, report: RunReport, *,
+         device: str, retry_failed: bool, on_run_done: Callable[[str], None] | None,
+         progress: ProgressSink | None, build_source: SourceBuilder,
+         poll_s: float, timeout_s: float | None) -> RunReport:
+    from ray.exceptions import RayError, RayTaskError
+
+    refs = _submit(ray, workspace, todo, options, report, device=device, retry_failed=retry_failed,
+                   build_source=build_source)
     follower = StatusFollower(workspace, todo, progress)
     follower.start(len(report.skipped))
     deadline = None if timeout_s is None else time.monotonic() + timeout_s

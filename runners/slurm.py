@@ -31,13 +31,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from runners.contract import ProgressSink, RunReport
 from runners.cluster import (
-    ClusterRunReport,
     StatusFollower,
     execute_on_worker,
     finish_run,
@@ -46,11 +46,9 @@ from runners.cluster import (
     settle_ended_job,
 )
 from scaling_db.errors import BackendError
+from scaling_db.training.execute import SourceBuilder, build_token_source
 from scaling_db.training.records import RunStatus
 from scaling_db.workspace import Workspace
-
-if TYPE_CHECKING:
-    from runners.local import ProgressSink
 
 try:  # submitit is an optional dependency (pip install 'scaledb[slurm]')
     from submitit.helpers import Checkpointable as _Checkpointable
@@ -83,7 +81,8 @@ def _submitit() -> Any:
 class SlurmOptions:
     """Where and how big each array task is; None leaves the choice to the cluster's defaults.
 
-    Filled from the spec's `cluster:` section, then overridden by command-line options.
+    Filled from the spec's `cluster:` section, then overridden by command-line options
+    (`runners.contract.build_options`).
     """
 
     partition: str | None = None
@@ -99,15 +98,6 @@ class SlurmOptions:
     constraint: str | None = None
     setup: list[str] = field(default_factory=list)  # shell lines run before the task (module load ...)
     sbatch: dict[str, Any] = field(default_factory=dict)  # any other sbatch option, e.g. {'exclusive': True}
-
-    @classmethod
-    def from_sources(cls, *layers: dict[str, Any] | None) -> "SlurmOptions":
-        """Later layers override earlier ones; None values and unknown keys are ignored."""
-        names = {f.name for f in fields(cls)}
-        merged: dict[str, Any] = {}
-        for layer in layers:
-            merged.update({k: v for k, v in (layer or {}).items() if k in names and v is not None})
-        return cls(**merged)
 
     def executor_parameters(self, name: str) -> dict[str, Any]:
         if self.gpus != int(self.gpus):
@@ -132,9 +122,9 @@ class SlurmRunTask(_Checkpointable):
     """
 
     def __init__(self, root: str, *, device: str = "auto", threads: int | None = None,
-                 retry_failed: bool = False, worker_init: Callable[[], None] | None = None):
+                 retry_failed: bool = False, build_source: SourceBuilder = build_token_source):
         self.root, self.device, self.threads = root, device, threads
-        self.retry_failed, self.worker_init = retry_failed, worker_init
+        self.retry_failed, self.build_source = retry_failed, build_source
         self._flag: threading.Event | None = None
         self._thread: threading.Thread | None = None
 
@@ -154,7 +144,7 @@ class SlurmRunTask(_Checkpointable):
                 outcome["status"] = execute_on_worker(
                     self.root, run_id, backend="slurm", job_id=job_id, device=self.device,
                     threads=self.threads, retry_failed=self.retry_failed, flag=self._flag,
-                    worker_init=self.worker_init)
+                    build_source=self.build_source)
             except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread below
                 outcome["error"] = exc
 
@@ -175,7 +165,7 @@ class SlurmRunTask(_Checkpointable):
         if self._thread is not None:
             self._thread.join(CHECKPOINT_WAIT_S)
         fresh = SlurmRunTask(self.root, device=self.device, threads=self.threads,
-                             retry_failed=self.retry_failed, worker_init=self.worker_init)
+                             retry_failed=self.retry_failed, build_source=self.build_source)
         return _submitit().helpers.DelayedSubmission(fresh, run_id)
 
 
@@ -269,16 +259,16 @@ def run_slurm(
     folder: str | Path | None = None,
     on_run_done: Callable[[str], None] | None = None,
     progress: ProgressSink | None = None,
-    worker_init: Callable[[], None] | None = None,
+    build_source: SourceBuilder = build_token_source,
     poll_s: float = 2.0,
     timeout_s: float | None = None,
-) -> ClusterRunReport:
+) -> RunReport:
     """Submit the runs that need it as one job array; with `wait`, follow them to the end.
 
     Runs already done are skipped (unless `force` / `retry_failed`, as with the local runner);
-    runs whose recorded job is still queued or running are not submitted again. `worker_init`
-    (picklable; by value for functions of modules the job cannot import) runs in the job before
-    the run, e.g. to patch a data source in tests. `timeout_s` bounds the wait (BackendError).
+    runs whose recorded job is still queued or running are not submitted again. `build_source`
+    (picklable; by value for functions of modules the job cannot import) makes each run's
+    token stream in the job (tests pass a fake). `timeout_s` bounds the wait (BackendError).
     """
     options = options or SlurmOptions()
     report, todo = plan_runs(workspace, run_ids, backend="slurm", force=force, retry_failed=retry_failed,
@@ -296,7 +286,7 @@ def run_slurm(
     except ValueError as exc:
         raise BackendError(f"invalid Slurm options: {exc}") from None
     task = SlurmRunTask(str(workspace.root.resolve()), device=device, threads=options.cpus,
-                        retry_failed=retry_failed, worker_init=worker_init)
+                        retry_failed=retry_failed, build_source=build_source)
     try:
         jobs = executor.map_array(task, todo)
     except (subprocess.CalledProcessError, OSError) as exc:
@@ -332,10 +322,10 @@ def _job_error(job: Any, state: str) -> str:
 
 
 def wait_slurm(
-    workspace: Workspace, jobs: dict[str, Any], report: ClusterRunReport, *,
+    workspace: Workspace, jobs: dict[str, Any], report: RunReport, *,
     on_run_done: Callable[[str], None] | None = None, progress: ProgressSink | None = None,
     poll_s: float = 2.0, timeout_s: float | None = None,
-) -> ClusterRunReport:
+) -> RunReport:
     """Follow submitted jobs (run_id -> submitit job) until each has ended; see the module docstring."""
     follower = StatusFollower(workspace, list(jobs), progress)
     follower.start(len(report.skipped))

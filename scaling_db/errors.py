@@ -1,7 +1,7 @@
 """The exception types scaledb raises for problems a user can fix.
 
-The library raises these; only the CLI turns them into one `Error: ...` message and an exit
-code. Anything else that escapes is a bug and keeps its traceback.
+The library raises these; only the CLI turns them into `Error: ...` lines (one per spec
+problem) and an exit code. Anything else that escapes is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -24,13 +24,11 @@ class SpecError(ScaledbError):
         """One error holding the problems of several files (each keeps its own file name)."""
         if len(errors) == 1:
             return errors[0]
-        merged = cls(f"{len(errors)} spec files", [p for e in errors for p in e.problems])
-        return merged
+        return cls(f"{len(errors)} spec files", [p for e in errors for p in e.problems])
 
     def _format(self) -> str:
-        n = len(self.problems)
-        head = f"{self.path}: {n} problem{'s' if n != 1 else ''}"
-        return "\n".join([head, *("  " + p.format() for p in self.problems)])
+        """One line per problem, each complete on its own: `file:line field: what`."""
+        return "\n".join(p.format() for p in self.problems)
 
 
 class SpecProblem:

@@ -4,6 +4,10 @@ Every stage is idempotent, so running it again skips finished runs (the runner c
 status), loads only what changed (ingest is incremental), and reuses the fits and rendered
 figures whose inputs did not change (`report.cache`, keyed by content hashes). The runner is passed in (`run_pending`) so this module stays free of execution
 backends: the CLI hands it the local runner.
+
+Runs that did not end as a result (failed, or still pending because the runner could not run
+them) are named, with why, in `ReproduceResult.failed_runs` and in a banner at the top of the
+report, so a report built from part of the experiment never looks complete.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from scaling_db.report.figures import FigureRequest
 from scaling_db.store.ingest import IngestReport, ingest_runs
 from scaling_db.store.query import run_query
 from scaling_db.report.html import Figure, write_report
+from scaling_db.training.records import RunState
 from scaling_db.workspace import Workspace
 
 
@@ -31,6 +36,7 @@ class ReproduceResult:
     fit_errors: dict[str, str]
     figures: list[Figure]
     report: Path
+    failed_runs: dict[str, str]  # run_id -> why it has no result (failed, or never ran)
 
 
 def reproduce(
@@ -43,8 +49,9 @@ def reproduce(
     """Run the experiment of `spec_path` end to end and write its report into the workspace."""
     compiled = compile_spec(spec_path)
     ws.write_compiled(compiled)
-    run_ids = [m.run_id for m in compiled.runs]
+    run_ids = [m.run_id for m in [*compiled.upstream, *compiled.runs]]  # teachers first
     run_pending(run_ids)
+    failed_runs = runs_without_result(ws, run_ids)
     loaded = ingest_runs(ws, run_ids)
     fits, fit_errors = [], {}
     for decl in compiled.analysis.fits:
@@ -69,6 +76,20 @@ def reproduce(
     runs = run_query(ws, "final_loss", params={"experiment": compiled.experiment, "status": "any"})
     superseded = run_query(ws, sql="SELECT count(*) AS n FROM superseded_runs WHERE experiment = $experiment",
                            params={"experiment": compiled.experiment})
+    names = {m.run_id: m.name for m in [*compiled.upstream, *compiled.runs]}
     report = write_report(ws, compiled.experiment, compiled.description, compiled.spec_path, fits, figures, runs,
-                          n_superseded=int(superseded.n.iloc[0]))
-    return ReproduceResult(compiled, loaded, fits, fit_errors, figures, report)
+                          n_superseded=int(superseded.n.iloc[0]),
+                          failed_runs={f"{names[r]} ({r})": why for r, why in failed_runs.items()})
+    return ReproduceResult(compiled, loaded, fits, fit_errors, figures, report, failed_runs)
+
+
+def runs_without_result(ws: Workspace, run_ids: list[str]) -> dict[str, str]:
+    """The runs that are neither finished nor diverged (a divergence is a result), with why."""
+    out = {}
+    for run_id in run_ids:
+        status = ws.read_status(run_id)
+        if status.status == RunState.FAILED:
+            out[run_id] = (status.error or "failed").strip().splitlines()[0]
+        elif not status.status.done:
+            out[run_id] = f"not run to the end ({status.status.value}, step {status.step or 0})"
+    return out

@@ -2,13 +2,19 @@
 
 Layout (all paths relative to the workspace root):
     scaledb.duckdb                      the result database (one writer at a time)
-    experiments/<experiment>/experiment.json  the compiled spec: run ids, dropped points, revisions
+    experiments/<experiment>/experiment.json   the compiled spec: its path and hash, description,
+                                        analysis section, run ids, upstream run ids, dropped
+                                        points and revisions (each compile's run ids)
     runs/<run_id>/manifest.json         the run's manifest (written once; identical on recompile)
     runs/<run_id>/status.json           pending | running | finished | failed | diverged
     runs/<run_id>/log.jsonl             append-only checkpoint records
     runs/<run_id>/state.pt              model + optimizer + data position, replaced atomically
+    runs/<run_id>/lock, error.log       the running process's lock; a failed run's traceback
+    runs/<run_id>/cancel                a request to stop the run (`scaledb cancel`)
     cache/                              built graphs, tokenizers, teacher models (by config hash)
-    reports/<experiment>/               figures and the HTML report
+    queries/                            the workspace's own named queries (optional)
+    reports/<experiment>/               figures, the HTML report, coordcheck.json
+    slurm/<experiment>/                 submitit's job files and logs (Slurm backend)
 
 The root is `--workspace`, else `$SCALEDB_WORKSPACE`, else `./scaledb-workspace`.
 """
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,18 +41,45 @@ DEFAULT_DIRNAME = "scaledb-workspace"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write then rename, so a reader (or a crash) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write then rename, so a reader (or a crash) never sees half a file.
+
+    The file gets the mode `open` would give a new file (0666 less the umask), so a group can
+    share a workspace. A workspace that cannot be written (read-only, full, a file where a
+    directory belongs) raises `WorkspaceError` naming the file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create_temp(path)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from None
         raise
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new file beside `path`, created with mode 0666 so the umask applies (mkstemp's 0600
+    would not let the group read the file the rename puts in place)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def _write_error(path: Path, exc: OSError) -> WorkspaceError:
+    return WorkspaceError(
+        f"{path}: cannot write ({exc.strerror or exc}). This command writes to the workspace: make it "
+        "writable (permissions, a read-only mount, free space) or pass --workspace to use another one."
+    )
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -69,6 +102,17 @@ class Workspace:
     def resolve(cls, path: str | Path | None = None) -> "Workspace":
         chosen = path or os.environ.get(ENV_VAR) or Path.cwd() / DEFAULT_DIRNAME
         return cls(Path(chosen))
+
+    def exists(self) -> bool:
+        """Whether the root holds a workspace: compiled runs or experiments, or a database."""
+        return any((self.root / name).exists() for name in ("runs", "experiments", "scaledb.duckdb"))
+
+    def require_existing(self) -> "Workspace":
+        """This workspace, or `WorkspaceError` if there is none (read-only commands call this, so
+        a mistyped path or directory is reported instead of silently creating a workspace there)."""
+        if not self.exists():
+            raise WorkspaceError(f"no scaledb workspace at {self.root}; compile a spec first or pass --workspace")
+        return self
 
     # -- paths -------------------------------------------------------------------------------
     @property
@@ -106,9 +150,9 @@ class Workspace:
 
     # -- manifests ---------------------------------------------------------------------------
     def write_compiled(self, compiled: Any) -> CompileWrite:
-        """Write the manifests of a `CompiledExperiment`; existing ones are left untouched."""
+        """Write the manifests of a `CompiledExperiment` and its upstream runs; existing ones are left untouched."""
         new, existing = [], []
-        for manifest in compiled.runs:
+        for manifest in [*compiled.upstream, *compiled.runs]:
             path = self.manifest_path(manifest.run_id)
             if path.exists():
                 existing.append(manifest.run_id)
@@ -119,7 +163,7 @@ class Workspace:
         run_ids = [m.run_id for m in compiled.runs]
         try:
             previous = json.loads((exp_dir / "experiment.json").read_text())
-        except (FileNotFoundError, ValueError):  # first compile, or a damaged file: history starts again
+        except (FileNotFoundError, NotADirectoryError, ValueError):  # first compile, or a damaged file
             previous = None
         history = add_revision(revisions_of(previous), compiled.spec_hash, run_ids,
                                datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -131,6 +175,7 @@ class Workspace:
             "description": compiled.description,
             "analysis": compiled.analysis.model_dump(mode="json"),
             "run_ids": run_ids,
+            "upstream_run_ids": [m.run_id for m in compiled.upstream],
             "dropped": [{"assignments": d.assignments, "reason": d.reason} for d in compiled.dropped],
             "revisions": [r.to_json() for r in history],  # every compile's runs, oldest first
         }
@@ -166,7 +211,7 @@ class Workspace:
 
     def experiments(self) -> list[str]:
         base = self.root / "experiments"
-        return sorted(p.name for p in base.iterdir() if (p / "experiment.json").exists()) if base.exists() else []
+        return sorted(p.name for p in base.iterdir() if (p / "experiment.json").exists()) if base.is_dir() else []
 
     # -- status ------------------------------------------------------------------------------
     def read_status(self, run_id: str) -> RunStatus:

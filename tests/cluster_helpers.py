@@ -4,10 +4,10 @@ Functions here run inside Slurm jobs and Ray workers, which cannot import this m
 tests ship it by value (`cloudpickle.register_pickle_by_value`).
 
 A run is slowed down (so that a test can preempt or kill it mid-run) by a `slow` file in its
-run directory holding the seconds to sleep per training batch; `slow_runs`, the worker
-initializer, routes every run's data source through `SlowSource`, which reads that file. Runs
-without it are untouched, so the patch is harmless in reused Ray workers. Every process that
-builds a run's data source appends its pid to `runs/<id>/worker.pids` (the Ray test kills it).
+run directory holding the seconds to sleep per training batch; `slow_source`, the runners'
+`build_source`, wraps every run's real data source in `SlowSource`, which reads that file. Runs
+without it are untouched. Every process that builds a run's data source appends its pid to
+`runs/<id>/worker.pids` (the Ray test kills it).
 """
 
 from __future__ import annotations
@@ -43,24 +43,16 @@ class SlowSource:
         return self.inner.batch(split, index, batch_size, seq_len)
 
 
-def slow_runs() -> None:
-    """Worker initializer: honour `runs/<id>/slow` files and note worker pids (idempotent)."""
-    import scaling_db.training.execute as ex
+def slow_source(manifest, workspace):
+    """A `build_source`: the real source, slowed by a `runs/<id>/slow` file; notes the worker's pid."""
+    from scaling_db.training.execute import build_token_source
 
-    if getattr(ex.build_token_source, "scaledb_test_slow", False):
-        return
-    original = ex.build_token_source
-
-    def build(manifest, workspace):
-        run_dir = workspace.run_dir(manifest.run_id)
-        with open(run_dir / "worker.pids", "a") as fh:
-            fh.write(f"{os.getpid()}\n")
-        source = original(manifest, workspace)
-        slow = run_dir / "slow"
-        return SlowSource(source, float(slow.read_text())) if slow.exists() else source
-
-    build.scaledb_test_slow = True
-    ex.build_token_source = build
+    run_dir = workspace.run_dir(manifest.run_id)
+    with open(run_dir / "worker.pids", "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    source = build_token_source(manifest, workspace)
+    slow = run_dir / "slow"
+    return SlowSource(source, float(slow.read_text())) if slow.exists() else source
 
 
 def write_spec(directory: Path, name: str, *, widths: list[int] | None = None, steps: int | None = None,

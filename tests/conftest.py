@@ -142,15 +142,3 @@ def ray_local():
     yield ray
     if started:
         ray.shutdown()
-
-
-@pytest.fixture(autouse=True)
-def _restore_run_hooks():
-    """Worker initializers (`run_local(worker_init=...)`) patch how runs build their data; with
-    one worker they run in this process. Undo that after each test so no fake source leaks
-    into a later test's reference run."""
-    import scaling_db.training.execute as execute
-
-    saved = execute.build_token_source, execute.solve_closed_form
-    yield
-    execute.build_token_source, execute.solve_closed_form = saved

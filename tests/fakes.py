@@ -35,17 +35,9 @@ class FakeWalkSource:
             out[:, t] = self.successors[out[:, t - 1], picks[:, t - 1]]
         return out
 
-
-
 def fake_build_token_source(manifest, workspace):
+    """A `build_source` for `execute_run` and the runners (module level: picklable for workers)."""
     return FakeWalkSource(vocab_size=manifest.model.vocab_size)
-
-
-def install_fake_source() -> None:
-    """Route every run in this process to `FakeWalkSource` (a worker initializer for the pool)."""
-    import scaling_db.training.execute
-
-    scaling_db.training.execute.build_token_source = fake_build_token_source
 
 
 SPEC = {
@@ -92,8 +84,8 @@ def main(argv: list[str]) -> None:
     import scaling_db.training.trainer  # noqa: F401 - import torch first, so "running" means training is near
     from scaling_db.training.execute import execute_run
 
-    install_fake_source()
-    execute_run(Workspace(argv[0]), argv[1], device="cpu", threads=int(argv[2]) if len(argv) > 2 else 1)
+    execute_run(Workspace(argv[0]), argv[1], device="cpu", threads=int(argv[2]) if len(argv) > 2 else 1,
+                build_source=fake_build_token_source)
 
 
 if __name__ == "__main__":

@@ -109,3 +109,32 @@ def test_every_shipped_spec_validates() -> None:
     specs = sorted(str(p) for p in (REPO / "specs").glob("*.yaml"))
     result = invoke("validate", *specs)
     assert result.exit_code == 0, result.output
+
+
+def test_max_runs_is_checked_before_expanding_and_can_be_raised(tmp_path: Path) -> None:
+    spec = tmp_path / "wide.yaml"
+    spec.write_text(Path(BASE).read_text().replace("[16, 32]", "{linspace: [16, 48], num: 3, integer: true}"))
+    refused = CliRunner().invoke(cli, ["validate", str(spec), "--max-runs", "2"])
+    assert refused.exit_code == 1
+    assert ("sweep: the sweep has 3 points, more than the limit of 2 per compile; "
+            "pass --max-runs 3 if you mean it") in refused.output
+    assert invoke("validate", str(spec), "--max-runs", "3").exit_code == 0
+    dry = invoke("compile", str(spec), "--max-runs", "3", "--dry-run", "-w", str(tmp_path / "ws"))
+    assert "would write 3 runs" in dry.output
+
+
+def test_fit_queries_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "q.sql").write_text((REPO / "queries" / "final_loss.sql").read_text())
+    ws = tmp_path / "ws"
+    (ws / "queries").mkdir(parents=True)
+    (ws / "queries" / "mine.sql").write_text((REPO / "queries" / "final_loss.sql").read_text())
+    base = Path(BASE).read_text()
+    for query, ok in (("final_loss", True), ("q.sql", True), ("mine", True), ("nope", False), ("nope.sql", False)):
+        spec = tmp_path / "s.yaml"
+        spec.write_text(base + f"analysis:\n  fits:\n    - {{name: f, law: power_law, query: '{query}'}}\n")
+        result = CliRunner().invoke(cli, ["validate", str(spec), "-w", str(ws)])
+        assert (result.exit_code == 0) == ok, (query, result.output)
+        if not ok:
+            assert result.output.startswith("Error: s.yaml:22 analysis.fits[0].query: "), result.output
+    assert not list(ws.glob("*.duckdb")), "validate only reads the workspace"

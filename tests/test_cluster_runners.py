@@ -10,19 +10,15 @@ import threading
 import pytest
 
 import cluster_helpers as H
-from runners.cluster import (
-    StopRequest,
-    cancel_runs,
-    execute_on_worker,
-    plan_runs,
-    record_submission,
-    request_cancel,
-    settle_ended_job,
-)
+from runners.cluster import execute_on_worker, plan_runs, record_submission, settle_ended_job
+from runners.contract import build_options, merge_cluster
+from runners.jobs import cancel_runs
 from runners.ray_runner import RayOptions
 from runners.slurm import SlurmOptions
 from scaling_db.spec.compiler import compile_spec
 from scaling_db.errors import BackendError
+from scaling_db.spec.schema import ClusterSpec
+from scaling_db.training.control import StopRequest, request_cancel
 from scaling_db.training.execute import run_lock
 from scaling_db.training.records import RunState
 from scaling_db.workspace import Workspace
@@ -40,17 +36,36 @@ def test_cluster_section_is_placement_not_identity(tmp_path):
 
 
 def test_options_layering_and_sbatch_parameters():
-    spec = {"partition": "gpu", "time_min": 120, "cpus": 4, "gpus": 1.0, "address": "auto"}
-    cli = {"partition": "debug", "time_min": None, "no_wait": True}
-    slurm = SlurmOptions.from_sources(spec, cli)
+    spec = ClusterSpec(partition="gpu", time_min=120, cpus=4, gpus=1.0, address="auto")
+    cli = {"partition": "debug", "time_min": None}
+    slurm = build_options(SlurmOptions, spec, cli, "slurm")
     assert (slurm.partition, slurm.time_min, slurm.cpus, slurm.gpus) == ("debug", 120, 4, 1.0)
     params = slurm.executor_parameters("scaledb-x")
     assert params == {"name": "scaledb-x", "timeout_min": 120, "cpus_per_task": 4, "slurm_partition": "debug",
                       "gpus_per_node": 1}
     with pytest.raises(BackendError, match="whole GPUs"):
         SlurmOptions(gpus=0.5).executor_parameters("x")
-    ray = RayOptions.from_sources(spec, {"max_retries": 0})
+    ray = build_options(RayOptions, spec, {"max_retries": 0}, "ray")
     assert (ray.address, ray.cpus, ray.gpus, ray.max_retries) == ("auto", 4, 1.0, 0)
+
+
+def test_options_refuse_a_flag_the_backend_does_not_have():
+    # `from_sources` used to drop unknown keys: a misspelt or misrouted flag did nothing.
+    with pytest.raises(BackendError, match="--partition: not an option of the ray backend"):
+        build_options(RayOptions, None, {"partition": "gpu"}, "ray")
+    with pytest.raises(BackendError, match="--max-retries: not an option of the slurm backend"):
+        build_options(SlurmOptions, ClusterSpec(), {"max_retries": 2}, "slurm")
+
+
+def test_every_cluster_key_of_the_spec_reaches_a_backend():
+    used = {f for cls in (SlurmOptions, RayOptions) for f in cls.__dataclass_fields__}
+    assert set(ClusterSpec.model_fields) <= used
+
+
+def test_later_specs_cluster_sections_override_earlier_ones():
+    merged = merge_cluster([ClusterSpec(partition="a", cpus=2), ClusterSpec(partition="b")])
+    assert (merged.partition, merged.cpus) == ("b", 2)
+    assert merge_cluster([]) is None
 
 
 def _tiny(tmp_path, **kwargs) -> tuple[Workspace, list[str]]:
@@ -117,3 +132,42 @@ def test_ended_jobs_and_cancel_fix_stale_running_status(tmp_path):
     report = cancel_runs(ws, [a, b], wait_s=0)
     assert report.already_done == [a] and list(report.cancelled) == [b]
     assert ws.read_status(b).status == RunState.PENDING and (ws.run_dir(b) / "cancel").exists()
+
+
+def _imports(path, package_modules: set[str]) -> set[str]:
+    """Modules among `package_modules` that `path` imports anywhere (lazy and TYPE_CHECKING ones too)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        found |= {n for n in names if n in package_modules}
+    return found
+
+
+def test_runners_and_run_commands_import_without_cycles():
+    """runners/cluster <-> local <-> slurm and cli/cluster_commands <-> run_commands imported each other."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = {}
+    for folder in ("runners", "scaling_db/cli", "scaling_db/training"):
+        for path in (root / folder).glob("*.py"):
+            if path.name != "__init__.py":  # (the CLI package registers its commands by name)
+                files[".".join(path.relative_to(root).with_suffix("").parts)] = path
+    graph = {mod: _imports(path, set(files)) - {mod} for mod, path in files.items()}
+
+    def cycle_from(start: str, node: str, seen: tuple[str, ...]) -> tuple[str, ...] | None:
+        for nxt in graph[node]:
+            if nxt == start:
+                return (*seen, nxt)
+            if nxt not in seen:
+                found = cycle_from(start, nxt, (*seen, nxt))
+                if found:
+                    return found
+        return None
+
+    cycles = [c for mod in graph if (c := cycle_from(mod, mod, (mod,)))]
+    assert not cycles, " -> ".join(cycles[0])

@@ -74,6 +74,7 @@ def test_derived_tokens_from_tokens_per_parameter(tmp_path: Path) -> None:
 
 def test_isoflop_design_steps_from_flop_budget(tmp_path: Path) -> None:
     sweep = (
+        "  vars: [flop_budget]\n"
         "  axes:\n    flop_budget: [1.0e9, 1.0e10]\n    model.d_model: [16, 32, 64]\n"
         "  derive:\n    train.steps: max(1, round(flop_budget / (6 * n_params * tokens_per_step)))\n"
     )
@@ -148,13 +149,16 @@ SHIPPED = sorted((REPO / "specs").glob("*.yaml"))
 def test_shipped_specs_match_golden(path: Path, regen_golden: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
     compiled = compile_spec(path.relative_to(REPO))
-    runs = []
-    for r in compiled.runs:
+    def dump(r):
         dumped = r.model_dump(mode="json")
         dumped["origin"]["base_dir"] = "<specs dir>"  # machine-specific, not part of identity
-        runs.append(dumped)
-    text = json.dumps({"experiment": compiled.experiment, "dropped": [d.reason for d in compiled.dropped],
-                       "runs": runs}, indent=1, sort_keys=True) + "\n"
+        return dumped
+
+    golden = {"experiment": compiled.experiment, "dropped": [d.reason for d in compiled.dropped],
+              "runs": [dump(r) for r in compiled.runs]}
+    if compiled.upstream:  # teachers (only specs that have them show the key)
+        golden["upstream"] = [dump(r) for r in compiled.upstream]
+    text = json.dumps(golden, indent=1, sort_keys=True) + "\n"
     check_golden(REPO / "tests" / "golden" / f"{path.stem}.json", text, regen_golden)
 
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import scaling_db.training.execute
 from fakes import FakeWalkSource, fake_build_token_source, write_spec
 from scaling_db.cli import cli
 from scaling_db.training.coordcheck import growth
@@ -67,13 +66,12 @@ def test_sp_activations_grow_with_width(measured):
         assert values == sorted(values), (layer, values)
 
 
-def test_coordcheck_command_records_metrics_and_prints_a_table(tmp_path, monkeypatch):
-    monkeypatch.setattr(scaling_db.training.execute, "build_token_source", fake_build_token_source)
+def test_coordcheck_command_records_metrics_and_prints_a_table(tmp_path):
     spec = write_spec(tmp_path, sweep={"axes": {"model.d_model": [16, 32]}})
     ws_dir = tmp_path / "ws"
     result = CliRunner().invoke(cli, ["coordcheck", str(spec), "--widths", "16,32,64", "--steps", "2",
                                       "--param", "sp", "--param", "mup", "-w", str(ws_dir), "--device", "cpu"],
-                                catch_exceptions=False)
+                                catch_exceptions=False, obj={"build_source": fake_build_token_source})
     assert result.exit_code == 0, result.output
     assert "mean |activation| after 2 steps" in result.output
     assert "block1.out" in result.output and "d=64 / d=16" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -14,8 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import scaling_db.training.execute
-from fakes import FakeWalkSource, compiled_workspace, fake_build_token_source, install_fake_source, write_spec
+from fakes import FakeWalkSource, compiled_workspace, fake_build_token_source, write_spec
 from runners.local import plan_placement, run_local
 from scaling_db.cli import cli
 from scaling_db.training.records import RunState, read_log
@@ -28,9 +28,7 @@ ONE_DIVERGES = {
 }
 
 
-@pytest.fixture
-def fake_source(monkeypatch):
-    monkeypatch.setattr(scaling_db.training.execute, "build_token_source", fake_build_token_source)
+FAKE = {"build_source": fake_build_token_source}
 
 
 def test_placement_splits_cores_between_workers(monkeypatch):
@@ -44,24 +42,24 @@ def test_placement_splits_cores_between_workers(monkeypatch):
     assert plan_placement(10, workers=16, device="cpu").threads == 1
 
 
-def test_in_process_runs_call_back_and_skip_finished_runs(tmp_path, fake_source):
+def test_in_process_runs_call_back_and_skip_finished_runs(tmp_path):
     ws, run_ids = compiled_workspace(tmp_path, **TWO_WIDTHS)
     done: list[str] = []
-    report = run_local(ws, run_ids, workers=1, device="cpu", on_run_done=done.append)
+    report = run_local(ws, run_ids, workers=1, device="cpu", on_run_done=done.append, **FAKE)
     assert sorted(done) == sorted(run_ids) and not report.interrupted and not report.errors
     assert {s.status for s in report.statuses.values()} == {RunState.FINISHED}
     logs = {r: ws.log_path(r).read_bytes() for r in run_ids}
-    again = run_local(ws, run_ids, workers=1, device="cpu", on_run_done=done.append)
+    again = run_local(ws, run_ids, workers=1, device="cpu", on_run_done=done.append, **FAKE)
     assert sorted(again.skipped) == sorted(run_ids) and len(done) == 2
     assert {r: ws.log_path(r).read_bytes() for r in run_ids} == logs
-    forced = run_local(ws, run_ids[:1], workers=1, device="cpu", force=True, on_run_done=done.append)
+    forced = run_local(ws, run_ids[:1], workers=1, device="cpu", force=True, on_run_done=done.append, **FAKE)
     assert forced.skipped == [] and done[-1] == run_ids[0]
 
 
 def test_pool_runs_a_sweep_where_one_run_diverges(tmp_path):
     ws, run_ids = compiled_workspace(tmp_path, **ONE_DIVERGES)
     called_in: list[tuple[str, int]] = []
-    report = run_local(ws, run_ids, workers=2, device="cpu", worker_init=install_fake_source,
+    report = run_local(ws, run_ids, workers=2, device="cpu", build_source=fake_build_token_source,
                        on_run_done=lambda r: called_in.append((r, os.getpid())))
     states = sorted(s.status.value for s in report.statuses.values())
     assert states == ["diverged", "finished"]
@@ -93,21 +91,21 @@ class _SuicidalSource(FakeWalkSource):
         return True
 
 
-def install_suicidal_source(marker: Path) -> None:
-    scaling_db.training.execute.build_token_source = lambda m, w: _SuicidalSource(marker, m.model.vocab_size)
+def suicidal_source(marker: Path, manifest, workspace) -> _SuicidalSource:
+    return _SuicidalSource(marker, manifest.model.vocab_size)
 
 
 @pytest.mark.slow
 def test_a_dead_worker_fails_its_run_and_the_sweep_goes_on(tmp_path):
     ws, run_ids = compiled_workspace(tmp_path, sweep={"axes": {"model.d_model": [16, 24, 32]}})
     marker = tmp_path / "killed-once"
-    report = run_local(ws, run_ids, workers=2, device="cpu", worker_init=functools.partial(install_suicidal_source, marker))
+    report = run_local(ws, run_ids, workers=2, device="cpu", build_source=functools.partial(suicidal_source, marker))
     states = sorted(s.status.value for s in report.statuses.values())
     assert states == ["failed", "finished", "finished"]
     (failed,) = [r for r, s in report.statuses.items() if s.status == RunState.FAILED]
     assert "worker process died (exit code -9" in ws.read_status(failed).error
     # --retry-failed resumes it (from its last saved state) and it finishes, each checkpoint once.
-    again = run_local(ws, run_ids, workers=1, device="cpu", retry_failed=True, worker_init=install_fake_source)
+    again = run_local(ws, run_ids, workers=1, device="cpu", retry_failed=True, build_source=fake_build_token_source)
     assert again.statuses[failed].status == RunState.FINISHED
     assert [r.step for r in read_log(ws.log_path(failed))] == ws.load_manifest(failed).train.checkpoint_steps
 
@@ -119,7 +117,7 @@ def test_on_run_done_errors_stop_the_pool_and_propagate(tmp_path):
         raise RuntimeError("the database is locked")
 
     with pytest.raises(RuntimeError, match="database is locked"):
-        run_local(ws, run_ids, workers=2, device="cpu", worker_init=install_fake_source, on_run_done=explode)
+        run_local(ws, run_ids, workers=2, device="cpu", build_source=fake_build_token_source, on_run_done=explode)
     for run_id in run_ids:  # nothing left claiming to run
         assert ws.read_status(run_id).status in (RunState.FINISHED, RunState.PENDING)
 
@@ -129,12 +127,12 @@ def test_on_run_done_errors_stop_the_pool_and_propagate(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def invoke(*args: str):
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return result
+def invoke(*args: str, build_source=fake_build_token_source):
+    """`scaledb ARGS` with runs fed by `build_source` (passed to the command through click's `obj`)."""
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False, obj={"build_source": build_source})
 
 
-def test_cli_run_then_status(tmp_path, fake_source):
+def test_cli_run_then_status(tmp_path):
     spec = write_spec(tmp_path, **TWO_WIDTHS)
     ws_dir = str(tmp_path / "ws")
     result = invoke("run", str(spec), "-w", ws_dir, "--workers", "1", "--device", "cpu")
@@ -149,7 +147,7 @@ def test_cli_run_then_status(tmp_path, fake_source):
     assert "2 finished" in table and "40/40" in table
 
 
-def test_cli_run_only_a_pattern_and_manifest_files(tmp_path, fake_source):
+def test_cli_run_only_a_pattern_and_manifest_files(tmp_path):
     spec = write_spec(tmp_path, **TWO_WIDTHS)
     ws_dir = str(tmp_path / "ws")
     result = invoke("run", str(spec), "-w", ws_dir, "--only", "*-d32", "--json")
@@ -168,11 +166,14 @@ def test_cli_run_reports_unknown_targets(tmp_path):
     assert "Error: nope: not a spec (.yaml), a manifest (.json), an experiment or a run id" in result.output
 
 
-def test_cli_status_shows_failures(tmp_path, monkeypatch):
-    monkeypatch.setattr(scaling_db.training.execute, "build_token_source", lambda m, w: (_ for _ in ()).throw(OSError("disk gone")))
+def _broken_disk(manifest, workspace):
+    raise OSError("disk gone")
+
+
+def test_cli_status_shows_failures(tmp_path):
     spec = write_spec(tmp_path)
     ws_dir = str(tmp_path / "ws")
-    invoke("run", str(spec), "-w", ws_dir, "--workers", "1")
+    invoke("run", str(spec), "-w", ws_dir, "--workers", "1", build_source=_broken_disk)
     out = invoke("status", "-w", ws_dir).output
     assert "failed" in out and "OSError: disk gone" in out
 
@@ -212,7 +213,7 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes_to_the_same_curve(tmp_path):
 
 
 def test_scaledb_cancel_stops_a_local_run_which_resumes_later(tmp_path, monkeypatch):
-    from runners.cluster import request_cancel
+    from scaling_db.training.control import request_cancel
 
     ws, (run_id,) = compiled_workspace(tmp_path, train={"steps": 60})
 
@@ -222,12 +223,92 @@ def test_scaledb_cancel_stops_a_local_run_which_resumes_later(tmp_path, monkeypa
                 request_cancel(ws, run_id)  # what `scaledb cancel` does from another shell
             return super().batch(split, index, batch_size, seq_len)
 
-    monkeypatch.setattr(scaling_db.training.execute, "build_token_source", lambda m, w: CancelledAtTen(m.model.vocab_size))
-    monkeypatch.setattr("runners.cluster.CANCEL_POLL_S", 0.0)  # look for the file at every step
-    report = run_local(ws, [run_id], workers=1, device="cpu")
+    monkeypatch.setattr("scaling_db.training.control.CANCEL_POLL_S", 0.0)  # look for the file at every step
+    report = run_local(ws, [run_id], workers=1, device="cpu", build_source=lambda m, w: CancelledAtTen(m.model.vocab_size))
     status = report.statuses[run_id]
     assert status.status == RunState.PENDING and ws.state_path(run_id).exists()
-    monkeypatch.setattr(scaling_db.training.execute, "build_token_source", fake_build_token_source)
-    again = run_local(ws, [run_id], workers=1, device="cpu")  # a new `scaledb run` clears the request
+    again = run_local(ws, [run_id], workers=1, device="cpu", **FAKE)  # a new `scaledb run` clears the request
     assert again.statuses[run_id].status == RunState.FINISHED
     assert [r.step for r in read_log(ws.log_path(run_id))] == ws.load_manifest(run_id).train.checkpoint_steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Exit codes and what a script sees (README: "The command line")
+# ---------------------------------------------------------------------------------------------
+
+
+def _disk_full_for_d16(manifest, workspace):
+    if manifest.model.d_model == 16:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return fake_build_token_source(manifest, workspace)
+
+
+def test_cli_run_exits_3_naming_each_failed_run_and_how_to_retry(tmp_path):
+    spec = write_spec(tmp_path, **TWO_WIDTHS)
+    ws_dir = str(tmp_path / "ws")
+    result = invoke("run", str(spec), "-w", ws_dir, "--workers", "1", build_source=_disk_full_for_d16)
+    assert result.exit_code == 3, result.output
+    assert "1 run failed:" in result.output
+    assert "  tiny-d16 (" in result.output and "No space left on device" in result.output
+    assert f"scaledb run {spec} --retry-failed" in result.output
+    # Again, without --retry-failed: nothing runs, and it still is not a success.
+    again = invoke("run", str(spec), "-w", ws_dir, "--workers", "1")
+    assert again.exit_code == 3, again.output
+    assert "1 of them failed: --retry-failed runs those again" in again.output
+    as_json = invoke("run", str(spec), "-w", ws_dir, "--json")
+    assert as_json.exit_code == 3 and list(json.loads(as_json.output)["failed"].values()) == [
+        "OSError: [Errno 28] No space left on device"]
+    retried = invoke("run", str(spec), "-w", ws_dir, "--workers", "1", "--retry-failed")
+    assert retried.exit_code == 0, retried.output
+
+
+def test_cli_run_with_a_diverged_run_is_a_success(tmp_path):
+    spec = write_spec(tmp_path, **ONE_DIVERGES)
+    result = invoke("run", str(spec), "-w", str(tmp_path / "ws"), "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "diverged" in result.output and "failed" not in result.output
+
+
+def test_cli_run_prints_plain_progress_lines_when_not_a_terminal(tmp_path):
+    spec = write_spec(tmp_path, **TWO_WIDTHS)
+    result = invoke("run", str(spec), "-w", str(tmp_path / "ws"), "--workers", "1")  # CliRunner: not a TTY
+    lines = result.output.splitlines()
+    assert "scaledb: 2 runs to run" in lines
+    for width in (16, 32):
+        started = next(i for i, line in enumerate(lines) if line.startswith(f"started  tiny-d{width} ("))
+        finished = next(i for i, line in enumerate(lines) if line.startswith(f"finished tiny-d{width}: final eval loss "))
+        assert started < finished
+
+
+def test_plain_progress_prints_a_summary_every_30_s(workspace):
+    from scaling_db.cli.progress import PlainProgress
+
+    now = [0.0]
+    lines: list[str] = []
+    progress = PlainProgress(workspace, echo=lines.append, clock=lambda: now[0])
+    progress.start(total_steps=200, runs=2, skipped=0)
+    progress.run_started("a", "tiny-a", 100)
+    now[0] = 29.0
+    progress.update("a", 50, 100, None)
+    assert not any(line.startswith("progress:") for line in lines)
+    now[0] = 31.0
+    progress.update("a", 60, 100, None)
+    assert lines[-1] == "progress: 0/2 runs ended, 1 running, 60/200 steps (30%), 31s elapsed"
+    now[0] = 45.0
+    progress.update("a", 70, 100, None)
+    assert lines[-1].startswith("progress: 0/2") and sum(line.startswith("progress:") for line in lines) == 1
+
+
+def test_cli_run_on_a_backend_compiles_each_spec_once(tmp_path, monkeypatch):
+    import scaling_db.spec.compiler as compiler
+
+    spec = write_spec(tmp_path)
+    ws_dir = str(tmp_path / "ws")
+    assert invoke("run", str(spec), "-w", ws_dir, "--workers", "1").exit_code == 0
+    calls: list[str] = []  # (a spy on what compile_spec reads, however the CLI imported compile_spec)
+    real = compiler.read_spec_source
+    monkeypatch.setattr(compiler, "read_spec_source", lambda path, *a, **k: calls.append(str(path)) or real(path, *a, **k))
+    # Every run is finished, so nothing is submitted: this needs no cluster.
+    result = invoke("run", str(spec), "-w", ws_dir, "--backend", "slurm", "--partition", "debug", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["skipped"] and calls == [str(spec)]

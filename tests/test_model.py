@@ -1,4 +1,4 @@
-"""The transformer: its parameter count is the counting formula's, and SP/muP follow SCIENCE.md's table."""
+"""The transformer: its parameter count is the counting formula's, and SP/muP follow the table in docs/science.md#mup."""
 
 from __future__ import annotations
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import json
 from html import escape
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from fakes import fake_build_token_source, write_spec
 from runners.local import run_local
+from scaling_db.cli import cli
 from scaling_db.cli.common import ingest_as_done
 from scaling_db.reproduce import reproduce
 from scaling_db.store.query import run_query
@@ -55,3 +60,27 @@ def test_reproduce_end_to_end_then_again_without_rerunning(tmp_path: Path) -> No
     assert second.ingest.rows_loaded == 0
     stored = run_query(ws, sql="SELECT count(*) AS n FROM fits WHERE name = 'loss_vs_params'")
     assert stored["n"].iloc[0] == 1, "the same fit stored twice keeps one row"
+
+
+def _disk_full_for_d16(manifest, workspace):
+    if manifest.model.d_model == 16:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return fake_build_token_source(manifest, workspace)
+
+
+def test_reproduce_with_a_failed_run_exits_3_and_its_report_says_so(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, sweep={"axes": {"model.d_model": [16, 32]}})
+    ws_dir = tmp_path / "ws"
+    result = CliRunner().invoke(cli, ["reproduce", str(spec), "-w", str(ws_dir), "--workers", "1"],
+                                obj={"build_source": _disk_full_for_d16})
+    assert result.exit_code == 3, result.output
+    assert "1 run failed:" in result.output and "tiny-d16 (" in result.output
+    assert f"scaledb run {spec} --retry-failed" in result.output
+    assert "started  tiny-d32" in result.output  # plain progress lines: CliRunner is not a terminal
+    html = (Workspace(ws_dir).report_dir("tiny") / "report.html").read_text()
+    banner = html[html.index("<body>"):html.index("<h1>")]
+    assert "Incomplete: 1 run(s) have no result" in banner and "No space left on device" in banner
+    # Running it again does not hide the failure.
+    again = CliRunner().invoke(cli, ["reproduce", str(spec), "-w", str(ws_dir), "--json"],
+                               obj={"build_source": fake_build_token_source})
+    assert again.exit_code == 3 and len(json.loads(again.output)["failed_runs"]) == 1

@@ -34,6 +34,7 @@ train:
   checkpoints: {kind: linear, count: 3}
   eval_tokens: 256
 sweep:
+  vars: [flop_budget]
   axes:
     model.d_model: [16, 32]
     train.optimizer.lr: [1.0e-3, 3.0e-3, 1.0e-2]

@@ -74,7 +74,7 @@ def test_killed_worker_is_retried_and_the_run_resumes_exactly(ray_workers, tmp_p
     ws = Workspace(tmp_path / "ws")
     [run_id] = H.compile_into(ws, spec)
     H.make_slow(ws, run_id, 0.025)  # about 6 s of training: long enough to kill mid-run
-    thread, out = H.run_in_thread(run_ray, workspace=ws, run_ids=[run_id], worker_init=H.slow_runs,
+    thread, out = H.run_in_thread(run_ray, workspace=ws, run_ids=[run_id], build_source=H.slow_source,
                                  options=RayOptions(max_retries=2), timeout_s=DEADLINE_S)
     H.wait_for(lambda: len(H.raw_steps(ws, run_id)) >= 2, 90, "two checkpoints")
     pids = (ws.run_dir(run_id) / "worker.pids").read_text().split()
@@ -98,7 +98,7 @@ def test_cancel_stops_a_running_task_with_its_state_saved(ray_workers, tmp_path)
     ws = Workspace(ws_dir)
     [run_id] = H.compile_into(ws, spec)
     H.make_slow(ws, run_id, 0.05)
-    thread, out = H.run_in_thread(run_ray, workspace=ws, run_ids=[run_id], worker_init=H.slow_runs,
+    thread, out = H.run_in_thread(run_ray, workspace=ws, run_ids=[run_id], build_source=H.slow_source,
                                  options=RayOptions(), timeout_s=DEADLINE_S)
     H.wait_for(lambda: ws.read_status(run_id).status.value == "running" and ws.read_status(run_id).step, 90,
                "the run to log a checkpoint")

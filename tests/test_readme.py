@@ -11,15 +11,16 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, shared_path
-from scaling_db.cli import cli
+from doc_blocks import tagged
+from scaling_db.cli import load_all_commands
 from tiny import tiny_specs
 
 README = (REPO / "README.md").read_text()
 
 
 def blocks(tag: str) -> list[str]:
-    """Code blocks preceded by `<!-- readme-test: TAG -->`."""
-    return re.findall(rf"<!-- readme-test: {tag} -->\n```\w+\n(.*?)```", README, flags=re.S)
+    """Code blocks preceded by `<!-- readme-test: TAG -->` (tests/doc_blocks.py)."""
+    return tagged(REPO / "README.md", tag)
 
 
 def commands(tag: str) -> list[str]:
@@ -30,15 +31,16 @@ def test_every_verb_in_the_readme_exists() -> None:
     code = "\n".join(re.findall(r"```\w*\n(.*?)```", README, flags=re.S) + re.findall(r"`([^`\n]+)`", README))
     verbs = set(re.findall(r"\bscaledb ([a-z][a-z-]+)(?: ([a-z]+))?", code))
     assert len(verbs) > 10
+    commands = load_all_commands()
     for verb, sub in verbs:
-        assert verb in cli.commands, f"README mentions `scaledb {verb}`, which does not exist"
-        group = cli.commands[verb]
+        assert verb in commands, f"README mentions `scaledb {verb}`, which does not exist"
+        group = commands[verb]
         if hasattr(group, "commands") and sub:
             assert sub in group.commands, f"README mentions `scaledb {verb} {sub}`"
 
 
 def test_every_command_is_in_the_readme() -> None:
-    for name in cli.commands:
+    for name in load_all_commands():
         assert f"scaledb {name}" in README, f"`scaledb {name}` is not documented in the README"
 
 

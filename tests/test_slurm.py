@@ -7,7 +7,7 @@
   checkpoint logged once and the same curve as an uninterrupted run;
 - `scaledb cancel` stops a running run (state saved, back to pending) and removes a queued one.
 
-The slow-down that keeps a run alive long enough to interrupt it is a worker initializer
+The slow-down that keeps a run alive long enough to interrupt it is a `build_source`
 (tests/cluster_helpers.py) that only sleeps between batches: results are unchanged.
 """
 
@@ -98,7 +98,7 @@ def test_interrupted_run_requeues_and_resumes_exactly(slurm_cluster, tmp_path, t
     [run_id] = H.compile_into(ws, spec)
     H.make_slow(ws, run_id, 0.025)  # about 6 s of training: long enough to interrupt
     thread, out = H.run_in_thread(
-        run_slurm, workspace=ws, run_ids=[run_id], worker_init=H.slow_runs, poll_s=1, timeout_s=DEADLINE_S,
+        run_slurm, workspace=ws, run_ids=[run_id], build_source=H.slow_source, poll_s=1, timeout_s=DEADLINE_S,
         # timeout_min >= 60: submitit counts a USR2 this early as a preemption, not a time-out
         options=SlurmOptions(partition=slurm_cluster["partition"], time_min=60))
     H.wait_for(lambda: len(H.raw_steps(ws, run_id)) >= 2, 90, "two checkpoints")
@@ -144,7 +144,7 @@ def test_cancel_stops_running_and_removes_queued_runs(slurm_cluster, tmp_path):
         H.make_slow(ws, run_id, 0.05)
     # submitted without waiting (as `--no-wait` does), one run at a time: the second stays queued
     report = run_slurm(ws, run_ids, SlurmOptions(partition=slurm_cluster["partition"], array_parallelism=1),
-                       wait=False, worker_init=H.slow_runs)
+                       wait=False, build_source=H.slow_source)
     assert not report.waited and sorted(report.jobs) == sorted(run_ids)
     rows = json.loads(_cli("status", str(spec), "-w", str(ws_dir), "--json"))
     assert {(r["run_id"], r["backend"], r["job_id"]) for r in rows} == {

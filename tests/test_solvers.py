@@ -1,4 +1,4 @@
-"""The two solvable models against their theory (SCIENCE.md sections 2 and 3), and `solve`."""
+"""The two solvable models against their theory (docs/science.md#percolation and #random-features), and `solve`."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def rf_loss(n: int, t: int, *, ridge: float = 0.0, seeds: int = 12, data: Random
 
 @pytest.mark.parametrize("n,t", [(25, 100), (100, 25), (50, 200), (200, 50), (100, 300), (300, 100), (40, 80)])
 def test_random_features_match_deterministic_equivalent(n, t):
-    """Within 10% of <L> = (sigma_w^2/M) m kappa (n-1)/(n-m-1) over a grid of (N, T); SCIENCE.md
+    """Within 10% of <L> = (sigma_w^2/M) m kappa (n-1)/(n-m-1) over a grid of (N, T); docs/science.md#random-features
     quotes ~5% sampling agreement, and 12 seeds leave a standard error of about 3% here."""
     theory = deterministic_equivalent_loss(spectrum(RF), RF.sigma_w, n, t)
     assert rf_loss(n, t) == pytest.approx(theory, rel=0.10)

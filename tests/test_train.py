@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
-import scaling_db.training.execute
 import scaling_db.training.trainer
 import scaling_db.workspace
 from fakes import FakeWalkSource, compiled_workspace, fake_build_token_source
 from scaling_db.errors import RunError
-from scaling_db.training.execute import execute_run, run_lock
+from scaling_db.training.execute import execute_run as real_execute_run, run_lock
 from scaling_db.training.records import RunState, read_log
 from scaling_db.training.trainer import lr_multiplier
 
@@ -27,9 +26,9 @@ TIMING_FIELDS = {"wall_time_s", "tokens_per_s"}
 FAKES = Path(__file__).resolve().parent / "fakes.py"
 
 
-@pytest.fixture(autouse=True)
-def fake_source(monkeypatch):
-    monkeypatch.setattr(scaling_db.training.execute, "build_token_source", fake_build_token_source)
+def execute_run(ws, run_id, **kwargs):
+    """`execute_run` on the fake walk source, unless the test passes another `build_source`."""
+    return real_execute_run(ws, run_id, **{"build_source": fake_build_token_source, **kwargs})
 
 
 def curve(ws, run_id) -> list[dict]:
@@ -141,13 +140,12 @@ def test_nan_loss_marks_the_run_diverged(tmp_path):
     assert execute_run(ws, run_id, device="cpu", retry_failed=True).status == RunState.DIVERGED
 
 
-def test_exception_marks_the_run_failed_with_the_error(tmp_path, monkeypatch):
+def test_exception_marks_the_run_failed_with_the_error(tmp_path):
     def broken(manifest, workspace):
         raise ValueError("no such corpus")
 
-    monkeypatch.setattr(scaling_db.training.execute, "build_token_source", broken)
     ws, (run_id,) = compiled_workspace(tmp_path)
-    status = execute_run(ws, run_id, device="cpu")
+    status = execute_run(ws, run_id, device="cpu", build_source=broken)
     assert status.status == RunState.FAILED and status.error == "ValueError: no such corpus"
     assert "Traceback" in (ws.run_dir(run_id) / "error.log").read_text()
     assert ws.read_status(run_id).status == RunState.FAILED
@@ -172,14 +170,13 @@ def test_a_locked_run_is_refused(tmp_path):
             execute_run(ws, run_id, device="cpu")
 
 
-def test_vocab_mismatch_is_a_clear_failure(tmp_path, monkeypatch):
-    monkeypatch.setattr(scaling_db.training.execute, "build_token_source", lambda m, w: FakeWalkSource(vocab_size=999))
+def test_vocab_mismatch_is_a_clear_failure(tmp_path):
     ws, (run_id,) = compiled_workspace(tmp_path)
-    status = execute_run(ws, run_id, device="cpu")
+    status = execute_run(ws, run_id, device="cpu", build_source=lambda m, w: FakeWalkSource(vocab_size=999))
     assert status.status == RunState.FAILED and "Recompile the spec" in status.error
 
 
-def test_closed_form_runs_log_one_record(tmp_path, monkeypatch):
+def test_closed_form_runs_log_one_record(tmp_path):
     from dataclasses import dataclass
 
     @dataclass
@@ -189,12 +186,11 @@ def test_closed_form_runs_log_one_record(tmp_path, monkeypatch):
         entropy_rate: float | None
         metrics: dict
 
-    monkeypatch.setattr(scaling_db.training.execute, "solve_closed_form", lambda m, w: Result(0.5, 0.75, None, {"ridge": 0.1}))
     ws, (run_id,) = compiled_workspace(
         tmp_path, data={"kind": "random_features", "latent_dim": 20},
         model={"kind": "random_features", "n_features": 10}, train={"kind": "closed_form", "samples": 30},
     )
-    status = execute_run(ws, run_id)
+    status = execute_run(ws, run_id, solve=lambda m, w: Result(0.5, 0.75, None, {"ridge": 0.1}))
     assert status.status == RunState.FINISHED and status.step == 1
     (record,) = read_log(ws.log_path(run_id))
     assert (record.step, record.tokens, record.eval_loss, record.train_loss) == (1, 30, 0.75, 0.5)
@@ -241,6 +237,7 @@ def test_crash_at_any_point_then_resume_equals_an_uninterrupted_run(tmp_path, mo
             if countdown[0] == 0:
                 raise Crash(where)
 
+        source: dict = {}
         with monkeypatch.context() as mp:
             if where == "data":
                 class Crashing(FakeWalkSource):
@@ -248,7 +245,7 @@ def test_crash_at_any_point_then_resume_equals_an_uninterrupted_run(tmp_path, mo
                         tick()
                         return super().batch(split, index, batch_size, seq_len)
 
-                mp.setattr(scaling_db.training.execute, "build_token_source", lambda m, w: Crashing(m.model.vocab_size))
+                source = {"build_source": lambda m, w: Crashing(m.model.vocab_size)}
             elif where == "append":
                 real_append = scaling_db.training.trainer.append_record
 
@@ -278,7 +275,7 @@ def test_crash_at_any_point_then_resume_equals_an_uninterrupted_run(tmp_path, mo
 
                 mp.setattr(scaling_db.workspace.Workspace, "write_status", write_status)
             try:
-                status = execute_run(ws, run_id, device="cpu", threads=1, retry_failed=True)
+                status = execute_run(ws, run_id, device="cpu", threads=1, retry_failed=True, **source)
             except Crash:  # before the executor's try: as if the process had been killed there
                 continue
         if status.status == RunState.FINISHED:
@@ -286,6 +283,21 @@ def test_crash_at_any_point_then_resume_equals_an_uninterrupted_run(tmp_path, mo
         assert status.status == RunState.FAILED and status.error == f"Crash: {where}"
     assert execute_run(ws, run_id, device="cpu", threads=1, retry_failed=True).status == RunState.FINISHED
     assert curve(ws, run_id) == expected
+
+
+def test_a_log_that_lost_records_after_the_state_was_saved_fails_instead_of_finishing(tmp_path):
+    ws, (run_id,) = compiled_workspace(tmp_path)
+    polls = iter(range(10**6))
+    assert execute_run(ws, run_id, device="cpu", threads=1, stop=lambda: next(polls) >= 25).status == RunState.PENDING
+    path = ws.log_path(run_id)
+    lines = path.read_bytes().splitlines(keepends=True)
+    lost = [json.loads(line)["step"] for line in lines[1:3]]
+    path.write_bytes(lines[0] + b"".join(lines[3:]))  # outside damage: two records gone
+    status = execute_run(ws, run_id, device="cpu", threads=1)
+    assert status.status == RunState.FAILED, status
+    assert f"lacks checkpoint step(s) {lost[0]}, {lost[1]}" in status.error
+    assert f"--force --only {run_id}" in status.error
+    assert ws.read_status(run_id).status == RunState.FAILED
 
 
 def test_a_torn_last_line_is_not_a_record(tmp_path):
@@ -315,7 +327,8 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
     ws, (run_id,) = compiled_workspace(tmp_path / "killed", **sections)
     rng = random.Random(1)
     mid_run_kills = 0
-    env = {**os.environ, "PYTHONPATH": str(FAKES.parent)}
+    # tests/ for `fakes`, ahead of whatever PYTHONPATH picked this checkout's scaledb
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(FAKES.parent), os.environ.get("PYTHONPATH")]))}
     for _ in range(10):
         proc = subprocess.Popen([sys.executable, str(FAKES), str(ws.root), run_id, "1"], env=env)
         # Wait until it runs (status) or trains (a first record), then kill it at a random moment.

@@ -2,7 +2,7 @@
 and the backend columns of `scaledb status`.
 
 `run_commands` owns `run` and `status`; it takes the backend options from `backend_options`
-and hands non-local runs to `run_on_backend`. Results: workers write their runs' files in the
+and hands non-local runs, with the specs' typed `cluster:` sections, to `run_on_backend`. Results: workers write their runs' files in the
 shared workspace, and this process (the driver) loads each run into the database as it ends,
 so the DuckDB file has one writer. After `--no-wait`, `scaledb ingest` loads them later.
 """
@@ -10,15 +10,20 @@ so the DuckDB file has one writer. After `--no-wait`, `scaledb ingest` loads the
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from scaling_db.cli import cli
 from scaling_db.cli.common import emit_json, get_workspace, json_option, workspace_option
+from scaling_db.cli.targets import resolve_targets
 from scaling_db.errors import ScaledbError
 from scaling_db.workspace import Workspace
+
+if TYPE_CHECKING:
+    from runners.contract import ProgressSink, RunReport
+    from scaling_db.spec.schema import ClusterSpec
+    from scaling_db.training.execute import SourceBuilder
 
 BACKENDS = ("local", "slurm", "ray")
 
@@ -70,18 +75,6 @@ def check_backend_options(backend: str, workers: int | None, cluster: dict[str, 
         raise click.UsageError(f"{', '.join(wrong)}: not used by --backend {backend}")
 
 
-def _spec_cluster(targets: tuple[str, ...]) -> dict[str, Any]:
-    """The `cluster:` sections of the spec files among `targets` (later files override earlier)."""
-    from scaling_db.spec.compiler import compile_spec
-
-    merged: dict[str, Any] = {}
-    for target in targets:
-        if Path(target).suffix in (".yaml", ".yml"):
-            section = compile_spec(target).cluster.model_dump(exclude_defaults=True)
-            merged.update(section)
-    return merged
-
-
 def _ingest_one(ws: Workspace, problems: list[str]) -> Any:
     """`on_run_done` for the drivers: load the run into the database now (this process is its writer)."""
     from scaling_db.store.ingest import ingest_runs
@@ -96,30 +89,35 @@ def _ingest_one(ws: Workspace, problems: list[str]) -> Any:
 
 
 def run_on_backend(
-    ws: Workspace, run_ids: list[str], targets: tuple[str, ...], *, backend: str, cluster: dict[str, Any],
-    device: str, force: bool, retry_failed: bool, as_json: bool, progress: Any,
-) -> tuple[Any, dict[str, Any]]:
+    ws: Workspace, run_ids: list[str], clusters: list["ClusterSpec"], *, backend: str, flags: dict[str, Any],
+    device: str, force: bool, retry_failed: bool, as_json: bool, progress: "ProgressSink | None",
+    build_source: "SourceBuilder",
+) -> tuple["RunReport", dict[str, Any]]:
     """Run on Slurm or Ray; returns the report and the extra JSON fields of `scaledb run --json`.
 
-    `cluster` holds the command-line backend options (None: not given), which override the
-    specs' `cluster:` sections.
+    `flags` holds the command-line backend options (None: not given); they override the
+    specs' `cluster:` sections (later specs override earlier ones).
     """
-    given = {k: v for k, v in cluster.items() if v is not None}
-    layers = (_spec_cluster(targets), given)
+    from runners.contract import build_options, merge_cluster
+
+    flags = dict(flags)
+    wait = not flags.pop("no_wait", False)
+    given = {k: v for k, v in flags.items() if v is not None}
+    cluster = merge_cluster(clusters)
     problems: list[str] = []
     on_done = _ingest_one(ws, problems)
     if backend == "slurm":
         from runners.slurm import SlurmOptions, run_slurm
 
-        options = SlurmOptions.from_sources(*layers)
-        report = run_slurm(ws, run_ids, options, device=device, force=force, retry_failed=retry_failed,
-                           wait=not cluster.get("no_wait"), on_run_done=on_done, progress=progress)
+        report = run_slurm(ws, run_ids, build_options(SlurmOptions, cluster, given, "slurm"), device=device,
+                           force=force, retry_failed=retry_failed, wait=wait, on_run_done=on_done,
+                           progress=progress, build_source=build_source)
     else:
         from runners.ray_runner import RayOptions, run_ray
 
-        options = RayOptions.from_sources(*layers)
-        report = run_ray(ws, run_ids, options, device=device, force=force, retry_failed=retry_failed,
-                         on_run_done=on_done, progress=progress)
+        report = run_ray(ws, run_ids, build_options(RayOptions, cluster, given, "ray"), device=device, force=force,
+                         retry_failed=retry_failed, on_run_done=on_done, progress=progress,
+                         build_source=build_source)
     extra = {"backend": backend, "jobs": report.jobs, "waited": report.waited, "folder": report.folder,
              "in_flight": report.in_flight, "ingest_problems": problems}
     if not as_json:
@@ -127,7 +125,7 @@ def run_on_backend(
     return report, extra
 
 
-def _print_submission(report: Any, backend: str, problems: list[str]) -> None:
+def _print_submission(report: "RunReport", backend: str, problems: list[str]) -> None:
     if report.jobs:
         ids = sorted(set(report.jobs.values()))
         shown = ", ".join(ids[:6]) + (f", ... ({len(ids)} in all)" if len(ids) > 6 else "")
@@ -144,7 +142,7 @@ def _print_submission(report: Any, backend: str, problems: list[str]) -> None:
 
 def add_backend_columns(ws: Workspace, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add `backend`, `job_id` and the backend's own `job_state` to `scaledb status` rows."""
-    from runners.cluster import backend_states
+    from runners.jobs import backend_states
 
     statuses = [ws.read_status(r["run_id"]) for r in rows]
     states = backend_states(statuses)
@@ -167,8 +165,7 @@ def cancel(targets: tuple[str, ...], wait_s: float, workspace: str | None, as_js
     Running runs save their state and go back to pending; queued Slurm jobs are removed with
     scancel; queued Ray tasks end without starting. `scaledb run` resumes them later.
     """
-    from runners.cluster import cancel_runs
-    from scaling_db.cli.run_commands import resolve_targets
+    from runners.jobs import cancel_runs
 
     ws = get_workspace(workspace)
     run_ids = resolve_targets(ws, targets, write=False)

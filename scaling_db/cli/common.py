@@ -15,6 +15,12 @@ from scaling_db.workspace import DEFAULT_DIRNAME, ENV_VAR, Workspace
 
 F = Callable[..., Any]
 
+#: Exit codes (README, "The command line"). Diverged runs are a result: they exit 0.
+EXIT_ERROR = 1  # a scaledb error (bad spec, no workspace, backend unreachable): one `Error: ...` line
+EXIT_USAGE = 2  # click's own: an unknown option or a bad value
+EXIT_RUNS_FAILED = 3  # some runs failed or could not be run (the summary names each and why)
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: runs saved their state; the same command resumes them
+
 
 def workspace_option(fn: F) -> F:
     return click.option(
@@ -77,3 +83,23 @@ def load_runs(ws: Workspace, run_ids: list[str]) -> None:
 def ingest_as_done(ws: Workspace) -> Callable[[str], None]:
     """A runner's `on_run_done`: load each run as it finishes (see `load_runs`)."""
     return lambda run_id: load_runs(ws, [run_id])
+
+
+def source_builder() -> Any:
+    """How runs get their data: the real sources, or what a test passed as `obj={"build_source": ...}`."""
+    from scaling_db.training.execute import build_token_source
+
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return (obj or {}).get("build_source") or build_token_source
+
+
+def echo_failed_runs(ws: Workspace, failures: dict[str, str], retry: str) -> None:
+    """The failed runs, one line each with why, and how to run them again (on stderr)."""
+    if not failures:
+        return
+    click.echo(f"{len(failures)} run{'s' if len(failures) != 1 else ''} failed:", err=True)
+    for run_id, why in failures.items():
+        name = ws.load_manifest(run_id).name if ws.manifest_path(run_id).exists() else run_id
+        click.echo(f"  {name} ({run_id}): {why}", err=True)
+    click.echo(f"Fix the cause, then run them again: {retry}", err=True)

@@ -21,7 +21,7 @@ def data_group() -> None:
     """Look at data sources."""
 
 
-def inspect_data(data: Any, *, base_dir: Path, cache_dir: Path) -> dict[str, Any]:
+def inspect_data(data: Any, *, base_dir: Path, cache_dir: Path, runs_dir: Path | None = None) -> dict[str, Any]:
     """describe() of one data config plus a few decoded sample sequences (token sources)."""
     kind = data.kind
     if kind == "random_features":
@@ -34,7 +34,7 @@ def inspect_data(data: Any, *, base_dir: Path, cache_dir: Path) -> dict[str, Any
         return describe_percolation(data, cache_dir)
     from scaling_db.sources import build_source
 
-    source = build_source(data, base_dir=base_dir, cache_dir=cache_dir)
+    source = build_source(data, base_dir=base_dir, cache_dir=cache_dir, runs_dir=runs_dir)
     info = source.describe()
     tokens = source.batch("train", 0, N_SAMPLES, SAMPLE_LEN.get(kind, 32))
     info["samples"] = [source.decode(row) for row in tokens]
@@ -48,15 +48,17 @@ def inspect_data(data: Any, *, base_dir: Path, cache_dir: Path) -> dict[str, Any
 def inspect_cmd(spec: str, as_json: bool, workspace: str | None) -> None:
     """Vocab size, entropy rate, degree/frequency statistics and samples of each data source in SPEC.
 
-    Builds (and caches in the workspace) what the sources need: graphs, tokenizers, teachers."""
+    Builds (and caches in the workspace) what the sources need: graphs, tokenizers. A
+    teacher_lm source samples from its teacher run, which `scaledb run SPEC` trains first."""
     compiled = compile_spec(spec)
-    cache_dir = get_workspace(workspace).cache_dir
+    ws = get_workspace(workspace)
+    cache_dir = ws.cache_dir
     seen: dict[str, Any] = {}
     for run in compiled.runs:
         seen.setdefault(canonical_json(run.data.model_dump(mode="json")), run)
     out = []
     for run in seen.values():
-        info = inspect_data(run.data, base_dir=Path(run.origin.base_dir), cache_dir=cache_dir)
+        info = inspect_data(run.data, base_dir=Path(run.origin.base_dir), cache_dir=cache_dir, runs_dir=ws.runs_dir)
         out.append({"data": run.data.model_dump(mode="json"), **info})
     if as_json:
         emit_json(out)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from scaling_db.cli import cli
 from scaling_db.cli.common import (
-    console,
     emit_json,
     get_workspace,
     ingest_as_done,
@@ -20,6 +20,10 @@ from scaling_db.cli.fit_commands import outcome_json, print_outcomes
 from scaling_db.spec.compiler import compile_spec
 from scaling_db.report.figures import BUILDERS, FigureRequest, build_figure
 from scaling_db.plot import FORMATS, save_chart
+
+if TYPE_CHECKING:
+    from scaling_db.reproduce import ReproduceResult
+    from scaling_db.workspace import Workspace
 
 
 @cli.command()
@@ -66,22 +70,39 @@ def reproduce(spec: str, workers: int | None, device: str, bootstrap: int | None
     Running it again skips finished runs and only refits and replots. The report is
     <workspace>/reports/<experiment>/report.html, with each figure beside it as .png and .html.
     """
-    from runners.local import RichProgress, run_local
+    from runners.local import run_local
+    from scaling_db.cli.common import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, source_builder
+    from scaling_db.cli.progress import progress_display
     from scaling_db.reproduce import reproduce as reproduce_experiment
 
     ws = get_workspace(workspace)
-    progress = RichProgress(console()) if sys.stdout.isatty() and not as_json else None
+    progress = progress_display(ws, as_json)
 
     def run_pending(run_ids: list[str]) -> None:
-        run_local(ws, run_ids, workers=workers, device=device,  # type: ignore[arg-type]
-                  on_run_done=ingest_as_done(ws), progress=progress)
+        report = run_local(ws, run_ids, workers=workers, device=device,  # type: ignore[arg-type]
+                           on_run_done=ingest_as_done(ws), progress=progress, build_source=source_builder())
+        if report.interrupted:
+            raise KeyboardInterrupt
 
-    result = reproduce_experiment(ws, spec, run_pending, bootstrap=bootstrap)
+    try:
+        result = reproduce_experiment(ws, spec, run_pending, bootstrap=bootstrap)
+    except KeyboardInterrupt:
+        click.echo("Interrupted: runs saved their state; run the same command again to resume.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     if as_json:
         emit_json({"experiment": result.compiled.experiment, "report": str(result.report),
                    "fits": [outcome_json(o) for o in result.fits], "fit_errors": result.fit_errors,
-                   "figures": {f.name: f.error or "ok" for f in result.figures}})
-        return
+                   "figures": {f.name: f.error or "ok" for f in result.figures},
+                   "failed_runs": result.failed_runs})
+    else:
+        _print_reproduced(ws, spec, result)
+    if result.failed_runs:
+        sys.exit(EXIT_RUNS_FAILED)
+
+
+def _print_reproduced(ws: "Workspace", spec: str, result: "ReproduceResult") -> None:
+    from scaling_db.cli.common import echo_failed_runs
+
     if result.fits:
         print_outcomes(result.fits)
     for name, error in result.fit_errors.items():
@@ -91,3 +112,6 @@ def reproduce(spec: str, workers: int | None, device: str, bootstrap: int | None
             click.echo(f"figure {fig.name} not drawn: {fig.error}", err=True)
     click.echo(f"\nreport: {result.report}")
     click.echo(f"figures: {result.report.parent}/*.png (and interactive .html)")
+    if result.failed_runs:
+        echo_failed_runs(ws, result.failed_runs, retry=f"scaledb run {spec} --retry-failed, then reproduce again")
+        click.echo(f"The report says at its top that it is incomplete: {result.report}", err=True)

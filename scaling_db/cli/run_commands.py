@@ -4,70 +4,34 @@ from __future__ import annotations
 
 import fnmatch
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
 from scaling_db.cli import cli
 from scaling_db.cli.cluster_commands import (
-    add_backend_columns, backend_options, check_backend_options,
+    add_backend_columns, backend_options, check_backend_options, run_on_backend,
 )
 from scaling_db.cli.common import (
-    console,
+    EXIT_INTERRUPTED,
+    EXIT_RUNS_FAILED,
+    echo_failed_runs,
     emit_json,
     get_workspace,
     ingest_as_done,
     json_option,
     load_runs,
     print_table,
+    source_builder,
     workspace_option,
 )
-from scaling_db.spec.compiler import compile_spec
+from scaling_db.cli.progress import progress_display
+from scaling_db.cli.targets import collect_targets, resolve_targets
 from scaling_db.errors import RunError
-from scaling_db.spec.manifest import RunManifest, compute_run_id
 from scaling_db.spec.plan import superseded_runs
 from scaling_db.spec.revisions import SUPERSEDED_NOTE
-from scaling_db.training.records import RunState, last_record
-from scaling_db.workspace import Workspace, atomic_write_text
-
-SPEC_SUFFIXES = (".yaml", ".yml")
-
-
-def resolve_targets(ws: Workspace, targets: tuple[str, ...], *, write: bool) -> list[str]:
-    """Run ids named by specs (compiled, and written when `write`), manifest files, experiments or id prefixes."""
-    run_ids: list[str] = []
-    for target in targets:
-        path = Path(target)
-        if path.suffix in SPEC_SUFFIXES:
-            compiled = compile_spec(path)
-            if write:
-                ws.write_compiled(compiled)
-            run_ids += [m.run_id for m in compiled.runs]
-        elif path.suffix == ".json" and path.is_file():
-            run_ids.append(_adopt_manifest(ws, path, write=write))
-        elif target in ws.experiments():
-            run_ids += ws.experiment_info(target)["run_ids"]
-        elif found := ws.find_runs(target):
-            run_ids += found
-        else:
-            raise RunError(
-                f"{target}: not a spec (.yaml), a manifest (.json), an experiment or a run id in {ws.root}"
-            )
-    return list(dict.fromkeys(run_ids))
-
-
-def _adopt_manifest(ws: Workspace, path: Path, *, write: bool) -> str:
-    try:
-        manifest = RunManifest.model_validate_json(path.read_bytes())
-    except ValueError as exc:
-        raise RunError(f"{path}: not a valid run manifest ({exc})") from None
-    if compute_run_id(manifest.model_dump(mode="json")) != manifest.run_id:
-        raise RunError(f"{path}: its run_id does not match its content (edited by hand?). Recompile the spec.")
-    target = ws.manifest_path(manifest.run_id)
-    if write and not target.exists():
-        atomic_write_text(target, manifest.model_dump_json(indent=2) + "\n")
-    return manifest.run_id
+from scaling_db.training.records import RunState, scan_log
+from scaling_db.workspace import Workspace
 
 
 def _select(ws: Workspace, run_ids: list[str], patterns: tuple[str, ...]) -> list[str]:
@@ -92,7 +56,8 @@ def status_rows(ws: Workspace, run_ids: list[str]) -> list[dict[str, Any]]:
     for run_id in run_ids:
         manifest = ws.load_manifest(run_id) if ws.manifest_path(run_id).exists() else None
         status = ws.read_status(run_id)
-        record = last_record(ws.log_path(run_id))
+        log = scan_log(ws.log_path(run_id))  # lines that are not records are skipped and named
+        record = log.records[-1] if log.records else None
         steps = None
         if manifest is not None:
             steps = manifest.train.steps if manifest.train.kind == "lm" else 1
@@ -105,6 +70,7 @@ def status_rows(ws: Workspace, run_ids: list[str]) -> list[dict[str, Any]]:
             "eval_loss": record.eval_loss if record else None,
             "train_loss": record.train_loss if record else None,
             "error": status.error,
+            "log_problems": [problem.format() for problem in log.problems],
         })
     return rows
 
@@ -125,6 +91,15 @@ def _print_status(rows: list[dict[str, Any]], title: str | None = None) -> None:
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs")
+
+
+def _warn_log_problems(rows: list[dict[str, Any]]) -> None:
+    """Name the log lines that are not records (skipped by every reader) on stderr."""
+    problems = [problem for r in rows for problem in r["log_problems"]]
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)
+    if problems:
+        click.echo("`scaledb check` lists the damaged runs and the commands that repair them.", err=True)
 
 
 @cli.command()
@@ -151,46 +126,55 @@ def run(targets: tuple[str, ...], workers: int | None, device: str, only: tuple[
     --backend slurm|ray places the runs on a cluster (docs/scaling-out.md); the workspace must
     be on a filesystem the nodes share. Finished runs are loaded into the database as they end.
     """
-    from runners.local import RichProgress, run_local
+    from runners.local import run_local
 
     check_backend_options(backend, workers, cluster)
     ws = get_workspace(workspace)
-    run_ids = _select(ws, resolve_targets(ws, targets, write=True), only)
+    chosen = collect_targets(ws, targets, write=True)  # each spec compiled once, here
+    run_ids = _select(ws, chosen.run_ids, only)
     if not run_ids:
         raise RunError(f"no runs match {' '.join(only)!r}" if only else "no runs to run")
-    progress = RichProgress(console()) if sys.stdout.isatty() and not as_json else None
+    progress = progress_display(ws, as_json)
     extra: dict[str, Any] = {}
     try:
         if backend != "local":
-            from scaling_db.cli.cluster_commands import run_on_backend
-
-            report, extra = run_on_backend(ws, run_ids, targets, backend=backend, cluster=cluster, device=device,
-                                           force=force, retry_failed=retry_failed, as_json=as_json, progress=progress)
+            report, extra = run_on_backend(ws, run_ids, chosen.clusters, backend=backend, flags=cluster,
+                                           device=device, force=force, retry_failed=retry_failed,
+                                           as_json=as_json, progress=progress, build_source=source_builder())
         else:
             report = run_local(ws, run_ids, workers=workers, device=device, force=force,  # type: ignore[arg-type]
-                               retry_failed=retry_failed, on_run_done=ingest_as_done(ws), progress=progress)
+                               retry_failed=retry_failed, on_run_done=ingest_as_done(ws), progress=progress,
+                               build_source=source_builder())
     except KeyboardInterrupt:  # a second Ctrl-C: runs resume from their last saved state
         click.echo("Interrupted: runs resume from their last saved state; run the same command again.", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     rows = status_rows(ws, run_ids)
     if backend != "local":
         rows = add_backend_columns(ws, rows)
+    failures = report.failures()
     if as_json:
-        emit_json({"runs": rows, "errors": report.errors, "skipped": report.skipped,
+        emit_json({"runs": rows, "errors": report.errors, "failed": failures, "skipped": report.skipped,
                    "interrupted": report.interrupted, **extra})
     else:
-        ran = [r for r in rows if r["run_id"] not in report.skipped]
-        if ran:
-            _print_status(ran)
-        if report.skipped:
-            click.echo(f"{len(report.skipped)} runs already done (skipped; --force to re-run"
-                       + (", --retry-failed for failed ones)" if any(
-                           r["status"] == RunState.FAILED.value for r in rows) else ")"))
-        for run_id, error in report.errors.items():
-            click.echo(f"{run_id}: {error}", err=True)
+        _print_run_summary(ws, rows, report.skipped, failures, targets)
+        _warn_log_problems(rows)
     if report.interrupted:
         click.echo("Interrupted: runs saved their state; run the same command again to resume.", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    if failures:
+        sys.exit(EXIT_RUNS_FAILED)
+
+
+def _print_run_summary(ws: Workspace, rows: list[dict[str, Any]], skipped: list[str], failures: dict[str, str],
+                       targets: tuple[str, ...]) -> None:
+    ran = [r for r in rows if r["run_id"] not in skipped]
+    if ran:
+        _print_status(ran)
+    if skipped:
+        earlier = [r for r in skipped if r in failures]
+        click.echo(f"{len(skipped)} runs already done (skipped; --force to re-run"
+                   + (f"; {len(earlier)} of them failed: --retry-failed runs those again)" if earlier else ")"))
+    echo_failed_runs(ws, failures, retry=f"scaledb run {' '.join(targets)} --retry-failed")
 
 
 @cli.command()
@@ -199,7 +183,7 @@ def run(targets: tuple[str, ...], workers: int | None, device: str, only: tuple[
 @json_option
 def status(targets: tuple[str, ...], workspace: str | None, as_json: bool) -> None:
     """List runs with status, last step and last eval loss (all runs, or those of TARGETS)."""
-    ws = get_workspace(workspace)
+    ws = get_workspace(workspace).require_existing()
     run_ids = resolve_targets(ws, targets, write=False) if targets else ws.run_ids()
     rows = add_backend_columns(ws, status_rows(ws, run_ids))  # job id and state on Slurm/Ray
     superseded = {e: superseded_runs(ws, e) for e in ws.experiments()}
@@ -210,6 +194,7 @@ def status(targets: tuple[str, ...], workspace: str | None, as_json: bool) -> No
         emit_json(rows)
         return
     _print_status(rows)
+    _warn_log_problems(rows)
     for experiment, ids in superseded.items():
         shown = flagged.intersection(r["run_id"] for r in rows).intersection(ids)
         if shown:
@@ -257,11 +242,11 @@ def coordcheck(spec: str, widths: list[int], steps: int, params: tuple[str, ...]
     compiled = coordcheck_experiment(spec, widths=widths, steps=steps, parameterizations=params or None)
     ws.write_compiled(compiled)
     run_ids = [m.run_id for m in compiled.runs]
-    report = run_local(ws, run_ids, workers=1, device=device)  # type: ignore[arg-type]
+    report = run_local(ws, run_ids, workers=1, device=device, build_source=source_builder())  # type: ignore[arg-type]
     load_runs(ws, run_ids)  # all of them, also those finished by an earlier coordcheck
     if report.interrupted:
         click.echo("Interrupted.", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     for run_id, error in report.errors.items():
         raise RunError(f"coordinate-check run {run_id}: {error}")
     points = collect_coordcheck(ws, compiled)

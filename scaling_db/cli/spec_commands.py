@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +16,52 @@ from scaling_db.cli import cli
 from scaling_db.cli.common import (
     emit_json, get_workspace, json_option, print_table, workspace_option,
 )
-from scaling_db.spec.compiler import CompiledExperiment, compile_spec
-from scaling_db.errors import RunError, SpecError
+from scaling_db.spec.compiler import DEFAULT_MAX_RUNS, CompiledExperiment, compile_spec
+from scaling_db.errors import QueryError, RunError, SpecError
 from scaling_db.spec.manifest import RunManifest, diff_manifests
 from scaling_db.spec.plan import PlanRow, ThroughputSample, plan_rows, summarize_plan, superseded_runs
 from scaling_db.spec.revisions import SUPERSEDED_NOTE
 from scaling_db.spec.schema import spec_json_schema
 
 SPEC_PATHS = click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+MAX_RUNS = click.option(
+    "--max-runs", type=click.IntRange(min=1), default=DEFAULT_MAX_RUNS, show_default=True,
+    help="Refuse a spec whose sweep has more points than this (checked before expanding it).",
+)
+#: A `.sql` file named by a spec is a page of SQL; anything larger is not a query.
+MAX_QUERY_FILE_BYTES = 1024 * 1024
+
+
+def query_check(ws: Any) -> Callable[[str], str | None]:
+    """For `compile_spec(find_query=...)`: why a query a spec names cannot be used, or None.
+
+    Named queries are looked up as `scaledb query` does (`store.query.load_query`); a `.sql`
+    path must be a small regular file inside the current directory (the project).
+    """
+
+    def find(name: str) -> str | None:
+        from scaling_db.store.query import load_query  # the store stage; only when a spec has fits
+
+        if name.endswith(".sql"):
+            path = Path(name)
+            try:
+                inside = path.resolve().is_relative_to(Path.cwd().resolve())
+                info = os.stat(path)
+            except (OSError, RuntimeError, ValueError):
+                return f"no such query file: {name}"
+            if not inside:
+                return f"query file {name} is outside the project ({Path.cwd()})"
+            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_QUERY_FILE_BYTES:
+                return f"query file {name} is not a regular file of at most 1 MiB"
+        try:
+            load_query(name, ws)
+        except QueryError as exc:
+            return str(exc)
+        except (OSError, UnicodeDecodeError) as exc:
+            return f"cannot read query file {name} ({type(exc).__name__})"
+        return None
+
+    return find
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -45,6 +86,7 @@ def run_json(manifest: RunManifest, state: str) -> dict[str, Any]:
         "tokens": manifest.tokens,
         "train_flops": manifest.train_flops,
         "vars": manifest.vars,
+        "upstream_runs": manifest.upstream,  # runs that must finish before this one starts
         "params": _flatten({k: dumped[k] for k in ("data", "model", "train")}),
         "resources": dumped["resources"],
     }
@@ -52,16 +94,20 @@ def run_json(manifest: RunManifest, state: str) -> dict[str, Any]:
 
 @cli.command()
 @SPEC_PATHS
+@workspace_option
 @json_option
-def validate(specs: tuple[str, ...], as_json: bool) -> None:
+@MAX_RUNS
+def validate(specs: tuple[str, ...], workspace: str | None, as_json: bool, max_runs: int) -> None:
     """Check spec files without writing anything.
 
-    Every problem of every file is listed at once, as FILE:LINE FIELD: WHAT.
+    Every problem of every file is listed at once, one line each: FILE:LINE FIELD: WHAT. The
+    workspace is only read, for the queries it adds (`<workspace>/queries/`).
     """
     results, failed = [], []
+    find_query = query_check(get_workspace(workspace))
     for path in specs:
         try:
-            compiled = compile_spec(path)
+            compiled = compile_spec(path, max_runs, find_query)
         except SpecError as exc:
             failed.append(exc)
             results.append({"spec": path, "valid": False, "problems": [
@@ -92,7 +138,8 @@ def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float
                 superseded: list[str], samples: list[ThroughputSample]) -> None:
     s = summarize_plan(compiled, rows, gflops, samples, socket.gethostname())
     verb = "would write" if dry_run else "compiled"
-    click.echo(f"\n{compiled.experiment} ({compiled.spec_path}): {verb} {s.n_runs} runs "
+    upstream = f" + {s.n_upstream} upstream (trained first)" if s.n_upstream else ""
+    click.echo(f"\n{compiled.experiment} ({compiled.spec_path}): {verb} {s.n_runs} runs{upstream} "
                f"({s.counts_line})")
     click.echo(f"  parameters      {_human(s.params[0])} - {_human(s.params[1])} total, "
                f"{_human(s.params_nonembed[0])} - {_human(s.params_nonembed[1])} non-embedding")
@@ -112,7 +159,8 @@ def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float
         shown = ", ".join(f"{k}={v}" for k, v in d.assignments.items())
         click.echo(f"  dropped         {shown or '(base point)'}: {d.reason}")
     print_table(None, ["run_id", "name", "state", "params", "non-emb", "tokens", "FLOPs (exact)"], [
-        [r.manifest.run_id, r.manifest.name, r.state, _human(r.manifest.counts.n_params),
+        [r.manifest.run_id, r.manifest.name, f"{r.state} (upstream)" if r.upstream else r.state,
+         _human(r.manifest.counts.n_params),
          _human(r.manifest.counts.n_params_nonembed), _human(r.manifest.tokens),
          f"{r.manifest.train_flops['exact']:.3g}" if r.manifest.train_flops else "-"]
         for r in rows
@@ -127,14 +175,19 @@ def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float
 @click.option("--gflops", type=float, default=30.0, show_default=True,
               help="Throughput assumed for the wall-time estimate of runs with no measured run of a "
                    "similar shape in the workspace (GFLOP/s of one worker).")
-def compile_cmd(specs: tuple[str, ...], workspace: str | None, as_json: bool, dry_run: bool, gflops: float) -> None:
+@MAX_RUNS
+def compile_cmd(
+    specs: tuple[str, ...], workspace: str | None, as_json: bool, dry_run: bool, gflops: float, max_runs: int
+) -> None:
     """Expand specs into run manifests in the workspace and print the plan.
 
     Compiling again after adding a sweep point adds exactly the new runs; finished runs
     keep their results.
     """
     ws = get_workspace(workspace)
-    compiled_all = [compile_spec(path) for path in specs]  # all validated before anything is written
+    find_query = query_check(ws)
+    # all validated before anything is written
+    compiled_all = [compile_spec(path, max_runs, find_query) for path in specs]
     out: list[dict[str, Any]] = []
     samples: list[ThroughputSample] = []
     if not as_json:
@@ -147,7 +200,7 @@ def compile_cmd(specs: tuple[str, ...], workspace: str | None, as_json: bool, dr
         if not dry_run:
             ws.write_compiled(compiled)
         if as_json:
-            out += [run_json(r.manifest, r.state) for r in rows]
+            out += [{**run_json(r.manifest, r.state), "upstream": r.upstream} for r in rows]
         else:
             _print_plan(compiled, rows, gflops, dry_run, superseded, samples)
     if as_json:

@@ -22,7 +22,7 @@ TABLE_MAX_COLUMNS = 8
 def _targets(paths: tuple[str, ...], workspace: str | None) -> dict[Path, list[str] | None]:
     """Workspaces to ingest, each with the run ids to load (None: all of its runs)."""
     if not paths:
-        return {get_workspace(workspace).root: None}
+        return {get_workspace(workspace).require_existing().root: None}
     chosen: dict[Path, list[str] | None] = {}
     for text in paths:
         path = Path(text)
@@ -139,7 +139,8 @@ def query(query: str | None, assignments: tuple[str, ...], params: tuple[str, ..
             raise click.UsageError("give a query name or .sql file, or --sql (one of them).")
     values = key_values(params, "--param")
     values.update(key_values(assignments, "KEY=VALUE"))
-    df = run_query(get_workspace(workspace), query, sql=sql, params=values, allow_files=allow_files)
+    df = run_query(get_workspace(workspace).require_existing(), query, sql=sql, params=values,
+                   allow_files=allow_files)
     _write_result(df, fmt, out)
     if out:
         click.echo(f"{len(df)} rows -> {out}", err=True)

@@ -87,9 +87,13 @@ figure { margin: 1.5em 0; } img { max-width: 100%; } .error { color: #a00; }
 
 
 def write_report(ws: Workspace, experiment: str, description: str, spec_path: str, outcomes: list[FitOutcome],
-                 figures: list[Figure], runs: pd.DataFrame, *, n_superseded: int = 0) -> Path:
+                 figures: list[Figure], runs: pd.DataFrame, *, n_superseded: int = 0,
+                 failed_runs: dict[str, str] | None = None) -> Path:
     """Write reports/<experiment>/report.html (plus each figure as .png and .html) and return its path.
-    `n_superseded`: runs of earlier spec revisions left out of it, said in one line."""
+
+    `n_superseded`: runs of earlier spec revisions left out of it, said in one line. `failed_runs`
+    (run -> why) puts a banner at the top: the fits and figures miss those runs.
+    """
     out_dir = ws.report_dir(experiment)
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = []
@@ -110,7 +114,7 @@ def write_report(ws: Workspace, experiment: str, description: str, spec_path: st
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(experiment)}: scaledb report</title>
 <style>{STYLE}</style></head><body>
-<h1>{html.escape(experiment)}</h1>
+{_failed_banner(failed_runs or {})}<h1>{html.escape(experiment)}</h1>
 <p>{html.escape(description)}</p>
 <p class="meta">spec {html.escape(spec_path)} · workspace {html.escape(str(ws.root))} · scaledb {__version__} · {utc_now()}</p>
 <h2>Fits</h2>{_fits_table(outcomes) if outcomes else '<p>No fits declared in the spec.</p>'}
@@ -122,3 +126,11 @@ def write_report(ws: Workspace, experiment: str, description: str, spec_path: st
     path = out_dir / "report.html"
     atomic_write_text(path, page)
     return path
+
+
+def _failed_banner(failed_runs: dict[str, str]) -> str:
+    if not failed_runs:
+        return ""
+    items = "".join(f"<li>{html.escape(run)}: {html.escape(why)}</li>" for run, why in failed_runs.items())
+    return (f"<div class='error' id='incomplete'><strong>Incomplete: {len(failed_runs)} run(s) have no result; "
+            f"the fits and figures below leave them out.</strong><ul>{items}</ul></div>\n")

@@ -1,6 +1,6 @@
-"""Data sources: the token streams a transformer trains on (SCIENCE.md section 1).
+"""Data sources: the token streams a transformer trains on (docs/science.md#the-complexity-ladder).
 
-`build_source(data, base_dir=..., cache_dir=...)` turns a validated data section of a manifest
+`build_source(data, base_dir=..., cache_dir=..., runs_dir=...)` turns a validated data section of a manifest
 into a `TokenSource`. The trainer asks it for batches by index:
 
     source.batch("train", i, batch_size, seq_len)  -> int64 array (batch_size, seq_len)
@@ -18,7 +18,12 @@ Contract, identical for every kind:
 
 Expensive artefacts are built once per config and cached under `cache_dir` by config hash:
 `graphs/` (CSR arrays), `tokenizers/` (trained BPE), `tokens/` (encoded corpora), `teachers/`
-(trained teachers and their sampled batches), `percolation/` (cluster universes).
+(batches sampled from teachers), `percolation/` (cluster universes).
+
+Sources never train anything: a model a source samples from (a `teacher_lm` teacher) is an
+upstream run, trained first by the runners, and the source only loads its finished files from
+`runs_dir/<run_id>/`. So this package imports nothing from `training` but the model's
+architecture (`training.model`), and nothing from the compiler.
 The two solvable models (`percolation`, `random_features`) are not token sources: they go
 through `scaling_db.training.solvers.solve`.
 """
@@ -89,11 +94,13 @@ class TokenSource(abc.ABC):
         """Human-readable text of a token sequence."""
 
 
-def build_source(data: Any, *, base_dir: Path, cache_dir: Path) -> TokenSource:
-    """The token source of a manifest's data section (graph_walk, language_bigram, teacher_lm, corpus).
+def build_source(data: Any, *, base_dir: Path, cache_dir: Path, runs_dir: Path | None = None) -> TokenSource:
+    """The token source of a manifest's data section (graph_walk, language_bigram, teacher_lm,
+    corpus, corpus_epochs).
 
     `base_dir` is where relative corpus paths start (the spec file's folder); `cache_dir` holds
-    built graphs, tokenizers and teachers. Raises DataError for inputs a user can fix."""
+    built graphs, tokenizers and sampled batches; `runs_dir` holds the finished upstream runs
+    (`teacher_lm` needs it). Raises DataError for inputs a user can fix."""
     kind = data.kind
     base_dir, cache_dir = Path(base_dir), Path(cache_dir)
     if kind == "graph_walk":
@@ -108,10 +115,16 @@ def build_source(data: Any, *, base_dir: Path, cache_dir: Path) -> TokenSource:
         from scaling_db.sources.language import CorpusSource
 
         return CorpusSource(data, base_dir=base_dir, cache_dir=cache_dir)
+    if kind == "corpus_epochs":
+        from scaling_db.sources.language import CorpusEpochsSource
+
+        return CorpusEpochsSource(data, base_dir=base_dir, cache_dir=cache_dir)
     if kind == "teacher_lm":
         from scaling_db.sources.teacher import TeacherSource
 
-        return TeacherSource(data, base_dir=base_dir, cache_dir=cache_dir)
+        if runs_dir is None:
+            raise DataError("teacher_lm needs the workspace's runs folder (its teacher is a run there)")
+        return TeacherSource(data, base_dir=base_dir, cache_dir=cache_dir, runs_dir=Path(runs_dir))
     raise DataError(
         f"data kind {kind!r} is not a token source; it is solved by `scaling_db.training.solvers.solve`"
     )

@@ -5,6 +5,11 @@ fixed shuffled order (one epoch: no window twice; batch i = windows [i*B, (i+1)*
 order). The eval split is windowed the same way. Asking past the last window is a DataError:
 the run wants more tokens than the corpus has.
 
+`corpus_epochs` (manifests of teacher runs only): the same windows for as many passes as the
+budget needs. Pass 1 is the `corpus` order; pass k > 1 is a fresh shuffle seeded by k. Eval
+batches cycle through the held-out windows, so a held-out split shorter than the run's
+`eval_tokens` repeats some windows (they count twice in the mean loss).
+
 `language_bigram`: counts C_ab of token b following token a in the train split, with the text
 closed into a loop by one extra bigram (last token, first token). Closing the loop makes every
 row sum equal its column sum (a closed walk enters each token as often as it leaves it), so
@@ -82,6 +87,9 @@ class CorpusSource(TextSource):
         self._orders: dict[tuple[str, int], np.ndarray] = {}
 
     def max_sequences(self, split: Split, seq_len: int) -> int:
+        return self._windows(split, seq_len)
+
+    def _windows(self, split: Split, seq_len: int) -> int:
         return len(self.tokens[split]) // seq_len
 
     def _order(self, split: Split, seq_len: int) -> np.ndarray:
@@ -89,7 +97,7 @@ class CorpusSource(TextSource):
         key = (split, seq_len)
         if key not in self._orders:
             rng = np.random.default_rng(np.random.SeedSequence([WINDOW_ORDER_SEED, SPLIT_IDS[split], seq_len]))
-            self._orders[key] = rng.permutation(self.max_sequences(split, seq_len))
+            self._orders[key] = rng.permutation(self._windows(split, seq_len))
         return self._orders[key]
 
     def batch(self, split: Split, index: int, batch_size: int, seq_len: int) -> np.ndarray:
@@ -108,6 +116,36 @@ class CorpusSource(TextSource):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "corpus", "vocab_size": self.vocab_size, "entropy_rate": "unknown", **self._text_stats()}
+
+
+class CorpusEpochsSource(CorpusSource):
+    """The corpus for any number of passes (see the module docstring)."""
+
+    def max_sequences(self, split: Split, seq_len: int) -> None:  # type: ignore[override]
+        return None
+
+    def batch(self, split: Split, index: int, batch_size: int, seq_len: int) -> np.ndarray:
+        check_batch_args(split, index, batch_size, seq_len)
+        n = self._windows(split, seq_len)
+        if n < (batch_size if split == "train" else 1):
+            raise DataError(
+                f"{self.corpus.path}: the {split} split has {len(self.tokens[split])} tokens, fewer than "
+                f"{'one batch of ' + str(batch_size) if split == 'train' else 'one'} sequence(s) of {seq_len}. "
+                "Use a longer corpus."
+            )
+        if split == "eval":
+            windows = self._order(split, seq_len)[(index * batch_size + np.arange(batch_size)) % n]
+        else:
+            per_pass = n // batch_size
+            epoch, i = divmod(index, per_pass)
+            if epoch == 0:
+                return super().batch(split, i, batch_size, seq_len)
+            rng = np.random.default_rng(np.random.SeedSequence([WINDOW_ORDER_SEED, SPLIT_IDS[split], seq_len, epoch]))
+            windows = rng.permutation(n)[i * batch_size : (i + 1) * batch_size]
+        return self.tokens[split][windows[:, None] * seq_len + np.arange(seq_len)]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "kind": "corpus_epochs"}
 
 
 class BigramSource(TextSource):

@@ -1,5 +1,5 @@
 """Brill (2024), "Neural Scaling Laws Rooted in the Data Distribution" (arXiv:2412.07942),
-SCIENCE.md section 2: data on clusters of critical percolation, and a nearest-neighbour learner.
+docs/science.md#percolation: data on clusters of critical percolation, and a nearest-neighbour learner.
 
 Universe. `n_clusters` clusters of bond percolation on a Bethe lattice of coordination
 z = 2 * dimension, each grown from its own origin (a Galton-Watson tree: the origin has
@@ -17,14 +17,14 @@ would in any finite distribution); training point t is the same for every T.
 
 Learner (`nearest_neighbor`). It stores training points; a query in a cluster holding stored
 points is predicted from the nearest one in graph (tree) distance `dist`, shrunk towards the
-cluster mean: y_hat = y_nn / (1 + dist / sqrt(size)) (SCIENCE.md); a query in a cluster with no
+cluster mean: y_hat = y_nn / (1 + dist / sqrt(size)) (docs/science.md#percolation); a query in a cluster with no
 stored point is predicted as 0, the cluster mean. With `capacity` C below the number of distinct
 training points, it keeps n_k points of cluster k in proportion to f_k**(2/3), f_k the cluster's
 count in the training set: the allocation minimising sum_k f_k * n_k**(-1/2), the nearest-neighbour
 error law inside a critical cluster (c / D = 1/2), so the model-size curve tests Brill's optimally
 allocated model.
 
-Theory (SCIENCE.md): alpha = (3 - tau)/(tau - 2) = 1; model-size exponent min(alpha, c/D) and data
+Theory (docs/science.md#percolation): alpha = (3 - tau)/(tau - 2) = 1; model-size exponent min(alpha, c/D) and data
 exponent min(alpha/(1 + alpha), c/D), both 1/2 at c = 2, D = 4 (the data one with a log correction).
 """
 

@@ -1,5 +1,5 @@
 """The solvable model of Maloney, Roberts & Sully (2022), "A Solvable Model of Neural Scaling
-Laws" (arXiv:2210.16859), SCIENCE.md section 3.
+Laws" (arXiv:2210.16859), docs/science.md#random-features.
 
 Data: latent features x in R^M, independent Gaussians with variances (the spectrum)
 lambda_I = lambda_+ * I**-(1 + alpha), I = 1..M; a linear teacher y = w . x + noise * eps with
@@ -87,7 +87,7 @@ def ridge_fit(phi: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
 
 
 def deterministic_equivalent_loss(lam: np.ndarray, sigma_w: float, n_features: int, samples_: int) -> float:
-    """Expected test loss of the linear ridgeless model (SCIENCE.md section 3; Maloney, Roberts &
+    """Expected test loss of the linear ridgeless model (docs/science.md#random-features; Maloney, Roberts &
     Sully 2022): with m = min(N, T), n = max(N, T) and kappa solving
     sum_I lambda_I / (lambda_I + kappa) = m,   <L> = (sigma_w**2 / M) * m * kappa * (n - 1) / (n - m - 1).
 

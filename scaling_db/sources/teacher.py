@@ -1,25 +1,23 @@
 """`teacher_lm`: text sampled from a small transformer trained on a corpus (the paper's
-T1L / T2L / T4L rungs, SCIENCE.md section 1).
+T1L / T2L / T4L rungs, docs/science.md#the-complexity-ladder).
 
-Teacher. A `n_layers`-layer, `d_model`-wide transformer (heads of 16, learned positions,
-context `context`) is trained with scaledb's own model and trainer (`scaling_db.training.model`,
-`scaling_db.training.trainer.train_lm`) on the corpus's train split for `train_tokens` tokens: AdamW,
-lr 3e-3, weight decay 0.01, 2% warmup then cosine, batch 64 (the recipe DESIGN.md measured for
-small models on this kind of machine). When `train_tokens` exceeds one pass over the split the
-teacher sees it again, each pass in a fresh window order. The run lives in its own workspace
-under `cache_dir/teachers/<hash>/`, the hash covering everything that shapes the teacher (the
-corpus *content*, tokenizer, eval_frac, shape, budget, seed) and `TEACHER_FORMAT`, but not
-`temperature`, which only affects sampling. Its held-out loss on the corpus is recorded in
-`describe()` as an upper reference for students.
+Teacher. The teacher is an upstream run (DESIGN.md decision 11): the compiler builds its
+manifest (`scaling_db.spec.compiler.teacher_manifest`: a `n_layers`-layer, `d_model`-wide
+transformer trained on the corpus for `train_tokens` tokens), the runners train it before any
+student starts, and the students' data names it (`teacher_run_id`). This source trains nothing:
+it loads the finished run from `runs_dir/<teacher_run_id>/` (manifest, `state.pt`, and the last
+held-out loss of its log, shown in `describe()` as an upper reference for students) and fails
+with a DataError naming the run when it is missing or not finished.
 
 Streams. Each sequence starts with a token drawn from the corpus's train unigram distribution;
 the rest is sampled from the teacher at `temperature`, one token at a time with a key/value
 cache (positions past the teacher's context slide its window and recompute), and cached on disk
-under the teacher's folder per (temperature, seed, split, batch shape, index). Uniforms come from
-numpy's per-batch RNG (seed, split, index), so batch i needs no earlier batch and train/eval
-streams are disjoint. Sampling runs on the CPU in float32: the same machine and thread count
-give the same tokens; elsewhere a token whose uniform falls within float rounding of a bucket
-edge could flip (probability ~1e-7 per token).
+under `cache_dir/teachers/<teacher_run_id>-<state hash>/` per (temperature, seed, split, batch
+shape, index): the state's hash keeps a retrained teacher from reusing old samples. Uniforms
+come from numpy's per-batch RNG (seed, split, index), so batch i needs no earlier batch and
+train/eval streams are disjoint. Sampling runs on the CPU in float32: the same machine and
+thread count give the same tokens; elsewhere a token whose uniform falls within float rounding
+of a bucket edge could flip (probability ~1e-7 per token).
 
 The stream's lowest reachable loss is the teacher's own conditional entropy; `describe()`
 estimates it from sampled sequences (a Monte Carlo average, so `entropy_rate` stays None).
@@ -27,171 +25,110 @@ estimates it from sampled sequences (a Monte Carlo average, so `entropy_rate` st
 
 from __future__ import annotations
 
-import fcntl
+import hashlib
 import io
+import json
 import math
-import textwrap
-from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from scaling_db.errors import DataError
-from scaling_db.sources import (
-    SPLIT_IDS, Split, TokenSource, batch_rng, check_batch_args, config_hash,
-)
+from scaling_db.sources import SPLIT_IDS, Split, TokenSource, batch_rng, check_batch_args
 from scaling_db.sources.language import CorpusSource
+from scaling_db.spec.manifest import RunManifest
 from scaling_db.workspace import atomic_write_bytes
 
-TEACHER_FORMAT = 1
-TEACHER_LR = 3e-3
-TEACHER_BATCH = 64
-TEACHER_EVAL_TOKENS = 20_000
 _SAMPLE_STREAM = 0x7EAC  # RNG stream tag of sampled sequences
 
 
-class _EpochCorpus(TokenSource):
-    """The corpus train split served for as many passes as the teacher's budget needs."""
+@dataclass(frozen=True)
+class FinishedTeacher:
+    """A finished teacher run, loaded: what sampling and `describe()` need."""
 
-    def __init__(self, corpus: CorpusSource):
-        self.corpus = corpus
-        self.vocab_size = corpus.vocab_size
-        self.entropy_rate = None
-
-    def batch(self, split: Split, index: int, batch_size: int, seq_len: int) -> np.ndarray:
-        if split == "eval":
-            return self.corpus.batch("eval", index, batch_size, seq_len)
-        per_pass = self.corpus.max_sequences("train", seq_len) // batch_size
-        if per_pass == 0:
-            raise DataError(
-                f"{self.corpus.corpus.path}: the train split is shorter than one batch of {batch_size} "
-                f"sequences of {seq_len} tokens. Use a longer corpus."
-            )
-        epoch, i = divmod(index, per_pass)
-        if epoch == 0:
-            return self.corpus.batch("train", i, batch_size, seq_len)
-        rng = np.random.default_rng(np.random.SeedSequence([0xE70C, epoch, seq_len]))
-        order = rng.permutation(self.corpus.max_sequences("train", seq_len))
-        starts = order[i * batch_size : (i + 1) * batch_size] * seq_len
-        return self.corpus.tokens["train"][starts[:, None] + np.arange(seq_len)]
-
-    def describe(self) -> dict[str, Any]:
-        return self.corpus.describe()
-
-    def decode(self, tokens: Any) -> str:
-        return self.corpus.decode(tokens)
+    run_id: str
+    name: str
+    model: Any  # scaling_db.training.model.Transformer, in eval mode on the CPU
+    eval_loss: float | None
+    state_sha256: str
 
 
-@contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Block until this process alone holds `path` (two runs must not train one teacher twice)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+def _run_state(run_dir: Path) -> str:
+    """The status recorded in a run's status.json ('pending' when there is none yet)."""
+    try:
+        return str(json.loads((run_dir / "status.json").read_bytes()).get("status", "unknown"))
+    except FileNotFoundError:
+        return "pending"
+    except (ValueError, AttributeError):
+        return "unknown"
+
+
+def _last_eval_loss(log_path: Path) -> float | None:
+    """The held-out loss of the last complete record of a run's log (None if there is none)."""
+    try:
+        lines = log_path.read_bytes().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            value = json.loads(line).get("eval_loss")
+        except (ValueError, AttributeError):
+            continue  # a torn last line
+        return float(value) if isinstance(value, (int, float)) else None
+    return None
 
 
-def teacher_key(data: Any, corpus_sha256: str) -> str:
-    fields = data.model_dump(mode="json")
-    fields.pop("temperature")
-    fields["corpus"] = corpus_sha256  # the content, wherever the file lives
-    return config_hash({"teacher": fields, "format": TEACHER_FORMAT})
+def load_teacher(runs_dir: Path, run_id: str) -> FinishedTeacher:
+    """The finished teacher run `run_id` of a workspace's runs folder. Raises DataError."""
+    from scaling_db.training.model import load_trained_model
 
-
-def _teacher_spec(data: Any, corpus_path: Path, eval_tokens: int) -> str:
-    """The teacher's run as a scaledb spec (compiled like any other, so it gets a manifest)."""
-    tok = data.tokenizer.model_dump(mode="json")
-    tok_yaml = "{" + ", ".join(f"{k}: {v}" for k, v in tok.items()) + "}"
-    return textwrap.dedent(
-        f"""\
-        # Generated by scaling_db.sources.teacher: the teacher of a teacher_lm data source.
-        experiment: teacher
-        data:
-          kind: corpus
-          corpus: {str(corpus_path)!r}
-          tokenizer: {tok_yaml}
-          eval_frac: {data.eval_frac!r}
-        model:
-          kind: transformer
-          n_layers: {data.n_layers}
-          d_model: {data.d_model}
-          d_head: 16
-          context: {data.context}
-        train:
-          optimizer: {{kind: adamw, lr: {TEACHER_LR}, weight_decay: 0.01}}
-          schedule: {{kind: cosine, warmup_frac: 0.02}}
-          batch_size: {TEACHER_BATCH}
-          tokens: {data.train_tokens}
-          checkpoints: {{kind: log, count: 6, first: 10}}
-          eval_tokens: {eval_tokens}
-          precision: fp32
-          seed: {data.seed}
-        """
-    )
+    run_dir = runs_dir / run_id
+    try:
+        manifest = RunManifest.model_validate_json((run_dir / "manifest.json").read_bytes())
+    except FileNotFoundError:
+        raise DataError(
+            f"teacher run {run_id}: not in this workspace (no {run_dir / 'manifest.json'}). "
+            "Compile and run the spec: `scaledb run SPEC` trains the teacher before its students."
+        ) from None
+    except ValidationError as exc:
+        raise DataError(f"teacher run {run_id}: {run_dir / 'manifest.json'} is not a valid manifest "
+                        f"({exc.error_count()} problems). Recompile the spec.") from None
+    state = _run_state(run_dir)
+    if state != "finished" or manifest.model.kind != "transformer":
+        retry = " --retry-failed" if state in ("failed", "diverged") else ""
+        raise DataError(
+            f"teacher run {run_id} ({manifest.name}) is {state}, not finished. Train it first: "
+            f"`scaledb run SPEC{retry}` runs the teacher before its students (see `scaledb status {run_id}`)."
+        )
+    state_path = run_dir / "state.pt"
+    model = load_trained_model(manifest.model, state_path, run_id)
+    sha = hashlib.sha256(state_path.read_bytes()).hexdigest()
+    return FinishedTeacher(run_id, manifest.name, model, _last_eval_loss(run_dir / "log.jsonl"), sha)
 
 
 class TeacherSource(TokenSource):
-    """Sequences sampled from a cached teacher transformer (see module docstring)."""
+    """Sequences sampled from a finished teacher run (see module docstring)."""
 
     entropy_rate = None
 
-    def __init__(self, data: Any, *, base_dir: Path, cache_dir: Path | None):
-        import torch
-
-        from scaling_db.training.model import Transformer
-
-        if cache_dir is None:
-            raise DataError("teacher_lm needs a cache folder to keep its trained teacher")
+    def __init__(self, data: Any, *, base_dir: Path, cache_dir: Path, runs_dir: Path):
+        teacher_run_id = getattr(data, "teacher_run_id", None)
+        if teacher_run_id is None:
+            raise DataError("teacher_lm data without a teacher run (a manifest compiled by an older scaledb). "
+                            "Recompile the spec: `scaledb compile SPEC`.")
         self.data = data
         self.corpus = CorpusSource(data, base_dir=base_dir, cache_dir=cache_dir)
         self.vocab_size = self.corpus.vocab_size
-        self.key = teacher_key(data, self.corpus.corpus.sha256)
-        self.dir = Path(cache_dir) / "teachers" / self.key
-        with _exclusive(self.dir / ".lock"):
-            manifest, state_path, self.teacher_eval_loss = self._train_teacher(cache_dir)
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        self.model = Transformer(manifest.model)
-        self.model.load_state_dict(state["model"])
-        self.model.eval()
+        self.teacher = load_teacher(Path(runs_dir), teacher_run_id)
+        self.model = self.teacher.model
+        self.teacher_eval_loss = self.teacher.eval_loss
+        self.dir = Path(cache_dir) / "teachers" / f"{teacher_run_id}-{self.teacher.state_sha256[:12]}"
         counts = np.bincount(self.corpus.tokens["train"], minlength=self.vocab_size).astype(np.float64)
         self._start_cdf = np.cumsum(counts / counts.sum())
-
-    def _train_teacher(self, cache_dir: Path) -> tuple[Any, Path, float | None]:
-        from scaling_db.spec.compiler import compile_spec
-        from scaling_db.training.records import RunState, last_record
-        from scaling_db.training.trainer import resolve_device, resolve_precision, train_lm
-        from scaling_db.workspace import Workspace, atomic_write_text
-
-        # at most half the held-out text: the trainer asks for whole batches of eval windows
-        eval_tokens = max(1, min(TEACHER_EVAL_TOKENS, len(self.corpus.tokens["eval"]) // 2))
-        spec_path = self.dir / "teacher.yaml"
-        text = _teacher_spec(self.data, self.corpus.corpus.path, eval_tokens)
-        if not spec_path.exists() or spec_path.read_text() != text:
-            atomic_write_text(spec_path, text)
-        compiled = compile_spec(spec_path)
-        manifest = compiled.runs[0]
-        ws = Workspace(self.dir / "ws")
-        ws.write_compiled(compiled)
-        status = ws.read_status(manifest.run_id)
-        if status.status != RunState.FINISHED:
-            dev = resolve_device("cpu")
-            outcome = train_lm(
-                manifest, _EpochCorpus(self.corpus), ws, device=dev,
-                precision=resolve_precision("fp32", dev), status=status,
-            )
-            if outcome.state != RunState.FINISHED:
-                raise DataError(
-                    f"teacher {self.key}: training ended {outcome.state.value} (see {ws.run_dir(manifest.run_id)}). "
-                    "Lower the teacher's learning rate by shrinking d_model, or delete that folder to retry."
-                )
-            ws.write_status(ws.read_status(manifest.run_id).model_copy(update={"status": RunState.FINISHED}))
-        record = last_record(ws.log_path(manifest.run_id))
-        return manifest, ws.state_path(manifest.run_id), (record.eval_loss if record else None)
 
     # -- sampling --------------------------------------------------------------------------------
 
@@ -297,7 +234,8 @@ class TeacherSource(TokenSource):
             "teacher_eval_loss": self.teacher_eval_loss,
             "teacher": f"{self.data.n_layers} layers, d_model {self.data.d_model}, context {self.data.context}, "
             f"{self.data.train_tokens} tokens",
-            "teacher_dir": str(self.dir),
+            "teacher_run": f"{self.teacher.run_id} ({self.teacher.name})",
+            "samples_dir": str(self.dir),
             "temperature": self.data.temperature,
             "corpus": str(self.corpus.corpus.path),
             "tokenizer": self.corpus.tokenizer.describe(),

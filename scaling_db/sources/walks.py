@@ -4,7 +4,7 @@ A chain is a CSR matrix of transition probabilities (`indptr`, `indices`, `prob`
 means uniform over each row's entries) plus its stationary distribution `pi`. Nothing here
 builds a dense n x n matrix.
 
-Graph walks (SCIENCE.md section 1). On an undirected simple graph with degrees k_i, the walk
+Graph walks (docs/science.md#the-complexity-ladder). On an undirected simple graph with degrees k_i, the walk
 with bias strength kappa moves from i to a neighbour j with probability
 
     P(j | i) = k_j**kappa / W_i,      W_i = sum_{l ~ i} k_l**kappa,

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
-from scaling_db.spec.fields import Fraction, PositiveFloat, PositiveInt, StrictModel
+from scaling_db.spec.fields import (
+    Float, PositiveFloat, PositiveInt, STRICT_FLOAT, STRICT_INT, Seed, StrictModel, strict_int,
+)
 
 
 
@@ -19,9 +21,9 @@ class ErdosRenyiGnm(StrictModel):
     """G(n, m): n nodes, m edges drawn uniformly."""
 
     kind: Literal["erdos_renyi_gnm"]
-    n: Annotated[int, Field(ge=2)]
+    n: Annotated[int, Field(ge=2), STRICT_INT]
     m: PositiveInt
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _edges_fit(self) -> "ErdosRenyiGnm":
@@ -35,18 +37,18 @@ class ErdosRenyiGnp(StrictModel):
     """G(n, p): each of the n(n-1)/2 edges present with probability p."""
 
     kind: Literal["erdos_renyi_gnp"]
-    n: Annotated[int, Field(ge=2)]
-    p: Annotated[float, Field(gt=0, le=1)]
-    seed: int = 0
+    n: Annotated[int, Field(ge=2), STRICT_INT]
+    p: Annotated[float, Field(gt=0, le=1), STRICT_FLOAT]
+    seed: Seed = 0
 
 
 class BarabasiAlbert(StrictModel):
     """Preferential attachment: each new node attaches to m existing ones (scale-free)."""
 
     kind: Literal["barabasi_albert"]
-    n: Annotated[int, Field(ge=2)]
+    n: Annotated[int, Field(ge=2), STRICT_INT]
     m: PositiveInt
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _m_below_n(self) -> "BarabasiAlbert":
@@ -59,10 +61,10 @@ class RandomRegular(StrictModel):
     """Every node has exactly `d` neighbours."""
 
     kind: Literal["random_regular"]
-    n: Annotated[int, Field(ge=2)]
+    n: Annotated[int, Field(ge=2), STRICT_INT]
     d: PositiveInt
 
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _degree_ok(self) -> "RandomRegular":
@@ -75,10 +77,10 @@ class WattsStrogatz(StrictModel):
     """Ring lattice with k neighbours per node, each edge rewired with probability p."""
 
     kind: Literal["watts_strogatz"]
-    n: Annotated[int, Field(ge=3)]
-    k: Annotated[int, Field(ge=2)]
-    p: Annotated[float, Field(ge=0, le=1)]
-    seed: int = 0
+    n: Annotated[int, Field(ge=3), STRICT_INT]
+    k: Annotated[int, Field(ge=2), STRICT_INT]
+    p: Annotated[float, Field(ge=0, le=1), STRICT_FLOAT]
+    seed: Seed = 0
 
 
 GraphSpec = Annotated[
@@ -96,11 +98,11 @@ class GraphWalkData(StrictModel):
 
     kind: Literal["graph_walk"]
     graph: GraphSpec
-    kappa: float = 0.0
+    kappa: Float = 0.0
     component: Literal["largest", "error"] = Field(
         "largest", description="disconnected graph: walk on the largest component, or fail"
     )
-    seed: int = Field(0, description="seed of the walks (the graph has its own seed)")
+    seed: Seed = Field(0, description="seed of the walks (the graph has its own seed)")
 
 
 class CharTokenizer(StrictModel):
@@ -113,7 +115,7 @@ class BpeTokenizer(StrictModel):
     """Byte-level BPE trained locally on the corpus (Hugging Face `tokenizers`)."""
 
     kind: Literal["bpe"]
-    vocab_size: Annotated[int, Field(ge=257, le=1_000_000)]
+    vocab_size: Annotated[int, Field(ge=257, le=1_000_000), STRICT_INT]
 
 
 TokenizerSpec = Annotated[Union[CharTokenizer, BpeTokenizer], Field(discriminator="kind")]
@@ -122,26 +124,26 @@ TokenizerSpec = Annotated[Union[CharTokenizer, BpeTokenizer], Field(discriminato
 class _CorpusBacked(StrictModel):
     corpus: str = Field(description="path to a UTF-8 text file; relative paths are from the spec file")
     tokenizer: TokenizerSpec = CharTokenizer(kind="char")
-    eval_frac: Annotated[float, Field(gt=0, lt=0.5)] = 0.1
+    eval_frac: Annotated[float, Field(gt=0, lt=0.5), STRICT_FLOAT] = 0.1
 
 
 class LanguageBigramData(_CorpusBacked):
     """Token bigram statistics of a corpus, sampled as a Markov chain."""
 
     kind: Literal["language_bigram"]
-    seed: int = 0
+    seed: Seed = 0
 
 
 class TeacherLMData(_CorpusBacked):
     """Text sampled from a small transformer trained on the corpus (T1L / T2L / T4L)."""
 
     kind: Literal["teacher_lm"]
-    n_layers: Literal[1, 2, 4] = 2
+    n_layers: Annotated[Literal[1, 2, 4], BeforeValidator(strict_int)] = 2
     d_model: PositiveInt = 128
     context: PositiveInt = 50
     train_tokens: PositiveInt = 2_000_000
     temperature: PositiveFloat = 1.0
-    seed: int = 0
+    seed: Seed = 0
 
 
 class CorpusData(_CorpusBacked):
@@ -157,11 +159,11 @@ class PercolationData(StrictModel):
     """
 
     kind: Literal["percolation"]
-    dimension: Annotated[int, Field(ge=2)] = 100
-    p: Annotated[float, Field(gt=0, lt=1)] | None = None
+    dimension: Annotated[int, Field(ge=2), STRICT_INT] = 100
+    p: Annotated[float, Field(gt=0, lt=1), STRICT_FLOAT] | None = None
     n_clusters: PositiveInt = Field(10_000, description="clusters in the data universe (points are drawn from all of them)")
     max_cluster_size: PositiveInt = 100_000
-    seed: int = 0
+    seed: Seed = 0
 
 
 class RandomFeaturesData(StrictModel):
@@ -172,8 +174,8 @@ class RandomFeaturesData(StrictModel):
     alpha: PositiveFloat = 1.0
     lambda_plus: PositiveFloat = 1.0
     sigma_w: PositiveFloat = 1.0
-    noise: Annotated[float, Field(ge=0)] = 0.0
-    seed: int = 0
+    noise: Annotated[float, Field(ge=0), STRICT_FLOAT] = 0.0
+    seed: Seed = 0
 
 
 DataSpec = Annotated[

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
+import os
 import re
+import stat
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +21,82 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from scaling_db.errors import SpecError, SpecProblem
+from scaling_db.spec.fields import number_message
 
 Path_ = tuple[str | int, ...]
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, but `1e9` and `1.0e9` are floats (YAML 1.2), not strings."""
+#: Limits that keep a hostile or careless file from hanging or exhausting memory. Specs are a
+#: page or two of YAML (the shipped ones are under 3 KB) nested a few levels deep.
+MAX_SPEC_BYTES = 64 * 1024
+MAX_NESTING = 40
+#: Values in the file counted after alias expansion (stops "billion laughs" alias bombs).
+MAX_VALUES = 20_000
+#: Digits of an integer literal (64-bit integers have at most 20).
+MAX_INT_DIGITS = 40
 
-    yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+class _LimitError(yaml.MarkedYAMLError):
+    """A file that is valid YAML but exceeds a limit above (reported without "syntax error")."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML-1.2 floats (`1e9` and `1.0e9` are floats, not strings),
+    dates left as strings, no `!!set`/`!!binary`/... tags, and the limits above enforced while
+    composing, before anything recursive walks the document."""
+
+    yaml_implicit_resolvers = {
+        k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+        for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    yaml_constructors = dict(yaml.SafeLoader.yaml_constructors)
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        self._values = 0
+        self._sizes: dict[str, int] = {}  # anchor -> values in its subtree, aliases expanded
+        self._open: set[str] = set()  # anchors whose value is being composed
+
+    def _count(self, n: int, mark: yaml.Mark) -> None:
+        self._values += n
+        if self._values > MAX_VALUES:
+            raise _LimitError(None, None, f"more than {MAX_VALUES:,} values (aliases expanded); "
+                              "a spec is a page of settings, not a data file", mark)
+
+    def compose_node(self, parent: Any, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open:
+                raise _LimitError(None, None, f"alias *{event.anchor} is inside the value it refers to "
+                                  "(a recursive alias)", event.start_mark)
+            self._count(self._sizes.get(event.anchor, 1), event.start_mark)
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_NESTING:
+            raise _LimitError(None, None, f"values nested more than {MAX_NESTING} levels deep", event.start_mark)
+        before, anchor = self._values, event.anchor
+        self._count(1, event.start_mark)
+        self._depth += 1
+        if anchor:
+            self._open.add(anchor)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            self._open.discard(anchor)
+        if anchor:
+            self._sizes[anchor] = self._values - before
+        return node
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        if len(node.value) > MAX_INT_DIGITS:
+            raise _LimitError(None, None, f"integer with more than {MAX_INT_DIGITS} digits", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+def _refuse_tag(loader: _Loader, node: yaml.Node) -> Any:
+    raise yaml.constructor.ConstructorError(
+        None, None, f"{node.tag} values are not allowed in a spec", node.start_mark)
 
 
 _Loader.add_implicit_resolver(
@@ -33,6 +104,9 @@ _Loader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
     list("-+0123456789."),
 )
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+for _tag in ("timestamp", "binary", "set", "omap", "pairs"):
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag)
 
 
 @dataclass
@@ -60,7 +134,7 @@ def display_path(path: Path) -> str:
     """The path as the user most likely typed it: relative to the cwd when inside it."""
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+    except (ValueError, OSError):
         return str(path)
 
 
@@ -71,49 +145,142 @@ def dotted(path: Path_) -> str:
     return out
 
 
-def _read_yaml(path: Path, referrer: SpecProblem | None) -> tuple[dict[str, Any], dict[Path_, tuple[str, int]]]:
-    shown = display_path(path)
+def _fail(shown: str, line: int | None, message: str, field_name: str = "") -> SpecError:
+    return SpecError(shown, [SpecProblem(shown, line, field_name, message)])
+
+
+def _read_bytes(path: Path, shown: str, referrer: SpecProblem | None) -> bytes:
+    """The file's bytes, refusing anything but a small regular file (a FIFO, /dev/zero, ...)."""
     try:
-        raw = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; regular files ignore it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        problem = referrer or SpecProblem(shown, None, "", "file not found")
         if referrer:
-            problem.message = f"file not found: {shown}"
-        raise SpecError(problem.file if referrer else shown, [problem]) from None
-    except OSError as exc:
-        raise SpecError(shown, [SpecProblem(shown, None, "", f"cannot read file ({exc.strerror})")]) from None
+            raise SpecError(referrer.file, [SpecProblem(referrer.file, referrer.line, referrer.field,
+                                                        f"file not found: {shown}")]) from None
+        raise _fail(shown, None, "file not found") from None
+    except (OSError, ValueError) as exc:
+        raise _fail(shown, None, f"cannot read file ({getattr(exc, 'strerror', None) or exc})") from None
     try:
-        text = raw.decode("utf-8")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            what = "a directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "a special file"
+            raise _fail(shown, None, f"not a spec file ({what}, not a regular file)")
+        chunks, size = [], 0
+        while size <= MAX_SPEC_BYTES:
+            chunk = os.read(fd, MAX_SPEC_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise _fail(shown, None, f"cannot read file ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    raw = b"".join(chunks)
+    if len(raw) > MAX_SPEC_BYTES:
+        raise _fail(shown, None, f"file larger than {MAX_SPEC_BYTES // 1024} KiB; a spec is a page of settings")
+    return raw
+
+
+def _decode(raw: bytes, shown: str) -> str:
+    if b"\0" in raw:
+        line = raw[: raw.index(b"\0")].count(b"\n") + 1
+        raise _fail(shown, line, "contains a NUL byte (a binary file?); a spec is UTF-8 text")
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         msg = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}). Save the file as UTF-8."
-        raise SpecError(shown, [SpecProblem(shown, line, "", msg)]) from None
+        raise _fail(shown, line, msg) from None
+
+
+def _parse(text: str, shown: str) -> tuple[Any, dict[Path_, tuple[str, int]]]:
+    """Compose the node tree (checking limits and keys), then construct the data from it."""
+    lines: dict[Path_, tuple[str, int]] = {}
+    loader: _Loader | None = None
     try:
-        node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        loader = _Loader(text)  # checks for characters YAML does not allow
+        node = loader.get_single_node()
+        if node is None:
+            return None, lines
+        problems = _check_nodes(node, (), shown, lines)
+        if problems:
+            raise SpecError(shown, problems)
+        return loader.construct_document(node), lines
+    except _LimitError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise _fail(shown, line, str(exc.problem)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         what = " ".join(x for x in (exc.context, exc.problem) if x)
-        raise SpecError(shown, [SpecProblem(shown, line, "", f"YAML syntax error: {what}")]) from None
+        raise _fail(shown, line, f"YAML syntax error: {what}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise _fail(shown, line, f"contains the control character 0x{char:02x}, which YAML does not allow") from None
+    except yaml.YAMLError as exc:
+        raise _fail(shown, None, f"YAML error: {exc}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _read_yaml(path: Path, referrer: SpecProblem | None) -> tuple[dict[str, Any], dict[Path_, tuple[str, int]]]:
+    shown = display_path(path)
+    data, lines = _parse(_decode(_read_bytes(path, shown, referrer), shown), shown)
     if not isinstance(data, dict):
         got = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise SpecError(shown, [SpecProblem(shown, 1, "", f"a spec must be a YAML mapping (got {got})")])
-    lines: dict[Path_, tuple[str, int]] = {}
-    _collect_lines(node, (), shown, lines)
+        raise _fail(shown, 1, f"a spec must be a YAML mapping (got {got})")
+    # NaN and infinity are never meant, even where no field reads them (a value a sweep
+    # overrides still enters the spec's hash, as JSON, which has no such numbers).
+    bad = _non_finite(data, ())
+    if bad:
+        raise SpecError(shown, [SpecProblem(*lines.get(p, (shown, None)), dotted(p),
+                                            f"must be a finite number (got {v})") for p, v in bad])
     return data, lines
 
 
-def _collect_lines(node: yaml.Node, path: Path_, file: str, out: dict[Path_, tuple[str, int]]) -> None:
+def _non_finite(value: Any, path: Path_) -> list[tuple[Path_, float]]:
+    """Paths and values of NaN and infinite floats (the composer's limits bound this walk)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _non_finite(v, (*path, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, (*path, i))]
+    return []
+
+
+def _check_nodes(node: yaml.Node, path: Path_, file: str, out: dict[Path_, tuple[str, int]]) -> list[SpecProblem]:
+    """Record the line of every value (into `out`); return the duplicate and non-name keys.
+
+    Runs on the composed tree, before merge keys (`<<`) are expanded into their mappings. The
+    composer's limits bound this walk (aliases are counted as expanded, recursion is refused).
+    """
+    problems: list[SpecProblem] = []
     out[path] = (file, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
         for key, value in node.value:
+            line = key.start_mark.line + 1
+            if not isinstance(key, yaml.ScalarNode) or key.tag not in (
+                "tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"
+            ):
+                shown = key.value if isinstance(key, yaml.ScalarNode) else f"a {key.id}"
+                problems.append(SpecProblem(file, line, dotted(path), f"keys must be names (got {shown!r})"))
+                continue
             sub = (*path, key.value)
-            _collect_lines(value, sub, file, out)
-            out[sub] = (file, key.start_mark.line + 1)
+            if key.value in seen:
+                problems.append(SpecProblem(file, line, dotted(sub), f"duplicate key (first at line "
+                                            f"{seen[key.value]}); YAML would keep only this one"))
+            seen.setdefault(key.value, line)
+            problems += _check_nodes(value, sub, file, out)
+            out[sub] = (file, line)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _collect_lines(item, (*path, i), file, out)
+            problems += _check_nodes(item, (*path, i), file, out)
+    return problems
 
 
 def _merge(base: Any, over: Any) -> Any:
@@ -128,20 +295,42 @@ def _merge(base: Any, over: Any) -> Any:
     return over
 
 
+#: Files in one `extends` chain (a spec, its base, the base's base, ...).
+MAX_EXTENDS_DEPTH = 10
+
+
+def _resolve(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError, ValueError):  # symlink loops, NUL bytes: reported on reading
+        return path.absolute()
+
+
+def _extends_problem(parent: Any, stack: tuple[Path, ...]) -> str | None:
+    if not isinstance(parent, str) or not parent.strip():
+        return f"must be the path of a base spec (got {_fmt(parent)})"
+    if "\0" in parent or not parent.endswith((".yaml", ".yml")):
+        return f"must be the path of a .yaml or .yml file (got {_fmt(parent)})"
+    if len(stack) >= MAX_EXTENDS_DEPTH:
+        return f"more than {MAX_EXTENDS_DEPTH} files in the `extends` chain"
+    return None
+
+
 def read_spec_source(path: str | Path, _stack: tuple[Path, ...] = (), _referrer: SpecProblem | None = None) -> SpecSource:
     """Read a spec file and everything it `extends`, merged, with line numbers."""
     path = Path(path)
-    resolved = path.resolve()
+    resolved = _resolve(path)
     data, lines = _read_yaml(path, _referrer)
     parent = data.pop("extends", None)
     if parent is None:
         return SpecSource(path, data, lines)
     here = lines.get(("extends",), (display_path(path), 0))
-    if not isinstance(parent, str):
-        raise SpecError(here[0], [SpecProblem(here[0], here[1], "extends", f"must be a file path (got {parent!r})")])
-    parent_path = (path.parent / parent)
-    if parent_path.resolve() in (*_stack, resolved):
-        chain = " -> ".join(display_path(p) for p in (*_stack, resolved, parent_path.resolve()))
+    bad = _extends_problem(parent, (*_stack, resolved))
+    if bad:
+        raise SpecError(here[0], [SpecProblem(here[0], here[1], "extends", bad)])
+    parent_path = path.parent / parent
+    if _resolve(parent_path) in (*_stack, resolved):
+        chain = " -> ".join(display_path(p) for p in (*_stack, resolved, _resolve(parent_path)))
         raise SpecError(here[0], [SpecProblem(here[0], here[1], "extends", f"cycle: {chain}")])
     ref = SpecProblem(here[0], here[1], "extends", "")
     base = read_spec_source(parent_path, (*_stack, resolved), ref)
@@ -156,12 +345,30 @@ def read_spec_source(path: str | Path, _stack: tuple[Path, ...] = (), _referrer:
 
 
 def _fmt(value: Any) -> str:
+    """A value as shown in a message: short, and only plain data (never an object's repr)."""
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float):
         return f"{value:g}"
-    if isinstance(value, (dict, list)):
-        text = repr(value)
+    if isinstance(value, int):
+        return str(value) if value.bit_length() < 100 else f"an integer of {value.bit_length()} bits"
+    if isinstance(value, (str, dict, list, tuple)) or value is None:
+        text = repr(value) if _plain(value) else f"a {type(value).__name__}"
         return text if len(text) < 60 else text[:57] + "..."
-    return repr(value) if isinstance(value, str) else str(value)
+    return f"a {type(value).__name__}"
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether `value` is YAML-like data small enough to show (bounded, so cheap on anything)."""
+    if depth > 5:
+        return False
+    if isinstance(value, dict):
+        return len(value) < 20 and all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return len(value) < 20 and all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value.bit_length() < 100
+    return value is None or isinstance(value, (str, float, bool))
 
 
 def candidate_models(annotation: Any) -> list[type[BaseModel]]:
@@ -283,7 +490,13 @@ def _message(kind: str, ctx: dict, got: Any, default: str, path: Path_, root: ty
         return f"must be {op} {_fmt(bound)} (got {_fmt(got)})"
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return f"must be an integer (got {_fmt(got)})"
+    if kind == "not_a_number":
+        return default
+    if kind == "finite_number":
+        return f"must be a finite number (got {_fmt(got)})"
     if kind in ("float_parsing", "float_type"):
+        if isinstance(got, (bool, str)):
+            return number_message(got, "a number")
         return f"must be a number (got {_fmt(got)})"
     if kind in ("bool_parsing", "bool_type"):
         return f"must be true or false (got {_fmt(got)})"
@@ -293,6 +506,12 @@ def _message(kind: str, ctx: dict, got: Any, default: str, path: Path_, root: ty
         return f"must be a mapping (got {_fmt(got)})"
     if kind in ("list_type", "tuple_type"):
         return f"must be a list (got {_fmt(got)})"
+    if kind == "int_parsing_size":
+        return f"must be an integer of at most 64 bits (got {_fmt(got)})"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters long (got {len(got) if isinstance(got, str) else '?'})"
+    if kind == "string_too_short":
+        return "must not be empty"
     if kind == "too_short":
         return "must not be empty" if ctx.get("min_length") == 1 else f"needs at least {ctx.get('min_length')} items"
     if kind == "too_long":

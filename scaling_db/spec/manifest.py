@@ -3,21 +3,28 @@
 The manifest is the contract between the compiler and every runner: a runner reads nothing
 else (no YAML, no defaults). Identity is opt-out: `run_id` is the SHA-256 of the canonical
 JSON of the whole manifest except the fields in `IDENTITY_EXCLUDED` (things that do not
-change what is trained: prose, placement, where the spec file sits on this machine, and the
-derived name). Canonical JSON means sorted keys, no whitespace, and values normalised by
-Pydantic first, so key order in YAML and `1e-3` vs `0.001` never matter.
+change what is trained: prose, placement, where the spec file sits on this machine, the
+derived name, and how often a run saves its state). Canonical JSON means sorted keys, no
+whitespace, and values normalised by Pydantic first, so key order in YAML and `1e-3` vs `0.001`
+never matter.
+
+Upstream runs: a run whose data comes from another run's trained model names that run in its
+manifest (`teacher_lm` data carries `teacher_run_id`), so the student's id
+changes when its teacher does, and `RunManifest.upstream` tells every runner what must finish
+first. The teacher itself is an ordinary manifest (data `corpus_epochs`), shared by every
+experiment that asks for the same teacher.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import Field
 
 from scaling_db.spec.counting import FlopConvention, TransformerShape
-from scaling_db.spec.data import DataSpec
+from scaling_db.spec.data import CorpusData, DataSpec, TeacherLMData
 from scaling_db.spec.schema import (
     CheckpointSpec,
     ClosedFormTrain,
@@ -31,8 +38,13 @@ from scaling_db.spec.schema import (
 
 MANIFEST_SCHEMA_VERSION = 1
 
-#: Fields of a manifest that do not enter its run_id. Tests pin this list.
-IDENTITY_EXCLUDED: frozenset[str] = frozenset({"run_id", "name", "description", "tags", "resources", "origin"})
+#: Fields of a manifest that do not enter its run_id. Tests pin this list. A dotted path is a
+#: nested field, hashed as null (its default) rather than dropped, so the ids of runs compiled
+#: before it was excluded do not change: `train.state_every` only says how often a run saves its
+#: state, and a resumed run's curve is the same whatever it is.
+IDENTITY_EXCLUDED: frozenset[str] = frozenset(
+    {"run_id", "name", "description", "tags", "resources", "origin", "train.state_every"}
+)
 
 
 class ResolvedTransformer(TransformerModel):
@@ -55,6 +67,32 @@ class ResolvedTransformer(TransformerModel):
             bias=self.bias,
         )
 
+
+class ResolvedTeacherLMData(TeacherLMData):
+    """`teacher_lm` data with its teacher resolved to a run (built by the compiler, trained first)."""
+
+    teacher_run_id: str | None = Field(
+        None, description="the upstream run whose trained model is sampled; None only in manifests "
+        "compiled before teachers were runs (recompile them)"
+    )
+
+
+class CorpusEpochsData(CorpusData):
+    """A corpus served for as many passes as the run's budget needs (a teacher's training data).
+
+    Not a spec kind: the compiler writes it into teacher manifests. Pass 1 is the `corpus`
+    window order; each later pass is a fresh shuffle of the same windows."""
+
+    kind: Literal["corpus_epochs"]  # type: ignore[assignment]
+
+
+def _resolved_data_kinds() -> tuple[type, ...]:
+    """The spec's data kinds with `teacher_lm` resolved, plus `corpus_epochs`."""
+    kinds = get_args(get_args(DataSpec)[0])
+    return (*(ResolvedTeacherLMData if k is TeacherLMData else k for k in kinds), CorpusEpochsData)
+
+
+ResolvedData = Annotated[Union[_resolved_data_kinds()], Field(discriminator="kind")]  # type: ignore[valid-type]
 
 ResolvedModel = Annotated[
     Union[ResolvedTransformer, RandomFeaturesModel, NearestNeighborModel], Field(discriminator="kind")
@@ -115,7 +153,7 @@ class RunManifest(StrictModel):
     tags: list[str] = []
     origin: RunOrigin
     vars: dict[str, Any] = Field({}, description="free sweep variables of this point (e.g. flop_budget)")
-    data: DataSpec
+    data: ResolvedData
     model: ResolvedModel
     train: ResolvedTrain
     counts: RunCounts
@@ -128,13 +166,24 @@ class RunManifest(StrictModel):
         """Training tokens (or training samples for closed-form learners)."""
         return self.train.tokens if self.train.kind == "lm" else self.train.samples
 
+    @property
+    def upstream(self) -> list[str]:
+        """Ids of the runs that must finish before this one starts (its teacher, if any)."""
+        teacher = getattr(self.data, "teacher_run_id", None)
+        return [teacher] if teacher else []
+
     def identity_payload(self) -> dict[str, Any]:
         return identity_payload(self.model_dump(mode="json"))
 
 
 def identity_payload(manifest: dict[str, Any]) -> dict[str, Any]:
     """The part of a manifest (as JSON data) that its run_id hashes."""
-    return {k: v for k, v in manifest.items() if k not in IDENTITY_EXCLUDED}
+    payload = {k: v for k, v in manifest.items() if k not in IDENTITY_EXCLUDED}
+    for path in IDENTITY_EXCLUDED:
+        section, dot, field = path.partition(".")
+        if dot and isinstance(payload.get(section), dict) and field in payload[section]:
+            payload[section] = {**payload[section], field: None}
+    return payload
 
 
 def canonical_json(value: Any) -> str:

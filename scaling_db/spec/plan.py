@@ -4,10 +4,13 @@ Wall-time estimates come from speed measured on this machine where there is any:
 runs in the database (`scaling_db.store.throughput.measured_throughput`) give, per device and
 model shape, the trainer's tokens/s and the time a run spends outside training steps
 (evaluation, records), both on the trainer's clock: a worker's start (importing torch) and
-building the data source are not counted. A run to do is estimated from the nearest measured shape of the same kind
-on the same host and device, its speed scaled by FLOPs per token (exact convention): a model
-with twice the FLOPs per token trains at half the tokens/s. Without measurements the estimate
+building the data source are not counted. A run to do is estimated from the nearest measured
+shape of the same kind on the same host and device, its speed scaled by FLOPs per token (exact
+convention): a model with twice the FLOPs per token trains at half the tokens/s. Without measurements the estimate
 is a FLOP-based guess at an assumed GFLOP/s, and says so.
+
+Upstream runs (teachers, trained before the experiment's runs) are rows of the plan, first and
+marked `upstream`; their cost counts in the totals, not in the per-run ranges of the sweep.
 """
 
 from __future__ import annotations
@@ -95,11 +98,13 @@ def estimate_run(m: RunManifest, samples: list[ThroughputSample], gflops: float,
 class PlanRow:
     manifest: RunManifest
     state: str  # "new" (never compiled here) or the run's status: pending, running, finished, ...
+    upstream: bool = False  # trained first, for the experiment's runs (a teacher)
 
 
 @dataclass(frozen=True)
 class PlanSummary:
-    n_runs: int
+    n_runs: int  # the experiment's own runs
+    n_upstream: int
     n_todo: int
     states: dict[str, int]
     params: tuple[int, int]
@@ -123,10 +128,11 @@ class PlanSummary:
 
 
 def plan_rows(ws: Workspace, compiled: CompiledExperiment) -> list[PlanRow]:
+    """One row per run, upstream runs first."""
     rows = []
-    for m in compiled.runs:
+    for m in [*compiled.upstream, *compiled.runs]:
         state = ws.read_status(m.run_id).status.value if ws.manifest_path(m.run_id).exists() else "new"
-        rows.append(PlanRow(m, state))
+        rows.append(PlanRow(m, state, upstream=m in compiled.upstream))
     return rows
 
 
@@ -144,13 +150,14 @@ def summarize_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: fl
                    samples: list[ThroughputSample] | None = None, host: str = "") -> PlanSummary:
     """Counts, sizes, FLOPs and the serial wall time of the runs not yet finished (see `estimate_run`)."""
     runs = compiled.runs
+    every = [*compiled.upstream, *runs]
     states: dict[str, int] = {}
     for r in rows:
         states[r.state] = states.get(r.state, 0) + 1
     todo = [r.manifest for r in rows if r.state not in ("finished",)]
     flops = None
-    if all(m.train_flops for m in runs):
-        flops = {k: sum(m.train_flops[k] for m in runs) for k in runs[0].train_flops}  # type: ignore[index]
+    if all(m.train_flops for m in every):
+        flops = {k: sum(m.train_flops[k] for m in every) for k in runs[0].train_flops}  # type: ignore[index]
     estimates = [estimate_run(m, samples or [], gflops, host) for m in todo]
     basis: dict[str, int] = {}
     for e in estimates:
@@ -159,12 +166,13 @@ def summarize_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: fl
         else None
     return PlanSummary(
         n_runs=len(runs),
+        n_upstream=len(compiled.upstream),
         n_todo=len(todo),
         states=states,
         params=(min(m.counts.n_params for m in runs), max(m.counts.n_params for m in runs)),
         params_nonembed=(min(m.counts.n_params_nonembed for m in runs), max(m.counts.n_params_nonembed for m in runs)),
         tokens=(min(m.tokens for m in runs), max(m.tokens for m in runs)),
-        tokens_total=sum(m.tokens for m in runs),
+        tokens_total=sum(m.tokens for m in every),
         flops=flops,
         wall_time_s=wall,
         wall_time_basis=basis,

@@ -13,7 +13,18 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from scaling_db.spec.data import DataSpec
-from scaling_db.spec.fields import Fraction, PositiveFloat, PositiveInt, StrictModel
+from scaling_db.spec.fields import (
+    Column, Float, Fraction, PositiveFloat, PositiveInt, QueryRef, STRICT_FLOAT, STRICT_INT, Seed, StrictModel,
+)
+
+#: Checkpoints per run: each one is an evaluation pass and a row per metric in the database.
+MAX_CHECKPOINTS = 10_000
+#: Budgets far beyond any real run (Llama 3: 1.5e13 tokens), so FLOP totals stay finite and
+#: step counts stay 64-bit integers.
+MAX_TOKENS = 1e16
+MAX_STEPS = 10**10
+#: Experiment names are folder names in the workspace (experiments/<name>/, reports/<name>/).
+MAX_NAME_LENGTH = 100
 
 
 # ---------------------------------------------------------------------------------------------
@@ -22,21 +33,21 @@ from scaling_db.spec.fields import Fraction, PositiveFloat, PositiveInt, StrictM
 
 
 class GroupValues(StrictModel):
-    """One number per parameter group (SCIENCE.md's muP table rows)."""
+    """One number per parameter group (the rows of docs/science.md#mup's table)."""
 
-    embedding: float = 1.0
-    hidden: float = 1.0
-    readout: float = 1.0
-    norm: float = 1.0
+    embedding: Float = 1.0
+    hidden: Float = 1.0
+    readout: Float = 1.0
+    norm: Float = 1.0
 
 
 class GroupExponents(GroupValues):
     """One exponent per parameter group; a group left out gets 0 (no width scaling)."""
 
-    embedding: float = 0.0
-    hidden: float = 0.0
-    readout: float = 0.0
-    norm: float = 0.0
+    embedding: Float = 0.0
+    hidden: Float = 0.0
+    readout: Float = 0.0
+    norm: Float = 0.0
 
 
 class _Parameterization(StrictModel):
@@ -98,7 +109,7 @@ class RandomFeaturesModel(StrictModel):
 
     kind: Literal["random_features"]
     n_features: PositiveInt
-    ridge: Annotated[float, Field(ge=0)] = 0.0
+    ridge: Annotated[float, Field(ge=0), STRICT_FLOAT] = 0.0
     nonlinearity: Literal["linear", "relu", "tanh"] = "linear"
     sigma_u: PositiveFloat = 1.0
 
@@ -123,16 +134,16 @@ ModelSpec = Annotated[
 class AdamW(StrictModel):
     kind: Literal["adamw"]
     lr: PositiveFloat
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.95)
+    betas: tuple[Fraction, Fraction] = (0.9, 0.95)
     eps: PositiveFloat = 1e-8
-    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    weight_decay: Annotated[float, Field(ge=0), STRICT_FLOAT] = 0.01
 
 
 class SGD(StrictModel):
     kind: Literal["sgd"]
     lr: PositiveFloat
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    momentum: Annotated[float, Field(ge=0, lt=1), STRICT_FLOAT] = 0.9
+    weight_decay: Annotated[float, Field(ge=0), STRICT_FLOAT] = 0.0
 
 
 OptimizerSpec = Annotated[Union[AdamW, SGD], Field(discriminator="kind")]
@@ -148,7 +159,7 @@ class CosineSchedule(StrictModel):
 
     kind: Literal["cosine"]
     warmup_frac: Fraction = 0.02
-    final_lr_frac: Annotated[float, Field(ge=0, le=1)] = 0.0
+    final_lr_frac: Annotated[float, Field(ge=0, le=1), STRICT_FLOAT] = 0.0
 
 
 class WsdSchedule(StrictModel):
@@ -156,8 +167,8 @@ class WsdSchedule(StrictModel):
 
     kind: Literal["wsd"]
     warmup_frac: Fraction = 0.02
-    decay_frac: Annotated[float, Field(gt=0, le=1)] = 0.2
-    final_lr_frac: Annotated[float, Field(ge=0, le=1)] = 0.0
+    decay_frac: Annotated[float, Field(gt=0, le=1), STRICT_FLOAT] = 0.2
+    final_lr_frac: Annotated[float, Field(ge=0, le=1), STRICT_FLOAT] = 0.0
 
     @model_validator(mode="after")
     def _phases_fit(self) -> "WsdSchedule":
@@ -175,14 +186,14 @@ class LinearCheckpoints(StrictModel):
     """Evenly spaced checkpoints: `count` of them over the run (the last step always included)."""
 
     kind: Literal["linear"]
-    count: PositiveInt = 20
+    count: Annotated[int, Field(gt=0, le=MAX_CHECKPOINTS), STRICT_INT] = 20
 
 
 class LogCheckpoints(StrictModel):
     """Log-spaced checkpoints from step `first` to the end (dense early, where curves bend)."""
 
     kind: Literal["log"]
-    count: PositiveInt = 20
+    count: Annotated[int, Field(gt=0, le=MAX_CHECKPOINTS), STRICT_INT] = 20
     first: PositiveInt = 10
 
 
@@ -196,8 +207,8 @@ class LMTrain(StrictModel):
     optimizer: OptimizerSpec
     schedule: ScheduleSpec = CosineSchedule(kind="cosine")
     batch_size: PositiveInt = 64
-    tokens: PositiveFloat | None = None
-    steps: PositiveInt | None = None
+    tokens: Annotated[float, Field(gt=0, le=MAX_TOKENS), STRICT_FLOAT] | None = None
+    steps: Annotated[int, Field(gt=0, le=MAX_STEPS), STRICT_INT] | None = None
     checkpoints: CheckpointSpec = LogCheckpoints(kind="log")
     eval_tokens: PositiveInt = 50_000
     grad_clip: PositiveFloat | None = 1.0
@@ -207,7 +218,7 @@ class LMTrain(StrictModel):
     state_every: PositiveInt | None = Field(
         None, description="save model+optimizer state every N steps (default: at every checkpoint)"
     )
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _one_budget(self) -> "LMTrain":
@@ -222,7 +233,7 @@ class ClosedFormTrain(StrictModel):
     kind: Literal["closed_form"]
     samples: PositiveInt
     eval_samples: PositiveInt = 2000
-    seed: int = 0
+    seed: Seed = 0
 
 
 def _train_kind(value: Any) -> str:
@@ -256,7 +267,7 @@ class ClusterSpec(StrictModel):
         None, description="Slurm time limit per run in minutes (use >= 60 for runs that may be preempted)")
     cpus: PositiveInt | None = Field(None, description="CPUs per run (Slurm cpus-per-task, Ray num_cpus); "
                                                        "also the run's torch threads")
-    gpus: Annotated[float, Field(ge=0)] | None = Field(
+    gpus: Annotated[float, Field(ge=0), STRICT_FLOAT] | None = Field(
         None, description="GPUs per run (Slurm gpus-per-node: whole numbers; Ray num_gpus: fractions allowed)")
     mem_gb: PositiveFloat | None = Field(None, description="memory per run in GB (Slurm --mem; Ray memory)")
     array_parallelism: PositiveInt | None = Field(None, description="Slurm: at most this many runs at once")
@@ -269,7 +280,7 @@ class ClusterSpec(StrictModel):
     sbatch: dict[str, str | int | float | bool] = Field({}, description="Slurm: any other sbatch option")
     address: str | None = Field(None, description="Ray cluster address ('auto', 'ray://host:10001'); "
                                                   "unset: a local instance")
-    max_retries: Annotated[int, Field(ge=0)] | None = Field(
+    max_retries: Annotated[int, Field(ge=0), STRICT_INT] | None = Field(
         None, description="Ray: re-runs of a run whose worker died (it resumes from its saved state)")
 
 
@@ -287,9 +298,9 @@ PlotKind = Literal[
 class FitDecl(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     law: LawName
-    query: str = "final_loss"
+    query: QueryRef = "final_loss"
     params: dict[str, str | int | float] = {}
-    x: list[str] = ["n_params"]
+    x: Annotated[list[Column], Field(min_length=1)] = ["n_params"]
     y: str = "loss"
     group: str = Field("run_id", description="bootstrap resamples whole groups (runs or seeds)")
     bootstrap: Annotated[int, Field(ge=0)] = 200
@@ -298,8 +309,8 @@ class FitDecl(StrictModel):
 class PlotDecl(StrictModel):
     kind: PlotKind
     fit: str | None = None
-    query: str | None = None
-    x: str | None = None
+    query: QueryRef | None = None
+    x: Column | None = None
     out: str | None = Field(None, description="file name in the report folder; default from kind")
 
 
@@ -334,7 +345,7 @@ class GeomRange(StrictModel):
 class LinRange(StrictModel):
     """`num` values spaced evenly from start to stop, inclusive."""
 
-    linspace: tuple[float, float]
+    linspace: tuple[Float, Float]
     num: PositiveInt
     integer: bool = False
 
@@ -343,15 +354,16 @@ def _axis_kind(value: Any) -> str | None:
     if isinstance(value, list):
         return "list"
     if isinstance(value, dict):
-        return "geomspace" if "geomspace" in value else "linspace" if "linspace" in value else None
-    return {GeomRange: "geomspace", LinRange: "linspace"}.get(type(value))
+        return "geomspace_range" if "geomspace" in value else "linspace_range" if "linspace" in value else None
+    # Tags differ from the YAML keys, so that error locations do not mistake a tag for a key.
+    return {GeomRange: "geomspace_range", LinRange: "linspace_range"}.get(type(value))
 
 
 AxisValues = Annotated[
     Union[
         Annotated[list[Any], Field(min_length=1), Tag("list")],
-        Annotated[GeomRange, Tag("geomspace")],
-        Annotated[LinRange, Tag("linspace")],
+        Annotated[GeomRange, Tag("geomspace_range")],
+        Annotated[LinRange, Tag("linspace_range")],
     ],
     Discriminator(
         _axis_kind,
@@ -369,14 +381,18 @@ class Constraint(StrictModel):
 
 
 class SweepSpec(StrictModel):
-    """How runs vary. Keys are dotted field paths (`model.d_model`) or free variables
-    (`flop_budget`) usable in `derive` and `constraints` and stored with each run."""
+    """How runs vary. Keys are dotted field paths (`model.d_model`) or free variables declared
+    in `vars` (`flop_budget`), usable in `derive` and `constraints` and stored with each run.
+    Undeclared names are errors, so a typo in a path never becomes a silent extra variable."""
 
+    vars: list[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=64)]] = Field(
+        [], description="free variables: names that axes, zip groups or derive set, besides field paths"
+    )
     axes: dict[str, AxisValues] = Field({}, description="the product of these axes (default)")
-    zip: list[dict[str, AxisValues]] = Field(
+    zip: list[Annotated[dict[str, AxisValues], Field(min_length=1)]] = Field(
         [], description="groups of axes whose values pair up; each group is one axis of the product"
     )
-    seeds: Annotated[list[int], Field(min_length=1)] | None = Field(
+    seeds: Annotated[list[Seed], Field(min_length=1)] | None = Field(
         None, description="replicate axis: sets train.seed"
     )
     derive: dict[str, str | int | float] = Field({}, description="field path -> expression, evaluated in order")
@@ -410,7 +426,7 @@ class RunSpec(StrictModel):
 class ExperimentHeader(StrictModel):
     """The experiment-level sections; the run sections are validated per sweep point."""
 
-    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME_LENGTH)
     description: str = ""
     tags: list[str] = []
     data: dict[str, Any]
@@ -425,7 +441,7 @@ class ExperimentHeader(StrictModel):
 class ExperimentSpec(RunSpec):
     """The whole file, for the JSON Schema (validation goes header first, then per point)."""
 
-    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME_LENGTH)
     description: str = ""
     tags: list[str] = []
     sweep: SweepSpec = SweepSpec()

@@ -1,15 +1,13 @@
-"""Sweep expansion and the small expression language of `derive:` and `constraints:`.
+"""Sweep expansion, and what the expressions of `derive:` and `constraints:` can read.
 
-Expressions are Python syntax restricted to arithmetic, comparisons, boolean logic,
-conditionals and a few math functions. Names are dotted field paths of the run
-(`model.d_model`, `train.batch_size`), free sweep variables (`flop_budget`), and counts of
-the run's model (`n_params`, `n_params_nonembed`, `tokens_per_step`, ...). Nothing else is
-reachable: no attributes of Python objects, no builtins.
+Names in expressions are dotted field paths of the run (`model.d_model`, `train.batch_size`),
+declared free variables (`sweep.vars`, e.g. `flop_budget`), and counts of the run's model
+(`n_params`, `n_params_nonembed`, `tokens_per_step`, ...). The language itself lives in
+`scaling_db.spec.expression`.
 """
 
 from __future__ import annotations
 
-import ast
 import difflib
 import itertools
 import math
@@ -19,106 +17,18 @@ from typing import Any
 
 import numpy as np
 
+from scaling_db.spec.expression import FUNCTIONS, Expression, ExpressionError
 from scaling_db.spec.schema import GeomRange, LinRange, SweepSpec
 
-RUN_SECTIONS = ("data", "model", "train", "resources")
+__all__ = ["Expression", "ExpressionError", "FUNCTIONS"]
 
-FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "min": min, "max": max, "abs": abs, "round": round, "int": int, "float": float,
-    "log": math.log, "log2": math.log2, "log10": math.log10, "exp": math.exp, "sqrt": math.sqrt,
-    "ceil": math.ceil, "floor": math.floor,
-}
+RUN_SECTIONS = ("data", "model", "train", "resources")
 
 #: Names computed from the run's model, available in every expression (see `scaling_db.spec.counting`).
 COUNT_NAMES = (
     "n_params", "n_params_nonembed", "n_params_embed", "vocab_size", "tokens_per_step",
     "flops_per_token_6n_nonembed", "flops_per_token_6n", "flops_per_token_exact",
 )
-
-_ALLOWED = (
-    ast.Expression, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Constant,
-    ast.Name, ast.Attribute, ast.Call, ast.Load,
-    ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.USub, ast.UAdd, ast.Not,
-    ast.And, ast.Or, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn,
-    ast.List, ast.Tuple,
-)
-
-
-class ExpressionError(ValueError):
-    """An expression is malformed or names something that does not exist."""
-
-
-def _dotted_name(node: ast.AST) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        inner = _dotted_name(node.value)
-        return f"{inner}.{node.attr}" if inner else None
-    return None
-
-
-@dataclass(frozen=True)
-class Expression:
-    """A parsed, checked expression; `names` are the dotted names it reads."""
-
-    source: str
-    code: Any
-    names: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, source: str) -> "Expression":
-        try:
-            tree = ast.parse(str(source).strip(), mode="eval")
-        except SyntaxError as exc:
-            raise ExpressionError(f"invalid expression {source!r}: {exc.msg}") from None
-        names: list[str] = []
-        for node in ast.walk(tree):
-            if not isinstance(node, _ALLOWED):
-                raise ExpressionError(f"{type(node).__name__} is not allowed in expressions ({source!r})")
-            if isinstance(node, ast.Call):
-                if not (isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS) or node.keywords:
-                    raise ExpressionError(
-                        f"only these functions may be called: {', '.join(FUNCTIONS)} ({source!r})"
-                    )
-        # Collect the outermost dotted names (skip the inner parts of `a.b.c` and function names).
-        skip: set[int] = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call):
-                skip.add(id(node.func))
-            if isinstance(node, ast.Attribute):
-                inner = node.value
-                while isinstance(inner, ast.Attribute):
-                    skip.add(id(inner))
-                    inner = inner.value
-                skip.add(id(inner))
-        for node in ast.walk(tree):
-            if id(node) in skip or not isinstance(node, (ast.Name, ast.Attribute)):
-                continue
-            name = _dotted_name(node)
-            if name is None:
-                raise ExpressionError(f"only field paths may be read with `.` ({source!r})")
-            names.append(name)
-        return cls(source, compile(tree, "<expression>", "eval"), tuple(dict.fromkeys(names)))
-
-    def evaluate(self, scope: "Scope") -> Any:
-        return eval(self.code, {"__builtins__": {}}, _Namespace(scope))  # noqa: S307 (AST checked above)
-
-
-class _Section:
-    """Attribute access over a nested dict, for `model.d_model`-style names."""
-
-    __slots__ = ("_data", "_path")
-
-    def __init__(self, data: Mapping[str, Any], path: str):
-        self._data, self._path = data, path
-
-    def __getattr__(self, key: str) -> Any:
-        if key not in self._data:
-            close = difflib.get_close_matches(key, list(self._data), n=1, cutoff=0.5)
-            hint = f"; did you mean `{self._path}.{close[0]}`?" if close else ""
-            raise ExpressionError(f"references unknown field `{self._path}.{key}`{hint}")
-        value = self._data[key]
-        return _Section(value, f"{self._path}.{key}") if isinstance(value, dict) else value
 
 
 class Scope:
@@ -132,28 +42,36 @@ class Scope:
         self._counts = None
 
     def lookup(self, name: str) -> Any:
-        if name in FUNCTIONS:
-            return FUNCTIONS[name]
-        if name in self.variables:
-            return self.variables[name]
-        if name in RUN_SECTIONS and name in self.run:
-            return _Section(self.run[name], name)
-        if name in COUNT_NAMES:
-            if self._counts is None:
-                self._counts = self._counts_fn()
-            if name not in self._counts:
-                raise ExpressionError(f"`{name}` is not defined for this model kind")
-            return self._counts[name]
-        raise ExpressionError(f"unknown name `{name}`")
+        """The value of a dotted name: a variable, a count, or a field of the run."""
+        root, *rest = name.split(".")
+        if root in self.variables or root in COUNT_NAMES:
+            if rest:
+                raise ExpressionError(f"`{root}` is a number, not a section (in `{name}`)")
+            return self.variables[root] if root in self.variables else self._count(root)
+        if root in RUN_SECTIONS and root in self.run:
+            return _field(self.run[root], root, rest)
+        if root in FUNCTIONS:
+            raise ExpressionError(f"`{root}` is a function: call it, as in `{root}(x)`")
+        raise ExpressionError(f"unknown name `{root}`")
+
+    def _count(self, name: str) -> Any:
+        if self._counts is None:
+            self._counts = self._counts_fn()
+        if name not in self._counts:
+            raise ExpressionError(f"`{name}` is not defined for this model kind")
+        return self._counts[name]
 
 
-class _Namespace(dict):
-    def __init__(self, scope: Scope):
-        super().__init__()
-        self.scope = scope
-
-    def __missing__(self, key: str) -> Any:
-        return self.scope.lookup(key)
+def _field(value: Any, path: str, rest: list[str]) -> Any:
+    for key in rest:
+        if not isinstance(value, Mapping):
+            raise ExpressionError(f"`{path}` is a value, not a section (in `{path}.{key}`)")
+        if key not in value:
+            close = difflib.get_close_matches(key, [str(k) for k in value], n=1, cutoff=0.5)
+            hint = f"; did you mean `{path}.{close[0]}`?" if close else ""
+            raise ExpressionError(f"references unknown field `{path}.{key}`{hint}")
+        value, path = value[key], f"{path}.{key}"
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,6 +93,96 @@ def axis_values(values: Any) -> list[Any]:
     return [float(f"{float(v):.12g}") for v in out]
 
 
+def axis_length(values: Any) -> int:
+    """How many values an axis has, without materialising a range."""
+    return values.num if isinstance(values, (GeomRange, LinRange)) else len(values)
+
+
+def count_points(sweep: SweepSpec) -> int:
+    """The number of sweep points (before constraints), from the axis lengths alone.
+
+    Zip groups count as their longest member here; `expand_sweep` reports unequal lengths.
+    """
+    total = 1
+    for values in sweep.axes.values():
+        total *= axis_length(values)
+    for group in sweep.zip:
+        total *= max((axis_length(v) for v in group.values()), default=0)
+    return total * (len(sweep.seeds) if sweep.seeds is not None else 1)
+
+
+def sweep_key_problem(key: str, variables: list[str]) -> str | None:
+    """Why an axis key or derive target is neither a field path nor a declared variable."""
+    root = key.split(".", 1)[0]
+    if root in RUN_SECTIONS:
+        if any(not part for part in key.split(".")):
+            return "empty part in the field path"
+        return None
+    if key in variables:
+        return None
+    known = [*RUN_SECTIONS, *variables]
+    close = difflib.get_close_matches(root, known, n=1, cutoff=0.6)
+    if "." in key:
+        hint = f"; did you mean `{close[0]}.{key.split('.', 1)[1]}`?" if close and close[0] in RUN_SECTIONS else ""
+        return f"unknown field: `{root}` is not a section ({', '.join(RUN_SECTIONS)}){hint}"
+    hint = f"did you mean `{close[0]}`? Or " if close else ""
+    return (f"unknown field: not a field path (`section.field`) nor a declared variable; "
+            f"{hint}declare free variables under `sweep.vars`")
+
+
+SweepPath = tuple[str | int, ...]
+
+
+def set_keys(sweep: SweepSpec) -> list[str]:
+    """Every key the sweep sets: axes, zip groups and derive targets."""
+    return [*sweep.axes, *(k for group in sweep.zip for k in group), *sweep.derive]
+
+
+def check_sweep_keys(sweep: SweepSpec) -> tuple[set[str], list[tuple[SweepPath, str]]]:
+    """The declared variables, and the problems (where, what) of the keys the sweep sets: each
+    is a field path or a declared variable, variables take plain values, and each declared
+    variable is set somewhere."""
+    declared, problems = list(sweep.vars), []
+    for i, name in enumerate(declared):
+        if name in RUN_SECTIONS or name in COUNT_NAMES or name in FUNCTIONS or name in declared[:i]:
+            what = "declared twice" if name in declared[:i] else "is a built-in name; choose another"
+            problems.append((("sweep", "vars", i), f"`{name}` {what}"))
+    keyed: list[tuple[str, SweepPath, Any]] = [(k, ("sweep", "axes", k), v) for k, v in sweep.axes.items()]
+    keyed += [(k, ("sweep", "zip", g, k), v) for g, group in enumerate(sweep.zip) for k, v in group.items()]
+    keyed += [(k, ("sweep", "derive", k), None) for k in sweep.derive]
+    for key, where, values in keyed:
+        problem = sweep_key_problem(key, declared)
+        if problem:
+            problems.append((where, problem))
+        elif not is_field_path(key) and isinstance(values, list):
+            problems += [((*where, j), f"a variable takes numbers, strings or true/false (got {shown_value(v)})")
+                         for j, v in enumerate(values) if not plain_scalar(v)]
+    set_somewhere = set(set_keys(sweep))
+    problems += [(("sweep", "vars", i), f"`{name}` is declared but no axis, zip group or derive sets it")
+                 for i, name in enumerate(declared) if name not in set_somewhere]
+    return set(declared), problems
+
+
+def plain_scalar(value: Any) -> bool:
+    """A value a free variable may hold (it is stored with the run, as JSON, in the database)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, (str, bool)) and len(str(value)) <= 200
+
+
+def shown_value(value: Any) -> str:
+    """A value in a message: short, and only plain data."""
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    if isinstance(value, str):
+        return repr(value[:40])
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
+
+
 @dataclass(frozen=True)
 class SweepPoint:
     """One assignment of the sweep: field paths and variables to values, with the axis each came from."""
@@ -191,12 +199,11 @@ def expand_sweep(sweep: SweepSpec) -> Iterator[SweepPoint]:
         src = ("sweep", "axes", key)
         factors.append([({key: v}, {key: src}) for v in axis_values(values)])
     for g, group in enumerate(sweep.zip):
-        columns = {key: axis_values(values) for key, values in group.items()}
-        lengths = {len(v) for v in columns.values()}
-        if len(lengths) > 1:
-            detail = ", ".join(f"{k}: {len(v)}" for k, v in columns.items())
+        if len({axis_length(v) for v in group.values()}) > 1:
+            detail = ", ".join(f"{k}: {axis_length(v)}" for k, v in group.items())
             raise ExpressionError(f"zipped axes must have equal lengths ({detail})")
-        n = lengths.pop() if lengths else 0
+        columns = {key: axis_values(values) for key, values in group.items()}
+        n = len(next(iter(columns.values()))) if columns else 0
         factors.append([
             ({k: columns[k][i] for k in columns}, {k: ("sweep", "zip", g, k) for k in columns}) for i in range(n)
         ])
@@ -224,7 +231,7 @@ def set_path(run: dict[str, Any], dotted: str, value: Any) -> None:
         if nxt is None:
             nxt = {}
         elif not isinstance(nxt, dict):
-            raise ExpressionError(f"`{dotted}`: `{key}` is not a mapping")
+            raise ExpressionError(f"`{key}` holds a value, not fields, so `{dotted}` does not exist")
         nxt = dict(nxt)
         node[key] = nxt
         node = nxt
@@ -232,5 +239,6 @@ def set_path(run: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def is_field_path(key: str) -> bool:
-    """Axis keys with a dot that start with a run section are field paths; others are variables."""
-    return "." in key and key.split(".", 1)[0] in RUN_SECTIONS
+    """Sweep keys that start with a run section (`model.d_model`, `model`) set fields; the
+    others are free variables (`sweep_key_problem` checks they are declared)."""
+    return key.split(".", 1)[0] in RUN_SECTIONS

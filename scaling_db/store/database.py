@@ -164,6 +164,24 @@ def _holder(exc: duckdb.Error) -> str:
     return f" (PID {found.group(1)})" if found else ""
 
 
+#: What DuckDB says of a file that is not (or no longer) a database: empty, garbage, cut short, bad checksums.
+_DAMAGE_SIGNS = ("not a valid DuckDB database", "Corrupt database file", "Could not read enough bytes")
+
+
+def _is_damaged(exc: duckdb.Error) -> bool:
+    return any(sign in str(exc) for sign in _DAMAGE_SIGNS)
+
+
+def damaged_database_error(path: Path, exc: duckdb.Error) -> StoreError:
+    """The error for a database file DuckDB cannot read: it says how to rebuild it from the logs."""
+    what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return StoreError(
+        f"{path}: not a readable DuckDB database ({what}). Everything in it except stored fits and "
+        f"imported tables is rebuilt from the run logs: move it away and ingest again, "
+        f"`mv {path} {path}.damaged && scaledb ingest -w {path.parent}`."
+    )
+
+
 def _retry_lock(path: Path, read_only: bool, timeout: float, open_once: Callable[[], duckdb.DuckDBPyConnection]
                 ) -> duckdb.DuckDBPyConnection:
     """`open_once()`, retried with backoff while another process holds DuckDB's file lock."""
@@ -181,6 +199,8 @@ def _retry_lock(path: Path, read_only: bool, timeout: float, open_once: Callable
                 ) from None
             raise StoreError(f"{path}: cannot open the database ({exc})") from None
         except duckdb.Error as exc:
+            if _is_damaged(exc):
+                raise damaged_database_error(path, exc) from None
             if not _is_lock_error(exc):
                 raise StoreError(f"{path}: cannot open the database ({exc})") from None
             if time.monotonic() >= deadline:
@@ -322,10 +342,15 @@ def open_store(
     path = _db_path(workspace)
     con = connect(path, read_only=read_only, lock_timeout_s=lock_timeout_s)
     try:
-        if read_only:
-            _check_version(con, path)
-        else:
-            migrate(con)
+        try:  # the first reads of the file: where a damaged one shows
+            if read_only:
+                _check_version(con, path)
+            else:
+                migrate(con)
+        except duckdb.Error as exc:
+            if _is_damaged(exc):
+                raise damaged_database_error(path, exc) from None
+            raise
         yield con
     finally:
         con.close()

@@ -15,7 +15,8 @@ SQL. A parameter has a default (`= literal`: 'text', a number, true/false or nul
 the placeholders the SQL uses (a test checks every file in queries/).
 
 Where queries are found, first match wins: the directories in $SCALEDB_QUERY_PATH
-(os.pathsep-separated), `<workspace>/queries/`, then the project's `queries/`.
+(os.pathsep-separated), `<workspace>/queries/`, then the shipped ones (the top-level `queries/`,
+packaged as `scaling_db/queries`).
 
 Queries read; they never write. Every place that runs a user's SQL (`scaledb query`, fits and
 figures, the dashboard) goes through `run_query`, which
@@ -35,18 +36,22 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 
 from scaling_db.errors import QueryError
 from scaling_db.store.database import open_sandboxed
 from scaling_db.workspace import Workspace
 
-#: The project's own queries (top-level `queries/`, beside the package).
-BUILTIN_QUERY_DIR = Path(__file__).resolve().parents[2] / "queries"
+if TYPE_CHECKING:  # pandas only for the annotation: `scaledb validate` looks queries up without it
+    import pandas as pd
+
+#: The shipped queries: the top-level `queries/`, which the package holds as `scaling_db/queries`
+#: (a symlink in the source tree, the files themselves in a built wheel).
+BUILTIN_QUERY_DIR = Path(str(resources.files("scaling_db") / "queries"))
 QUERY_PATH_ENV = "SCALEDB_QUERY_PATH"
 
 _PARAM_RE = re.compile(

@@ -78,6 +78,7 @@ def coordcheck_experiment(
     return CompiledExperiment(
         experiment=compiled.experiment, spec_path=compiled.spec_path, spec_hash=compiled.spec_hash,
         description=f"coordinate check of {compiled.spec_path}", analysis=compiled.analysis, runs=runs,
+        upstream=compiled.upstream,
     )
 
 

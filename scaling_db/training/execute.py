@@ -2,13 +2,17 @@
 
 `execute_run(workspace, run_id)` reads the run's manifest, decides whether there is anything to
 do (finished runs are skipped unless `force`, failed ones unless `retry_failed`), takes the run's
-lock (so two processes never train the same run), marks it `running`, and dispatches: a
+lock (so two processes never train the same run), checks that its upstream runs (a teacher) are
+finished (else the run fails, naming the upstream run), marks it `running`, and dispatches: a
 transformer manifest goes to `scaling_db.training.trainer.train_lm` (which resumes from `state.pt` when
 there is one), the closed-form learners to `scaling_db.training.solvers.solve`. Whatever happens, the
 status file ends in a state that says what to do next: `finished`, `diverged` (a result, not
 retried), `failed` (with the error; retried by `retry_failed`) or `pending` (stopped on request
 or interrupted: resumed by the next call). The full traceback of a failure goes to
 `runs/<run_id>/error.log`.
+
+How a run gets its data (`build_source`) and its closed-form solution (`solve`) are parameters
+with the real ones as defaults, so tests pass fakes (picklable ones through the runners).
 """
 
 from __future__ import annotations
@@ -28,17 +32,25 @@ from scaling_db.spec.manifest import RunManifest
 from scaling_db.training.records import (
     CheckpointRecord, RunState, RunStatus, append_record, code_git_sha, repair_log, utc_now,
 )
+from scaling_db.training.upstream import upstream_problem
 from scaling_db.workspace import Workspace, atomic_write_text
 
 if TYPE_CHECKING:
     from scaling_db.training.trainer import TokenSource, TrainProgress
 
+#: Makes a run's token stream: `build_source(manifest, workspace)`.
+SourceBuilder = Callable[[RunManifest, Workspace], "TokenSource"]
+#: Fits a closed-form learner: `solve(manifest, workspace)` -> a `solvers.SolveResult`.
+Solver = Callable[[RunManifest, Workspace], Any]
+
 
 def build_token_source(manifest: RunManifest, workspace: Workspace) -> "TokenSource":
-    """The run's token stream (graphs, tokenizers and teachers are cached in the workspace)."""
+    """The run's token stream (graphs, tokenizers and samples are cached in the workspace; a
+    teacher is read from its finished run)."""
     from scaling_db.sources import build_source
 
-    return build_source(manifest.data, base_dir=Path(manifest.origin.base_dir), cache_dir=workspace.cache_dir)
+    return build_source(manifest.data, base_dir=Path(manifest.origin.base_dir), cache_dir=workspace.cache_dir,
+                        runs_dir=workspace.runs_dir)
 
 
 def solve_closed_form(manifest: RunManifest, workspace: Workspace) -> Any:
@@ -86,7 +98,8 @@ def split_pending(
 ) -> tuple[list[RunStatus], dict[str, RunStatus]]:
     """The statuses of the runs `execute_run` would work on, and the others (done) by id, in order.
 
-    Every backend decides with this, so "what still needs running" is the same everywhere.
+    Every backend decides with this, so "what still needs running" is the same everywhere: it is
+    the one place where the runs to execute are chosen, and their order (that of `run_ids`) kept.
     """
     todo: list[RunStatus] = []
     done: dict[str, RunStatus] = {}
@@ -111,6 +124,8 @@ def execute_run(
     progress: Callable[["TrainProgress"], None] | None = None,
     backend: str = "local",
     job_id: str | None = None,
+    build_source: SourceBuilder = build_token_source,
+    solve: Solver = solve_closed_form,
 ) -> RunStatus:
     """Make one manifest happen in this process (train, resume, or solve); returns the final status.
 
@@ -125,6 +140,12 @@ def execute_run(
         if force:
             reset_run(workspace, run_id)
             status = RunStatus(run_id=run_id)
+        if (problem := upstream_problem(workspace, manifest)) is not None:
+            status = status.model_copy(update={
+                "status": RunState.FAILED, "error": problem, "finished_at": utc_now(), "updated_at": utc_now(),
+            })
+            workspace.write_status(status)
+            return status
         if threads is not None:
             import torch
 
@@ -137,9 +158,9 @@ def execute_run(
         workspace.write_status(status)
         try:
             if manifest.model.kind == "transformer":
-                status = _train(workspace, manifest, status, device, stop, progress)
+                status = _train(workspace, manifest, status, device, stop, progress, build_source)
             else:
-                status = _solve(workspace, manifest, status)
+                status = _solve(workspace, manifest, status, solve)
         except BaseException as exc:
             interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
             if interrupted:
@@ -164,12 +185,13 @@ def _train(
     device: str,
     stop: Callable[[], bool] | None,
     progress: Callable[["TrainProgress"], None] | None,
+    build_source: SourceBuilder,
 ) -> RunStatus:
     from scaling_db.training.trainer import resolve_device, resolve_precision, train_lm
 
     dev = resolve_device(device)
     precision = resolve_precision(manifest.train.precision, dev)
-    source = build_token_source(manifest, workspace)
+    source = build_source(manifest, workspace)
     status = status.model_copy(update={
         "device": str(dev), "precision": precision, "entropy_rate": source.entropy_rate,
     })
@@ -188,9 +210,9 @@ def _train(
     return status
 
 
-def _solve(workspace: Workspace, manifest: RunManifest, status: RunStatus) -> RunStatus:
+def _solve(workspace: Workspace, manifest: RunManifest, status: RunStatus, solve: Solver) -> RunStatus:
     t0 = time.perf_counter()
-    result = solve_closed_form(manifest, workspace)
+    result = solve(manifest, workspace)
     record = CheckpointRecord(
         run_id=manifest.run_id, step=1, tokens=manifest.tokens,
         flops_6n_nonembed=None, flops_6n=None, flops_exact=None,

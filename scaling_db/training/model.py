@@ -4,7 +4,7 @@ One file, read top to bottom (after nanoGPT's `model.py`). Pre-norm blocks; lear
 positions; tied or untied readout; optional biases. Its parameter count is exactly
 `scaling_db.spec.counting.count_params` (a test pins that for a grid of shapes and GPT-2 small).
 
-Parameterizations, with width multiplier w = d_model / base_width (SCIENCE.md section 5, after
+Parameterizations, with width multiplier w = d_model / base_width (docs/science.md#mup, after
 Tensor Programs V, Yang et al. 2022, Table 3 and its Appendix B "muP with multipliers"):
 
 | group     | what                          | init std (x init_mult)       | forward mult  | Adam LR   |
@@ -31,12 +31,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scaling_db.errors import WorkspaceError
 from scaling_db.spec.manifest import ResolvedTransformer
 
 ParamGroupName = Literal["embedding", "hidden", "readout", "norm"]
@@ -268,3 +270,20 @@ class Transformer(nn.Module):
             out.update({k: float(v) for k, v in self._trace.items()})  # one sync, at the end
         finally:
             self._trace = None
+
+
+def load_trained_model(config: ResolvedTransformer, state_path: Path, run_id: str) -> Transformer:
+    """The model of a run's saved state (`state.pt`, written by the trainer: the state dict under
+    "model", the owning run under "run_id"), on the CPU in eval mode. Raises WorkspaceError."""
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WorkspaceError(f"{state_path}: missing (the run saved no model). Run it again with --force.") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise WorkspaceError(f"{state_path}: unreadable saved state ({exc}). Run it again with --force.") from None
+    if state.get("run_id") != run_id:
+        raise WorkspaceError(f"{state_path}: saved state of run {state.get('run_id')!r}, not {run_id!r}. "
+                             "Run it again with --force.")
+    model = Transformer(config)
+    model.load_state_dict(state["model"])
+    return model.eval()

@@ -3,22 +3,31 @@
 These are the contract between runners (which write) and the store (which loads). A run's
 log is `runs/<run_id>/log.jsonl`: one `CheckpointRecord` per line, appended and fsynced at each
 checkpoint; a line without its trailing newline is an interrupted write, never a record:
-readers skip it and `repair_log` cuts it off before the run appends again. No torch here, so
+readers skip it and `repair_log` cuts it off before the run appends again. A complete line that
+is not a record (a disk or copy error) is skipped too and reported by `scan_log` with its line
+number; it is never rewritten, so the evidence stays for `scaledb check`. No torch here, so
 status commands and loaders stay light.
+
+Lines are standard JSON: a non-finite number (the NaN loss of a diverged run) is written as
+`null` and named in `"nonfinite": {"eval_loss": "NaN"}` (metrics as `"metrics.<name>"`), so any
+JSON reader can load the log; reading gives the float back. Logs written before this with bare
+`NaN`/`Infinity` still read.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import subprocess
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class RunState(str, Enum):
@@ -90,19 +99,105 @@ class CheckpointRecord(BaseModel):
     tokens_per_s: float | None = None
     metrics: dict[str, float] = Field({}, description="extra named metrics (e.g. coordinate checks)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _restore_nonfinite(cls, data: Any) -> Any:
+        """Put back the floats a line names in `nonfinite` (they are `null` in it)."""
+        if not isinstance(data, dict) or "nonfinite" not in data:
+            return data
+        data = dict(data, metrics=dict(data.get("metrics") or {}))
+        flagged = data.pop("nonfinite")
+        if not isinstance(flagged, dict) or any(text not in _NONFINITE_TEXT for text in flagged.values()):
+            raise ValueError(f"nonfinite must map field names to one of {_NONFINITE_TEXT} (got {flagged!r})")
+        for name, text in flagged.items():
+            if name.startswith(_METRIC_PREFIX):
+                data["metrics"][name.removeprefix(_METRIC_PREFIX)] = float(text)
+            else:
+                data[name] = float(text)
+        return data
+
     def to_line(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), separators=(",", ":"), allow_nan=True) + "\n"
+        """The record as one line of standard JSON (non-finite numbers as null, named in `nonfinite`)."""
+        data = self.model_dump(mode="json")
+        flagged: dict[str, str] = {}
+        for name, value in data.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                flagged[name], data[name] = _nonfinite_text(value), None
+        for name, value in data["metrics"].items():
+            if not math.isfinite(value):
+                flagged[_METRIC_PREFIX + name], data["metrics"][name] = _nonfinite_text(value), None
+        if flagged:  # only then: clean lines stay byte-identical to older logs (and the fast loaders)
+            data["nonfinite"] = flagged
+        return json.dumps(data, separators=(",", ":"), allow_nan=False) + "\n"
 
 
+_METRIC_PREFIX = "metrics."
+_NONFINITE_TEXT = ("NaN", "Infinity", "-Infinity")  # the spellings of Python's json and JavaScript
 
-def read_log(path: Path) -> list[CheckpointRecord]:
-    """The complete records of a run's log (a last line without its newline is not a record)."""
+
+def _nonfinite_text(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+@dataclass(frozen=True)
+class LogProblem:
+    """A complete line of a log that is not a record. `line` is 1-based."""
+
+    path: str
+    line: int
+    reason: str
+
+    def format(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class LogRead:
+    """What a log holds: its records in file order, the lines that are not records, and whether
+    it ends in a torn line (a write interrupted, or in progress)."""
+
+    records: list[CheckpointRecord]
+    problems: list[LogProblem]
+    torn: bool = False
+
+
+def _parse_line(line: bytes) -> CheckpointRecord | str:
+    """A record, or why the line is not one."""
+    try:
+        return CheckpointRecord.model_validate_json(line)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            return f"not valid JSON ({first['msg'].removeprefix('Invalid JSON: ')}); line skipped"
+        where = ".".join(str(part) for part in first["loc"]) or "record"
+        return f"not a checkpoint record ({where}: {first['msg']}); line skipped"
+
+
+def scan_log(path: Path) -> LogRead:
+    """Every complete line of a run's log: the records and, by line number, the lines that are not."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return []
-    lines = data.split(b"\n")[:-1]  # whatever follows the last newline is a torn write
-    return [CheckpointRecord.model_validate_json(line) for line in lines if line.strip()]
+        return LogRead([], [])
+    lines = data.split(b"\n")
+    torn = bool(lines[-1].strip())  # whatever follows the last newline is a torn write
+    records: list[CheckpointRecord] = []
+    problems: list[LogProblem] = []
+    for number, line in enumerate(lines[:-1], start=1):
+        if not line.strip():
+            continue
+        parsed = _parse_line(line)
+        if isinstance(parsed, str):
+            problems.append(LogProblem(str(path), number, parsed))
+        else:
+            records.append(parsed)
+    return LogRead(records, problems, torn)
+
+
+def read_log(path: Path) -> list[CheckpointRecord]:
+    """The complete records of a run's log; lines that are not records are skipped (`scan_log`
+    says which)."""
+    return scan_log(path).records
 
 
 def last_record(path: Path) -> CheckpointRecord | None:
@@ -111,7 +206,9 @@ def last_record(path: Path) -> CheckpointRecord | None:
 
 
 def repair_log(path: Path) -> list[CheckpointRecord]:
-    """Cut a torn last line off the log (a write interrupted by a kill) and return its records."""
+    """Cut a torn last line off the log (a write interrupted by a kill) and return its records.
+
+    Corrupt complete lines stay where they are (skipped by readers, reported by `scan_log`)."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:

@@ -307,92 +307,118 @@ class _Run:
         self.timings["record_s"] += time.perf_counter() - t1
         return eval_loss
 
+    # -- log completeness ----------------------------------------------------------------------
+    def check_log(self, upto: int) -> None:
+        """Every checkpoint step <= `upto` must be in the log (records are appended before the
+        state is saved, so only outside damage leaves a gap); a run with gaps is never finished."""
+        missing = [s for s in self.tr.checkpoint_steps if s <= upto and s not in self.logged]
+        if missing:
+            raise RunError(
+                f"run {self.run_id}: {self.ws.log_path(self.run_id)} lacks checkpoint step(s) "
+                f"{', '.join(map(str, missing))} that the saved state (step {self.step}) is past: the log lost "
+                f"records after they were written. Run it again from scratch: "
+                f"`scaledb run {self.m.origin.spec_path} --force --only {self.run_id}`"
+            )
+
     # -- the loop ------------------------------------------------------------------------------
     def run(self, stop: Callable[[], bool] | None, progress: Callable[[TrainProgress], None] | None) -> TrainOutcome:
-        tr, dev = self.tr, self.device
+        if self.step > 0:  # resuming from a saved state: its checkpoints must all be logged
+            self.check_log(self.step)
         self.t_start = time.perf_counter()
-        self.eval_batches = load_eval_batches(self.source, self.m, dev)
-        bs, seq = tr.batch_size, self.cfg.context + 1
-        base_lr, clip = tr.optimizer.lr, tr.grad_clip
-        model, opt, params = self.model, self.opt, self.params
-        losses = torch.empty(LOSS_BUFFER_STEPS, dtype=torch.float32, device=dev)
-        n_buf = 0
-        last_eval: float | None = None
-
-        def outcome(state: RunState, diverged: int | None = None) -> TrainOutcome:
-            self.timings["total_s"] = time.perf_counter() - self.t_start
-            return TrainOutcome(state, self.step, diverged, dict(self.timings))
-
+        self.eval_batches = load_eval_batches(self.source, self.m, self.device)
+        self.losses = torch.empty(LOSS_BUFFER_STEPS, dtype=torch.float32, device=self.device)
+        self.n_buf = 0  # losses in the buffer, not yet read back
+        self.last_eval: float | None = None
         with open(self.ws.log_path(self.run_id), "ab") as log:
             if self.step == 0 and 0 in self.checkpoints:  # an evaluation of the initial weights
-                last_eval = self.checkpoint(log, base_lr * lr_multiplier(0, tr), 0, 0.0)
-            seg_step0, seg_t0 = self.step, time.perf_counter()
-            flush_t0, flush_step0 = seg_t0, self.step
-            model.train()
-            while self.step < tr.steps:
+                self.last_eval = self.checkpoint(log, self.tr.optimizer.lr * lr_multiplier(0, self.tr), 0, 0.0)
+            self.seg_step0, self.seg_t0 = self.step, time.perf_counter()  # the open checkpoint interval
+            self.flush_t0, self.flush_step0 = self.seg_t0, self.step  # since the last read-back
+            self.model.train()
+            while self.step < self.tr.steps:
                 if stop is not None and stop():
-                    break
-                lr = base_lr * lr_multiplier(self.step, tr)
-                for group in opt.param_groups:
-                    group["lr"] = lr * group["lr_scale"]
-                tokens = self.source.batch("train", self.step, bs, seq)  # (B, T+1): position = step
-                batch = torch.from_numpy(tokens).to(dev, torch.long, non_blocking=True)
-                with self.amp:
-                    loss = model(batch[:, :-1], batch[:, 1:])
-                loss.backward()
-                if clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                losses[n_buf] = loss.detach()  # no sync: read back in bulk below
-                n_buf += 1
-                self.step += 1
+                    return self._stop_early()
+                lr = self._train_step()
+                ended = self._after_step(log, lr, progress)
+                if ended is not None:
+                    return ended
+            self.check_log(self.tr.steps)
+            return self._outcome(RunState.FINISHED)
 
-                is_ckpt, is_state = self.step in self.checkpoints, self.is_state_step(self.step)
-                now = time.perf_counter()
-                if not (is_ckpt or is_state or n_buf == LOSS_BUFFER_STEPS or now - flush_t0 >= FLUSH_INTERVAL_S):
-                    continue
-                # Read back the buffered losses (one sync); the first non-finite one is the divergence.
-                values = losses[:n_buf].tolist()
-                first = self.step - n_buf
-                n_buf = 0
-                for i, v in enumerate(values):
-                    if not math.isfinite(v):
-                        self.step = first + i + 1
-                        return outcome(RunState.DIVERGED, self.step)
-                self.segment_losses.extend(values)
-                now = time.perf_counter()
-                if progress is not None:
-                    rate = (self.step - flush_step0) * self.tokens_per_step / max(now - flush_t0, 1e-9)
-                    progress(TrainProgress(self.run_id, self.step, tr.steps, rate, last_eval))
-                flush_t0, flush_step0 = now, self.step
-                if is_ckpt:
-                    seg_s = now - seg_t0
-                    self.timings["train_s"] += seg_s
-                    last_eval = self.checkpoint(log, lr, (self.step - seg_step0) * self.tokens_per_step, seg_s)
-                    if not math.isfinite(last_eval):
-                        return outcome(RunState.DIVERGED, self.step)
-                if is_state:
-                    t_save = time.perf_counter()
-                    self.save_state()
-                    if not is_ckpt:  # keep the save out of the interval's tokens/s
-                        seg_t0 += time.perf_counter() - t_save
-                if is_ckpt:
-                    seg_step0, seg_t0 = self.step, time.perf_counter()
-                    flush_t0 = seg_t0
-            else:
-                return outcome(RunState.FINISHED)
-            # Asked to stop: keep the work done since the last save, then hand back as pending.
-            if n_buf:
-                values = losses[:n_buf].tolist()
-                bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
-                if bad:
-                    self.step = self.step - n_buf + bad[0] + 1
-                    return outcome(RunState.DIVERGED, self.step)
-                self.segment_losses.extend(values)
-            self.timings["train_s"] += time.perf_counter() - seg_t0
+    def _outcome(self, state: RunState, diverged: int | None = None) -> TrainOutcome:
+        self.timings["total_s"] = time.perf_counter() - self.t_start
+        return TrainOutcome(state, self.step, diverged, dict(self.timings))
+
+    def _train_step(self) -> float:
+        """One optimizer step on train batch `self.step`; its loss stays on the device. Returns the LR."""
+        tr = self.tr
+        lr = tr.optimizer.lr * lr_multiplier(self.step, tr)
+        for group in self.opt.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+        tokens = self.source.batch("train", self.step, tr.batch_size, self.cfg.context + 1)  # (B, T+1): position = step
+        batch = torch.from_numpy(tokens).to(self.device, torch.long, non_blocking=True)
+        with self.amp:
+            loss = self.model(batch[:, :-1], batch[:, 1:])
+        loss.backward()
+        if tr.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, tr.grad_clip, foreach=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.losses[self.n_buf] = loss.detach()  # no sync: read back in bulk by `_read_losses`
+        self.n_buf += 1
+        self.step += 1
+        return lr
+
+    def _after_step(self, log, lr: float, progress: Callable[[TrainProgress], None] | None) -> TrainOutcome | None:
+        """Read back losses, report progress, checkpoint and save state when due; an outcome if it diverged."""
+        is_ckpt, is_state = self.step in self.checkpoints, self.is_state_step(self.step)
+        now = time.perf_counter()
+        if not (is_ckpt or is_state or self.n_buf == LOSS_BUFFER_STEPS or now - self.flush_t0 >= FLUSH_INTERVAL_S):
+            return None
+        diverged = self._read_losses()
+        if diverged is not None:
+            return diverged
+        now = time.perf_counter()
+        if progress is not None:
+            rate = (self.step - self.flush_step0) * self.tokens_per_step / max(now - self.flush_t0, 1e-9)
+            progress(TrainProgress(self.run_id, self.step, self.tr.steps, rate, self.last_eval))
+        self.flush_t0, self.flush_step0 = now, self.step
+        if is_ckpt:
+            seg_s = now - self.seg_t0
+            self.timings["train_s"] += seg_s
+            self.last_eval = self.checkpoint(log, lr, (self.step - self.seg_step0) * self.tokens_per_step, seg_s)
+            if not math.isfinite(self.last_eval):
+                return self._outcome(RunState.DIVERGED, self.step)
+        if is_state:
+            t_save = time.perf_counter()
             self.save_state()
-            return outcome(RunState.PENDING)
+            if not is_ckpt:  # keep the save out of the interval's tokens/s
+                self.seg_t0 += time.perf_counter() - t_save
+        if is_ckpt:
+            self.seg_step0, self.seg_t0 = self.step, time.perf_counter()
+            self.flush_t0 = self.seg_t0
+        return None
+
+    def _read_losses(self) -> TrainOutcome | None:
+        """Read back the buffered losses (one sync); the first non-finite one is the divergence."""
+        values = self.losses[: self.n_buf].tolist()
+        first = self.step - self.n_buf
+        self.n_buf = 0
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                self.step = first + i + 1
+                return self._outcome(RunState.DIVERGED, self.step)
+        self.segment_losses.extend(values)
+        return None
+
+    def _stop_early(self) -> TrainOutcome:
+        """Asked to stop: keep the work done since the last save, then hand back as pending."""
+        diverged = self._read_losses()
+        if diverged is not None:
+            return diverged
+        self.timings["train_s"] += time.perf_counter() - self.seg_t0
+        self.save_state()
+        return self._outcome(RunState.PENDING)
 
 
 def train_lm(
