@@ -5,9 +5,10 @@ runs in the database (`scaling_db.store.throughput.measured_throughput`) give, p
 model shape, the trainer's tokens/s and the time a run spends outside training steps
 (evaluation, records), both on the trainer's clock: a worker's start (importing torch) and
 building the data source are not counted. A run to do is estimated from the nearest measured
-shape of the same kind on the same host and device, its speed scaled by FLOPs per token (exact
-convention): a model with twice the FLOPs per token trains at half the tokens/s. Without measurements the estimate
-is a FLOP-based guess at an assumed GFLOP/s, and says so.
+shape of the same kind on the same host and device, its tokens/s scaled by (FLOPs per token)^-beta
+(exact convention): beta = 1 for compute-bound models, near 0 for small ones bound by per-step
+overheads; fitted to the measured shapes when there are two or more, else 0.5. Without
+measurements the estimate is a FLOP-based guess at an assumed GFLOP/s, and says so.
 
 Upstream runs (teachers, trained before the experiment's runs) are rows of the plan, first and
 marked `upstream`; their cost counts in the totals, not in the per-run ranges of the sweep.
@@ -69,29 +70,51 @@ def _shape(sample: ThroughputSample) -> str:
     return f"d_model={sample.d_model}, n_layers={sample.n_layers}" if sample.d_model else sample.model_kind
 
 
+#: How tokens/s falls with FLOPs per token, tokens/s ~ fpt^-beta, when one shape is measured:
+#: small models are bound by per-step overheads (beta ~ 0), large ones by compute (beta = 1).
+#: Two measured shapes replace this guess with their own slope.
+DEFAULT_BETA = 0.5
+
+
+def _beta(by_shape: dict[float, list[ThroughputSample]]) -> float:
+    """The slope of log tokens/s against log FLOPs per token over the measured shapes, in [0, 1]."""
+    points = [(math.log(f), math.log(statistics.median(s.flops_per_s / f for s in group)))
+              for f, group in by_shape.items()]
+    if len(points) < 2:
+        return DEFAULT_BETA
+    mx, my = statistics.fmean(p[0] for p in points), statistics.fmean(p[1] for p in points)
+    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+    return min(1.0, max(0.0, -slope))
+
+
 def estimate_run(m: RunManifest, samples: list[ThroughputSample], gflops: float, host: str = "") -> RunEstimate:
-    """Estimated seconds from start to finish of one run (see the module docstring)."""
+    """Estimated seconds of one run on the trainer's clock (see the module docstring)."""
     fpt = float(m.flops_per_token["exact"]) if m.flops_per_token else None
     same = [s for s in samples if s.model_kind == m.model.kind and (s.flops_per_token is None) == (fpt is None)]
     if m.resources.device != "auto":
         same = [s for s in same if _device_kind(s.device) == m.resources.device]
     if host and any(s.host == host for s in same):
         same = [s for s in same if s.host == host]
-    if same and fpt is not None:
-        kinds = {_device_kind(s.device) for s in same}
-        if len(kinds) > 1 and "cuda" in kinds:  # `auto` picks the GPU where there is one
-            same = [s for s in same if _device_kind(s.device) == "cuda"]
-        nearest = min(abs(math.log(s.flops_per_token / fpt)) for s in same)  # type: ignore[operator]
-        same = [s for s in same if abs(math.log(s.flops_per_token / fpt)) == nearest]  # type: ignore[operator]
+    if len({_device_kind(s.device) for s in same}) > 1:  # `auto` picks the GPU where there is one
+        same = [s for s in same if _device_kind(s.device) == "cuda"]
     if not same:
         flops = m.train_flops["exact"] if m.train_flops else 0.0
         return RunEstimate(flops / (gflops * 1e9), "flops", f"FLOP-based guess at {gflops:g} GFLOP/s")
-    rate = statistics.median(s.flops_per_s for s in same)
-    other = statistics.median(s.other_s for s in same)
-    seconds = other + m.tokens * (fpt or 1.0) / rate
-    ref = same[0]
+    if fpt is None:  # closed-form learners: time per sample of the measured runs
+        rate = statistics.median(s.tokens / s.wall_time_s for s in same)
+        return RunEstimate(m.tokens / rate, "measured", f"measured on {len(same)} run(s) ({same[0].device})")
+    by_shape: dict[float, list[ThroughputSample]] = {}
+    for s in same:
+        by_shape.setdefault(s.flops_per_token, []).append(s)  # type: ignore[arg-type]
+    beta = _beta(by_shape)
+    near = min(by_shape, key=lambda f: abs(math.log(f / fpt)))
+    group = by_shape[near]
+    tokens_per_s = statistics.median(s.flops_per_s / near for s in group) * (near / fpt) ** beta
+    seconds = statistics.median(s.other_s for s in group) + m.tokens / tokens_per_s
+    ref = group[0]
     return RunEstimate(seconds, "measured",
-                       f"measured on {len(same)} run{'s' * (len(same) > 1)} of {_shape(ref)} ({ref.device})")
+                       f"measured on {len(group)} run{'s' * (len(group) > 1)} of {_shape(ref)} ({ref.device}), "
+                       f"scaled by FLOPs per token^{beta:.2f} ({len(by_shape)} shape{'s' * (len(by_shape) > 1)})")
 
 
 @dataclass(frozen=True)
