@@ -2,7 +2,7 @@
 
 Targets (issue 3): unbiased walks on a 50,000-node, 2,000,000-edge G(n, m) graph at >= 20M
 tokens/s on one core, biased walks (kappa = 1) at >= 5M. Baseline in the same run: a plain
-vectorised numpy walk (the ~30M tokens/s DESIGN.md quotes), on the same graph and batch shape,
+vectorised numpy walk (about 30M tokens/s on one core when scaledb was designed), on the same graph and batch shape,
 and the ratio of the source to it. Two batch shapes: the trainer's (64 sequences of 51 tokens,
 where per-step numpy overhead dominates) and a bulk one (4096 x 100).
 

@@ -7,8 +7,15 @@
    database [>= 500,000 rows/s for 1,000 x 1,000], against a naive row-by-row `executemany`
    into the same table on a subsample; plus re-ingesting the unchanged workspace.
 2. Loading one finished run of K checkpoints as a runner would, `ingest_runs(ws, [run_id])`
-   from open to close, into the database of step 1 [< 50 ms for 1,000 checkpoints].
-3. Query latency of `final_loss` and `compute_frontier` through `run_query` (open read-only,
+   from open to close, into the database of step 1 [< 50 ms for 1,000 checkpoints]; and 4 or 16
+   runs finishing together through the background `RunLoader` (time per run until all are in
+   the file, and what the runner itself waits).
+3. The limits, measured in the same run on the same rows: DuckDB inserting them from an Arrow
+   table already in memory (the least any loader pays: primary-key index and column storage,
+   plus the closing checkpoint), and parsing the same logs with the fastest JSON readers at hand
+   (pyarrow.json over one buffer, DuckDB's read_json over the files). Target: ingest >= 1/3 of
+   the Arrow-insert rate in any run (>= 1,000,000 rows/s on a quiet machine).
+4. Query latency of `final_loss` and `compute_frontier` through `run_query` (open read-only,
    run, DataFrame, close) over a database of `--query-rows` checkpoint rows [< 1 s each].
 
 Wall time and CPU time (all threads) are both printed: on a shared machine the wall time says
@@ -35,13 +42,15 @@ sys.path.insert(0, str(REPO))
 
 from scaling_db.spec.compiler import compile_spec  # noqa: E402
 from scaling_db.store.ingest import ingest_runs  # noqa: E402
+from scaling_db.store.loader import RunLoader  # noqa: E402
 from scaling_db.store.query import run_query  # noqa: E402
 from scaling_db.store.database import MIGRATIONS, open_store  # noqa: E402
+from scaling_db.store.tables import CHECKPOINT_SCHEMA, CHECKPOINTS  # noqa: E402
 from scaling_db.workspace import Workspace  # noqa: E402
 
 LINE = ('{{"run_id":"{rid}","step":{step},"tokens":{tokens},"flops_6n_nonembed":{f1!r},"flops_6n":{f2!r},'
         '"flops_exact":{f3!r},"train_loss":{tl!r},"eval_loss":{el!r},"lr":{lr!r},"wall_time_s":{wt!r},'
-        '"tokens_per_s":320000.0,"metrics":{{}}}}\n')
+        '"tokens_per_s":320000.0,"metrics":{{{metrics}}}}}\n')
 
 
 def cpu_s() -> float:
@@ -49,7 +58,12 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def write_run(ws: Workspace, template: dict, index: int, checkpoints: int) -> str:
+#: Metric names per record: what the trainer writes for a 2-layer model (mean |activation| of the
+#: embedding, the logits, and each block's attention, MLP and residual output); `--metrics`.
+METRICS = ["embed", "logits"] + [f"block{i}.{part}" for i in range(2) for part in ("attn", "mlp", "out")]
+
+
+def write_run(ws: Workspace, template: dict, index: int, checkpoints: int, n_metrics: int = 0) -> str:
     """A finished run: manifest (the template with its own id and width), status, and log."""
     rid = f"b{index:011x}"
     width = (16, 32, 64, 128)[index % 4]
@@ -67,19 +81,21 @@ def write_run(ws: Workspace, template: dict, index: int, checkpoints: int) -> st
         loss = 1.8 + 3.0 / (step ** 0.3) + 100.0 / n_params
         lines.append(LINE.format(rid=rid, step=step, tokens=tokens, f1=3.0 * n_params * tokens,
                                  f2=6.0 * n_params * tokens, f3=6.6 * n_params * tokens, tl=loss + 0.01, el=loss,
-                                 lr=3e-3 * (1 - step / (checkpoints + 1)), wt=0.01 * step))
+                                 lr=3e-3 * (1 - step / (checkpoints + 1)), wt=0.01 * step,
+                                 metrics=",".join(f'"act_mean_abs.{name}":{0.5 + k / 7 + step * 1e-6!r}'
+                                                  for k, name in enumerate(METRICS[:n_metrics]))))
     (run_dir / "log.jsonl").write_text("".join(lines))
     (run_dir / "status.json").write_text(json.dumps({"run_id": rid, "status": "finished", "step": checkpoints}))
     return rid
 
 
-def bench_ingest(root: Path, runs: int, checkpoints: int) -> dict:
+def bench_ingest(root: Path, runs: int, checkpoints: int, n_metrics: int) -> dict:
     ws = Workspace(root / "ingest")
     compiled = compile_spec(REPO / "specs" / "ba_graph.yaml")
     ws.write_compiled(compiled)
     template = json.loads(compiled.runs[0].model_dump_json())
     started = time.perf_counter()
-    ids = [write_run(ws, template, i, checkpoints) for i in range(runs)]
+    ids = [write_run(ws, template, i, checkpoints, n_metrics) for i in range(runs)]
     print(f"wrote {runs} logs x {checkpoints} checkpoints in {time.perf_counter() - started:.1f} s")
 
     wall, cpu = time.perf_counter(), cpu_s()
@@ -122,7 +138,7 @@ def bench_ingest(root: Path, runs: int, checkpoints: int) -> dict:
     # One run, loaded the moment it finishes, as a runner calls it (open, load, commit, close).
     latencies = []
     for i in range(runs, runs + 15):
-        rid = write_run(ws, template, i, checkpoints)
+        rid = write_run(ws, template, i, checkpoints, n_metrics)
         t0 = time.perf_counter()
         one = ingest_runs(ws, [rid])
         latencies.append(time.perf_counter() - t0)
@@ -135,7 +151,7 @@ def bench_ingest(root: Path, runs: int, checkpoints: int) -> dict:
     # against the load itself.
     parts = []
     for i in range(runs + 15, runs + 25):
-        rid = write_run(ws, template, i, checkpoints)
+        rid = write_run(ws, template, i, checkpoints, n_metrics)
         t0 = time.perf_counter()
         with open_store(ws) as con:
             t1 = time.perf_counter()
@@ -144,11 +160,72 @@ def bench_ingest(root: Path, runs: int, checkpoints: int) -> dict:
         parts.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
     split = [statistics.median(p[k] for p in parts) * 1000 for k in range(3)]
     print(f"  of which (medians): open {split[0]:.1f} ms, load {split[1]:.1f} ms, close {split[2]:.1f} ms")
+    burst = bench_loader(ws, template, runs + 25, checkpoints, n_metrics, p50)
     return {"ingest_rows_per_s": rate, "ingest_rows_per_cpu_s": report.rows_loaded / cpu, "ingest_wall_s": wall,
             "ingest_cpu_s": cpu, "reingest_unchanged_s": wall_again, "executemany_rows_per_s": base_rate,
             "speedup_vs_executemany": rate / base_rate, "one_run_ms_median": p50 * 1000, "one_run_ms_p90": p90 * 1000,
             "one_run_ms_max": latencies[-1] * 1000, "one_run_open_ms": split[0], "one_run_load_ms": split[1],
-            "one_run_close_ms": split[2]}
+            "one_run_close_ms": split[2], **burst}
+
+
+def bench_loader(ws: Workspace, template: dict, first: int, checkpoints: int, n_metrics: int, one_s: float) -> dict:
+    """Runs finishing close together, handed to the background `RunLoader` as a runner does: what
+    the runner waits per run (submit), and the loader's time per run until all are in the file."""
+    out = {}
+    for k in (4, 16):
+        ids = [write_run(ws, template, first + i, checkpoints, n_metrics) for i in range(k)]
+        first += k
+        t0 = time.perf_counter()
+        with RunLoader(ws) as loader:
+            for rid in ids:
+                loader.submit(rid)
+            submitted = time.perf_counter() - t0
+        per_run = (time.perf_counter() - t0) / k
+        assert loader.report.rows_loaded == k * checkpoints and not loader.failed
+        print(f"{k} runs finishing together through RunLoader: runner waits {submitted / k * 1e6:.0f} us per run; "
+              f"{per_run * 1000:.1f} ms per run until all are in the file ({len(loader.batches)} loads), "
+              f"{per_run / one_s:.2f} of one run alone [target < 50 ms] (load average {os.getloadavg()[0]:.1f})")
+        out[f"burst{k}_ms_per_run"] = per_run * 1000
+    return out
+
+
+def bench_limits(root: Path, ws: Workspace, ids: list[str], ingest_rate: float) -> dict:
+    """What the hardware and libraries allow for the same logs: the floors ingest is measured against."""
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+
+    paths = [str(ws.log_path(rid)) for rid in ids]
+    body = b"".join(Path(p).read_bytes() for p in paths)
+    options = pa_json.ParseOptions(explicit_schema=CHECKPOINT_SCHEMA, unexpected_field_behavior="ignore")
+    wall = time.perf_counter()
+    table = pa_json.read_json(pa.BufferReader(body), parse_options=options)
+    arrow_parse = table.num_rows / (time.perf_counter() - wall)
+
+    con = duckdb.connect()
+    files = "[" + ", ".join(f"'{p}'" for p in paths) + "]"
+    wall = time.perf_counter()
+    (n,), = con.execute(f"CREATE TEMP TABLE t AS SELECT * FROM read_json({files}, format = 'newline_delimited'); "
+                        "SELECT count(*) FROM t").fetchall()
+    duck_parse = n / (time.perf_counter() - wall)
+    con.close()
+
+    target = root / "limit.duckdb"
+    con = duckdb.connect(str(target))
+    con.execute(CHECKPOINTS.create_sql())
+    con.register("rows", table)
+    wall = time.perf_counter()
+    con.execute("INSERT INTO checkpoints SELECT * FROM rows")
+    insert_s = time.perf_counter() - wall
+    con.close()
+    insert_close_s = time.perf_counter() - wall
+    insert = table.num_rows / insert_close_s
+    print(f"limits on the same {table.num_rows:,} rows: pyarrow.json parse {arrow_parse:,.0f} rows/s, "
+          f"duckdb read_json {duck_parse:,.0f} rows/s; Arrow-table INSERT {table.num_rows / insert_s:,.0f} rows/s, "
+          f"with the closing checkpoint {insert:,.0f} rows/s")
+    print(f"  ingest is {ingest_rate / insert:.2f} of the Arrow-insert limit [target >= 0.33] "
+          f"(load average {os.getloadavg()[0]:.1f})")
+    return {"limit_pyarrow_json_rows_per_s": arrow_parse, "limit_duckdb_read_json_rows_per_s": duck_parse,
+            "limit_arrow_insert_rows_per_s": insert, "ingest_over_arrow_insert": ingest_rate / insert}
 
 
 def bench_queries(root: Path, n_rows: int, per_run: int = 1000) -> dict:
@@ -193,14 +270,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--checkpoints", type=int, default=1000)
-    parser.add_argument("--query-rows", type=int, default=10_000_000)
+    parser.add_argument("--metrics", type=int, default=0, choices=range(len(METRICS) + 1), metavar="0-8",
+                        help="extra metrics per record (the trainer writes 8 for 2 layers); the limits "
+                             "count checkpoint rows only, so compare them with --metrics 0")
+    parser.add_argument("--query-rows", type=int, default=10_000_000, help="0 skips the query benchmark")
     parser.add_argument("--dir", type=Path, default=None, help="work here (default: a temporary directory)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args()
     print(f"duckdb {duckdb.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        figures = bench_ingest(Path(tmp), args.runs, args.checkpoints)
-        figures.update(bench_queries(Path(tmp), args.query_rows))
+        figures = bench_ingest(Path(tmp), args.runs, args.checkpoints, args.metrics)
+        ws = Workspace(Path(tmp) / "ingest")
+        ids = [f"b{i:011x}" for i in range(args.runs)]
+        figures.update(bench_limits(Path(tmp), ws, ids, figures["ingest_rows_per_s"]))
+        if args.query_rows:
+            figures.update(bench_queries(Path(tmp), args.query_rows))
     figures["load_average_after"] = os.getloadavg()[0]
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

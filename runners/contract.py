@@ -47,6 +47,7 @@ class RunReport:
     folder: str | None = None  # Slurm: submitit's folder (job scripts, pickles, logs)
     waited: bool = True  # False with --no-wait: `statuses` hold the state at submission
     in_flight: dict[str, str] = field(default_factory=dict)  # run_id -> job already queued or running
+    notes: list[str] = field(default_factory=list)  # what the user should hear (e.g. a placement limit)
 
     def count(self, state: RunState) -> int:
         return sum(1 for s in self.statuses.values() if s.status == state)

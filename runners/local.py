@@ -4,7 +4,7 @@ It holds no training logic: it decides which runs need running, places them onto
 calls `scaling_db.training.execute.execute_run` there. Placement:
 - CPU: `workers` processes (default: cores // the largest `resources.threads` of the runs), each
   with max(1, cores // workers) torch threads (two 1-thread processes beat one 2-thread
-  process for tiny models: DESIGN.md, measured 1.96x);
+  process for tiny models: two one-thread processes measured 1.96x one core);
 - CUDA: one process per visible GPU, each pinned with CUDA_VISIBLE_DEVICES.
 With one worker the runs execute in this process (no start-up cost, plain tracebacks).
 
@@ -45,7 +45,26 @@ Device = Literal["auto", "cpu", "cuda"]
 class Placement:
     workers: int
     threads: int
-    gpus: list[int] | None  # one GPU index per worker when running on CUDA
+    gpus: list[int] | None  # the GPU index of each worker on CUDA (an index repeats for K runs per GPU)
+    note: str | None = None  # something the user should hear about the placement
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    free_bytes: int
+    total_bytes: int
+
+
+def gpu_inventory() -> list[GpuInfo]:
+    """The CUDA devices torch sees, with their free memory now (`torch.cuda.mem_get_info`)."""
+    import torch
+
+    return [GpuInfo(i, *torch.cuda.mem_get_info(i)) for i in range(torch.cuda.device_count())]
+
+
+#: Memory left free on a GPU beside the runs' estimates (CUDA context, allocator slack, estimate error).
+GPU_HEADROOM = 0.10
 
 
 def available_cores() -> int:
@@ -55,22 +74,50 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def plan_placement(n_runs: int, *, workers: int | None, device: Device, threads_per_run: int = 1) -> Placement:
-    """How many worker processes, with how many torch threads each, on which GPUs."""
-    cores = available_cores()
-    gpus = 0
-    if device != "cpu":
-        import torch
+def gpu_slots(inventory: list[GpuInfo], runs_per_device: int, run_bytes: int) -> list[int]:
+    """One entry per worker: each GPU's index as many times as runs fit on it at once, at most
+    `runs_per_device`, counting `run_bytes` (the runs' estimated peak) against its free memory."""
+    per_gpu = []
+    for gpu in inventory:
+        usable = gpu.free_bytes - GPU_HEADROOM * gpu.total_bytes
+        fit = runs_per_device if run_bytes <= 0 else int(max(0.0, usable) // run_bytes)
+        per_gpu.append((gpu.index, min(runs_per_device, fit)))
+    # round robin, so that fewer workers than slots still spread over the GPUs
+    return [index for k in range(runs_per_device) for index, n in per_gpu if k < n]
 
-        gpus = torch.cuda.device_count()
-        if device == "cuda" and gpus == 0:
-            raise RunError("--device cuda, but torch sees no CUDA device. Use --device cpu or auto.")
-    if gpus:
-        n = min(workers or gpus, gpus, max(1, n_runs))
-        return Placement(n, max(1, cores // n), list(range(n)))
+
+def plan_placement(n_runs: int, *, workers: int | None, device: Device, threads_per_run: int = 1,
+                   runs_per_device: int = 1, run_bytes: int = 0,
+                   inventory: list[GpuInfo] | None = None) -> Placement:
+    """How many worker processes, with how many torch threads each, on which GPUs.
+
+    On CUDA, up to `runs_per_device` runs share each GPU, as many as its free memory holds
+    (`run_bytes` each); `inventory` (default: what torch sees) lets tests fake the devices.
+    """
+    cores = available_cores()
+    if device == "cpu":
+        inventory = []
+    elif inventory is None:
+        inventory = gpu_inventory()
+    if device == "cuda" and not inventory:
+        raise RunError("--device cuda, but torch sees no CUDA device. Use --device cpu or auto.")
+    if inventory:
+        slots = gpu_slots(inventory, runs_per_device, run_bytes)
+        if not slots:
+            free = max(g.free_bytes for g in inventory) / 2**30
+            raise RunError(f"no GPU has memory for a run ({run_bytes / 2**30:.1f} GiB estimated vs {free:.1f} GiB "
+                           "free at most). Free GPU memory, or run smaller models.")
+        n = min(workers or len(slots), len(slots), max(1, n_runs))
+        note = None
+        if len(slots) < runs_per_device * len(inventory):
+            note = (f"{len(slots)} runs at once on {len(inventory)} GPU(s), not {runs_per_device} per GPU: "
+                    f"free memory holds no more ({run_bytes / 2**30:.2f} GiB per run estimated)")
+        return Placement(n, max(1, cores // n), slots[:n], note)
     n = workers or max(1, cores // max(1, threads_per_run))
     n = max(1, min(n, n_runs))
-    return Placement(n, max(1, cores // n), None)
+    note = ("--runs-per-device applies to GPUs; on CPU, runs share the cores (--workers)"
+            if runs_per_device > 1 else None)
+    return Placement(n, max(1, cores // n), None, note)
 
 
 @dataclass(frozen=True)
@@ -201,6 +248,7 @@ def run_local(
     on_run_done: Callable[[str], None] | None = None,
     progress: ProgressSink | None = None,
     build_source: SourceBuilder = build_token_source,
+    runs_per_device: int = 1,
 ) -> RunReport:
     """Execute the runs that need it (pending, interrupted; all with `force`; failed with `retry_failed`).
 
@@ -228,7 +276,11 @@ def run_local(
             return report
         driver = _Driver(workspace, report, on_run_done, progress, {r: m.name for r, m in manifests.items()}, steps)
         for wave in order_waves(manifests):
-            placement = plan_placement(len(wave), workers=workers, device=device, threads_per_run=threads_per_run)
+            run_bytes = max(manifests[r].resources.peak_memory_bytes for r in wave)
+            placement = plan_placement(len(wave), workers=workers, device=device, threads_per_run=threads_per_run,
+                                       runs_per_device=runs_per_device, run_bytes=run_bytes)
+            if placement.note and placement.note not in report.notes:
+                report.notes.append(placement.note)
             # On CUDA, torch in a worker sees only its GPU, as cuda:0.
             settings = _Settings(str(workspace.root), "cuda" if placement.gpus is not None else device,
                                  placement.threads, force, retry_failed, build_source)

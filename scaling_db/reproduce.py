@@ -1,8 +1,8 @@
 """The whole experiment in one call: compile, run what is pending, load, fit, plot, report.
 
 Every stage is idempotent, so running it again skips finished runs (the runner checks their
-status), loads only what changed (ingest is incremental), and refits and replots from the
-database. The runner is passed in (`run_pending`) so this module stays free of execution
+status), loads only what changed (ingest is incremental), and reuses the fits and rendered
+figures whose inputs did not change (`report.cache`, keyed by content hashes). The runner is passed in (`run_pending`) so this module stays free of execution
 backends: the CLI hands it the local runner.
 
 Runs that did not end as a result (failed, or still pending because the runner could not run

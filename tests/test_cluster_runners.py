@@ -4,6 +4,7 @@ what gets submitted, submission records and cancel bookkeeping (no Slurm or Ray 
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 
@@ -13,6 +14,7 @@ import cluster_helpers as H
 from runners.cluster import execute_on_worker, plan_runs, record_submission, settle_ended_job
 from runners.contract import build_options, merge_cluster
 from runners.jobs import cancel_runs
+from runners.local import run_local
 from runners.ray_runner import RayOptions
 from runners.slurm import SlurmOptions
 from scaling_db.spec.compiler import compile_spec
@@ -59,6 +61,7 @@ def test_options_refuse_a_flag_the_backend_does_not_have():
 
 def test_every_cluster_key_of_the_spec_reaches_a_backend():
     used = {f for cls in (SlurmOptions, RayOptions) for f in cls.__dataclass_fields__}
+    used |= set(inspect.signature(run_local).parameters)  # the local runner's (runs_per_device)
     assert set(ClusterSpec.model_fields) <= used
 
 

@@ -52,7 +52,7 @@ def test_flop_conventions() -> None:
     f = flops_per_token(s)
     c = count_params(s)
     assert f["6n_nonembed"] == 6 * c.n_params_nonembed and f["6n"] == 6 * c.n_params
-    # DESIGN.md: at vocab 50k and width <= 256, Kaplan's 6N under-counts the real compute by 9-129x.
+    # Measured when scaledb was designed: at vocab 50k and width <= 256, Kaplan's 6N under-counts the real compute by 9-129x.
     assert 9 <= f["exact"] / f["6n_nonembed"] <= 129
 
 

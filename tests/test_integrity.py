@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import scaling_db.store.ingest
+import scaling_db.store.logs
 import scaling_db.training.execute
 import scaling_db.workspace
 from conftest import REPO
@@ -154,9 +154,9 @@ def test_a_bad_nonfinite_flag_is_a_bad_line(tmp_path):
     assert [p.line for p in scan_log(path).problems] == [1]
 
 
-@pytest.mark.parametrize("fast_path_bytes", [0, 1 << 40], ids=["duckdb-reader", "python-reader"])
-def test_ingest_stores_null_for_flagged_and_bare_nonfinite(tmp_path, monkeypatch, fast_path_bytes):
-    monkeypatch.setattr(scaling_db.store.ingest, "FAST_PATH_MIN_BYTES", fast_path_bytes)
+@pytest.mark.parametrize("arrow_reader", [True, False], ids=["arrow-reader", "python-reader"])
+def test_ingest_stores_null_for_flagged_and_bare_nonfinite(tmp_path, monkeypatch, arrow_reader):
+    monkeypatch.setattr(scaling_db.store.logs, "ARROW_READER", arrow_reader)
     ws, (run_id,) = compiled_workspace(tmp_path)
     new = record(2, eval_loss=math.nan, metrics={"m": math.inf}).model_copy(update={"run_id": run_id})
     old = json.dumps(record(4).model_dump(mode="json") | {"run_id": run_id, "eval_loss": math.inf})

@@ -28,7 +28,8 @@ def test_reproduce_end_to_end_then_again_without_rerunning(tmp_path: Path) -> No
     ran: list[list[str]] = []
 
     def run_pending(run_ids: list[str]) -> None:
-        report = run_local(ws, run_ids, workers=2, on_run_done=ingest_as_done(ws))
+        with ingest_as_done(ws) as on_run_done:
+            report = run_local(ws, run_ids, workers=2, on_run_done=on_run_done)
         ran.append([r for r in run_ids if r not in report.skipped])
 
     first = reproduce(ws, spec, run_pending)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from scaling_db.store import ingest as ingest_module
+from scaling_db.store import logs as logs_module
 from scaling_db.errors import StoreError
 from scaling_db.store.ingest import ingest_runs
 from scaling_db.store.database import open_store
@@ -38,10 +39,9 @@ sweep:
 """
 
 
-@pytest.fixture(params=["duckdb_reader", "python_reader"])
+@pytest.fixture(params=["arrow_reader", "python_reader"])
 def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    threshold = 0 if request.param == "duckdb_reader" else 1 << 60
-    monkeypatch.setattr(ingest_module, "FAST_PATH_MIN_BYTES", threshold)
+    monkeypatch.setattr(logs_module, "ARROW_READER", request.param == "arrow_reader")
     return request.param
 
 
@@ -183,6 +183,34 @@ def test_non_finite_losses_become_null_and_metrics_load(ws_runs, reader):
         ("act_mean/layer0", 0.5), ("grad_norm", None)]
 
 
+def test_metrics_as_the_trainer_writes_them_load_in_every_reader(ws_runs, reader, monkeypatch):
+    """Every record with the same metric names (the trainer's activations): Arrow's reader takes the
+    log whole; a record missing a metric, or a metric that is not a number, is read line by line."""
+    ws, manifests = ws_runs
+    a, b, c = (m.run_id for m in manifests[:3])
+    write_log(ws, a, range(1, 5), metrics={"act_mean_abs.embed": 0.5, "act_mean_abs.block0.out": 2})
+    write_log(ws, a, [3], mode="a", metrics={"act_mean_abs.embed": 0.7, "act_mean_abs.block0.out": 2})  # a replay
+    with open(write_log(ws, b, [1], metrics={"x": 1.5}), "a") as fh:
+        fh.write(record(b, 2).to_line())  # no metrics at step 2
+    write_log(ws, c, [1, 2], metrics={"x": 1.5})
+    text = ws.log_path(c).read_text().replace('"x":1.5}', '"x":"high"}', 1)
+    ws.log_path(c).write_text(text)
+    parsed = []
+    monkeypatch.setattr(logs_module, "_parse_lines", lambda *args: parsed.append(args[1]) or real_lines(*args))
+    report = ingest_runs(ws, [a, b, c])
+    assert report.rows_loaded == 4 + 2 + 1 and report.metric_rows == 8 + 1 + 1
+    assert rows(ws, "SELECT step, name, value FROM metrics WHERE run_id = ? AND step = 4 ORDER BY name", [a]) == [
+        (4, "act_mean_abs.block0.out", 2.0), (4, "act_mean_abs.embed", 0.5)]
+    assert rows(ws, "SELECT step FROM metrics WHERE run_id = ?", [b]) == [(1,)]
+    assert rows(ws, "SELECT value FROM metrics WHERE run_id = ? AND step = 3 AND name = 'act_mean_abs.embed'",
+                [a]) == [(0.7,)]
+    assert [s.line for s in report.skipped] == [1]
+    assert parsed == [c]
+
+
+real_lines = logs_module._parse_lines
+
+
 def test_status_change_updates_the_run_without_rereading_the_log(ws_runs, reader):
     ws, manifests = ws_runs
     run_id = manifests[0].run_id
@@ -296,3 +324,19 @@ def test_lost_ingest_state_is_recovered_through_the_primary_key(ws_runs, reader)
     assert report.runs_loaded == 5 and report.rows_loaded == 50
     assert rows(ws, "SELECT count(*), count(DISTINCT (run_id, step)) FROM checkpoints") == [(50, 50)]
     assert rows(ws, "SELECT count(*) FROM runs") == [(5,)]
+
+
+def test_clean_logs_of_a_batch_are_parsed_in_one_call_and_odd_ones_alone(ws_runs, monkeypatch):
+    ws, manifests = ws_runs
+    ids = [m.run_id for m in manifests[:4]]
+    for run_id in ids[:3]:
+        write_log(ws, run_id, range(1, 6), metrics={"act_mean_abs.embed": 0.5})
+    write_log(ws, ids[3], range(1, 6), metrics={"act_mean_abs.embed": 0.5, "act_mean_abs.logits": 1.0})
+    one_by_one = []
+    real = ingest_module.parse_log
+    monkeypatch.setattr(ingest_module, "parse_log", lambda path, run_id, *a: one_by_one.append(run_id) or real(
+        path, run_id, *a))
+    assert ingest_runs(ws, ids[:3]).rows_loaded == 15 and one_by_one == []
+    report = ingest_runs(ws, ids[3:] + ids[:1], full=True)  # other metric names: each log alone
+    assert report.rows_loaded == 10 and sorted(one_by_one) == sorted([ids[0], ids[3]])
+    assert rows(ws, "SELECT count(*), count(DISTINCT run_id) FROM metrics") == [(5 * 3 + 5 * 2, 4)]

@@ -1,4 +1,4 @@
-"""Upstream runs (DESIGN.md decision 11): a teacher_lm teacher is compiled, planned, run first,
+"""Upstream runs: a teacher_lm teacher is compiled, planned, run first,
 recorded and reused like any run; its students wait for it and fail clearly without it."""
 
 from __future__ import annotations

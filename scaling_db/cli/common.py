@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -80,9 +81,24 @@ def load_runs(ws: Workspace, run_ids: list[str]) -> None:
                    "`scaledb ingest` will.", err=True)
 
 
-def ingest_as_done(ws: Workspace) -> Callable[[str], None]:
-    """A runner's `on_run_done`: load each run as it finishes (see `load_runs`)."""
-    return lambda run_id: load_runs(ws, [run_id])
+@contextmanager
+def ingest_as_done(ws: Workspace) -> Iterator[Callable[[str], None]]:
+    """A runner's `on_run_done` that loads finished runs in the background from this (driver)
+    process, the single writer; runs finishing close together share one load
+    (`store.loader.RunLoader`). Leaving the block waits for the loads. A database held by another
+    writer past the lock timeout is not fatal: the runs' logs are the record, `scaledb ingest`
+    loads them."""
+    from scaling_db.store.loader import RunLoader
+
+    loader = RunLoader(ws)
+    try:
+        yield loader.submit
+    finally:
+        loader.close()
+        if loader.failed:
+            why = next(iter(loader.failed.values()))
+            click.echo(f"note: {len(loader.failed)} run(s) not loaded into the database yet ({why}); "
+                       "`scaledb ingest` will.", err=True)
 
 
 def source_builder() -> Any:

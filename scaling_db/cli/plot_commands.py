@@ -90,8 +90,9 @@ def reproduce(spec: str, workers: int | None, device: str, bootstrap: int | None
     progress = progress_display(ws, as_json)
 
     def run_pending(run_ids: list[str]) -> None:
-        report = run_local(ws, run_ids, workers=workers, device=device,  # type: ignore[arg-type]
-                           on_run_done=ingest_as_done(ws), progress=progress, build_source=source_builder())
+        with ingest_as_done(ws) as on_run_done:
+            report = run_local(ws, run_ids, workers=workers, device=device,  # type: ignore[arg-type]
+                               on_run_done=on_run_done, progress=progress, build_source=source_builder())
         if report.interrupted:
             raise KeyboardInterrupt
 

@@ -30,7 +30,7 @@ from scaling_db.cli.targets import collect_targets, resolve_targets
 from scaling_db.errors import RunError
 from scaling_db.spec.plan import superseded_runs
 from scaling_db.spec.revisions import SUPERSEDED_NOTE
-from scaling_db.training.records import RunState, scan_log
+from scaling_db.training.records import scan_log
 from scaling_db.workspace import Workspace
 
 
@@ -112,11 +112,15 @@ def _warn_log_problems(rows: list[dict[str, Any]]) -> None:
               help="Only runs whose name or id matches this glob (or id prefix); repeatable.")
 @click.option("--force", is_flag=True, help="Re-run finished runs from scratch.")
 @click.option("--retry-failed", is_flag=True, help="Run failed runs again (resuming from their saved state).")
+@click.option("--runs-per-device", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Local: up to K runs share each GPU, as many as its free memory holds "
+                   "[default: the spec's cluster.runs_per_device, else 1].")
 @backend_options
 @workspace_option
 @json_option
 def run(targets: tuple[str, ...], workers: int | None, device: str, only: tuple[str, ...], force: bool,
-        retry_failed: bool, backend: str, workspace: str | None, as_json: bool, **cluster: Any) -> None:
+        retry_failed: bool, runs_per_device: int | None, backend: str, workspace: str | None, as_json: bool,
+        **cluster: Any) -> None:
     """Run the pending runs of SPEC files (compiled first), manifests, experiments or run ids.
 
     Finished runs are skipped unless --force; failed ones unless --retry-failed. Interrupted
@@ -126,9 +130,13 @@ def run(targets: tuple[str, ...], workers: int | None, device: str, only: tuple[
     --backend slurm|ray places the runs on a cluster (docs/scaling-out.md); the workspace must
     be on a filesystem the nodes share. Finished runs are loaded into the database as they end.
     """
+    from runners.contract import merge_cluster
     from runners.local import run_local
 
     check_backend_options(backend, workers, cluster)
+    if runs_per_device and backend != "local":
+        raise RunError(f"--runs-per-device: the local backend's option (got --backend {backend}). "
+                       "On Ray, give each run a fraction of a GPU with --gpus 0.25.")
     ws = get_workspace(workspace)
     chosen = collect_targets(ws, targets, write=True)  # each spec compiled once, here
     run_ids = _select(ws, chosen.run_ids, only)
@@ -142,9 +150,13 @@ def run(targets: tuple[str, ...], workers: int | None, device: str, only: tuple[
                                            device=device, force=force, retry_failed=retry_failed,
                                            as_json=as_json, progress=progress, build_source=source_builder())
         else:
-            report = run_local(ws, run_ids, workers=workers, device=device, force=force,  # type: ignore[arg-type]
-                               retry_failed=retry_failed, on_run_done=ingest_as_done(ws), progress=progress,
-                               build_source=source_builder())
+            spec_k = getattr(merge_cluster(chosen.clusters), "runs_per_device", None)
+            with ingest_as_done(ws) as on_run_done:
+                report = run_local(ws, run_ids, workers=workers, device=device, force=force,  # type: ignore[arg-type]
+                                   retry_failed=retry_failed, on_run_done=on_run_done, progress=progress,
+                                   build_source=source_builder(), runs_per_device=runs_per_device or spec_k or 1)
+            for note in report.notes:
+                click.echo(f"note: {note}", err=True)
     except KeyboardInterrupt:  # a second Ctrl-C: runs resume from their last saved state
         click.echo("Interrupted: runs resume from their last saved state; run the same command again.", err=True)
         sys.exit(EXIT_INTERRUPTED)

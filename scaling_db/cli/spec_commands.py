@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from scaling_db.spec.compiler import (
 from scaling_db.spec.loader import read_spec_source
 from scaling_db.errors import QueryError, RunError, SpecError
 from scaling_db.spec.manifest import RunManifest, diff_manifests
-from scaling_db.spec.plan import PlanRow, plan_rows, summarize_plan, superseded_runs
+from scaling_db.spec.plan import PlanRow, ThroughputSample, plan_rows, summarize_plan, superseded_runs
 from scaling_db.spec.revisions import SUPERSEDED_NOTE
 from scaling_db.spec.schema import spec_json_schema
 
@@ -146,8 +147,8 @@ def _human(n: float) -> str:
 
 
 def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float, dry_run: bool,
-                superseded: list[str]) -> None:
-    s = summarize_plan(compiled, rows, gflops)
+                superseded: list[str], samples: list[ThroughputSample]) -> None:
+    s = summarize_plan(compiled, rows, gflops, samples, socket.gethostname())
     verb = "would write" if dry_run else "compiled"
     upstream = f" + {s.n_upstream} upstream (trained first)" if s.n_upstream else ""
     click.echo(f"\n{compiled.experiment} ({compiled.spec_path}): {verb} {s.n_runs} runs{upstream} "
@@ -159,8 +160,11 @@ def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float
     if s.flops is not None:
         click.echo(f"  training FLOPs  {s.flops['exact']:.3g} (exact: Chinchilla App. F); "
                    f"{s.flops['6n']:.3g} (6N); {s.flops['6n_nonembed']:.3g} (6N non-embedding, Kaplan)")
-        click.echo(f"  est. wall time  {s.wall_time_text} for the {s.n_todo} runs not yet finished, serially, "
-                   f"at {gflops:g} GFLOP/s (exact FLOPs; change with --gflops)")
+    if s.wall_time_s is not None:
+        click.echo(f"  est. wall time  {s.wall_time_text} for the {s.n_todo} runs not yet finished, serially")
+        for basis, n in sorted(s.wall_time_basis.items(), key=lambda kv: -kv[1]):
+            hint = " (exact FLOPs; change with --gflops)" if basis.startswith("FLOP-based") else ""
+            click.echo(f"                  {n} run{'s' * (n != 1)}: {basis}{hint}")
     if superseded:
         click.echo(f"  superseded      {len(superseded)} runs {SUPERSEDED_NOTE}")
     for d in compiled.dropped:
@@ -181,7 +185,8 @@ def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float
 @json_option
 @click.option("--dry-run", is_flag=True, help="Show the plan without writing to the workspace.")
 @click.option("--gflops", type=float, default=30.0, show_default=True,
-              help="Throughput assumed for the wall-time estimate (GFLOP/s of one worker).")
+              help="Throughput assumed for the wall-time estimate of runs with no measured run of a "
+                   "similar shape in the workspace (GFLOP/s of one worker).")
 @MAX_RUNS
 def compile_cmd(
     specs: tuple[str, ...], workspace: str | None, as_json: bool, dry_run: bool, gflops: float, max_runs: int
@@ -202,6 +207,11 @@ def compile_cmd(
                                    f"to compile; `scaledb fit` or `scaledb reproduce` runs its analyses.")
     compiled_all = [compile_source(source, max_runs, find_query) for source in sources]
     out: list[dict[str, Any]] = []
+    samples: list[ThroughputSample] = []
+    if not as_json:
+        from scaling_db.store.throughput import measured_throughput  # duckdb: imported only when needed
+
+        samples = measured_throughput(ws)
     for compiled in compiled_all:
         rows = plan_rows(ws, compiled)
         superseded = superseded_runs(ws, compiled.experiment, compiled)
@@ -210,7 +220,7 @@ def compile_cmd(
         if as_json:
             out += [{**run_json(r.manifest, r.state), "upstream": r.upstream} for r in rows]
         else:
-            _print_plan(compiled, rows, gflops, dry_run, superseded)
+            _print_plan(compiled, rows, gflops, dry_run, superseded, samples)
     if as_json:
         emit_json(out)
     elif not dry_run:

@@ -52,6 +52,11 @@ def chart_to_svg(chart: alt.TopLevelMixin) -> str:
     return _convert(vlc.vegalite_to_svg, _spec(chart, "svg"), "svg")
 
 
+def chart_to_html(chart: alt.TopLevelMixin) -> str:
+    """The chart as a self-contained interactive HTML page (the Vega libraries inlined)."""
+    return _convert(vlc.vegalite_to_html, _spec(chart, "html"), "html", bundle=True)
+
+
 def chart_to_data_uri(chart: alt.TopLevelMixin, *, scale: float = PNG_SCALE) -> str:
     """The chart as a `data:image/png;base64,...` URI for an `<img src=...>` in a report."""
     return "data:image/png;base64," + base64.b64encode(

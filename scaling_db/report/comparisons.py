@@ -22,6 +22,7 @@ from scaling_db.errors import FitError, ScaledbError
 from scaling_db.fit import bootstrap, fit_lr_transfer, parameter_efficiency
 from scaling_db.fit.frontier import FrontierFit, final_rows, frontier_fn
 from scaling_db.fit.mup import fit_lr_optima
+from scaling_db.report.cache import cached_fit
 from scaling_db.report.analyses import (FitRequest, Outcome, Row, fetch_rows, fit_grouped,
                                         store_outcome)
 from scaling_db.spec.schema import (AnalysisSpec, ComparisonDecl, FrontierDecl, LrOptimumDecl,
@@ -268,7 +269,9 @@ def run_analysis(ws: Workspace, experiment: str, analysis: AnalysisSpec, *, boot
         req = FitRequest.from_decl(decl, experiment, exps)
         if bootstrap_n is not None:
             req = FitRequest(**{**req.__dict__, "bootstrap": bootstrap_n})
-        keep(decl.name, lambda req=req: fit_grouped(ws, req, seed=seed, n_jobs=n_jobs))
+        # An ungrouped fit over unchanged rows reuses its earlier outcome (report/cache.py).
+        keep(decl.name, lambda req=req: fit_grouped(ws, req, seed=seed, n_jobs=n_jobs) if req.group_by
+             else [cached_fit(ws, req, seed=seed, n_jobs=n_jobs)])
     for comp in analysis.comparisons:
         keep(comp.name, lambda comp=comp: run_comparison(ws, comp, experiment, exps, bootstrap_n=bootstrap_n,
                                                          seed=seed, n_jobs=n_jobs))

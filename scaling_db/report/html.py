@@ -6,6 +6,7 @@ each is also saved beside the report as .png and .html (interactive) for papers 
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,10 +18,11 @@ import pandas as pd
 
 from scaling_db import __version__
 from scaling_db.report.analyses import Outcome, fmt_interval, fmt_num
-from scaling_db.plot import chart_to_data_uri, save_chart
+from scaling_db.plot.export import PNG_SCALE, chart_to_html, chart_to_png_bytes
+from scaling_db.report.cache import cached_render
 from scaling_db.spec.revisions import SUPERSEDED_NOTE
 from scaling_db.training.records import utc_now
-from scaling_db.workspace import Workspace, atomic_write_text
+from scaling_db.workspace import Workspace, atomic_write_bytes, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,17 @@ figure { margin: 1.5em 0; } img { max-width: 100%; } .error { color: #a00; }
 """
 
 
-def _figure_html(fig: Figure, out_dir: Path) -> str:
+def _figure_html(fig: Figure, out_dir: Path, cache_dir: Path) -> str:
     if fig.chart is None:
         return (f"<figure><figcaption>{html.escape(fig.name)}</figcaption>"
                 f"<p class='error'>not drawn: {html.escape(fig.error or '')}</p></figure>")
-    save_chart(fig.chart, out_dir / f"{fig.name}.png")
-    save_chart(fig.chart, out_dir / f"{fig.name}.html")
-    return (f"<figure><img alt='{html.escape(fig.name)}' src='{chart_to_data_uri(fig.chart)}'>"
+    # Rendered once per format, and not at all when the same chart was rendered before (cache.py).
+    png = cached_render(fig.chart, ".png", chart_to_png_bytes, cache_dir, PNG_SCALE)
+    atomic_write_bytes(out_dir / f"{fig.name}.png", png)
+    atomic_write_bytes(out_dir / f"{fig.name}.html", cached_render(
+        fig.chart, ".html", lambda c: chart_to_html(c).encode(), cache_dir, PNG_SCALE))
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return (f"<figure><img alt='{html.escape(fig.name)}' src='{uri}'>"
             f"<figcaption>{html.escape(fig.name)} (<a href='{fig.name}.html'>interactive</a>, "
             f"<a href='{fig.name}.png'>png</a>)</figcaption></figure>")
 
@@ -101,8 +107,8 @@ def write_report(ws: Workspace, experiment: str, description: str, spec_path: st
     """
     out_dir = ws.report_dir(experiment)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = [_figure_html(fig, out_dir) for fig in figures if not fig.diagnostic]
-    extra = [_figure_html(fig, out_dir) for fig in figures if fig.diagnostic]
+    parts = [_figure_html(fig, out_dir, ws.cache_dir) for fig in figures if not fig.diagnostic]
+    extra = [_figure_html(fig, out_dir, ws.cache_dir) for fig in figures if fig.diagnostic]
     diag = ("<h2>Diagnostics</h2><p class='meta'>Checks behind the numbers above (not for the paper).</p>"
             + "".join(extra)) if extra else ""
     page = f"""<!doctype html>

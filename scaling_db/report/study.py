@@ -16,7 +16,8 @@ import pandas as pd
 
 from scaling_db.errors import ScaledbError
 from scaling_db.report.comparisons import AnalysisRun, run_analysis
-from scaling_db.report.figures import DIAGNOSTIC_KINDS, FigureRequest, build_figure
+from scaling_db.report.cache import cached_figure
+from scaling_db.report.figures import DIAGNOSTIC_KINDS, FigureRequest
 from scaling_db.report.html import Figure, write_report
 from scaling_db.spec.compiler import compile_source, validate_analysis_only
 from scaling_db.spec.compiler import is_analysis_only as spec_is_analysis_only
@@ -77,7 +78,7 @@ def draw_figures(ws: Workspace, study: Study, errors: dict[str, str]) -> list[Fi
                             x=decl.x, experiments=tuple(study.analysis.experiments))
         diagnostic = decl.kind in DIAGNOSTIC_KINDS
         try:
-            figures.append(Figure(name, build_figure(ws, req), diagnostic=diagnostic))
+            figures.append(Figure(name, cached_figure(ws, req), diagnostic=diagnostic))
         except ScaledbError as exc:
             figures.append(Figure(name, None, str(exc), diagnostic=diagnostic))
     return figures

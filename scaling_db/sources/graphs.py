@@ -3,7 +3,7 @@
 Construction. Barabasi-Albert, random regular and Watts-Strogatz graphs come from networkx's
 seeded generators. Erdos-Renyi graphs are drawn with numpy instead (a documented fast path):
 networkx needs about 15 s to build the paper's largest graph (50,000 nodes, 2,000,000 edges)
-and as long again to convert it (DESIGN.md); numpy draws the same distribution in under a
+and as long again to convert it (measured on a 2-core machine); numpy draws the same distribution in under a
 second. G(n, m) is a uniform m-subset of the n(n-1)/2 node pairs (Generator.choice without
 replacement); G(n, p) draws its edge count M ~ Binomial(n(n-1)/2, p) and then a uniform
 M-subset, which is exactly G(n, p) (conditioned on M edges, G(n, p) is uniform over M-edge

@@ -1,7 +1,7 @@
 """`teacher_lm`: text sampled from a small transformer trained on a corpus (the paper's
 T1L / T2L / T4L rungs, docs/science.md#the-complexity-ladder).
 
-Teacher. The teacher is an upstream run (DESIGN.md decision 11): the compiler builds its
+Teacher. The teacher is an upstream run: the compiler builds its
 manifest (`scaling_db.spec.resolve.teacher_manifest`: a `n_layers`-layer, `d_model`-wide
 transformer trained on the corpus for `train_tokens` tokens), the runners train it before any
 student starts, and the students' data names it (`teacher_run_id`). This source trains nothing:

@@ -1,17 +1,120 @@
 """The plan of a compiled experiment: which runs are new, compiled, finished or failed, and what they cost.
 
+Wall-time estimates come from speed measured on this machine where there is any: the finished
+runs in the database (`scaling_db.store.throughput.measured_throughput`) give, per device and
+model shape, the trainer's tokens/s and the time a run spends outside training steps
+(evaluation, records), both on the trainer's clock: a worker's start (importing torch) and
+building the data source are not counted. A run to do is estimated from the nearest measured
+shape of the same kind on the same host and device, its tokens/s scaled by (FLOPs per token)^-beta
+(exact convention): beta = 1 for compute-bound models, near 0 for small ones bound by per-step
+overheads; fitted to the measured shapes when there are two or more, else 0.5. Without
+measurements the estimate is a FLOP-based guess at an assumed GFLOP/s, and says so.
+
 Upstream runs (teachers, trained before the experiment's runs) are rows of the plan, first and
 marked `upstream`; their cost counts in the totals, not in the per-run ranges of the sweep.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass
 
 from scaling_db.spec.compiler import CompiledExperiment
 from scaling_db.spec.manifest import RunManifest
 from scaling_db.spec.revisions import revisions_of, superseded_run_ids
 from scaling_db.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class ThroughputSample:
+    """One finished run's measured speed (see `scaling_db.store.throughput`)."""
+
+    run_id: str
+    device: str  # as the trainer resolved it: "cpu", "cuda:0", ...
+    host: str
+    model_kind: str
+    d_model: int | None
+    n_layers: int | None
+    flops_per_token: float | None  # exact convention (training, 3x forward)
+    tokens: int
+    tokens_per_s: float | None  # the trainer's steady-state rate, evaluation excluded
+    wall_time_s: float  # the trainer's clock at the last checkpoint
+
+    @property
+    def flops_per_s(self) -> float:
+        """Training FLOP/s (the trainer's tokens/s; the whole run's when it did not say)."""
+        rate = self.tokens_per_s or self.tokens / self.wall_time_s
+        return rate * (self.flops_per_token or 1.0)
+
+    @property
+    def other_s(self) -> float:
+        """Seconds outside training steps: evaluation, writing records."""
+        if not self.tokens_per_s:
+            return 0.0
+        return max(0.0, self.wall_time_s - self.tokens / self.tokens_per_s)
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    seconds: float
+    source: str  # "measured": scaled from finished runs; "flops": FLOP-based guess
+    basis: str  # what it rests on, for people
+
+
+def _device_kind(device: str) -> str:
+    return device.split(":")[0]
+
+
+def _shape(sample: ThroughputSample) -> str:
+    return f"d_model={sample.d_model}, n_layers={sample.n_layers}" if sample.d_model else sample.model_kind
+
+
+#: How tokens/s falls with FLOPs per token, tokens/s ~ fpt^-beta, when one shape is measured:
+#: small models are bound by per-step overheads (beta ~ 0), large ones by compute (beta = 1).
+#: Two measured shapes replace this guess with their own slope.
+DEFAULT_BETA = 0.5
+
+
+def _beta(by_shape: dict[float, list[ThroughputSample]]) -> float:
+    """The slope of log tokens/s against log FLOPs per token over the measured shapes, in [0, 1]."""
+    points = [(math.log(f), math.log(statistics.median(s.flops_per_s / f for s in group)))
+              for f, group in by_shape.items()]
+    if len(points) < 2:
+        return DEFAULT_BETA
+    mx, my = statistics.fmean(p[0] for p in points), statistics.fmean(p[1] for p in points)
+    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+    return min(1.0, max(0.0, -slope))
+
+
+def estimate_run(m: RunManifest, samples: list[ThroughputSample], gflops: float, host: str = "") -> RunEstimate:
+    """Estimated seconds of one run on the trainer's clock (see the module docstring)."""
+    fpt = float(m.flops_per_token["exact"]) if m.flops_per_token else None
+    same = [s for s in samples if s.model_kind == m.model.kind and (s.flops_per_token is None) == (fpt is None)]
+    if m.resources.device != "auto":
+        same = [s for s in same if _device_kind(s.device) == m.resources.device]
+    if host and any(s.host == host for s in same):
+        same = [s for s in same if s.host == host]
+    if len({_device_kind(s.device) for s in same}) > 1:  # `auto` picks the GPU where there is one
+        same = [s for s in same if _device_kind(s.device) == "cuda"]
+    if not same:
+        flops = m.train_flops["exact"] if m.train_flops else 0.0
+        return RunEstimate(flops / (gflops * 1e9), "flops", f"FLOP-based guess at {gflops:g} GFLOP/s")
+    if fpt is None:  # closed-form learners: time per sample of the measured runs
+        rate = statistics.median(s.tokens / s.wall_time_s for s in same)
+        return RunEstimate(m.tokens / rate, "measured", f"measured on {len(same)} run(s) ({same[0].device})")
+    by_shape: dict[float, list[ThroughputSample]] = {}
+    for s in same:
+        by_shape.setdefault(s.flops_per_token, []).append(s)  # type: ignore[arg-type]
+    beta = _beta(by_shape)
+    near = min(by_shape, key=lambda f: abs(math.log(f / fpt)))
+    group = by_shape[near]
+    tokens_per_s = statistics.median(s.flops_per_s / near for s in group) * (near / fpt) ** beta
+    seconds = statistics.median(s.other_s for s in group) + m.tokens / tokens_per_s
+    ref = group[0]
+    return RunEstimate(seconds, "measured",
+                       f"measured on {len(group)} run{'s' * (len(group) > 1)} of {_shape(ref)} ({ref.device}), "
+                       f"scaled by FLOPs per token^{beta:.2f} ({len(by_shape)} shape{'s' * (len(by_shape) > 1)})")
 
 
 @dataclass(frozen=True)
@@ -33,6 +136,8 @@ class PlanSummary:
     tokens_total: int
     flops: dict[str, float] | None
     wall_time_s: float | None
+    #: where the estimate comes from: basis -> number of runs estimated on it
+    wall_time_basis: dict[str, int]
 
     @property
     def counts_line(self) -> str:
@@ -64,7 +169,9 @@ def superseded_runs(ws: Workspace, experiment: str, compiled: CompiledExperiment
     return [r for r in superseded_run_ids(history, current) if ws.manifest_path(r).exists()]
 
 
-def summarize_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float) -> PlanSummary:
+def summarize_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float,
+                   samples: list[ThroughputSample] | None = None, host: str = "") -> PlanSummary:
+    """Counts, sizes, FLOPs and the serial wall time of the runs not yet finished (see `estimate_run`)."""
     runs = compiled.runs
     every = [*compiled.upstream, *runs]
     states: dict[str, int] = {}
@@ -72,10 +179,14 @@ def summarize_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: fl
         states[r.state] = states.get(r.state, 0) + 1
     todo = [r.manifest for r in rows if r.state not in ("finished",)]
     flops = None
-    wall = None
     if all(m.train_flops for m in every):
         flops = {k: sum(m.train_flops[k] for m in every) for k in runs[0].train_flops}  # type: ignore[index]
-        wall = sum(m.train_flops["exact"] for m in todo) / (gflops * 1e9)  # type: ignore[index]
+    estimates = [estimate_run(m, samples or [], gflops, host) for m in todo]
+    basis: dict[str, int] = {}
+    for e in estimates:
+        basis[e.basis] = basis.get(e.basis, 0) + 1
+    wall = sum(e.seconds for e in estimates) if flops is not None or any(e.source == "measured" for e in estimates) \
+        else None
     return PlanSummary(
         n_runs=len(runs),
         n_upstream=len(compiled.upstream),
@@ -87,4 +198,5 @@ def summarize_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: fl
         tokens_total=sum(m.tokens for m in every),
         flops=flops,
         wall_time_s=wall,
+        wall_time_basis=basis,
     )

@@ -38,7 +38,7 @@ _INT64 = 2**63
 #: The experiment of every teacher run (constant, so identical teachers of any spec share an id).
 TEACHERS_EXPERIMENT = "teachers"
 #: The teacher's recipe: AdamW at lr 3e-3, weight decay 0.01, 2% warmup then cosine, batch 64,
-#: fp32 (what DESIGN.md measured for small models on this kind of machine); heads of 16.
+#: fp32 (models this small gain nothing from bf16 on a CPU); heads of 16.
 TEACHER_LR = 3e-3
 TEACHER_BATCH = 64
 TEACHER_D_HEAD = 16

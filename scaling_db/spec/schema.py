@@ -282,6 +282,9 @@ class ClusterSpec(StrictModel):
                                                   "unset: a local instance")
     max_retries: Annotated[int, Field(ge=0), STRICT_INT] | None = Field(
         None, description="Ray: re-runs of a run whose worker died (it resumes from its saved state)")
+    runs_per_device: PositiveInt | None = Field(
+        None, description="local: runs placed on one GPU at once, as many as its free memory holds "
+                          "(for Ray, give fractional `gpus`); ignored on CPU")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Pure reading, no database: `parse_log` reads a log from a byte offset, names every line it cannot
 load (with its line number and why) and returns the rows as Arrow tables. Clean logs are parsed
-whole (Arrow's JSON reader, else one `json.loads` call); a log with a bad line is read line by
-line, to name that line. A replayed step (a resume) keeps its last line; non-finite numbers (a
-diverged run's NaN loss) become NULL.
+whole by Arrow's JSON reader (in C++, without the GIL, so logs parse in parallel threads; each
+record's `metrics` object becomes a struct column, one field per metric name), else by one
+`json.loads` call; a log with a bad line is read line by line, to name that line. A replayed
+step (a resume) keeps its last line; non-finite numbers (a diverged run's NaN loss) become NULL.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
@@ -27,7 +29,10 @@ CHECKPOINT_COLUMNS = tuple(CHECKPOINTS.names)
 INT_COLUMNS = ("step", "tokens")
 FLOAT_COLUMNS = tuple(c for c in CHECKPOINT_COLUMNS if c not in ("run_id", *INT_COLUMNS))
 
-_ARROW_PARSE = pa_json.ParseOptions(explicit_schema=CHECKPOINT_SCHEMA, unexpected_field_behavior="ignore")
+#: The checkpoint columns typed as stored; other fields (`metrics`) are inferred from the data.
+_ARROW_PARSE = pa_json.ParseOptions(explicit_schema=CHECKPOINT_SCHEMA, unexpected_field_behavior="infer")
+#: Off in tests, to run the same cases through the `json.loads` reader.
+ARROW_READER = True
 
 
 @dataclass
@@ -51,6 +56,10 @@ class LogRows:
     tables: list[pa.Table] = field(default_factory=list)
     upserts: list[pa.Table] = field(default_factory=list)
     metrics: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in METRIC_SCHEMA.names})
+    #: metric rows parsed by Arrow (METRIC_SCHEMA), beside the ones in `metrics`
+    metric_tables: list[pa.Table] = field(default_factory=list)
+    #: metric rows of appended lines (INSERT OR REPLACE), gathered by `extend`
+    metric_upserts: list[pa.Table] = field(default_factory=list)
 
     def add_metrics(self, run_id: str, step: int, metrics: dict[str, Any]) -> None:
         for name, value in metrics.items():
@@ -59,6 +68,13 @@ class LogRows:
             self.metrics["name"].append(name)
             self.metrics["value"].append(value)
 
+    def extend(self, other: "LogRows", fresh: bool) -> None:
+        """Take one log's rows: as fresh rows (a plain INSERT takes them) or as upserts."""
+        (self.tables if fresh else self.upserts).extend(other.tables + other.upserts)
+        metrics = list(other.metric_tables)
+        if other.metrics["step"]:
+            metrics.append(pa.table(other.metrics, schema=METRIC_SCHEMA))
+        (self.metric_tables if fresh else self.metric_upserts).extend(metrics)
 
 
 def _number(value: Any, integer: bool) -> tuple[bool, Any]:
@@ -115,20 +131,99 @@ def _finite_floats(table: pa.Table) -> pa.Table:
     return table
 
 
-def _parse_arrow(body: bytes, n_lines: int, run_id: str) -> pa.Table | None:
-    """The common case, parsed in C++: records without extra metrics, plain JSON numbers (no NaN),
-    one run, steps set. None when any of that does not hold."""
-    if body.count(b'"metrics":{}') != n_lines:
+def _metric_rows(metrics: pa.ChunkedArray, run_id: str | pa.Array, steps: pa.Array) -> pa.Table | None:
+    """The `metrics` struct column in long format (run_id, step, name, value); None if a metric is
+    missing from some records or not a number (the `json.loads` reader then says which line)."""
+    if pa.types.is_null(metrics.type):
+        return None if metrics.null_count else pa.table({c: [] for c in METRIC_SCHEMA.names}, schema=METRIC_SCHEMA)
+    if not pa.types.is_struct(metrics.type) or metrics.null_count:
         return None
+    parts = []
+    children = metrics.combine_chunks().flatten()  # flatten, unlike field(i), honours offsets
+    for child, values in zip(metrics.type, children):
+        if values.null_count or not (pa.types.is_floating(child.type) or pa.types.is_integer(child.type)):
+            return None
+        values = values.cast(pa.float64())
+        values = pc.if_else(pc.is_finite(values), values, pa.scalar(None, pa.float64()))
+        run_ids = pa.repeat(run_id, len(values)).cast(pa.string()) if isinstance(run_id, str) else run_id
+        parts.append(pa.table([run_ids, steps,
+                               pa.repeat(child.name, len(values)).cast(pa.string()), values], schema=METRIC_SCHEMA))
+    return concat(parts) if parts else pa.table({c: [] for c in METRIC_SCHEMA.names}, schema=METRIC_SCHEMA)
+
+
+def _parse_arrow(body: bytes, n_lines: int, run_id: str, out: LogRows) -> bool:
+    """The common case, parsed in C++: plain JSON numbers (no NaN), one run, steps set, every record
+    with the same metric names. False, touching nothing, when any of that does not hold."""
+    if not ARROW_READER:
+        return False
     try:
         table = pa_json.read_json(pa.BufferReader(body), parse_options=_ARROW_PARSE)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return None
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return False
     if table.num_rows != n_lines or table["step"].null_count or table["run_id"].null_count:
-        return None
+        return False
     if not pc.all(pc.equal(table["run_id"], run_id)).as_py() or pc.min(table["step"]).as_py() < 0:
+        return False
+    steps = table["step"].to_numpy()
+    if len(steps) > 1 and not (steps[1:] > steps[:-1]).all():
+        last = {int(step): i for i, step in enumerate(steps)}  # a replayed step: the last line wins
+        table = table.take(sorted(last.values()))
+    metrics = None
+    if "metrics" in table.column_names:
+        metrics = _metric_rows(table["metrics"], run_id, table["step"].combine_chunks())
+        if metrics is None:
+            return False
+    out.tables.append(_finite_floats(table.select(CHECKPOINT_COLUMNS)))
+    if metrics is not None and metrics.num_rows:
+        out.metric_tables.append(metrics)
+    return True
+
+
+def parse_whole_logs(logs: list[tuple[Path, str, int]], out: LogRows) -> list[int] | None:
+    """Parse whole clean logs `(path, run_id, size)` in one call of Arrow's JSON reader (its threads
+    split one buffer; parsing log by log costs twice as much). Returns each log's line count, or
+    None, touching nothing, unless every line of every log is a record of its run with steps
+    increasing and every record names the same metrics (a sweep over depth does not: its logs
+    are then parsed one by one)."""
+    if not ARROW_READER:
         return None
-    return table
+    # Read into one buffer (no join, a copy of a few hundred MB); a blank line makes Arrow's row
+    # count differ from the newline count below, which sends the batch to the per-log reader.
+    body = bytearray(sum(size for _, _, size in logs))
+    view, at, counts = memoryview(body), 0, []
+    for path, _, size in logs:
+        with open(path, "rb") as fh:
+            if fh.readinto(view[at:at + size]) != size:
+                return None
+        part = view[at:at + size]
+        if part[-1:] != b"\n" or part[:1] == b"\n":
+            return None
+        counts.append(body.count(b"\n", at, at + size))
+        at += size
+    try:
+        table = pa_json.read_json(pa.BufferReader(body), parse_options=_ARROW_PARSE)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != sum(counts) or table["step"].null_count or pc.min(table["step"]).as_py() < 0:
+        return None
+    run_ids = pa.array(np.repeat([run_id for _, run_id, _ in logs], counts), pa.string())
+    if not pc.all(pc.equal(table["run_id"], run_ids)).as_py():
+        return None
+    steps = table["step"].to_numpy()
+    first_lines = np.cumsum(counts)[:-1]  # where the next log starts, steps start again
+    rising = steps[1:] > steps[:-1]
+    rising[first_lines - 1] = True
+    if not rising.all():
+        return None  # a replayed step: the per-log reader keeps the last line
+    metrics = None
+    if "metrics" in table.column_names:
+        metrics = _metric_rows(table["metrics"], run_ids, table["step"].combine_chunks())
+        if metrics is None:
+            return None
+    out.tables.append(_finite_floats(table.select(CHECKPOINT_COLUMNS)))
+    if metrics is not None and metrics.num_rows:
+        out.metric_tables.append(metrics)
+    return counts
 
 
 def _parse_bulk(body: bytes, lines: list[bytes], run_id: str, out: LogRows) -> bool:
@@ -137,13 +232,7 @@ def _parse_bulk(body: bytes, lines: list[bytes], run_id: str, out: LogRows) -> b
     lines = [line for line in lines if line.strip()]
     if not lines:
         return True
-    table = _parse_arrow(body, len(lines), run_id)
-    if table is not None:
-        steps = table["step"].to_numpy()
-        if len(steps) > 1 and not (steps[1:] > steps[:-1]).all():
-            last = {int(step): i for i, step in enumerate(steps)}  # a replayed step: the last line wins
-            table = table.take(sorted(last.values()))
-        out.tables.append(table)
+    if _parse_arrow(body, len(lines), run_id, out):
         return True
     try:
         records = json.loads(b"[" + b",".join(lines) + b"]")
