@@ -60,3 +60,17 @@ def test_a_bootstrapped_fit_names_its_resampling(ws):
     outcome = fit_request(ws, FitRequest(name="b", law="power_law", bootstrap=20, experiment="ba_graph"))
     assert outcome.to_record()["intervals_method"].startswith("bootstrap: ")
     assert outcome.to_record()["intervals"]
+
+
+def test_a_formula_with_a_negative_exponent_reads_as_one_sign():
+    """`L = 17.5 N^--0.00199` was printed for a loss that grows with N (alpha < 0)."""
+    import pandas as pd
+
+    from scaling_db.report.analyses import fit_frame
+
+    rows = pd.DataFrame({"run_id": list("abcde"), "n_params": [1e3, 1e4, 1e5, 1e6, 1e7],
+                         "loss": [2.0, 2.1, 2.2, 2.3, 2.4]})
+    outcome = fit_frame(FitRequest(name="up", law="power_law", bootstrap=0, experiment="x"), rows, "SELECT 1")
+    assert outcome.fit.params["alpha"] < 0
+    assert "^--" not in outcome.formula() and "n_params^0.0" in outcome.formula()
+

@@ -141,9 +141,9 @@ class FitOutcome:
         x = self.fit.columns.get("x", (self.request.x or ["x"])[0])
         law = self.request.law
         if law == "power_law":
-            return f"L = {p['A']:.3g} {x}^-{p['alpha']:.3g}"
+            return f"L = {p['A']:.3g} {x}^{-p['alpha']:.3g}"
         if law == "saturating_power_law":
-            return f"L = {p['E']:.3g} + {p['A']:.3g} {x}^-{p['alpha']:.3g}"
+            return f"L = {p['E']:.3g} + {p['A']:.3g} {x}^{-p['alpha']:.3g}"
         return self.fit.law.formula + " (" + ", ".join(f"{k}={v:.3g}" for k, v in p.items()) + ")"
 
     def table(self) -> list[dict[str, Any]]:
