@@ -168,9 +168,15 @@ def _parse_arrow(body: bytes, n_lines: int, run_id: str, out: LogRows) -> bool:
     if len(steps) > 1 and not (steps[1:] > steps[:-1]).all():
         last = {int(step): i for i, step in enumerate(steps)}  # a replayed step: the last line wins
         table = table.take(sorted(last.values()))
+    return _add_parsed(table, run_id, out)
+
+
+def _add_parsed(table: pa.Table, run_ids: str | pa.Array, out: LogRows) -> bool:
+    """Add a parsed log table's checkpoint rows and its metrics (as long rows) to `out`; False,
+    adding nothing, when its metrics cannot be read that way."""
     metrics = None
     if "metrics" in table.column_names:
-        metrics = _metric_rows(table["metrics"], run_id, table["step"].combine_chunks())
+        metrics = _metric_rows(table["metrics"], run_ids, table["step"].combine_chunks())
         if metrics is None:
             return False
     out.tables.append(_finite_floats(table.select(CHECKPOINT_COLUMNS)))
@@ -215,15 +221,7 @@ def parse_whole_logs(logs: list[tuple[Path, str, int]], out: LogRows) -> list[in
     rising[first_lines - 1] = True
     if not rising.all():
         return None  # a replayed step: the per-log reader keeps the last line
-    metrics = None
-    if "metrics" in table.column_names:
-        metrics = _metric_rows(table["metrics"], run_ids, table["step"].combine_chunks())
-        if metrics is None:
-            return None
-    out.tables.append(_finite_floats(table.select(CHECKPOINT_COLUMNS)))
-    if metrics is not None and metrics.num_rows:
-        out.metric_tables.append(metrics)
-    return counts
+    return counts if _add_parsed(table, run_ids, out) else None
 
 
 def _parse_bulk(body: bytes, lines: list[bytes], run_id: str, out: LogRows) -> bool:
