@@ -4,7 +4,6 @@ leaves points out; a fit of rows without a run_id column says how its intervals 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -28,8 +28,8 @@ from scaling_db import __version__
 from scaling_db.errors import QueryError, ScaledbError
 from scaling_db.serve.charts import curve_spec, figure_spec
 from scaling_db.serve.live import WorkspaceView, format_value
-from scaling_db.store.database import RUN_STATUSES
-from scaling_db.store.query import list_queries, run_query
+from scaling_db.store.tables import RUN_STATUSES
+from scaling_db.store.query import list_queries
 from scaling_db.workspace import Workspace
 
 HERE = Path(__file__).resolve().parent

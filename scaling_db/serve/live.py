@@ -28,7 +28,7 @@ import pandas as pd
 
 from scaling_db.errors import QueryError, StoreError
 from scaling_db.spec.plan import superseded_runs
-from scaling_db.store.database import RUN_STATUSES
+from scaling_db.store.tables import RUN_STATUSES
 from scaling_db.store.query import run_query
 from scaling_db.workspace import Workspace
 

@@ -47,7 +47,7 @@ import duckdb
 
 from scaling_db import __version__
 from scaling_db.errors import StoreError
-from scaling_db.store.tables import RUN_STATUSES, create_tables
+from scaling_db.store.tables import create_tables
 from scaling_db.workspace import Workspace
 
 #: Seconds a writer (or reader) keeps retrying DuckDB's file lock before giving up.
