@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from scaling_db.report.analyses import Outcome
 from scaling_db.report.comparisons import run_analysis
 from scaling_db.spec.compiler import CompiledExperiment, compile_spec
@@ -36,6 +38,8 @@ class ReproduceResult:
     figures: list[Figure]
     report: Path
     failed_runs: dict[str, str]  # run_id -> why it has no result (failed, or never ran)
+    runs: pd.DataFrame  # the experiment's runs (final_loss rows, any status)
+    upstream: pd.DataFrame  # its upstream runs (teachers), the same columns
 
 
 def reproduce(
@@ -44,9 +48,13 @@ def reproduce(
     run_pending: Callable[[list[str]], None],
     *,
     bootstrap: int | None = None,
+    smoke: bool = False,
 ) -> ReproduceResult:
-    """Run the experiment of `spec_path` end to end and write its report into the workspace."""
-    compiled = compile_spec(spec_path)
+    """Run the experiment of `spec_path` end to end and write its report into the workspace.
+
+    `smoke` runs the spec's `smoke:` size instead (see `read_spec_source`).
+    """
+    compiled = compile_spec(spec_path, smoke=smoke)
     ws.write_compiled(compiled)
     run_ids = [m.run_id for m in [*compiled.upstream, *compiled.runs]]  # teachers first
     run_pending(run_ids)
@@ -63,7 +71,20 @@ def reproduce(
     report = write_report(ws, compiled.experiment, compiled.description, compiled.spec_path, fits, figures, runs,
                           errors=fit_errors, n_superseded=int(superseded.n.iloc[0]),
                           failed_runs={f"{names[r]} ({r})": why for r, why in failed_runs.items()})
-    return ReproduceResult(compiled, loaded, fits, fit_errors, figures, report, failed_runs)
+    return ReproduceResult(compiled, loaded, fits, fit_errors, figures, report, failed_runs, runs,
+                           upstream_runs(ws, [m.run_id for m in compiled.upstream]))
+
+
+def upstream_runs(ws: Workspace, run_ids: list[str]) -> pd.DataFrame:
+    """The final rows of these upstream runs (any experiment, revision and status)."""
+    if not run_ids:
+        return pd.DataFrame()
+    experiments = run_query(ws, sql="SELECT DISTINCT experiment FROM runs WHERE list_contains($ids, run_id)",
+                            params={"ids": run_ids})["experiment"]
+    rows = [run_query(ws, "final_loss", params={"experiment": e, "status": "any", "revision": "all"})
+            for e in experiments]
+    found = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["run_id"])
+    return found[found["run_id"].isin(run_ids)].reset_index(drop=True)
 
 
 def runs_without_result(ws: Workspace, run_ids: list[str]) -> dict[str, str]:

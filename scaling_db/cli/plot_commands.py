@@ -23,6 +23,7 @@ from scaling_db.report.figures import BUILDERS, FigureRequest, build_figure
 from scaling_db.plot import FORMATS, save_chart
 
 if TYPE_CHECKING:
+    from scaling_db.report.markdown import Page
     from scaling_db.workspace import Workspace
 
 
@@ -59,35 +60,75 @@ def plot(kind: str, spec: str | None, experiment: str | None, query: str | None,
 
 
 @cli.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("specs", nargs=-1, required=True, type=click.Path())
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
               help="Worker processes [default: one per CPU share, or one per GPU].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--bootstrap", type=int, default=None, help="Bootstrap refits per fit [default: the spec's].")
+@click.option("--smoke", is_flag=True, help="Run each spec's `smoke:` size: a quick check of the whole pipeline.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Also write each report as Markdown (OUT/<experiment>/README.md, figures as PNG beside it) "
+                   "and an index OUT/README.md.")
 @workspace_option
 @json_option
-def reproduce(spec: str, workers: int | None, device: str, bootstrap: int | None, workspace: str | None,
-              as_json: bool) -> None:
+def reproduce(specs: tuple[str, ...], workers: int | None, device: str, bootstrap: int | None, smoke: bool,
+              out: str | None, workspace: str | None, as_json: bool) -> None:
     """Run a whole experiment: compile, run pending runs locally, load, fit, plot, and report.
 
     Running it again skips finished runs and only refits and replots. The report is
     <workspace>/reports/<experiment>/report.html, with each figure beside it as .png and .html.
     A spec without data/model/train that lists `analysis.experiments` trains nothing: it
-    analyses and reports those experiments' runs together.
+    analyses and reports those experiments' runs together. SPECS may be several files or
+    folders (every spec directly in them), run in the order their analyses need; with --json
+    and several specs the output is a list, one object per spec.
     """
+    from scaling_db.cli.common import EXIT_INTERRUPTED, EXIT_RUNS_FAILED
+    from scaling_db.spec.collection import expand_spec_paths, order_by_dependency
+
+    ws = get_workspace(workspace)
+    paths = order_by_dependency(expand_spec_paths(specs), smoke=smoke)
+    command = " ".join(["scaledb reproduce", *specs, *(["--smoke"] if smoke else []), *([f"--out {out}"] if out else [])])
+    pages, results, failed = [], [], False
+    for path in paths:
+        if len(paths) > 1 and not as_json:
+            click.echo(f"\n== {path}")
+        try:
+            page = _reproduce_one(ws, path, workers, device, bootstrap, smoke, command)
+        except KeyboardInterrupt:
+            click.echo("Interrupted: runs saved their state; run the same command again to resume.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        failed = failed or bool(page.failed_runs)
+        results.append(_print_result(ws, str(path), page, as_json and len(paths) == 1 and len(specs) == 1))
+        pages.append(page)
+    if out:
+        from scaling_db.report.markdown import write_index, write_page
+
+        written = [(p, write_page(p, Path(out) / p.experiment, ws.cache_dir)) for p in pages]
+        index = write_index(written, Path(out), command)
+        if not as_json:
+            click.echo(f"\nMarkdown: {index} and {len(written)} page(s) beside it")
+    if as_json and (len(paths) > 1 or len(specs) > 1):
+        emit_json(results)
+    if failed:
+        sys.exit(EXIT_RUNS_FAILED)
+
+
+def _reproduce_one(ws: "Workspace", path: Path, workers: int | None, device: str, bootstrap: int | None,
+                   smoke: bool, command: str) -> "Page":
     from runners.local import run_local
-    from scaling_db.cli.common import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, source_builder
+    from scaling_db.cli.common import source_builder
     from scaling_db.cli.progress import progress_display
+    from scaling_db.report.markdown import Page
+    from scaling_db.report.published import check_published
     from scaling_db.reproduce import reproduce as reproduce_experiment
     from scaling_db.report.study import is_analysis_only, read_study, run_study
 
-    ws = get_workspace(workspace)
-    if is_analysis_only(spec):
-        done = run_study(ws, read_study(spec), bootstrap_n=bootstrap)
-        _print_result(ws, spec, done.study.experiment, done.analysis.outcomes, done.analysis.errors, done.figures,
-                      done.report, {}, as_json)
-        return
-    progress = progress_display(ws, as_json)
+    if is_analysis_only(path):
+        done = run_study(ws, read_study(path, smoke=smoke), bootstrap_n=bootstrap)
+        study, outcomes, errors = done.study, done.analysis.outcomes, done.analysis.errors
+        return Page(study.experiment, study.description, path, command, outcomes, errors, done.figures, done.runs,
+                    check_published(study.analysis.published, outcomes, errors), report=done.report, smoke=smoke)
+    progress = progress_display(ws, False)
 
     def run_pending(run_ids: list[str]) -> None:
         with ingest_as_done(ws) as on_run_done:
@@ -96,35 +137,38 @@ def reproduce(spec: str, workers: int | None, device: str, bootstrap: int | None
         if report.interrupted:
             raise KeyboardInterrupt
 
-    try:
-        result = reproduce_experiment(ws, spec, run_pending, bootstrap=bootstrap)
-    except KeyboardInterrupt:
-        click.echo("Interrupted: runs saved their state; run the same command again to resume.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    _print_result(ws, spec, result.compiled.experiment, result.fits, result.fit_errors, result.figures, result.report,
-                  result.failed_runs, as_json)
-    if result.failed_runs:
-        sys.exit(EXIT_RUNS_FAILED)
+    result = reproduce_experiment(ws, path, run_pending, bootstrap=bootstrap, smoke=smoke)
+    c = result.compiled
+    return Page(c.experiment, c.description, path, command, result.fits, result.fit_errors, result.figures,
+                result.runs, check_published(c.analysis.published, result.fits, result.fit_errors),
+                upstream=result.upstream, failed_runs=result.failed_runs, report=result.report, smoke=smoke)
 
 
-def _print_result(ws: "Workspace", spec: str, experiment: str, fits: list[Any], fit_errors: dict[str, str],
-                  figures: list[Any], report: Path, failed_runs: dict[str, str], as_json: bool) -> None:
+def _print_result(ws: "Workspace", spec: str, page: "Page", as_json: bool) -> dict[str, Any]:
+    """Print one experiment's outcome (JSON now when `as_json`); return its JSON object."""
     from scaling_db.cli.common import echo_failed_runs
 
+    obj = {"experiment": page.experiment, "report": str(page.report),
+           "fits": [outcome_json(o) for o in page.outcomes], "fit_errors": dict(page.errors),
+           "figures": {f.name: f.error or "ok" for f in page.figures}, "failed_runs": dict(page.failed_runs),
+           "published": [{"analysis": c.analysis, "quantity": c.quantity, "estimate": c.estimate, "lo": c.lo,
+                          "hi": c.hi, "published": c.decl.value, "source": c.decl.source, "verdict": c.verdict}
+                         for c in page.published]}
     if as_json:
-        emit_json({"experiment": experiment, "report": str(report),
-                   "fits": [outcome_json(o) for o in fits], "fit_errors": fit_errors,
-                   "figures": {f.name: f.error or "ok" for f in figures}, "failed_runs": failed_runs})
-        return
-    if fits:
-        print_outcomes(fits)
-    for name, error in fit_errors.items():
+        emit_json(obj)
+        return obj
+    if page.outcomes:
+        print_outcomes(page.outcomes)
+    for name, error in page.errors.items():
         click.echo(f"fit {name} not made: {error}", err=True)
-    for fig in figures:
+    for fig in page.figures:
         if fig.error:
             click.echo(f"figure {fig.name} not drawn: {fig.error}", err=True)
-    click.echo(f"\nreport: {report}")
-    click.echo(f"figures: {report.parent}/*.png (and interactive .html)")
-    if failed_runs:
-        echo_failed_runs(ws, failed_runs, retry=f"scaledb run {spec} --retry-failed, then reproduce again")
-        click.echo(f"The report says at its top that it is incomplete: {report}", err=True)
+    for check in page.published:
+        click.echo(f"{check.analysis} {check.quantity}: {check.sentence}")
+    click.echo(f"\nreport: {page.report}")
+    click.echo(f"figures: {page.report.parent}/*.png (and interactive .html)")
+    if page.failed_runs:
+        echo_failed_runs(ws, dict(page.failed_runs), retry=f"scaledb run {spec} --retry-failed, then reproduce again")
+        click.echo(f"The report says at its top that it is incomplete: {page.report}", err=True)
+    return obj

@@ -26,7 +26,8 @@ from scaling_db.spec.plan import PlanRow, ThroughputSample, plan_rows, summarize
 from scaling_db.spec.revisions import SUPERSEDED_NOTE
 from scaling_db.spec.schema import spec_json_schema
 
-SPEC_PATHS = click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+SPEC_PATHS = click.argument("specs", nargs=-1, required=True, type=click.Path())  # files or folders of specs
+SMOKE = click.option("--smoke", is_flag=True, help="Use each spec's `smoke:` size (a quick check of the pipeline).")
 MAX_RUNS = click.option(
     "--max-runs", type=click.IntRange(min=1), default=DEFAULT_MAX_RUNS, show_default=True,
     help="Refuse a spec whose sweep has more points than this (checked before expanding it).",
@@ -100,17 +101,21 @@ def run_json(manifest: RunManifest, state: str) -> dict[str, Any]:
 @workspace_option
 @json_option
 @MAX_RUNS
-def validate(specs: tuple[str, ...], workspace: str | None, as_json: bool, max_runs: int) -> None:
+@SMOKE
+def validate(specs: tuple[str, ...], workspace: str | None, as_json: bool, max_runs: int, smoke: bool) -> None:
     """Check spec files without writing anything.
 
     Every problem of every file is listed at once, one line each: FILE:LINE FIELD: WHAT. The
-    workspace is only read, for the queries it adds (`<workspace>/queries/`).
+    workspace is only read, for the queries it adds (`<workspace>/queries/`). A folder stands
+    for every spec directly in it.
     """
+    from scaling_db.spec.collection import expand_spec_paths
+
     results, failed = [], []
     find_query = query_check(get_workspace(workspace))
-    for path in specs:
+    for path in map(str, expand_spec_paths(specs)):
         try:
-            source = read_spec_source(path)
+            source = read_spec_source(path, smoke=smoke)
             if is_analysis_only(source):  # trains nothing: its analyses read other experiments
                 study = validate_analysis_only(source, find_query)
                 results.append({"spec": path, "valid": True, "experiment": study.experiment, "runs": 0,
@@ -188,18 +193,22 @@ def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float
               help="Throughput assumed for the wall-time estimate of runs with no measured run of a "
                    "similar shape in the workspace (GFLOP/s of one worker).")
 @MAX_RUNS
+@SMOKE
 def compile_cmd(
-    specs: tuple[str, ...], workspace: str | None, as_json: bool, dry_run: bool, gflops: float, max_runs: int
+    specs: tuple[str, ...], workspace: str | None, as_json: bool, dry_run: bool, gflops: float, max_runs: int,
+    smoke: bool,
 ) -> None:
     """Expand specs into run manifests in the workspace and print the plan.
 
     Compiling again after adding a sweep point adds exactly the new runs; finished runs
-    keep their results.
+    keep their results. A folder stands for every spec directly in it.
     """
+    from scaling_db.spec.collection import expand_spec_paths
+
     ws = get_workspace(workspace)
     find_query = query_check(ws)
     # all validated before anything is written
-    sources = [read_spec_source(path) for path in specs]
+    sources = [read_spec_source(path, smoke=smoke) for path in expand_spec_paths(specs)]
     for source in sources:
         if is_analysis_only(source):
             validate_analysis_only(source, find_query)

@@ -48,9 +48,9 @@ def is_analysis_only(path: str | Path) -> bool:
     return spec_is_analysis_only(read_spec_source(path))
 
 
-def read_study(path: str | Path) -> Study:
+def read_study(path: str | Path, *, smoke: bool = False) -> Study:
     """The analysis of a spec: compiled for a training spec, validated alone for an analysis-only one."""
-    source = read_spec_source(path)
+    source = read_spec_source(path, smoke=smoke)
     if not spec_is_analysis_only(source):
         compiled = compile_source(source)
         return Study(compiled.experiment, compiled.description, compiled.spec_path, compiled.analysis, True)
@@ -64,6 +64,7 @@ class StudyResult:
     analysis: AnalysisRun
     figures: list[Figure]
     report: Path
+    runs: pd.DataFrame  # the studied experiments' runs (final_loss rows, any status)
 
 
 def draw_figures(ws: Workspace, study: Study, errors: dict[str, str]) -> list[Figure]:
@@ -92,4 +93,4 @@ def run_study(ws: Workspace, study: Study, *, bootstrap_n: int | None = None, n_
     table = pd.concat(runs, ignore_index=True)
     report = write_report(ws, study.experiment, study.description, study.spec_path, done.outcomes, figures,
                           table, errors=done.errors)
-    return StudyResult(study, done, figures, report)
+    return StudyResult(study, done, figures, report, table)

@@ -417,15 +417,16 @@ def _compile_source(source: SpecSource, max_runs: int, find_query: QueryCheck | 
 
 
 def compile_spec(
-    path: str | Path, max_runs: int = DEFAULT_MAX_RUNS, find_query: QueryCheck | None = None
+    path: str | Path, max_runs: int = DEFAULT_MAX_RUNS, find_query: QueryCheck | None = None, *, smoke: bool = False
 ) -> CompiledExperiment:
     """Validate a spec file and expand its sweep into run manifests. Raises SpecError.
 
     A sweep of more than `max_runs` points is an error before any point is expanded.
     `find_query(name)` says why a query the analysis names cannot be found (None if it can);
     the spec stage cannot look queries up itself (they belong to the store, a later stage).
+    `smoke` applies the spec's `smoke:` section (see `read_spec_source`).
     """
-    return compile_source(read_spec_source(path), max_runs, find_query)
+    return compile_source(read_spec_source(path, smoke=smoke), max_runs, find_query)
 
 
 def is_analysis_only(source: SpecSource) -> bool:

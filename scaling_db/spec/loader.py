@@ -316,9 +316,26 @@ def _extends_problem(parent: Any, stack: tuple[Path, ...]) -> str | None:
     return None
 
 
-def read_spec_source(path: str | Path, _stack: tuple[Path, ...] = (), _referrer: SpecProblem | None = None) -> SpecSource:
-    """Read a spec file and everything it `extends`, merged, with line numbers."""
-    path = Path(path)
+def read_spec_source(path: str | Path, *, smoke: bool = False) -> SpecSource:
+    """Read a spec file and everything it `extends`, merged, with line numbers.
+
+    A spec may carry a `smoke:` section: a partial spec merged over the rest when `smoke` is
+    asked for (a few-minute size of the same experiment, for CI), and dropped otherwise.
+    """
+    source = _read_chain(Path(path), (), None)
+    overlay = source.data.pop("smoke", None)
+    if not smoke or overlay is None:
+        return source
+    if not isinstance(overlay, dict):
+        file, line = source.lines.get(("smoke",), (display_path(source.path), None))
+        raise SpecError(file, [SpecProblem(file, line, "smoke", f"must be a mapping of spec fields (got {_fmt(overlay)})")])
+    lines = dict(source.lines)
+    # A value taken from `smoke:` is reported at its own line, under its field's name.
+    lines.update({key[1:]: where for key, where in source.lines.items() if key[:1] == ("smoke",) and len(key) > 1})
+    return SpecSource(source.path, _merge(source.data, overlay), lines)
+
+
+def _read_chain(path: Path, _stack: tuple[Path, ...], _referrer: SpecProblem | None) -> SpecSource:
     resolved = _resolve(path)
     data, lines = _read_yaml(path, _referrer)
     parent = data.pop("extends", None)
@@ -333,7 +350,7 @@ def read_spec_source(path: str | Path, _stack: tuple[Path, ...] = (), _referrer:
         chain = " -> ".join(display_path(p) for p in (*_stack, resolved, _resolve(parent_path)))
         raise SpecError(here[0], [SpecProblem(here[0], here[1], "extends", f"cycle: {chain}")])
     ref = SpecProblem(here[0], here[1], "extends", "")
-    base = read_spec_source(parent_path, (*_stack, resolved), ref)
+    base = _read_chain(parent_path, (*_stack, resolved), ref)
     merged_lines = dict(base.lines)
     merged_lines.update(lines)
     return SpecSource(path, _merge(base.data, data), merged_lines)

@@ -293,7 +293,7 @@ class ClusterSpec(StrictModel):
 
 PlotKind = Literal[
     "loss_curves", "scaling_fit", "compute_frontier", "isoflop", "optimal_allocation",
-    "lr_sweep", "optimal_lr", "mup_vs_sp", "coordcheck", "window_sensitivity",
+    "lr_sweep", "optimal_lr", "mup_vs_sp", "coordcheck", "window_sensitivity", "fit_parameters",
 ]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 QueryParams = dict[str, str | int | float]
@@ -403,6 +403,17 @@ class PlotDecl(StrictModel):
     out: str | None = Field(None, description="file name in the report folder; default from kind")
 
 
+class PublishedDecl(StrictModel):
+    """A published number a result is set beside in the report, with a verdict on agreement."""
+
+    analysis: str = Field(description="a declared fit, comparison or frontier (a grouped fit: every group)")
+    quantity: str = Field(description="a row of its results, e.g. alpha, E, a (as the report's table names it)")
+    value: float
+    source: str = Field(description="where the number is published, e.g. 'Kaplan et al. 2020, eq. 1.1'")
+    note: str = Field("", description="how this setting differs from the paper's, and what would settle a "
+                                      "disagreement (more widths, more tokens, ...)")
+
+
 class AnalysisSpec(StrictModel):
     experiments: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]] = Field(
         [], description="analyse these experiments' runs together (default: this spec's own)")
@@ -410,6 +421,7 @@ class AnalysisSpec(StrictModel):
     comparisons: list[ComparisonDecl] = []
     frontiers: list[FrontierDecl] = []
     plots: list[PlotDecl] = []
+    published: list[PublishedDecl] = []
 
     @property
     def names(self) -> list[str]:
@@ -426,6 +438,9 @@ class AnalysisSpec(StrictModel):
         for p in self.plots:
             if p.fit is not None and p.fit not in fit_names:
                 raise ValueError(f"plot {p.kind!r} refers to unknown fit {p.fit!r} (fits: {fit_names})")
+        for pub in self.published:
+            if pub.analysis not in names:
+                raise ValueError(f"published value for unknown analysis {pub.analysis!r} (analyses: {names})")
         return self
 
 
