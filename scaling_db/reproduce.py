@@ -20,6 +20,7 @@ import pandas as pd
 
 from scaling_db.report.analyses import Outcome
 from scaling_db.report.comparisons import run_analysis
+from scaling_db.report.published import PublishedCheck, check_published
 from scaling_db.spec.compiler import CompiledExperiment, compile_spec
 from scaling_db.store.ingest import IngestReport, ingest_runs
 from scaling_db.store.query import run_query
@@ -40,6 +41,7 @@ class ReproduceResult:
     failed_runs: dict[str, str]  # run_id -> why it has no result (failed, or never ran)
     runs: pd.DataFrame  # the experiment's runs (final_loss rows, any status)
     upstream: pd.DataFrame  # its upstream runs (teachers), the same columns
+    published: list[PublishedCheck]  # the spec's published values beside the measured ones
 
 
 def reproduce(
@@ -68,11 +70,13 @@ def reproduce(
     superseded = run_query(ws, sql="SELECT count(*) AS n FROM superseded_runs WHERE experiment = $experiment",
                            params={"experiment": compiled.experiment})
     names = {m.run_id: m.name for m in [*compiled.upstream, *compiled.runs]}
+    published = check_published(compiled.analysis.published, fits, fit_errors)
     report = write_report(ws, compiled.experiment, compiled.description, compiled.spec_path, fits, figures, runs,
                           errors=fit_errors, n_superseded=int(superseded.n.iloc[0]),
-                          failed_runs={f"{names[r]} ({r})": why for r, why in failed_runs.items()})
+                          failed_runs={f"{names[r]} ({r})": why for r, why in failed_runs.items()},
+                          published=published)
     return ReproduceResult(compiled, loaded, fits, fit_errors, figures, report, failed_runs, runs,
-                           upstream_runs(ws, [m.run_id for m in compiled.upstream]))
+                           upstream_runs(ws, [m.run_id for m in compiled.upstream]), published)
 
 
 def upstream_runs(ws: Workspace, run_ids: list[str]) -> pd.DataFrame:

@@ -80,7 +80,7 @@ def reproduce(specs: tuple[str, ...], workers: int | None, device: str, bootstra
     A spec without data/model/train that lists `analysis.experiments` trains nothing: it
     analyses and reports those experiments' runs together. SPECS may be several files or
     folders (every spec directly in them), run in the order their analyses need; with --json
-    and several specs the output is a list, one object per spec.
+    and several specs or a folder the output is a list, one object per spec.
     """
     from scaling_db.cli.common import EXIT_INTERRUPTED, EXIT_RUNS_FAILED
     from scaling_db.spec.collection import expand_spec_paths, order_by_dependency
@@ -88,17 +88,18 @@ def reproduce(specs: tuple[str, ...], workers: int | None, device: str, bootstra
     ws = get_workspace(workspace)
     paths = order_by_dependency(expand_spec_paths(specs), smoke=smoke)
     command = " ".join(["scaledb reproduce", *specs, *(["--smoke"] if smoke else []), *([f"--out {out}"] if out else [])])
+    many = len(paths) > 1 or any(Path(s).is_dir() for s in specs)  # --json prints a list then
     pages, results, failed = [], [], False
     for path in paths:
-        if len(paths) > 1 and not as_json:
+        if many and not as_json:
             click.echo(f"\n== {path}")
         try:
-            page = _reproduce_one(ws, path, workers, device, bootstrap, smoke, command)
+            page = _reproduce_one(ws, path, workers, device, bootstrap, smoke, command, as_json)
         except KeyboardInterrupt:
             click.echo("Interrupted: runs saved their state; run the same command again to resume.", err=True)
             sys.exit(EXIT_INTERRUPTED)
         failed = failed or bool(page.failed_runs)
-        results.append(_print_result(ws, str(path), page, as_json and len(paths) == 1 and len(specs) == 1))
+        results.append(_print_result(ws, str(path), page, as_json, emit=not many))
         pages.append(page)
     if out:
         from scaling_db.report.markdown import write_index, write_page
@@ -107,19 +108,18 @@ def reproduce(specs: tuple[str, ...], workers: int | None, device: str, bootstra
         index = write_index(written, Path(out), command)
         if not as_json:
             click.echo(f"\nMarkdown: {index} and {len(written)} page(s) beside it")
-    if as_json and (len(paths) > 1 or len(specs) > 1):
+    if as_json and many:
         emit_json(results)
     if failed:
         sys.exit(EXIT_RUNS_FAILED)
 
 
 def _reproduce_one(ws: "Workspace", path: Path, workers: int | None, device: str, bootstrap: int | None,
-                   smoke: bool, command: str) -> "Page":
+                   smoke: bool, command: str, as_json: bool) -> "Page":
     from runners.local import run_local
     from scaling_db.cli.common import source_builder
     from scaling_db.cli.progress import progress_display
     from scaling_db.report.markdown import Page
-    from scaling_db.report.published import check_published
     from scaling_db.reproduce import reproduce as reproduce_experiment
     from scaling_db.report.study import is_analysis_only, read_study, run_study
 
@@ -127,8 +127,8 @@ def _reproduce_one(ws: "Workspace", path: Path, workers: int | None, device: str
         done = run_study(ws, read_study(path, smoke=smoke), bootstrap_n=bootstrap)
         study, outcomes, errors = done.study, done.analysis.outcomes, done.analysis.errors
         return Page(study.experiment, study.description, path, command, outcomes, errors, done.figures, done.runs,
-                    check_published(study.analysis.published, outcomes, errors), report=done.report, smoke=smoke)
-    progress = progress_display(ws, False)
+                    done.published, report=done.report, smoke=smoke)
+    progress = progress_display(ws, as_json)
 
     def run_pending(run_ids: list[str]) -> None:
         with ingest_as_done(ws) as on_run_done:
@@ -140,12 +140,12 @@ def _reproduce_one(ws: "Workspace", path: Path, workers: int | None, device: str
     result = reproduce_experiment(ws, path, run_pending, bootstrap=bootstrap, smoke=smoke)
     c = result.compiled
     return Page(c.experiment, c.description, path, command, result.fits, result.fit_errors, result.figures,
-                result.runs, check_published(c.analysis.published, result.fits, result.fit_errors),
-                upstream=result.upstream, failed_runs=result.failed_runs, report=result.report, smoke=smoke)
+                result.runs, result.published, upstream=result.upstream, failed_runs=result.failed_runs,
+                report=result.report, smoke=smoke)
 
 
-def _print_result(ws: "Workspace", spec: str, page: "Page", as_json: bool) -> dict[str, Any]:
-    """Print one experiment's outcome (JSON now when `as_json`); return its JSON object."""
+def _print_result(ws: "Workspace", spec: str, page: "Page", as_json: bool, emit: bool) -> dict[str, Any]:
+    """Print one experiment's outcome, or with `as_json` its JSON object (now only if `emit`); return it."""
     from scaling_db.cli.common import echo_failed_runs
 
     obj = {"experiment": page.experiment, "report": str(page.report),
@@ -155,7 +155,8 @@ def _print_result(ws: "Workspace", spec: str, page: "Page", as_json: bool) -> di
                           "hi": c.hi, "published": c.decl.value, "source": c.decl.source, "verdict": c.verdict}
                          for c in page.published]}
     if as_json:
-        emit_json(obj)
+        if emit:
+            emit_json(obj)
         return obj
     if page.outcomes:
         print_outcomes(page.outcomes)

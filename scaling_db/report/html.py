@@ -20,6 +20,7 @@ from scaling_db import __version__
 from scaling_db.report.analyses import Outcome, fmt_interval, fmt_num
 from scaling_db.plot.export import PNG_SCALE, chart_to_html, chart_to_png_bytes
 from scaling_db.report.cache import cached_render
+from scaling_db.report.published import PublishedCheck
 from scaling_db.spec.revisions import SUPERSEDED_NOTE
 from scaling_db.training.records import utc_now
 from scaling_db.workspace import Workspace, atomic_write_bytes, atomic_write_text
@@ -98,7 +99,8 @@ def _figure_html(fig: Figure, out_dir: Path, cache_dir: Path) -> str:
 
 def write_report(ws: Workspace, experiment: str, description: str, spec_path: str, outcomes: Sequence[Outcome],
                  figures: list[Figure], runs: pd.DataFrame, *, errors: Mapping[str, str] | None = None,
-                 n_superseded: int = 0, failed_runs: dict[str, str] | None = None) -> Path:
+                 n_superseded: int = 0, failed_runs: dict[str, str] | None = None,
+                 published: Sequence[PublishedCheck] = ()) -> Path:
     """Write reports/<experiment>/report.html (plus each figure as .png and .html) and return its path.
 
     `errors`: analyses that could not be computed, listed under the table. `n_superseded`: runs of
@@ -118,7 +120,7 @@ def write_report(ws: Workspace, experiment: str, description: str, spec_path: st
 <p>{html.escape(description)}</p>
 <p class="meta">spec {html.escape(spec_path)} · workspace {html.escape(str(ws.root))} · scaledb {__version__} · {utc_now()}</p>
 <h2>Fits and comparisons</h2>{_fits_table(outcomes, errors) if outcomes or errors else '<p>No analyses declared in the spec.</p>'}
-<h2>Figures</h2>{''.join(parts) or '<p>No plots declared in the spec.</p>'}
+{_published_html(published)}<h2>Figures</h2>{''.join(parts) or '<p>No plots declared in the spec.</p>'}
 {diag}
 <h2>Runs</h2>{_runs_table(runs)}
 {f"<p class='meta'>{n_superseded} runs {html.escape(SUPERSEDED_NOTE)}.</p>" if n_superseded else ""}
@@ -127,6 +129,14 @@ def write_report(ws: Workspace, experiment: str, description: str, spec_path: st
     path = out_dir / "report.html"
     atomic_write_text(path, page)
     return path
+
+
+def _published_html(checks: Sequence[PublishedCheck]) -> str:
+    if not checks:
+        return ""
+    items = "".join(f"<li><b>{html.escape(c.analysis)}, {html.escape(c.quantity)}</b>: {html.escape(c.sentence)}"
+                    + (f" <i>{html.escape(c.decl.note)}</i>" if c.decl.note else "") + "</li>" for c in checks)
+    return f"<h2>Against published values</h2><ul>{items}</ul>\n"
 
 
 def _failed_banner(failed_runs: dict[str, str]) -> str:

@@ -19,6 +19,7 @@ from scaling_db.report.comparisons import AnalysisRun, run_analysis
 from scaling_db.report.cache import cached_figure
 from scaling_db.report.figures import DIAGNOSTIC_KINDS, FigureRequest
 from scaling_db.report.html import Figure, write_report
+from scaling_db.report.published import PublishedCheck, check_published
 from scaling_db.spec.compiler import compile_source, validate_analysis_only
 from scaling_db.spec.compiler import is_analysis_only as spec_is_analysis_only
 from scaling_db.spec.loader import display_path, read_spec_source
@@ -65,6 +66,7 @@ class StudyResult:
     figures: list[Figure]
     report: Path
     runs: pd.DataFrame  # the studied experiments' runs (final_loss rows, any status)
+    published: list[PublishedCheck]  # the spec's published values beside the measured ones
 
 
 def draw_figures(ws: Workspace, study: Study, errors: dict[str, str]) -> list[Figure]:
@@ -91,6 +93,7 @@ def run_study(ws: Workspace, study: Study, *, bootstrap_n: int | None = None, n_
     figures = draw_figures(ws, study, done.errors)
     runs = [run_query(ws, "final_loss", params={"experiment": e, "status": "any"}) for e in study.experiments]
     table = pd.concat(runs, ignore_index=True)
+    published = check_published(study.analysis.published, done.outcomes, done.errors)
     report = write_report(ws, study.experiment, study.description, study.spec_path, done.outcomes, figures,
-                          table, errors=done.errors)
-    return StudyResult(study, done, figures, report, table)
+                          table, errors=done.errors, published=published)
+    return StudyResult(study, done, figures, report, table, published)
