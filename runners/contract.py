@@ -3,7 +3,8 @@
 - `RunReport`: what happened to the runs asked for (one type for every backend);
 - `ProgressSink`: where a backend reports progress (the CLI passes its display);
 - `build_options`: a backend's options from the spec's typed `cluster:` section plus
-  command-line flags (flags win; a flag the backend does not have is an error).
+  command-line flags (flags win; a flag the backend does not have is an error);
+- `in_waves`: a cluster backend's call made once per wave of upstream runs (teachers first).
 
 Every backend decides which runs need running with `scaling_db.training.execute.split_pending`
 and executes each through `scaling_db.training.execute.execute_run`.
@@ -11,13 +12,15 @@ and executes each through `scaling_db.training.execute.execute_run`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
 from scaling_db.errors import BackendError
 from scaling_db.spec.schema import ClusterSpec
 from scaling_db.training.records import RunState, RunStatus
+from scaling_db.training.upstream import add_pending_upstream, order_waves
+from scaling_db.workspace import Workspace
 
 
 class ProgressSink(Protocol):
@@ -95,3 +98,47 @@ def merge_cluster(sections: list[ClusterSpec]) -> ClusterSpec | None:
     for section in sections:
         merged.update(section.model_dump(exclude_unset=True))
     return ClusterSpec.model_validate(merged)
+
+
+def in_waves(workspace: Workspace, run_ids: Sequence[str], submit: Callable[[list[str]], RunReport], *,
+             wait: bool, retry_failed: bool = False) -> RunReport:
+    """Run `submit` (one backend call) once per wave of upstream runs: teachers, then their students.
+
+    Unfinished upstream runs of the runs asked for join the first wave. Without `wait` only the
+    first wave is submitted (its dependants cannot start before it ends) and a note says to run
+    the same command again once it has finished. Reports of the waves are merged into one.
+    """
+    known = [r for r in run_ids if workspace.manifest_path(r).exists()]
+    manifests = add_pending_upstream(workspace, {r: workspace.load_manifest(r) for r in known},
+                                     retry_failed=retry_failed)
+    waves = order_waves(manifests)
+    unknown = [r for r in run_ids if r not in manifests]  # the backend reports these as it always has
+    if len(waves) <= 1:
+        return submit([*manifests, *unknown])
+    waves[0] = [*waves[0], *unknown]
+    if not wait:
+        report = submit(waves[0])
+        later = sum(len(w) for w in waves[1:])
+        report.notes.append(f"{later} runs need upstream runs (teachers) submitted now and were not submitted; "
+                            f"run the same command again once those have finished.")
+        return report
+    merged = RunReport()
+    for wave in waves:
+        report = submit(wave)
+        _merge(merged, report)
+        if report.interrupted:
+            break
+    return merged
+
+
+def _merge(into: RunReport, report: RunReport) -> None:
+    into.statuses.update(report.statuses)
+    into.errors.update(report.errors)
+    into.skipped.extend(r for r in report.skipped if r not in into.skipped)
+    into.jobs.update(report.jobs)
+    into.in_flight.update(report.in_flight)
+    into.notes.extend(n for n in report.notes if n not in into.notes)
+    into.interrupted = into.interrupted or report.interrupted
+    into.backend, into.waited = report.backend, report.waited
+    into.folder = report.folder or into.folder
+

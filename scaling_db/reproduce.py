@@ -25,6 +25,7 @@ from scaling_db.spec.compiler import CompiledExperiment, compile_spec
 from scaling_db.store.ingest import IngestReport, ingest_runs
 from scaling_db.store.query import run_query
 from scaling_db.report.html import Figure, write_report
+from scaling_db.training.coordcheck import DEFAULT_WIDTHS, coordcheck_experiment
 from scaling_db.training.records import RunState
 from scaling_db.report.study import Study, draw_figures
 from scaling_db.workspace import Workspace
@@ -60,6 +61,7 @@ def reproduce(
     ws.write_compiled(compiled)
     run_ids = [m.run_id for m in [*compiled.upstream, *compiled.runs]]  # teachers first
     run_pending(run_ids)
+    run_ids += _coordinate_check(ws, spec_path, compiled, run_pending)
     failed_runs = runs_without_result(ws, run_ids)
     loaded = ingest_runs(ws, run_ids)
     done = run_analysis(ws, compiled.experiment, compiled.analysis, bootstrap_n=bootstrap)
@@ -77,6 +79,19 @@ def reproduce(
                           published=published)
     return ReproduceResult(compiled, loaded, fits, fit_errors, figures, report, failed_runs, runs,
                            upstream_runs(ws, [m.run_id for m in compiled.upstream]), published)
+
+
+def _coordinate_check(ws: Workspace, spec_path: str | Path, compiled: CompiledExperiment,
+                      run_pending: Callable[[list[str]], None]) -> list[str]:
+    """Run the coordinate check a declared `coordcheck` plot draws (its runs' ids; none if not declared)."""
+    if not any(p.kind == "coordcheck" for p in compiled.analysis.plots):
+        return []
+    kinds = sorted({m.model.parameterization.kind for m in compiled.runs if m.model.kind == "transformer"})
+    check = coordcheck_experiment(spec_path, widths=DEFAULT_WIDTHS, parameterizations=kinds or None)
+    ws.write_compiled(check)
+    ids = [m.run_id for m in check.runs]
+    run_pending(ids)
+    return ids
 
 
 def upstream_runs(ws: Workspace, run_ids: list[str]) -> pd.DataFrame:

@@ -82,6 +82,32 @@ def test_waves_put_upstream_runs_first(tmp_path: Path) -> None:
     assert upstream_problem(ws, students[0]) is not None and upstream_problem(ws, teacher) is None
 
 
+@pytest.mark.parametrize("wait", [True, False])
+def test_cluster_backends_submit_teachers_in_a_wave_before_their_students(tmp_path: Path, wait: bool) -> None:
+    # Slurm and Ray go through `in_waves`: one backend call per wave, the teacher added when only
+    # the students were asked for; without waiting, only the teacher's wave goes out.
+    from runners.contract import RunReport, in_waves
+
+    compiled = compile_spec(teacher_spec(tmp_path))
+    ws = Workspace(tmp_path / "ws")
+    ws.write_compiled(compiled)
+    students = [m.run_id for m in compiled.runs]
+    calls: list[list[str]] = []
+
+    def submit(ids: list[str]) -> RunReport:
+        calls.append(ids)
+        return RunReport(backend="slurm", jobs={r: f"job-{len(calls)}" for r in ids}, waited=wait)
+
+    report = in_waves(ws, [*students, "not-a-run"], submit, wait=wait)
+    teacher = compiled.upstream[0].run_id
+    if wait:
+        assert calls == [[teacher, "not-a-run"], students]
+        assert report.jobs == {teacher: "job-1", "not-a-run": "job-1", **{r: "job-2" for r in students}}
+    else:
+        assert calls == [[teacher, "not-a-run"]]
+        assert any("2 runs need upstream runs" in n for n in report.notes)
+
+
 def test_teacher_trains_first_then_is_reused_across_specs(tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "ws")
     first = compile_spec(teacher_spec(tmp_path, "first"))

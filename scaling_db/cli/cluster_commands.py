@@ -98,7 +98,7 @@ def run_on_backend(
     `flags` holds the command-line backend options (None: not given); they override the
     specs' `cluster:` sections (later specs override earlier ones).
     """
-    from runners.contract import build_options, merge_cluster
+    from runners.contract import build_options, in_waves, merge_cluster
 
     flags = dict(flags)
     wait = not flags.pop("no_wait", False)
@@ -109,15 +109,17 @@ def run_on_backend(
     if backend == "slurm":
         from runners.slurm import SlurmOptions, run_slurm
 
-        report = run_slurm(ws, run_ids, build_options(SlurmOptions, cluster, given, "slurm"), device=device,
-                           force=force, retry_failed=retry_failed, wait=wait, on_run_done=on_done,
-                           progress=progress, build_source=build_source)
+        slurm_options = build_options(SlurmOptions, cluster, given, "slurm")
+        report = in_waves(ws, run_ids, lambda ids: run_slurm(
+            ws, ids, slurm_options, device=device, force=force, retry_failed=retry_failed, wait=wait,
+            on_run_done=on_done, progress=progress, build_source=build_source), wait=wait, retry_failed=retry_failed)
     else:
         from runners.ray_runner import RayOptions, run_ray
 
-        report = run_ray(ws, run_ids, build_options(RayOptions, cluster, given, "ray"), device=device, force=force,
-                         retry_failed=retry_failed, on_run_done=on_done, progress=progress,
-                         build_source=build_source)
+        ray_options = build_options(RayOptions, cluster, given, "ray")
+        report = in_waves(ws, run_ids, lambda ids: run_ray(
+            ws, ids, ray_options, device=device, force=force, retry_failed=retry_failed, on_run_done=on_done,
+            progress=progress, build_source=build_source), wait=True, retry_failed=retry_failed)
     extra = {"backend": backend, "jobs": report.jobs, "waited": report.waited, "folder": report.folder,
              "in_flight": report.in_flight, "ingest_problems": problems}
     if not as_json:

@@ -24,6 +24,7 @@ from scaling_db.spec.loader import SpecSource, display_path, read_spec_source
 from scaling_db.workspace import Workspace, atomic_write_text
 
 METRIC_PREFIX = "act_mean_abs."
+DEFAULT_WIDTHS = (64, 128, 256, 512)
 _MUP_ONLY = ("alpha_emb", "alpha_out", "zero_init_query", "zero_init_readout")
 
 

@@ -1,9 +1,9 @@
 """Upstream runs: what must finish before a run starts, and the order a set of runs can go in.
 
 A manifest names the runs it needs finished (`RunManifest.upstream`: the teacher of `teacher_lm`
-data). The local runner uses all three functions below; the Slurm and Ray runners do not yet
-submit in waves, so there a student whose teacher has not finished fails (naming it) and is
-run again with `--retry-failed` once the teacher is done:
+data). The local runner uses all three functions below; the Slurm and Ray runners submit in the
+same waves (`runners.contract.in_waves`, one job array per wave; without waiting, only the first
+wave is submitted and the rest on the next call):
 - `add_pending_upstream` adds the unfinished upstream runs of what it was asked to run (a
   student selected with `--only` still gets its teacher trained; a finished teacher is reused),
 - `order_waves` splits runs into waves, each needing only runs of earlier waves: run a wave,
