@@ -176,27 +176,10 @@ def bootstrap(
     predict_at: inputs for confidence intervals of the mean prediction and prediction intervals
     for a new observation (the refit's prediction times a resampled residual of that refit).
     """
-    where = "bootstrap"
-    if group not in df.columns:
-        raise FitError(f"{where}: group column not in the data ({group!r} vs "
-                       f"{', '.join(map(str, df.columns))}). Pass group= a run or seed id "
-                       f"column; rows are never resampled one by one.")
-    if not 0 < level < 1:
-        raise FitError(f"{where}: level must be in (0, 1) (got {level!r} vs e.g. 0.95). "
-                       f"Pass level=0.95 for 95% intervals.")
-    if n < 2:
-        raise FitError(f"{where}: too few resamples ({n} vs at least 2). Pass n=1000.")
+    _check_args(df, group, strata, level, n)
     derived = dict(derived or {})
     full = fit_fn(df)
-    if strata is not None and strata not in df.columns:
-        raise FitError(f"{where}: strata column not in the data ({strata!r} vs "
-                       f"{', '.join(map(str, df.columns))}). Pass strata= a column or None.")
-    codes, uniques = pd.factorize(df[group], sort=True)
-    if len(uniques) < 2:
-        raise FitError(f"{where}: too few groups ({len(uniques)} vs at least 2) in {group!r}. "
-                       f"Bootstrap needs several runs or seeds.")
-    order = np.argsort(codes, kind="stable")
-    positions = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+    positions, n_groups = _group_positions(df, group)
     if strata is None:
         stratified = [positions]
     else:  # a group belongs to the stratum of its first row
@@ -205,22 +188,12 @@ def bootstrap(
     work = {"df": df, "strata": stratified, "fit_fn": fit_fn, "seed": seed,
             "kwargs": _warm_kwargs(fit_fn, full) if warm_start else {},
             "derived": derived, "predict_at": predict_at}
-    if n_jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(n_jobs, initializer=_init_worker, initargs=(work,)) as pool:
-            results = pool.map(_refit, range(n), chunksize=max(1, n // (4 * n_jobs)))
-    else:
-        saved = dict(_WORK)
-        _init_worker(work)
-        try:
-            results = [_refit(b) for b in range(n)]
-        finally:
-            _init_worker(saved)
+    results = _refit_all(work, n, n_jobs)
     ok = [(q, p) for _, q, p, err, _ in sorted(results, key=lambda t: t[0]) if err is None]
     failures = [err for _, _, _, err, _ in results if err is not None]
     caught = [m for *_, msgs in results for m in msgs]
     if len(ok) < 2:
-        raise FitError(f"{where}: too few successful refits ({len(ok)} of {n} vs at least 2); "
+        raise FitError(f"bootstrap: too few successful refits ({len(ok)} of {n} vs at least 2); "
                        f"first failure: {failures[0] if failures else 'none'}. Check the data.")
     samples = pd.DataFrame([q for q, _ in ok])
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
@@ -236,10 +209,50 @@ def bootstrap(
     return BootstrapFit(
         fit=full, estimates=_quantities(full, derived), intervals=intervals, samples=samples,
         predictions=predictions, level=level, n_requested=n, n_failed=len(failures),
-        failures=tuple(dict.fromkeys(failures))[:5], group=group, n_groups=len(uniques),
+        failures=tuple(dict.fromkeys(failures))[:5], group=group, n_groups=n_groups,
         seed=seed, strata=strata, n_warnings=len(caught),
         warnings=tuple(dict.fromkeys(caught))[:5],
     )
+
+
+def _check_args(df: pd.DataFrame, group: str, strata: str | None, level: float, n: int) -> None:
+    where = "bootstrap"
+    if group not in df.columns:
+        raise FitError(f"{where}: group column not in the data ({group!r} vs "
+                       f"{', '.join(map(str, df.columns))}). Pass group= a run or seed id "
+                       f"column; rows are never resampled one by one.")
+    if not 0 < level < 1:
+        raise FitError(f"{where}: level must be in (0, 1) (got {level!r} vs e.g. 0.95). "
+                       f"Pass level=0.95 for 95% intervals.")
+    if n < 2:
+        raise FitError(f"{where}: too few resamples ({n} vs at least 2). Pass n=1000.")
+    if strata is not None and strata not in df.columns:
+        raise FitError(f"{where}: strata column not in the data ({strata!r} vs "
+                       f"{', '.join(map(str, df.columns))}). Pass strata= a column or None.")
+
+
+def _group_positions(df: pd.DataFrame, group: str) -> tuple[list[np.ndarray], int]:
+    """The row positions of each group (groups in sorted order), and the number of groups."""
+    codes, uniques = pd.factorize(df[group], sort=True)
+    if len(uniques) < 2:
+        raise FitError(f"bootstrap: too few groups ({len(uniques)} vs at least 2) in {group!r}. "
+                       f"Bootstrap needs several runs or seeds.")
+    order = np.argsort(codes, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(codes[order])) + 1), len(uniques)
+
+
+def _refit_all(work: dict[str, Any], n: int, n_jobs: int) -> list[Any]:
+    """`_refit` of resamples 0..n-1: in forked workers when allowed, else in this process."""
+    if n_jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(n_jobs, initializer=_init_worker, initargs=(work,)) as pool:
+            return pool.map(_refit, range(n), chunksize=max(1, n // (4 * n_jobs)))
+    saved = dict(_WORK)
+    _init_worker(work)
+    try:
+        return [_refit(b) for b in range(n)]
+    finally:
+        _init_worker(saved)
 
 
 @dataclass(frozen=True)

@@ -156,49 +156,14 @@ def resolve_point(
 ) -> RunManifest:
     """The manifest of one validated point; `resolved_data` replaces `spec.data` in it."""
     data = spec.data.model_dump(mode="json")
-    model_spec = spec.model
-    counts_map: dict[str, Any]
-    if isinstance(model_spec, TransformerModel):
-        vocab = vocab_size_of(data)
-        shape = transformer_shape(model_spec.model_dump(mode="json"), vocab)
-        model: Any = ResolvedTransformer(
-            **{**model_spec.model_dump(), "n_heads": shape.n_heads, "d_ff": shape.d_ff, "vocab_size": vocab}
-        )
-        pc = count_params(shape)
-        fpt = flops_per_token(shape)
-        t: LMTrain = spec.train  # type: ignore[assignment]
-        per_step = t.batch_size * shape.context
-        steps = t.steps if t.steps is not None else max(1, math.ceil(t.tokens / per_step))
-        train: Any = ResolvedLMTrain(
-            optimizer=t.optimizer,
-            schedule=t.schedule,
-            checkpoint_schedule=t.checkpoints,
-            batch_size=t.batch_size,
-            steps=steps,
-            tokens=steps * per_step,
-            warmup_steps=int(round(t.schedule.warmup_frac * steps)),
-            checkpoint_steps=_checkpoint_steps(t, steps),
-            eval_tokens=t.eval_tokens,
-            grad_clip=t.grad_clip,
-            precision=t.precision,
-            state_every=t.state_every,
-            seed=t.seed,
-        )
-        counts = RunCounts(
-            n_params=pc.n_params, n_params_nonembed=pc.n_params_nonembed,
-            n_params_embed=pc.n_params_embed, vocab_size=vocab,
-        )
-        flops = dict(fpt)
-        train_flops = {k: float(v) * train.tokens for k, v in fpt.items()}
-        memory = estimate_peak_memory_bytes(shape, t.batch_size)
+    if isinstance(spec.model, TransformerModel):
+        model, train, counts, flops, train_flops, memory = _resolve_transformer(spec, data)
     else:
-        model = model_spec
-        train = spec.train
-        counts_map = counts_of({"model": model_spec.model_dump(), "data": data, "train": train.model_dump()})
+        model, train = spec.model, spec.train
+        counts_map = counts_of({"model": model.model_dump(), "data": data, "train": train.model_dump()})
         n = counts_map["n_params"]
         counts = RunCounts(n_params=n, n_params_nonembed=n, n_params_embed=0, vocab_size=None)
-        flops = None
-        train_flops = None
+        flops, train_flops = None, None
         # features of the training and eval sets, plus the normal equations, in float64
         memory = 8 * ((train.samples + train.eval_samples) * n + n * n)
     res = spec.resources
@@ -224,6 +189,43 @@ def resolve_point(
     check_range(manifest)
     dumped = manifest.model_dump(mode="json")
     return manifest.model_copy(update={"run_id": compute_run_id(dumped)})
+
+
+def _resolve_transformer(spec: RunSpec, data: dict[str, Any]) -> tuple[Any, Any, RunCounts, dict | None,
+                                                                     dict | None, int]:
+    """A transformer point's model (shapes filled in), train (steps, schedule), counts, FLOPs and memory."""
+    model_spec: TransformerModel = spec.model  # type: ignore[assignment]
+    vocab = vocab_size_of(data)
+    shape = transformer_shape(model_spec.model_dump(mode="json"), vocab)
+    model = ResolvedTransformer(
+        **{**model_spec.model_dump(), "n_heads": shape.n_heads, "d_ff": shape.d_ff, "vocab_size": vocab}
+    )
+    pc = count_params(shape)
+    fpt = flops_per_token(shape)
+    t: LMTrain = spec.train  # type: ignore[assignment]
+    per_step = t.batch_size * shape.context
+    steps = t.steps if t.steps is not None else max(1, math.ceil(t.tokens / per_step))
+    train = ResolvedLMTrain(
+        optimizer=t.optimizer,
+        schedule=t.schedule,
+        checkpoint_schedule=t.checkpoints,
+        batch_size=t.batch_size,
+        steps=steps,
+        tokens=steps * per_step,
+        warmup_steps=int(round(t.schedule.warmup_frac * steps)),
+        checkpoint_steps=_checkpoint_steps(t, steps),
+        eval_tokens=t.eval_tokens,
+        grad_clip=t.grad_clip,
+        precision=t.precision,
+        state_every=t.state_every,
+        seed=t.seed,
+    )
+    counts = RunCounts(
+        n_params=pc.n_params, n_params_nonembed=pc.n_params_nonembed,
+        n_params_embed=pc.n_params_embed, vocab_size=vocab,
+    )
+    train_flops = {k: float(v) * train.tokens for k, v in fpt.items()}
+    return model, train, counts, dict(fpt), train_flops, estimate_peak_memory_bytes(shape, t.batch_size)
 
 
 def teacher_manifest(data: TeacherLMData, origin: RunOrigin) -> RunManifest:
