@@ -2,7 +2,8 @@
 
 Laws (`laws`) and the registry of fittable ones (`registry`), one-input fits (`power`), two-input fits (`chinchilla`), the batched multi-start
 solver (`solver`), uncertainty (`resample`: the bootstrap; `window`), model comparison (`compare`),
-compute-optimal frontiers (`frontier`) and hyperparameter transfer (`mup`). Estimator settings
+compute-optimal frontiers (`frontier`), hyperparameter transfer (`mup`) and checks against a
+closed-form theory (`theory`). Estimator settings
 are one `FitOptions`. No database, no CLI.
 
 Names are imported from their modules on first use (PEP 562), so `import scaling_db.fit.registry`
@@ -30,6 +31,8 @@ _EXPORTS: dict[str, str] = {
     "LrOptimumFit": "mup",
     "LrTransferFit": "mup",
     "ParameterEfficiencyFit": "mup",
+    "SymmetryFit": "theory",
+    "TheoryAgreementFit": "theory",
     "WindowSensitivity": "window",
     "bootstrap": "resample",
     "chinchilla_starts": "chinchilla",
@@ -54,8 +57,10 @@ _EXPORTS: dict[str, str] = {
     "get_law": "laws",
     "huber": "laws",
     "multi_power_law": "laws",
+    "nt_symmetry": "theory",
     "parameter_efficiency": "mup",
     "score_law": "laws",
+    "theory_agreement": "theory",
     "uncertainty_table": "window",
     "window_sensitivity": "window",
 }

@@ -16,6 +16,7 @@ from scaling_db.plot.export import (FORMATS, chart_to_data_uri, chart_to_png_byt
                                     save_chart)
 from scaling_db.plot.frontier import compute_frontier, isoflop, optimal_allocation
 from scaling_db.plot.mup import coordcheck, loss_vs_params_by_param, lr_sweep, optimal_lr
+from scaling_db.plot.theory import theory_curves
 from scaling_db.plot.theme import (PAPER_WIDTHS, apply_theme, for_paper, register_theme,
                                    scaledb_theme)
 
@@ -31,6 +32,7 @@ CHART_KINDS = {
     "mup_vs_sp": loss_vs_params_by_param,
     "coordcheck": coordcheck,
     "window_sensitivity": window_sensitivity,
+    "theory_curves": theory_curves,
 }
 
 __all__ = [
@@ -38,4 +40,5 @@ __all__ = [
     "chart_to_svg", "compute_frontier", "coordcheck", "isoflop", "loss_curves",
     "loss_vs_params_by_param", "lr_sweep", "optimal_allocation", "optimal_lr", "register_theme",
     "save_chart", "scaledb_theme", "scaling_fit", "window_sensitivity",
+    "theory_curves",
 ]

@@ -1,7 +1,8 @@
 """Comparisons and frontiers a spec declares, run on the database and stored like any fit.
 
 LR optima per group, the LR-transfer slope per parameterization, the muP-vs-SP parameter
-efficiency, and compute-optimal frontiers (envelope, IsoFLOP, parametric, smooth surface) each
+efficiency, measured loss against a closed-form theory and the N <-> T symmetry of solvable
+models, and compute-optimal frontiers (envelope, IsoFLOP, parametric, smooth surface) each
 become a `ComparisonOutcome`: a short table of quantities with intervals and flags, notes, and a
 record for the `fits` table (its `law` column holds the kind: `lr_optimum`, `lr_transfer`,
 `parameter_efficiency`, `frontier_isoflop`, ...). `run_analysis` runs a whole `analysis:` section.
@@ -22,11 +23,13 @@ from scaling_db.errors import FitError, ScaledbError
 from scaling_db.fit import bootstrap, fit_lr_transfer, parameter_efficiency
 from scaling_db.fit.frontier import FrontierFit, final_rows, frontier_fn
 from scaling_db.fit.mup import fit_lr_optima
+from scaling_db.fit.theory import nt_symmetry, theory_agreement
 from scaling_db.report.cache import cached_fit
 from scaling_db.report.analyses import (FitRequest, Outcome, Row, fetch_rows, fit_grouped,
                                         store_outcome)
 from scaling_db.spec.schema import (AnalysisSpec, ComparisonDecl, FrontierDecl, LrOptimumDecl,
-                                    LrTransferDecl, ParameterEfficiencyDecl)
+                                    LrTransferDecl, ParameterEfficiencyDecl, SymmetryDecl,
+                                    TheoryAgreementDecl)
 from scaling_db.workspace import Workspace
 
 
@@ -206,6 +209,73 @@ def frontier_outcome(decl: FrontierDecl, src: Source, *, n_boot: int, seed: int,
                      **{k: v for k, v in fit.settings.items() if k != "excluded_rows"}})
 
 
+def _interval(ci: tuple[float, float]) -> tuple[float | None, float | None]:
+    return (None, None) if not np.all(np.isfinite(ci)) else ci
+
+
+def _shared_draw_note(data: pd.DataFrame) -> list[str]:
+    """Runs of one data seed share the teacher and samples: their ratios move together."""
+    if "data_seed" not in data or data["data_seed"].nunique() != 1 or len(data) < 2:
+        return []
+    return [f"all runs share one teacher and sample draw (data_seed = {data['data_seed'].iloc[0]}): the "
+            "interval is the spread across runs of that draw, not over teachers; the theory is an average "
+            "over draws, so sweep data.seed to compare with it"]
+
+
+def agreement_outcome(decl: TheoryAgreementDecl, src: Source, *, n_boot: int, seed: int) -> ComparisonOutcome:
+    """Median measured/predicted loss over runs; runs without a prediction are named, not dropped."""
+    fit = theory_agreement(src.data, y=decl.y, reference=decl.reference, n_boot=n_boot, seed=seed,
+                           level=decl.level)
+    worst = fit.worst
+    outside = abs(fit.median - 1) > decl.tolerance
+    rows = [_row(decl.name, decl.kind, f"median {decl.y} / {decl.reference}", fit.median,
+                 *_interval(fit.interval),
+                 f"outside 1 ± {decl.tolerance:g}: measured and theory disagree" if outside else ""),
+            _row(decl.name, decl.kind, "runs compared", len(fit.compared),
+                 flag=f"{len(fit.missing)} without a prediction (see notes)" if len(fit.missing) else ""),
+            _row(decl.name, decl.kind, "largest |ratio - 1|", abs(worst["ratio"] - 1))]
+    how = (f"median with a {decl.level:.0%} percentile bootstrap over runs ({n_boot} resamples)" if n_boot >= 2
+           else "no interval (bootstrap 0)")
+    notes = [f"ratio = {decl.y} / {decl.reference} per run; {how}; flagged outside 1 ± {decl.tolerance:g} "
+             f"(Maloney, Roberts & Sully 2022: ~5% agreement)",
+             f"largest deviation: {worst['label']} (ratio {worst['ratio']:.3g})"]
+    for why, group in fit.missing.groupby("why", sort=False):
+        names = group["label"].tolist()
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        notes.append(f"{len(names)} run(s) not compared, {why}: {shown}")
+    notes += _shared_draw_note(src.data)
+    detail = pd.concat([fit.compared, fit.missing], ignore_index=True)
+    return _outcome(decl.name, decl.kind, rows, notes, detail, src,
+                    {"y": decl.y, "reference": decl.reference, "tolerance": decl.tolerance,
+                     "bootstrap": n_boot, "level": decl.level})
+
+
+def symmetry_outcome(decl: SymmetryDecl, src: Source, *, n_boot: int, seed: int) -> ComparisonOutcome:
+    """Median L(a=x, b=y) / L(a=y, b=x) over mirrored pairs, x < y; flagged when 1 is outside its interval."""
+    fit = nt_symmetry(src.data, a=decl.a, b=decl.b, y=decl.y, by=decl.group_by, n_boot=n_boot, seed=seed,
+                      level=decl.level)
+    lo, hi = _interval(fit.ratio_interval)
+    broken = lo is not None and hi is not None and not lo <= 1 <= hi
+    pair = f"{decl.y}({decl.a}=x, {decl.b}=y) / {decl.y}({decl.a}=y, {decl.b}=x), x < y"
+    rows = [_row(decl.name, decl.kind, f"median {pair}", fit.median_ratio, lo, hi,
+                 "interval excludes 1: not symmetric" if broken else ""),
+            _row(decl.name, decl.kind, "median |log ratio|", fit.median_abs_log, *_interval(fit.abs_log_interval)),
+            _row(decl.name, decl.kind, "mirrored pairs", len(fit.pairs),
+                 flag=f"only {len(fit.pairs)} pairs" if len(fit.pairs) < 3 else "")]
+    n_seeds = int(max(fit.pairs["runs_xy"].max(), fit.pairs["runs_yx"].max()))
+    notes = [f"pairs of cells ({decl.a}, {decl.b}) = (x, y) and (y, x), x != y"
+             + (f", within each {', '.join(decl.group_by)}" if decl.group_by else "")
+             + (f"; runs of one cell averaged (up to {n_seeds})" if n_seeds > 1 else "")
+             + (f"; {decl.level:.0%} percentile bootstrap over pairs ({n_boot} resamples)" if n_boot >= 2
+                else "; no interval: bootstrap 0")]
+    if fit.unpaired:
+        notes.append(f"{fit.unpaired} off-diagonal cell(s) have no mirror image and are not compared")
+    notes += _shared_draw_note(src.data)
+    return _outcome(decl.name, decl.kind, rows, notes, fit.pairs, src,
+                    {"a": decl.a, "b": decl.b, "y": decl.y, "group_by": decl.group_by, "bootstrap": n_boot,
+                     "level": decl.level})
+
+
 def _source(ws: Workspace, experiment: str, experiments: Sequence[str], query: str, sql: str | None,
             params: dict[str, Any], extra: Sequence[str] = ()) -> Source:
     exps = tuple(experiments) or (experiment,)
@@ -220,12 +290,18 @@ def run_comparison(ws: Workspace, decl: ComparisonDecl, experiment: str, experim
                    *, bootstrap_n: int | None = None, seed: int = 0, n_jobs: int = 1,
                    sql: str | None = None) -> ComparisonOutcome:
     """Fetch a comparison's rows (all `experiments`, or `experiment`'s own) and compute it."""
-    extra = [*getattr(decl, "group_by", []), getattr(decl, "by", ""), getattr(decl, "width", "")]
+    extra = [*getattr(decl, "group_by", []), getattr(decl, "by", ""), getattr(decl, "width", ""),
+             getattr(decl, "a", ""), getattr(decl, "b", "")]
     src = _source(ws, experiment, experiments, decl.query, sql, decl.params, extra)
     if isinstance(decl, LrOptimumDecl):
         return lr_optimum_outcome(decl, src)
     if isinstance(decl, LrTransferDecl):
         return lr_transfer_outcome(decl, src)
+    if isinstance(decl, (TheoryAgreementDecl, SymmetryDecl)):
+        n_boot = decl.bootstrap if bootstrap_n is None else bootstrap_n  # < 2: no interval
+        if isinstance(decl, TheoryAgreementDecl):
+            return agreement_outcome(decl, src, n_boot=n_boot, seed=seed)
+        return symmetry_outcome(decl, src, n_boot=n_boot, seed=seed)
     n_boot = decl.bootstrap if bootstrap_n is None else bootstrap_n
     return efficiency_outcome(decl, src, n_boot=n_boot, seed=seed, n_jobs=n_jobs)
 

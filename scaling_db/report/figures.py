@@ -210,6 +210,42 @@ def _window_sensitivity(ws: Workspace, req: FigureRequest) -> alt.Chart:
                                    title=req.title or f"{req.experiment}: fit-window sensitivity of alpha")
 
 
+def _theory_curves(ws: Workspace, req: FigureRequest) -> alt.Chart:
+    df = _query(ws, req, "theory_loss")
+    x = req.x or "n_features"
+    return plot.theory_curves(df, _theory_grid(ws, df) if x == "n_features" else None, x=x,
+                              title=req.title or f"{req.experiment}: test loss vs random features")
+
+
+def _theory_grid(ws: Workspace, df: pd.DataFrame, points: int = 60) -> pd.DataFrame | None:
+    """The deterministic equivalent on a fine grid of N for each T that has a theory value, when
+    those runs share one data distribution (seeds aside); else None (lines join the runs' values)."""
+    from scaling_db.sources.random_features import deterministic_equivalent_loss, spectrum
+    from scaling_db.spec.data import RandomFeaturesData
+
+    have = df[df["theory_loss"].notna()]
+    if have.empty:
+        return None
+    found = run_query(ws, sql="SELECT DISTINCT manifest->>'$.data' AS data FROM runs WHERE list_contains($ids, run_id)",
+                      params={"ids": sorted({str(r) for r in have["run_id"]})})
+    configs = {json.dumps({k: v for k, v in json.loads(d).items() if k != "seed"}, sort_keys=True)
+               for d in found["data"]}
+    if len(configs) != 1:
+        return None
+    data = RandomFeaturesData.model_validate(json.loads(configs.pop()))
+    lam = spectrum(data)
+    grid = np.unique(np.geomspace(df["n_features"].min(), df["n_features"].max(), points).round().astype(int))
+    cap = 2 * float(df["loss"].max())  # the curve runs up to the highest measured point, not to infinity
+    rows = []
+    for t in sorted(have["samples"].unique()):
+        near = np.round(t * (1 + np.array([-1, 1])[:, None] * np.geomspace(0.005, 0.3, 12))).ravel()
+        for n in np.unique(np.concatenate([grid, near[(near >= grid[0]) & (near <= grid[-1])]])):
+            v = deterministic_equivalent_loss(lam, data.sigma_w, int(n), int(t))
+            if 0 < v < cap:
+                rows.append({"n_features": int(n), "samples": int(t), "theory_loss": v})
+    return pd.DataFrame(rows) if rows else None
+
+
 BUILDERS = {
     "loss_curves": _loss_curves,
     "scaling_fit": _scaling_fit,
@@ -221,6 +257,7 @@ BUILDERS = {
     "mup_vs_sp": _mup_vs_sp,
     "coordcheck": _coordcheck,
     "window_sensitivity": _window_sensitivity,
+    "theory_curves": _theory_curves,
 }
 
 

@@ -294,6 +294,7 @@ class ClusterSpec(StrictModel):
 PlotKind = Literal[
     "loss_curves", "scaling_fit", "compute_frontier", "isoflop", "optimal_allocation",
     "lr_sweep", "optimal_lr", "mup_vs_sp", "coordcheck", "window_sensitivity", "fit_parameters",
+    "theory_curves",
 ]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 QueryParams = dict[str, str | int | float]
@@ -369,8 +370,32 @@ class ParameterEfficiencyDecl(_Comparison):
     bootstrap: Annotated[int, Field(ge=2)] = 200
 
 
+class TheoryAgreementDecl(_Comparison):
+    """Measured `y` over a closed-form prediction per run (random features: Maloney et al. 2022)."""
+
+    kind: Literal["theory_agreement"]
+    name: Name = "theory_agreement"
+    query: QueryRef = "theory_loss"
+    reference: str = Field("theory_loss", description="the column holding each run's predicted loss")
+    tolerance: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.05, description="flag a median ratio outside 1 ± this (the paper reports ~5% agreement)")
+    bootstrap: Annotated[int, Field(ge=2)] = 2000
+
+
+class SymmetryDecl(_Comparison):
+    """L(a=x, b=y) against L(a=y, b=x) over mirrored pairs of runs (random features: N <-> T)."""
+
+    kind: Literal["symmetry"]
+    name: Name = "symmetry"
+    a: str = Field("n_params", description="the first axis (N: n_params holds n_features)")
+    b: str = Field("tokens", description="the second axis (T: tokens holds samples)")
+    group_by: list[str] = Field([], description="pair runs only within each combination of these columns")
+    bootstrap: Annotated[int, Field(ge=2)] = 2000
+
+
 ComparisonDecl = Annotated[
-    Union[LrOptimumDecl, LrTransferDecl, ParameterEfficiencyDecl], Field(discriminator="kind")
+    Union[LrOptimumDecl, LrTransferDecl, ParameterEfficiencyDecl, TheoryAgreementDecl, SymmetryDecl],
+    Field(discriminator="kind"),
 ]
 
 
