@@ -19,7 +19,7 @@ import pytest
 
 from scaling_db.errors import PlotError
 from scaling_db.plot import (CHART_KINDS, FORMATS, chart_to_data_uri, chart_to_png_bytes,
-                             chart_to_svg, compute_frontier, coordcheck, isoflop, loss_curves,
+                             chart_to_svg, compute_frontier, coordcheck, fit_parameters, isoflop, loss_curves,
                              loss_vs_params_by_param, lr_sweep, optimal_allocation, optimal_lr,
                              save_chart, scaling_fit, window_sensitivity)
 from scaling_db.plot.theme import CONFIG, OKABE_ITO
@@ -162,6 +162,21 @@ def window_frame() -> pd.DataFrame:
                          "hi": [0.34, 0.38, 0.44, 0.32, 0.35]})
 
 
+def fit_parameters_frame() -> pd.DataFrame:
+    return pd.DataFrame({"group": ["tree", "ba_m2", "ba_m4"], "estimate": [0.21, 0.34, 0.41],
+                         "lo": [0.15, 0.30, None], "hi": [0.26, 0.38, None]})
+
+
+def test_fit_parameters_spec(specs: dict[str, dict[str, Any]]) -> None:
+    spec = specs["fit_parameters"]
+    x = channel(spec, "x")[0]
+    assert x["field"] == "group" and x["sort"] == ["tree", "ba_m2", "ba_m4", "er"]
+    assert [mark_type(v) for v in views(spec)] == ["rule", "point"]
+    sub = spec["title"]["subtitle"]
+    assert sub == ["alpha in L = E + A·N^-alpha", "bars: 95% bootstrap interval; hollow: no interval",
+                   "not fitted: er (too few points (3 vs at least 4))"]
+
+
 def build_all() -> dict[str, alt.TopLevelMixin]:
     """One chart of every kind, from the frames above."""
     ck = curves_frame()
@@ -182,6 +197,9 @@ def build_all() -> dict[str, alt.TopLevelMixin]:
         "loss_vs_params_by_param": loss_vs_params_by_param(best),
         "coordcheck": coordcheck(coord_frame()),
         "window_sensitivity": window_sensitivity(window_frame(), (0.31, 0.335)),
+        "fit_parameters": fit_parameters(fit_parameters_frame(), order=["tree", "ba_m2", "ba_m4", "er"],
+                                         failed={"er": "too few points (3 vs at least 4)"},
+                                         explain="L = E + A·N^-alpha"),
     }
 
 
@@ -463,6 +481,7 @@ def test_chart_kinds_cover_the_spec_plot_kinds() -> None:
     (lr_sweep, lambda: (lr_frame().drop(columns=["lr", "d_model"]),), "d_model, lr"),
     (coordcheck, lambda: (coord_frame().drop(columns="layer"),), "layer"),
     (window_sensitivity, lambda: (window_frame().drop(columns="exponent"),), "exponent"),
+    (fit_parameters, lambda: (fit_parameters_frame().drop(columns="estimate"),), "estimate"),
 ])
 def test_missing_columns_name_the_chart_and_columns(
         fn: Callable[..., Any], args: Callable[[], tuple], missing: str) -> None:

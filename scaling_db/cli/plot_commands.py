@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 @click.option("--experiment", "-e", default=None, help="Experiment to plot (instead of SPEC).")
 @click.option("--query", default=None, help="Named query or .sql file replacing the kind's default data.")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help="A query parameter (repeatable).")
-@click.option("--fit", "fit_name", default=None, help="Stored fit to draw (scaling_fit).")
+@click.option("--fit", "fit_name", default=None, help="Stored fit to draw (scaling_fit, fit_parameters).")
+@click.option("--fit-param", "fit_param", default=None,
+              help="fit_parameters: the fitted parameter to draw per group [default: the law's exponent].")
 @click.option("--x", default=None, help="x column where the kind allows a choice (e.g. tokens or flops).")
 @click.option("--title", default=None, help="Chart title.")
 @click.option("--width", type=click.Choice(["column", "page"]), default=None,
@@ -41,19 +43,20 @@ if TYPE_CHECKING:
               help=f"Output file; its extension picks the format ({', '.join(FORMATS)}).")
 @workspace_option
 def plot(kind: str, spec: str | None, experiment: str | None, query: str | None, params: tuple[str, ...],
-         fit_name: str | None, x: str | None, title: str | None, width: str | None, out: str,
-         workspace: str | None) -> None:
+         fit_name: str | None, fit_param: str | None, x: str | None, title: str | None, width: str | None,
+         out: str, workspace: str | None) -> None:
     """Draw a figure of KIND for an experiment (SPEC or --experiment) to --out.
 
     \b
     scaledb plot loss_curves specs/ba_graph.yaml --out curves.png
     scaledb plot scaling_fit -e ba_graph --fit loss_vs_params --width column --out fit.pdf
+    scaledb plot fit_parameters -e ladder --fit by_graph --out exponents.png
     """
     if (spec is None) == (experiment is None):
         raise click.UsageError("give SPEC or --experiment (exactly one)")
     name = experiment or compile_spec(spec).experiment  # type: ignore[arg-type]
     req = FigureRequest(kind=kind, experiment=name, fit=fit_name, query=query,
-                        params=key_values(params, "--param"), x=x, title=title, width=width)
+                        params=key_values(params, "--param"), x=x, title=title, width=width, param=fit_param)
     path = save_chart(build_figure(get_workspace(workspace), req), out)
     click.echo(f"wrote {path}")
 

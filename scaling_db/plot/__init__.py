@@ -12,6 +12,7 @@ copy each, set `copy.config = alt.Undefined`, combine them, and `apply_theme` th
 """
 
 from scaling_db.plot.curves import loss_curves, scaling_fit, window_sensitivity
+from scaling_db.plot.fits import fit_parameters
 from scaling_db.plot.export import (FORMATS, chart_to_data_uri, chart_to_png_bytes, chart_to_svg,
                                     save_chart)
 from scaling_db.plot.frontier import compute_frontier, isoflop, optimal_allocation
@@ -31,11 +32,12 @@ CHART_KINDS = {
     "mup_vs_sp": loss_vs_params_by_param,
     "coordcheck": coordcheck,
     "window_sensitivity": window_sensitivity,
+    "fit_parameters": fit_parameters,
 }
 
 __all__ = [
     "CHART_KINDS", "FORMATS", "PAPER_WIDTHS", "apply_theme", "for_paper", "chart_to_data_uri", "chart_to_png_bytes",
-    "chart_to_svg", "compute_frontier", "coordcheck", "isoflop", "loss_curves",
+    "chart_to_svg", "compute_frontier", "coordcheck", "fit_parameters", "isoflop", "loss_curves",
     "loss_vs_params_by_param", "lr_sweep", "optimal_allocation", "optimal_lr", "register_theme",
     "save_chart", "scaledb_theme", "scaling_fit", "window_sensitivity",
 ]

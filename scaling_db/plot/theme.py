@@ -32,7 +32,7 @@ CONFIG: dict[str, Any] = {
     "font": FONT,
     "background": "white",
     "padding": 8,
-    "view": {"continuousWidth": WIDTH, "continuousHeight": HEIGHT, "stroke": "#bbbbbb"},
+    "view": {"continuousWidth": WIDTH, "continuousHeight": HEIGHT, "discreteWidth": WIDTH, "stroke": "#bbbbbb"},
     "title": {"fontSize": 14, "fontWeight": "bold", "anchor": "start", "color": INK,
               "subtitleFontSize": 11, "subtitleColor": "#444444", "subtitlePadding": 4,
               "offset": 10},
@@ -112,7 +112,8 @@ def paper_config(width: str = "column") -> dict[str, Any]:
     return {
         **CONFIG,
         "padding": 4,
-        "view": {**CONFIG["view"], "continuousWidth": view_w, "continuousHeight": round(view_w * 0.66)},
+        "view": {**CONFIG["view"], "continuousWidth": view_w, "continuousHeight": round(view_w * 0.66),
+                 "discreteWidth": view_w},
         "title": {**CONFIG["title"], "fontSize": 9, "subtitleFontSize": 7.5, "offset": 4,
                   "limit": total - 8},
         "axis": {**CONFIG["axis"], "labelFontSize": 7.5, "titleFontSize": 8.5, "titlePadding": 3,

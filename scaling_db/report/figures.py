@@ -43,6 +43,7 @@ class FigureRequest:
     title: str | None = None
     experiments: tuple[str, ...] = ()  # draw the runs of these experiments together
     width: str | None = None  # "column" (3.25 in) or "page" (6.75 in): the paper theme at that width
+    param: str | None = None  # fit_parameters: the fitted parameter to draw (default: the law's exponent)
 
 
 #: A sweep variable naming the parameterization variant (specs/mup_vs_sp.yaml): where runs have
@@ -117,6 +118,73 @@ def _formula(law: str, p: dict[str, float], x: str) -> str:
     if law == "power_law":
         return f"L = {p['A']:.3g}·{x}^-{p['alpha']:.3g}"
     return law + ": " + ", ".join(f"{k}={v:.3g}" for k, v in p.items())
+
+
+#: The exponent of each law, drawn by fit_parameters unless the request names another parameter.
+EXPONENTS = ("alpha", "alpha_N", "k")
+
+
+@dataclass(frozen=True)
+class StoredGroups:
+    """The newest stored fits of a grouped fit: the column, every group in order, each fitted one's record."""
+
+    group_by: str
+    order: list[Any]
+    records: dict[str, dict[str, Any]]  # str(value) -> the stored record (JSON fields decoded)
+    failed: dict[str, str]  # str(value) -> why that group has no fit
+
+
+def load_stored_groups(ws: Workspace, experiment: str, name: str) -> StoredGroups:
+    """The groups of the grouped fit `name` as last stored: which fitted (their records) and which not."""
+    rows = run_query(ws, sql="SELECT * FROM fits WHERE experiment = $e AND starts_with(name, $prefix) "
+                             "ORDER BY created_at DESC, fit_id", params={"e": experiment, "prefix": f"{name}["})
+    recs = [{k: _json_field(v) for k, v in r.items()} for r in rows.to_dict(orient="records")]
+    recs = [r for r in recs if (r.get("extra") or {}).get("group_by")]
+    if not recs:
+        raise PlotError(f"no stored grouped fit {name!r} for experiment {experiment!r} (a fit declared with "
+                        f"group_by). Run `scaledb fit` (or `scaledb reproduce`) on the spec first.")
+    newest = recs[0]["extra"]
+    if "groups" not in newest:
+        raise PlotError(f"grouped fit {name!r} was stored by an older scaledb without its list of groups. "
+                        f"Run `scaledb fit` on the spec again.")
+    by_value: dict[str, dict[str, Any]] = {}
+    for r in recs:  # newest first: the first record of each group wins
+        by_value.setdefault(str(r["extra"].get("group_value")), r)
+    order = [g["value"] for g in newest["groups"]]
+    failed = {str(g["value"]): g["error"] for g in newest["groups"] if g["error"]}
+    records = {str(v): by_value[str(v)] for v in order if str(v) not in failed and str(v) in by_value}
+    failed.update({str(v): "no stored fit" for v in order if str(v) not in failed and str(v) not in records})
+    return StoredGroups(newest["group_by"], order, records, failed)
+
+
+def _fit_parameters(ws: Workspace, req: FigureRequest) -> alt.Chart:
+    if req.fit is None:
+        raise PlotError("fit_parameters: name the grouped fit to draw (--fit NAME, or `fit:` in the spec's plot)")
+    groups = load_stored_groups(ws, req.experiment, req.fit)
+    first = next(iter(groups.records.values()))
+    names = list(first["params"])
+    param = req.param or next((p for p in EXPONENTS if p in names), None)
+    if param is None or param not in names:
+        raise PlotError(f"fit_parameters: fit {req.fit!r} has no parameter {param or 'exponent'!r} (law "
+                        f"{first['law']}: {', '.join(names)}). Choose one with --fit-param (or `param:`).")
+    rows = []
+    for value, rec in groups.records.items():
+        lo, hi = ((rec.get("intervals") or {}).get(param) or [None, None])[:2]
+        rows.append({"group": value, "estimate": rec["params"][param], "lo": lo, "hi": hi})
+    boot = first["extra"].get("bootstrap") or {}
+    level = f"{boot['level']:.0%} bootstrap interval over {boot.get('group', 'run_id')}s" if boot else "interval"
+    x = (first.get("columns") or {}).get("x", "x")
+    return plot.fit_parameters(pd.DataFrame(rows), parameter=param, group=groups.group_by,
+                               order=[str(v) for v in groups.order], failed=groups.failed, interval_label=level,
+                               explain=_formula_symbols(first["law"], x),
+                               title=req.title or f"{req.experiment}: {param} of {req.fit} per {groups.group_by}")
+
+
+def _formula_symbols(law: str, x: str) -> str:
+    """The law in symbols with its input named, e.g. `L = E + A·N^-alpha, N = n_params_nonembed`."""
+    forms = {"saturating_power_law": "L = E + A·x^-alpha", "power_law": "L = A·x^-alpha",
+             "exponential": "L = A·exp(-k x)", "saturating_exponential": "L = E + A·exp(-k x)"}
+    return f"{forms[law]}, x = {x}" if law in forms else law
 
 
 def _compute_frontier(ws: Workspace, req: FigureRequest) -> alt.Chart:
@@ -221,6 +289,7 @@ BUILDERS = {
     "mup_vs_sp": _mup_vs_sp,
     "coordcheck": _coordcheck,
     "window_sensitivity": _window_sensitivity,
+    "fit_parameters": _fit_parameters,
 }
 
 
