@@ -315,11 +315,12 @@ def test_scaling_fit_spec(specs: dict[str, dict[str, Any]]) -> None:
     spec = specs["scaling_fit"]
     assert spec["title"]["subtitle"][0] == "L = 1.8 + 40 N^-0.30"
     marks = [mark_type(v) for v in views(spec)]
-    assert marks == ["area", "line", "point", "rule", "text"]
-    area, line, point, rule, text = views(spec)
+    assert marks == ["area", "line", "point", "point", "rule"]  # the floor is named in the legend: no text
+    area, line, point, hollow, rule = views(spec)
+    assert hollow["mark"]["filled"] is False and [r["run_id"] for r in hollow["data"]["values"]] == ["r0"]
     assert area["encoding"]["y"]["field"] == "lo" and area["encoding"]["y2"]["field"] == "hi"
     assert line["encoding"]["strokeDash"]["field"] == "_part"
-    assert line["encoding"]["strokeDash"]["scale"]["domain"] == ["fit", "extrapolation"]
+    assert line["encoding"]["strokeDash"]["scale"]["domain"] == ["fit", "extrapolation", "entropy rate: 1.8"]
     parts = {r["_part"] for r in line["data"]["values"]}
     assert parts == {"fit", "extrapolation"}
     # the dashed piece starts where the solid one ends: no gap in the drawn law
@@ -327,14 +328,44 @@ def test_scaling_fit_spec(specs: dict[str, dict[str, Any]]) -> None:
     assert seg[seg["_part"] == "fit"]["x"].max() == seg[seg["_part"] == "extrapolation"]["x"].min()
     assert is_log(point["encoding"]["x"]) and is_log(point["encoding"]["y"])
     assert point["encoding"]["x"]["field"] == "n_params"
-    assert rule["data"]["values"][0]["y"] == E
-    assert "entropy rate" in text["data"]["values"][0]["text"]
+    assert rule["data"]["values"][0]["y"] == E and rule["encoding"]["strokeDash"]["field"] == "_part"
+    assert rule["data"]["values"][0]["_part"] == "entropy rate: 1.8"
 
 
 def test_scaling_fit_without_band_or_floor() -> None:
     points, curve = fit_frames()
     spec = scaling_fit(points, curve[["x", "y"]], "L = A N^-a").to_dict()
-    assert [mark_type(v) for v in views(spec)] == ["line", "point"]
+    assert [mark_type(v) for v in views(spec)] == ["line", "point", "point"]
+
+
+def test_scaling_fit_says_where_it_cut_the_band() -> None:
+    points, curve = fit_frames()
+    curve.loc[curve.index[:5], "hi"] = 50.0  # a band that explodes at the smallest sizes
+    spec = scaling_fit(points, curve, "f").to_dict()
+    top = 2 * points["loss"].max()
+    area = next(views(spec))
+    assert max(r["hi"] for r in area["data"]["values"]) == pytest.approx(top)
+    assert "band cut at 2× the highest point (it reaches 50)" in spec["title"]["subtitle"]
+    whole = scaling_fit(points, curve, "f", clip_band=None).to_dict()
+    assert max(r["hi"] for r in next(views(whole))["data"]["values"]) == 50.0
+    assert "cut" not in json.dumps(whole["title"])
+    untouched = scaling_fit(*fit_frames(), "f").to_dict()  # a band inside the range is not cut
+    assert "cut" not in json.dumps(untouched["title"])
+
+
+def test_scaling_fit_draws_one_law_per_group() -> None:
+    points, curve = fit_frames()
+    pts = pd.concat([points.assign(graph="tree"), points.assign(graph="ba", loss=points["loss"] * 1.1)])
+    cv = pd.concat([curve.assign(graph="tree"), curve.assign(graph="ba", y=curve["y"] * 1.1)])
+    spec = scaling_fit(pts, cv, ["tree: L = ...", "ba: L = ..."], group="graph", group_order=["tree", "ba"],
+                       floor=E, floor_label="entropy rate (exact)").to_dict()
+    area, line, point, hollow, rule = list(views(spec))
+    for view in (area, line, point, hollow):
+        assert view["encoding"]["color"]["field"] == "graph"
+        assert view["encoding"]["color"]["scale"]["domain"] == ["tree", "ba"]
+    assert line["encoding"]["color"]["title"] == "graph"  # the legend is titled with the group column
+    assert len({r["_segment"] for r in line["data"]["values"]}) == 4  # fit + extrapolation, per group
+    assert spec["title"]["subtitle"][:2] == ["tree: L = ...", "ba: L = ..."]
 
 
 def test_compute_frontier_spec(specs: dict[str, dict[str, Any]]) -> None:

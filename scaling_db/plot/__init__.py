@@ -11,8 +11,8 @@ shown. Altair refuses to concatenate charts that carry a config: to put several 
 copy each, set `copy.config = alt.Undefined`, combine them, and `apply_theme` the result.
 """
 
-from scaling_db.plot.curves import loss_curves, scaling_fit, window_sensitivity
-from scaling_db.plot.fits import fit_parameters
+from scaling_db.plot.curves import loss_curves, window_sensitivity
+from scaling_db.plot.fits import fit_parameters, scaling_fit
 from scaling_db.plot.export import (FORMATS, chart_to_data_uri, chart_to_png_bytes, chart_to_svg,
                                     save_chart)
 from scaling_db.plot.frontier import compute_frontier, isoflop, optimal_allocation

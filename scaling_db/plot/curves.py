@@ -1,4 +1,4 @@
-"""Training curves, a fitted scaling law against its points, and fit-window sensitivity."""
+"""Training curves and fit-window sensitivity."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 from scaling_db.errors import PlotError
 from scaling_db.plot._frame import (PADDING, finite, finite_positive, has_values, inline, log_x,
                                     log_y, require, size_color, thin_log)
-from scaling_db.plot.theme import INK, MUTED, OKABE_ITO, apply_theme, label
+from scaling_db.plot.theme import MUTED, OKABE_ITO, apply_theme, label
 
 # What makes two runs "the same configuration, another seed"; the columns present are used.
 CONFIG_COLUMNS = ("experiment", "parameterization", "n_params", "n_params_nonembed", "d_model",
@@ -97,93 +97,6 @@ def loss_curves(df: pd.DataFrame, *, x: str = "tokens", y: str = "loss", color: 
                          .encode(x=xe, y=ye, text="text:N"))
     return apply_theme(body.properties(
         title=alt.Title(title or f"{label(y).capitalize()} vs {what}", subtitle=sub)))
-
-
-def _segments(curve: pd.DataFrame) -> pd.DataFrame:
-    """The curve cut where `extrapolated` flips; each piece starts at the previous one's end."""
-    curve = curve.sort_values("x").reset_index(drop=True)
-    flag = curve["extrapolated"].astype(bool).to_numpy()
-    seg = np.concatenate([[0], np.cumsum(flag[1:] != flag[:-1])])
-    pieces = []
-    for s in np.unique(seg):
-        idx = np.flatnonzero(seg == s)
-        if s > 0:  # join to the previous piece so the line has no gap
-            idx = np.concatenate([[idx[0] - 1], idx])
-        piece = curve.iloc[idx].assign(_segment=int(s),
-                                       _part="extrapolation" if flag[idx[-1]] else "fit")
-        pieces.append(piece)
-    return pd.concat(pieces, ignore_index=True)
-
-
-def scaling_fit(points_df: pd.DataFrame, curve_df: pd.DataFrame, formula: str, *,
-                x: str = "n_params", y: str = "loss", floor: float | None = None,
-                floor_label: str | None = None, band_label: str = "95% confidence band",
-                title: str | None = None) -> alt.LayerChart:
-    """A fitted law over its points: band, fit line, dashed extrapolation, entropy-rate floor.
-
-    `points_df`: columns `x`, `y`; optional `excluded` (bool: drawn hollow, left out of the fit),
-    `name` or `run_id` (tooltip). `curve_df`: the law evaluated on a grid, columns `x`, `y`;
-    optional `lo`, `hi` (the band) and `extrapolated` (bool: drawn dashed). `formula` is shown
-    under the title; `floor` (the true entropy rate, where known) is drawn as a labelled rule.
-    """
-    chart = "scaling_fit"
-    points = require(chart, points_df, [x, y], what="points frame")
-    curve = require(chart, curve_df, ["x", "y"], what="curve frame")
-    points = finite_positive(chart, points, [x, y], what="points frame")
-    curve = finite_positive(chart, curve, ["x", "y"], what="curve frame").copy()
-    if "extrapolated" not in curve:
-        curve["extrapolated"] = False
-    curve["extrapolated"] = curve["extrapolated"].fillna(False).astype(bool)
-    xt, yt = label(x), label(y)
-    xext = [points[x], curve["x"]]
-    yext = [points[y], curve["y"], curve.get("lo", []), curve.get("hi", []),
-            [] if floor is None else [floor]]
-
-    def xe(field: str) -> alt.X:
-        return log_x(field, xt, extent=xext, like=x)
-
-    def ye(field: str) -> alt.Y:
-        return log_y(field, yt, extent=yext, like=y)
-
-    layers: list[alt.Chart] = []
-    if has_values(curve, "lo", "hi"):
-        band = finite_positive(chart, curve, ["lo", "hi"], what="curve frame")
-        layers.append(alt.Chart(inline(band[["x", "lo", "hi"]])).mark_area(
-            color=OKABE_ITO[0], opacity=0.18).encode(
-            x=xe("x"), y=ye("lo"), y2="hi:Q"))
-    seg = _segments(curve[["x", "y", "extrapolated"]])
-    dash = alt.StrokeDash("_part:N", title=None,
-                          scale=alt.Scale(domain=["fit", "extrapolation"], range=[[1, 0], [6, 4]]),
-                          legend=alt.Legend(orient="top-right", symbolStrokeColor=OKABE_ITO[0]))
-    layers.append(alt.Chart(inline(seg)).mark_line(color=OKABE_ITO[0], strokeWidth=2.2).encode(
-        x=xe("x"), y=ye("y"), strokeDash=dash, detail="_segment:N"))
-
-    tip = [c for c in ("name", "run_id") if c in points][:1]
-    pts = points[[x, y, *tip]].copy()
-    pts["_excluded"] = (points["excluded"].fillna(False).astype(bool)
-                        if "excluded" in points else False)
-    layers.append(alt.Chart(inline(pts)).mark_point(size=46, strokeWidth=1.5, opacity=0.9,
-                                                    filled=True, stroke=INK).encode(
-        x=xe(x), y=ye(y),
-        fill=alt.condition(alt.datum._excluded, alt.value("white"), alt.value(INK)),
-        tooltip=[*(f"{c}:N" for c in tip), alt.Tooltip(f"{x}:Q", format=".3~s"),
-                 alt.Tooltip(f"{y}:Q", format=".4f")]))
-
-    if floor is not None:
-        if not np.isfinite(floor) or floor <= 0:
-            raise PlotError(f"{chart}: floor must be a finite positive loss (got {floor!r}).")
-        text = floor_label or f"entropy rate {floor:.4g}"
-        xmax = float(max(points[x].max(), curve["x"].max()))
-        ref = alt.Chart(inline(pd.DataFrame({"y": [floor], "x": [xmax], "text": [text]})))
-        layers.append(ref.mark_rule(color=MUTED, strokeDash=[2, 3], strokeWidth=1.4)
-                      .encode(y=ye("y")))
-        layers.append(ref.mark_text(align="right", baseline="bottom", dy=-3, color="#555555")
-                      .encode(x=xe("x"), y=ye("y"), text="text:N"))
-    notes = ([f"shaded: {band_label}"] if has_values(curve, "lo", "hi") else []) + (
-        ["hollow: excluded from the fit"] if pts["_excluded"].any() else [])
-    subtitle = [formula] + (["; ".join(notes)] if notes else [])
-    return apply_theme(alt.layer(*layers).properties(
-        title=alt.Title(title or f"{yt.capitalize()} vs {xt}", subtitle=subtitle)))
 
 
 def window_sensitivity(

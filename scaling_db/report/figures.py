@@ -84,25 +84,57 @@ def _loss_curves(ws: Workspace, req: FigureRequest) -> alt.Chart:
 def _scaling_fit(ws: Workspace, req: FigureRequest) -> alt.Chart:
     if req.fit is None:
         raise PlotError("scaling_fit: name the stored fit to draw (--fit NAME, or `fit:` in the spec's plot)")
-    stored = {k: _json_field(v) for k, v in load_stored_fit(ws, req.experiment, req.fit).items()}
-    extra = stored.get("extra") or {}
-    curve = extra.get("curve")
-    if not curve:
-        raise PlotError(f"scaling_fit: fit {req.fit!r} has no one-input curve to draw (law {stored['law']}).")
-    x = (stored.get("columns") or {}).get("x", "n_params")
-    y = stored.get("y") or "loss"
-    points = run_query(ws, stored["query_name"] or "final_loss", params={"experiment": req.experiment})
-    formula = _formula(stored["law"], stored["params"], x)
-    curve_df = pd.DataFrame(curve)
-    if y in points and {"lo", "hi"} <= set(curve_df):
-        # Display only: with few runs, resamples that drop the smallest model make the band
-        # explode there; clip it to twice the observed range so the points stay readable.
-        top, bottom = 2 * float(points[y].max()), 0.5 * float(points[y].min())
-        curve_df["hi"] = curve_df["hi"].clip(upper=top)
-        curve_df["lo"] = curve_df["lo"].clip(lower=bottom)
-    return plot.scaling_fit(points, curve_df, formula, x=x, y=y, floor=extra.get("true_floor"),
-                            floor_label="entropy rate (exact)",
-                            title=req.title or f"{req.experiment}: {req.fit}")
+    group_by, order = None, None
+    try:
+        records = [{k: _json_field(v) for k, v in load_stored_fit(ws, req.experiment, req.fit).items()}]
+    except FitError as missing:
+        try:  # a fit declared with group_by is stored as one fit per group: draw them all
+            groups = load_stored_groups(ws, req.experiment, req.fit)
+        except PlotError:
+            raise missing from None
+        group_by, order = groups.group_by, [str(v) for v in groups.order if str(v) in groups.records]
+        records = [groups.records[v] for v in order]
+    first = records[0]
+    if not (first.get("extra") or {}).get("curve"):
+        raise PlotError(f"scaling_fit: fit {req.fit!r} has no one-input curve to draw (law {first['law']}).")
+    x = (first.get("columns") or {}).get("x", "n_params")
+    y = first.get("y") or "loss"
+    data = _fit_rows(ws, req, first)
+    points, curves, formulas = [], [], []
+    for rec in records:
+        extra = rec.get("extra") or {}
+        value = str(extra.get("group_value")) if group_by else None
+        points.append(_fitted_points(data, rec).assign(**({group_by: value} if group_by else {})))
+        curves.append(pd.DataFrame(extra["curve"]).assign(**({group_by: value} if group_by else {})))
+        formula = _formula(rec["law"], rec["params"], x)
+        formulas.append(f"{value}: {formula}" if group_by else formula)
+    floors = {(r.get("extra") or {}).get("true_floor") for r in records}
+    floor = floors.pop() if len(floors) == 1 else None
+    if len(floors) > 1 or (group_by and None in floors and floor is None):
+        formulas.append("exact entropy rates differ by group: not drawn")
+    return plot.scaling_fit(pd.concat(points, ignore_index=True), pd.concat(curves, ignore_index=True), formulas,
+                            x=x, y=y, floor=floor, floor_label="entropy rate (exact)", group=group_by,
+                            group_order=order, title=req.title or f"{req.experiment}: {req.fit}")
+
+
+def _fit_rows(ws: Workspace, req: FigureRequest, rec: dict[str, Any]) -> pd.DataFrame:
+    """The rows the stored fit's query returns now, over the experiments it was fitted on."""
+    extra = rec.get("extra") or {}
+    exps = extra.get("experiments") or [rec.get("experiment") or req.experiment]
+    query, sql = (rec["query_name"], None) if rec.get("query_name") else (None, rec["query_sql"])
+    data, _ = fetch_rows(ws, query, sql, dict(req.params), exps)
+    return data
+
+
+def _fitted_points(data: pd.DataFrame, rec: dict[str, Any]) -> pd.DataFrame:
+    """The points a stored fit used (its `used` run ids; best-per fits keep only those), and those it
+    excluded (marked `excluded`); every row when the data has no run ids."""
+    used = {str(i) for i in (rec.get("extra") or {}).get("used") or rec.get("run_ids") or []}
+    excluded = {str(i) for i, _ in rec.get("excluded") or []}
+    if "run_id" not in data or not used:
+        return data
+    ids = data["run_id"].astype(str)
+    return data[ids.isin(used | excluded)].assign(excluded=ids.isin(excluded))
 
 
 def _json_field(value: Any) -> Any:
