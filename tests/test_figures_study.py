@@ -117,3 +117,20 @@ def test_grouped_fit_records_every_group_and_its_failure(study: tuple[Workspace,
     assert rec["groups"][2]["error"].startswith("no rows")
     assert any(n.startswith("group experiment=synth_c not fitted: no rows") for n in out.notes())
     json.dumps(rec)  # storable as it is
+
+
+def test_scaling_fit_of_a_grouped_fit_draws_each_group_with_the_runs_it_used(
+        study: tuple[Workspace, Path, StudyResult]) -> None:
+    ws, _, _ = study
+    spec = build_figure(ws, FigureRequest(kind="scaling_fit", experiment="ladder", fit="rungs")).to_dict()
+    layers = _layers(spec)
+    line = next(v for v in layers if v["mark"]["type"] == "line")
+    assert line["encoding"]["color"]["field"] == "experiment" and line["encoding"]["color"]["title"] == "experiment"
+    assert line["encoding"]["color"]["scale"]["domain"] == ["synth_b", "synth"]  # synth_c has no fit to draw
+    points = [v for v in layers if v["mark"]["type"] == "point"]
+    counts: dict[str, int] = {}
+    for v in points:
+        for row in v["data"]["values"]:
+            counts[row["experiment"]] = counts.get(row["experiment"], 0) + 1
+    assert counts == {"synth_b": 30, "synth": 80}
+    assert [s.split(":")[0] for s in spec["title"]["subtitle"][:2]] == ["synth_b", "synth"]

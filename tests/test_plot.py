@@ -694,3 +694,23 @@ def test_every_chart_renders_for_a_journal_to_png_and_pdf(tmp_path: Path, width:
                 "optimal_allocation", "coordcheck", "lr_sweep", "window_sensitivity"):
             # single-panel charts fit the journal width (multi-panel ones set their own sizes)
             assert _pdf_width_in(pdf) <= PAPER_WIDTHS[width] + 0.05, (name, _pdf_width_in(pdf))
+
+
+@pytest.mark.parametrize("width", ["column", "page"])
+def test_faceted_charts_fit_the_journal_width(tmp_path: Path, width: str) -> None:
+    """Panels are sized from the target width and their count: the whole figure fits the page."""
+    from scaling_db.plot import PAPER_WIDTHS, for_paper
+
+    windows = pd.concat([window_frame().assign(parameter="alpha"), window_frame().assign(parameter="E")])
+    faceted = {
+        "lr_sweep": lr_sweep(lr_frame(), paper=width),
+        "coordcheck": coordcheck(coord_frame(), paper=width),
+        "optimal_allocation": optimal_allocation(allocation_frame(), paper=width),
+        "window_sensitivity": window_sensitivity(window_frame(), (0.31, 0.335), paper=width),
+        "window_sensitivity_facets": window_sensitivity(windows, paper=width),
+    }
+    for name, chart in faceted.items():
+        pdf = save_chart(for_paper(chart, width), tmp_path / f"{name}.pdf").read_bytes()
+        assert _pdf_width_in(pdf) <= PAPER_WIDTHS[width] + 0.05, (name, width, _pdf_width_in(pdf))
+        if width == "page":  # and uses it: not a thumbnail in the corner of the page
+            assert _pdf_width_in(pdf) >= 0.75 * PAPER_WIDTHS[width], (name, _pdf_width_in(pdf))

@@ -17,7 +17,7 @@ from scaling_db.plot.export import (FORMATS, chart_to_data_uri, chart_to_png_byt
                                     save_chart)
 from scaling_db.plot.frontier import compute_frontier, isoflop, optimal_allocation
 from scaling_db.plot.mup import coordcheck, loss_vs_params_by_param, lr_sweep, optimal_lr
-from scaling_db.plot.theme import (PAPER_WIDTHS, apply_theme, for_paper, register_theme,
+from scaling_db.plot.theme import (PAPER_WIDTHS, apply_theme, for_paper, label, register_theme,
                                    scaledb_theme)
 
 # Chart kind name (as in a spec's `analysis.plots[].kind`) -> the function that draws it.
@@ -36,7 +36,7 @@ CHART_KINDS = {
 }
 
 __all__ = [
-    "CHART_KINDS", "FORMATS", "PAPER_WIDTHS", "apply_theme", "for_paper", "chart_to_data_uri", "chart_to_png_bytes",
+    "CHART_KINDS", "FORMATS", "PAPER_WIDTHS", "apply_theme", "label", "for_paper", "chart_to_data_uri", "chart_to_png_bytes",
     "chart_to_svg", "compute_frontier", "coordcheck", "fit_parameters", "isoflop", "loss_curves",
     "loss_vs_params_by_param", "lr_sweep", "optimal_allocation", "optimal_lr", "register_theme",
     "save_chart", "scaledb_theme", "scaling_fit", "window_sensitivity",

@@ -11,7 +11,9 @@ import pandas as pd
 from scaling_db.errors import PlotError
 from scaling_db.plot._frame import (PADDING, finite, finite_positive, has_values, inline, log_x,
                                     log_y, require, size_color, thin_log)
-from scaling_db.plot.theme import MUTED, OKABE_ITO, apply_theme, label
+from scaling_db.plot.theme import MUTED, OKABE_ITO, apply_theme, label, panel_width
+
+WINDOW_LABELS = 130  # px for a window label such as "drop 2 smallest, 1 largest", never cut
 
 # What makes two runs "the same configuration, another seed"; the columns present are used.
 CONFIG_COLUMNS = ("experiment", "parameterization", "n_params", "n_params_nonembed", "d_model",
@@ -101,13 +103,15 @@ def loss_curves(df: pd.DataFrame, *, x: str = "tokens", y: str = "loss", color: 
 
 def window_sensitivity(
         df: pd.DataFrame, bootstrap: pd.DataFrame | tuple[float, float] | None = None, *,
-        parameter: str = "exponent", title: str | None = None) -> alt.LayerChart | alt.FacetChart:
+        parameter: str = "exponent", window_title: str = "fit window", paper: str | None = None,
+        title: str | None = None) -> alt.LayerChart | alt.FacetChart:
     """The exponent refitted on each fit window, beside the bootstrap interval of the full fit.
 
     `df`: one row per window, columns `window` (a label; rows keep their order) and `exponent`;
     optional `lo`, `hi` (that window's own interval) and `parameter` (one panel per parameter).
     `bootstrap`: (lo, hi), or a frame with `lo`, `hi`, optional `estimate` and `parameter`; drawn
-    as a shaded band so the spread across windows can be compared with it.
+    as a shaded band so the spread across windows can be compared with it. `paper` ("column" or
+    "page"): panels sized so the whole figure, window labels included, fits that journal width.
     """
     chart = "window_sensitivity"
     df = finite(chart, require(chart, df, ["window", "exponent"]), ["exponent"]).copy()
@@ -132,7 +136,7 @@ def window_sensitivity(
     xtitle = label(parameter) if data["parameter"].nunique() == 1 else None
     xaxis = alt.Axis(title=xtitle, tickCount=6)
     x = alt.X("exponent:Q", axis=xaxis, scale=alt.Scale(zero=False, padding=PADDING))
-    y = alt.Y("window:N", sort=order, title="fit window")
+    y = alt.Y("window:N", sort=order, title=window_title, axis=alt.Axis(labelLimit=WINDOW_LABELS))
     is_window = alt.datum._layer == "window"
     is_boot = alt.datum._layer == "bootstrap"
     layers: list[alt.Chart] = []
@@ -160,7 +164,10 @@ def window_sensitivity(
         subtitle.append(f"spread over windows: {lo:.3g} to {hi:.3g}" + (
             f"; bootstrap: {boot['lo'].iloc[0]:.3g} to {boot['hi'].iloc[0]:.3g}"
             if boot is not None else ""))
-    body = alt.layer(*layers, data=inline(data)).properties(width=300, height=alt.Step(26))
+    n_panels = data["parameter"].nunique()
+    # the window labels ("drop 0 smallest, 2 largest") need more room than a numeric axis
+    panel = panel_width(n_panels, paper, 300, axis_room=WINDOW_LABELS + 20)
+    body = alt.layer(*layers, data=inline(data)).properties(width=panel, height=alt.Step(26))
     heading = alt.Title(title or "Fit-window sensitivity", subtitle=subtitle)
     if df["parameter"].nunique() == 1:
         return apply_theme(body.properties(title=heading))

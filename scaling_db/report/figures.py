@@ -259,12 +259,13 @@ def _optimal_allocation(ws: Workspace, req: FigureRequest) -> alt.Chart:
             rows.append({"approach": method, "flops": c, "n_opt": n, "d_opt": d, "kind": "curve", "label": label})
     if not rows:
         raise PlotError("optimal_allocation: no frontier method could be fitted (too few runs or compute levels)")
-    return plot.optimal_allocation(pd.DataFrame(rows), title=req.title or f"{req.experiment}: compute-optimal allocation")
+    return plot.optimal_allocation(pd.DataFrame(rows), paper=req.width,
+                                   title=req.title or f"{req.experiment}: compute-optimal allocation")
 
 
 def _lr_sweep(ws: Workspace, req: FigureRequest) -> alt.Chart:
     df = _query(ws, req, "final_loss")
-    return plot.lr_sweep(df, title=req.title or f"{req.experiment}: loss vs learning rate")
+    return plot.lr_sweep(df, paper=req.width, title=req.title or f"{req.experiment}: loss vs learning rate")
 
 
 def _optimal_lr(ws: Workspace, req: FigureRequest) -> alt.Chart:
@@ -296,7 +297,7 @@ def _coordcheck(ws: Workspace, req: FigureRequest) -> alt.Chart:
     experiment = req.experiment if req.experiment.endswith("-coordcheck") else f"{req.experiment}-coordcheck"
     df = _query(ws, FigureRequest(**{**req.__dict__, "experiment": experiment, "experiments": ()}),
                 "coordcheck")
-    return plot.coordcheck(df, title=req.title or f"{req.experiment}: coordinate check")
+    return plot.coordcheck(df, paper=req.width, title=req.title or f"{req.experiment}: coordinate check")
 
 
 def _window_sensitivity(ws: Workspace, req: FigureRequest) -> alt.Chart:
@@ -304,9 +305,12 @@ def _window_sensitivity(ws: Workspace, req: FigureRequest) -> alt.Chart:
     x = req.x or "n_params"
     windows = window_sensitivity(make_fit_fn("saturating_power_law", [x], "loss"), df, scale=x)
     table = windows.table.rename(columns={"alpha": "exponent"})
+    # short labels (the axis title names the column): "drop 2 smallest, 1 largest"
+    table["window"] = [f"drop {k} smallest, {m} largest" for k, m in zip(table["drop_smallest"], table["drop_largest"])]
     full = fit_saturating_power_law(df, x=x, y="loss")
     lo, hi = full.intervals.get("alpha", (np.nan, np.nan))
-    return plot.window_sensitivity(table, bootstrap=(lo, hi) if np.isfinite(lo) else None,
+    return plot.window_sensitivity(table, bootstrap=(lo, hi) if np.isfinite(lo) else None, paper=req.width,
+                                   window_title=f"sizes of {plot.label(x)} fitted",
                                    title=req.title or f"{req.experiment}: fit-window sensitivity of alpha")
 
 
