@@ -134,3 +134,27 @@ def test_scaling_fit_of_a_grouped_fit_draws_each_group_with_the_runs_it_used(
             counts[row["experiment"]] = counts.get(row["experiment"], 0) + 1
     assert counts == {"synth_b": 30, "synth": 80}
     assert [s.split(":")[0] for s in spec["title"]["subtitle"][:2]] == ["synth_b", "synth"]
+
+
+def test_contact_sheet_lays_out_every_declared_figure_and_says_why_one_is_missing(
+        study: tuple[Workspace, Path, StudyResult], tmp_path: Path) -> None:
+    ws, spec, _ = study
+    sheet_spec = tmp_path / "ladder_sheet.yaml"  # the same study (stored fits), more figures
+    sheet_spec.write_text(spec.read_text().replace(
+        "    - {kind: fit_parameters, fit: rungs}\n",
+        "    - {kind: fit_parameters, fit: rungs}\n    - {kind: scaling_fit, fit: rungs}\n"
+        "    - {kind: coordcheck}\n"))
+    res = CliRunner().invoke(cli, ["plot", "contact-sheet", str(sheet_spec), "-w", str(ws.root)])
+    assert res.exit_code == 0, res.output
+    png = ws.report_dir("ladder") / "contact_sheet.png"
+    html = ws.report_dir("ladder") / "contact_sheet.html"
+    assert f"wrote {png}" in res.output and f"wrote {html}" in res.output
+    data = png.read_bytes()
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and width > 1000 and height > 800  # two figures across, two rows
+    text = html.read_text()
+    assert "not drawn: query coordcheck: no experiment 'ladder-" in text  # no coordinate check was run
+    res = CliRunner().invoke(cli, ["plot", "contact-sheet", "-e", "ladder", "-w", str(ws.root)])
+    assert res.exit_code == 2 and "contact-sheet takes SPEC" in res.output
+    res = CliRunner().invoke(cli, ["plot", "lr_sweep", "-e", "synth", "-w", str(ws.root)])
+    assert res.exit_code == 2 and "give --out FILE" in res.output

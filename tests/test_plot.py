@@ -714,3 +714,23 @@ def test_faceted_charts_fit_the_journal_width(tmp_path: Path, width: str) -> Non
         assert _pdf_width_in(pdf) <= PAPER_WIDTHS[width] + 0.05, (name, width, _pdf_width_in(pdf))
         if width == "page":  # and uses it: not a thumbnail in the corner of the page
             assert _pdf_width_in(pdf) >= 0.75 * PAPER_WIDTHS[width], (name, _pdf_width_in(pdf))
+
+
+def test_contact_sheet_grid(charts: dict[str, alt.TopLevelMixin]) -> None:
+    from scaling_db.plot.sheet import contact_sheet
+
+    cells = [("curves", charts["loss_curves_tokens"]), ("sweep", charts["lr_sweep"]),
+             ("isoflop", "query isoflop returned no rows"), ("fit", charts["scaling_fit"]),
+             ("exponents", charts["fit_parameters"])]
+    spec = contact_sheet(cells, title="exp: 4 of 5 figures drawn").to_dict()
+    assert [len(row["hconcat"]) for row in spec["vconcat"]] == [2, 2, 1]
+    assert spec["config"]["font"] == CONFIG["font"] and spec["title"]["text"] == "exp: 4 of 5 figures drawn"
+    missing = spec["vconcat"][1]["hconcat"][0]
+    assert missing["title"] == "isoflop" and missing["mark"]["type"] == "text"
+    assert missing["data"]["values"][0]["line"] == "not drawn: query isoflop returned no rows"
+    assert "facet" in spec["vconcat"][0]["hconcat"][1]  # a faceted figure keeps its panels
+    assert all("config" not in cell for row in spec["vconcat"] for cell in row["hconcat"])
+    # each figure keeps its own colours and legends
+    assert spec["resolve"]["scale"]["color"] == "independent" == spec["vconcat"][0]["resolve"]["legend"]["color"]
+    with pytest.raises(PlotError, match="no figures to lay out"):
+        contact_sheet([])

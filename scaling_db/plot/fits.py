@@ -99,8 +99,8 @@ def scaling_fit(points_df: pd.DataFrame, curve_df: pd.DataFrame, formula: str | 
     dash_domain = ["fit", "extrapolation", *([floor_text] if floor is not None else [])]
     dash = alt.StrokeDash("_part:N", title=None, scale=alt.Scale(domain=dash_domain,
                                                                   range=[[1, 0], [6, 4], [2, 3]][:len(dash_domain)]),
-                          legend=alt.Legend(orient="top-right", direction="vertical", columns=1,
-                                            symbolStrokeColor=_LEGEND_INK))
+                          # beside the plot (below it for a journal), never over the points
+                          legend=alt.Legend(direction="vertical", columns=1, symbolStrokeColor=_LEGEND_INK))
 
     layers: list[alt.Chart] = []
     if has_values(curve, "lo", "hi"):
