@@ -91,12 +91,12 @@ def loss_curves(df: pd.DataFrame, *, x: str = "tokens", y: str = "loss", color: 
            if len(layers_data) > 1 else [])
     body = alt.layer(*parts, data=inline(data))
     if floor is not None:
-        ref = alt.Chart(inline(pd.DataFrame({y: [floor], x: [float(data[x].max())],
-                                             "text": [f"{floor_label}: {floor:.4g}"]})))
-        body = alt.layer(body, ref.mark_rule(color=MUTED, strokeDash=[2, 3], strokeWidth=1.4)
-                         .encode(y=ye),
-                         ref.mark_text(align="right", baseline="bottom", dy=-3, color="#555555")
-                         .encode(x=xe, y=ye, text="text:N"))
+        # named in a legend, not written on the plot: the curves converge onto the rule there
+        text = f"{floor_label}: {floor:.4g}"
+        ref = alt.Chart(inline(pd.DataFrame({y: [floor], "_floor": [text]})))
+        dash = alt.StrokeDash("_floor:N", title=None, scale=alt.Scale(domain=[text], range=[[2, 3]]),
+                              legend=alt.Legend(symbolStrokeColor=MUTED))
+        body = alt.layer(body, ref.mark_rule(color=MUTED, strokeWidth=1.4).encode(y=ye, strokeDash=dash))
     return apply_theme(body.properties(
         title=alt.Title(title or f"{label(y).capitalize()} vs {what}", subtitle=sub)))
 
