@@ -115,7 +115,7 @@ def test_fit_errors_name_the_problem(synth: Workspace) -> None:
         FitRequest(name="bad", law="cubic").columns()
 
 
-@pytest.mark.parametrize("kind", sorted(set(BUILDERS) - {"coordcheck", "isoflop", "scaling_fit", "theory_curves"}))
+@pytest.mark.parametrize("kind", sorted(set(BUILDERS) - {"coordcheck", "isoflop", "scaling_fit", "theory_curves", "fit_parameters"}))
 def test_every_figure_kind_builds_from_the_database(synth: Workspace, kind: str) -> None:
     chart = build_figure(synth, FigureRequest(kind=kind, experiment="synth"))
     spec = chart.to_dict()
@@ -337,7 +337,7 @@ def test_figures_from_the_database_for_a_journal(synth: Workspace, tmp_path: Pat
     from scaling_db.plot import save_chart
 
     width = "column"  # both widths of every chart kind render in test_plot
-    for kind in sorted(set(BUILDERS) - {"coordcheck", "isoflop", "scaling_fit", "theory_curves"}):
+    for kind in sorted(set(BUILDERS) - {"coordcheck", "isoflop", "scaling_fit", "theory_curves", "fit_parameters"}):
         chart = build_figure(synth, FigureRequest(kind=kind, experiment="synth", width=width))
         assert save_chart(chart, tmp_path / f"{kind}.pdf").read_bytes()[:5] == b"%PDF-"
         assert save_chart(chart, tmp_path / f"{kind}.png").read_bytes()[:4] == b"\x89PNG"

@@ -19,7 +19,7 @@ import pytest
 
 from scaling_db.errors import PlotError
 from scaling_db.plot import (CHART_KINDS, FORMATS, chart_to_data_uri, chart_to_png_bytes,
-                             chart_to_svg, compute_frontier, coordcheck, isoflop, loss_curves,
+                             chart_to_svg, compute_frontier, coordcheck, fit_parameters, isoflop, loss_curves,
                              loss_vs_params_by_param, lr_sweep, optimal_allocation, optimal_lr,
                              save_chart, scaling_fit, window_sensitivity)
 from scaling_db.plot.theme import CONFIG, OKABE_ITO
@@ -162,6 +162,21 @@ def window_frame() -> pd.DataFrame:
                          "hi": [0.34, 0.38, 0.44, 0.32, 0.35]})
 
 
+def fit_parameters_frame() -> pd.DataFrame:
+    return pd.DataFrame({"group": ["tree", "ba_m2", "ba_m4"], "estimate": [0.21, 0.34, 0.41],
+                         "lo": [0.15, 0.30, None], "hi": [0.26, 0.38, None]})
+
+
+def test_fit_parameters_spec(specs: dict[str, dict[str, Any]]) -> None:
+    spec = specs["fit_parameters"]
+    x = channel(spec, "x")[0]
+    assert x["field"] == "group" and x["sort"] == ["tree", "ba_m2", "ba_m4", "er"]
+    assert [mark_type(v) for v in views(spec)] == ["rule", "point"]
+    sub = spec["title"]["subtitle"]
+    assert sub == ["alpha in L = E + A·N^-alpha", "bars: 95% bootstrap interval; hollow: no interval",
+                   "not fitted: er (too few points (3 vs at least 4))"]
+
+
 def build_all() -> dict[str, alt.TopLevelMixin]:
     """One chart of every kind, from the frames above."""
     ck = curves_frame()
@@ -182,6 +197,9 @@ def build_all() -> dict[str, alt.TopLevelMixin]:
         "loss_vs_params_by_param": loss_vs_params_by_param(best),
         "coordcheck": coordcheck(coord_frame()),
         "window_sensitivity": window_sensitivity(window_frame(), (0.31, 0.335)),
+        "fit_parameters": fit_parameters(fit_parameters_frame(), order=["tree", "ba_m2", "ba_m4", "er"],
+                                         failed={"er": "too few points (3 vs at least 4)"},
+                                         explain="L = E + A·N^-alpha"),
     }
 
 
@@ -297,11 +315,12 @@ def test_scaling_fit_spec(specs: dict[str, dict[str, Any]]) -> None:
     spec = specs["scaling_fit"]
     assert spec["title"]["subtitle"][0] == "L = 1.8 + 40 N^-0.30"
     marks = [mark_type(v) for v in views(spec)]
-    assert marks == ["area", "line", "point", "rule", "text"]
-    area, line, point, rule, text = views(spec)
+    assert marks == ["area", "line", "point", "point", "rule"]  # the floor is named in the legend: no text
+    area, line, point, hollow, rule = views(spec)
+    assert hollow["mark"]["filled"] is False and [r["run_id"] for r in hollow["data"]["values"]] == ["r0"]
     assert area["encoding"]["y"]["field"] == "lo" and area["encoding"]["y2"]["field"] == "hi"
     assert line["encoding"]["strokeDash"]["field"] == "_part"
-    assert line["encoding"]["strokeDash"]["scale"]["domain"] == ["fit", "extrapolation"]
+    assert line["encoding"]["strokeDash"]["scale"]["domain"] == ["fit", "extrapolation", "entropy rate: 1.8"]
     parts = {r["_part"] for r in line["data"]["values"]}
     assert parts == {"fit", "extrapolation"}
     # the dashed piece starts where the solid one ends: no gap in the drawn law
@@ -309,14 +328,44 @@ def test_scaling_fit_spec(specs: dict[str, dict[str, Any]]) -> None:
     assert seg[seg["_part"] == "fit"]["x"].max() == seg[seg["_part"] == "extrapolation"]["x"].min()
     assert is_log(point["encoding"]["x"]) and is_log(point["encoding"]["y"])
     assert point["encoding"]["x"]["field"] == "n_params"
-    assert rule["data"]["values"][0]["y"] == E
-    assert "entropy rate" in text["data"]["values"][0]["text"]
+    assert rule["data"]["values"][0]["y"] == E and rule["encoding"]["strokeDash"]["field"] == "_part"
+    assert rule["data"]["values"][0]["_part"] == "entropy rate: 1.8"
 
 
 def test_scaling_fit_without_band_or_floor() -> None:
     points, curve = fit_frames()
     spec = scaling_fit(points, curve[["x", "y"]], "L = A N^-a").to_dict()
-    assert [mark_type(v) for v in views(spec)] == ["line", "point"]
+    assert [mark_type(v) for v in views(spec)] == ["line", "point", "point"]
+
+
+def test_scaling_fit_says_where_it_cut_the_band() -> None:
+    points, curve = fit_frames()
+    curve.loc[curve.index[:5], "hi"] = 50.0  # a band that explodes at the smallest sizes
+    spec = scaling_fit(points, curve, "f").to_dict()
+    top = 2 * points["loss"].max()
+    area = next(views(spec))
+    assert max(r["hi"] for r in area["data"]["values"]) == pytest.approx(top)
+    assert "band cut at 2× the highest point (it reaches 50)" in spec["title"]["subtitle"]
+    whole = scaling_fit(points, curve, "f", clip_band=None).to_dict()
+    assert max(r["hi"] for r in next(views(whole))["data"]["values"]) == 50.0
+    assert "cut" not in json.dumps(whole["title"])
+    untouched = scaling_fit(*fit_frames(), "f").to_dict()  # a band inside the range is not cut
+    assert "cut" not in json.dumps(untouched["title"])
+
+
+def test_scaling_fit_draws_one_law_per_group() -> None:
+    points, curve = fit_frames()
+    pts = pd.concat([points.assign(graph="tree"), points.assign(graph="ba", loss=points["loss"] * 1.1)])
+    cv = pd.concat([curve.assign(graph="tree"), curve.assign(graph="ba", y=curve["y"] * 1.1)])
+    spec = scaling_fit(pts, cv, ["tree: L = ...", "ba: L = ..."], group="graph", group_order=["tree", "ba"],
+                       floor=E, floor_label="entropy rate (exact)").to_dict()
+    area, line, point, hollow, rule = list(views(spec))
+    for view in (area, line, point, hollow):
+        assert view["encoding"]["color"]["field"] == "graph"
+        assert view["encoding"]["color"]["scale"]["domain"] == ["tree", "ba"]
+    assert line["encoding"]["color"]["title"] == "graph"  # the legend is titled with the group column
+    assert len({r["_segment"] for r in line["data"]["values"]}) == 4  # fit + extrapolation, per group
+    assert spec["title"]["subtitle"][:2] == ["tree: L = ...", "ba: L = ..."]
 
 
 def test_compute_frontier_spec(specs: dict[str, dict[str, Any]]) -> None:
@@ -463,6 +512,7 @@ def test_chart_kinds_cover_the_spec_plot_kinds() -> None:
     (lr_sweep, lambda: (lr_frame().drop(columns=["lr", "d_model"]),), "d_model, lr"),
     (coordcheck, lambda: (coord_frame().drop(columns="layer"),), "layer"),
     (window_sensitivity, lambda: (window_frame().drop(columns="exponent"),), "exponent"),
+    (fit_parameters, lambda: (fit_parameters_frame().drop(columns="estimate"),), "estimate"),
 ])
 def test_missing_columns_name_the_chart_and_columns(
         fn: Callable[..., Any], args: Callable[[], tuple], missing: str) -> None:
@@ -606,8 +656,8 @@ def test_loss_curves_draw_the_exact_entropy_rate() -> None:
     spec = loss_curves(curves_frame(), x="tokens", color="n_params", floor=E).to_dict()
     texts = [v for v in views(spec) if mark_type(v) == "text"]
     rules = [v for v in views(spec) if mark_type(v) == "rule"]
-    assert len(texts) == 1 and len(rules) == 1
-    assert texts[0]["data"]["values"][0]["text"] == "entropy rate (exact): 1.8"
+    assert not texts and len(rules) == 1  # named in the legend, never written over the curves
+    assert rules[0]["encoding"]["strokeDash"]["scale"]["domain"] == ["entropy rate (exact): 1.8"]
     with pytest.raises(PlotError, match="floor must be a finite positive loss"):
         loss_curves(curves_frame(), floor=-1.0)
 
@@ -644,3 +694,43 @@ def test_every_chart_renders_for_a_journal_to_png_and_pdf(tmp_path: Path, width:
                 "optimal_allocation", "coordcheck", "lr_sweep", "window_sensitivity"):
             # single-panel charts fit the journal width (multi-panel ones set their own sizes)
             assert _pdf_width_in(pdf) <= PAPER_WIDTHS[width] + 0.05, (name, _pdf_width_in(pdf))
+
+
+@pytest.mark.parametrize("width", ["column", "page"])
+def test_faceted_charts_fit_the_journal_width(tmp_path: Path, width: str) -> None:
+    """Panels are sized from the target width and their count: the whole figure fits the page."""
+    from scaling_db.plot import PAPER_WIDTHS, for_paper
+
+    windows = pd.concat([window_frame().assign(parameter="alpha"), window_frame().assign(parameter="E")])
+    faceted = {
+        "lr_sweep": lr_sweep(lr_frame(), paper=width),
+        "coordcheck": coordcheck(coord_frame(), paper=width),
+        "optimal_allocation": optimal_allocation(allocation_frame(), paper=width),
+        "window_sensitivity": window_sensitivity(window_frame(), (0.31, 0.335), paper=width),
+        "window_sensitivity_facets": window_sensitivity(windows, paper=width),
+    }
+    for name, chart in faceted.items():
+        pdf = save_chart(for_paper(chart, width), tmp_path / f"{name}.pdf").read_bytes()
+        assert _pdf_width_in(pdf) <= PAPER_WIDTHS[width] + 0.05, (name, width, _pdf_width_in(pdf))
+        if width == "page":  # and uses it: not a thumbnail in the corner of the page
+            assert _pdf_width_in(pdf) >= 0.75 * PAPER_WIDTHS[width], (name, _pdf_width_in(pdf))
+
+
+def test_contact_sheet_grid(charts: dict[str, alt.TopLevelMixin]) -> None:
+    from scaling_db.plot.sheet import contact_sheet
+
+    cells = [("curves", charts["loss_curves_tokens"]), ("sweep", charts["lr_sweep"]),
+             ("isoflop", "query isoflop returned no rows"), ("fit", charts["scaling_fit"]),
+             ("exponents", charts["fit_parameters"])]
+    spec = contact_sheet(cells, title="exp: 4 of 5 figures drawn").to_dict()
+    assert [len(row["hconcat"]) for row in spec["vconcat"]] == [2, 2, 1]
+    assert spec["config"]["font"] == CONFIG["font"] and spec["title"]["text"] == "exp: 4 of 5 figures drawn"
+    missing = spec["vconcat"][1]["hconcat"][0]
+    assert missing["title"] == "isoflop" and missing["mark"]["type"] == "text"
+    assert missing["data"]["values"][0]["line"] == "not drawn: query isoflop returned no rows"
+    assert "facet" in spec["vconcat"][0]["hconcat"][1]  # a faceted figure keeps its panels
+    assert all("config" not in cell for row in spec["vconcat"] for cell in row["hconcat"])
+    # each figure keeps its own colours and legends
+    assert spec["resolve"]["scale"]["color"] == "independent" == spec["vconcat"][0]["resolve"]["legend"]["color"]
+    with pytest.raises(PlotError, match="no figures to lay out"):
+        contact_sheet([])

@@ -27,36 +27,64 @@ if TYPE_CHECKING:
     from scaling_db.workspace import Workspace
 
 
+CONTACT_SHEET = "contact-sheet"
+
+
 @cli.command()
-@click.argument("kind", type=click.Choice(sorted(BUILDERS)))
+@click.argument("kind", type=click.Choice([*sorted(BUILDERS), CONTACT_SHEET]))
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
 @click.option("--experiment", "-e", default=None, help="Experiment to plot (instead of SPEC).")
 @click.option("--query", default=None, help="Named query or .sql file replacing the kind's default data.")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help="A query parameter (repeatable).")
-@click.option("--fit", "fit_name", default=None, help="Stored fit to draw (scaling_fit).")
+@click.option("--fit", "fit_name", default=None, help="Stored fit to draw (scaling_fit, fit_parameters).")
+@click.option("--fit-param", "fit_param", default=None,
+              help="fit_parameters: the fitted parameter to draw per group [default: the law's exponent].")
 @click.option("--x", default=None, help="x column where the kind allows a choice (e.g. tokens or flops).")
 @click.option("--title", default=None, help="Chart title.")
 @click.option("--width", type=click.Choice(["column", "page"]), default=None,
               help="Style for a journal figure this wide: column (3.25 in) or page (6.75 in).")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
-              help=f"Output file; its extension picks the format ({', '.join(FORMATS)}).")
+@click.option("--out", "-o", default=None, type=click.Path(dir_okay=False),
+              help=f"Output file; its extension picks the format ({', '.join(FORMATS)}). "
+                   f"contact-sheet: default <workspace>/reports/<experiment>/contact_sheet.png and .html.")
 @workspace_option
 def plot(kind: str, spec: str | None, experiment: str | None, query: str | None, params: tuple[str, ...],
-         fit_name: str | None, x: str | None, title: str | None, width: str | None, out: str,
-         workspace: str | None) -> None:
+         fit_name: str | None, fit_param: str | None, x: str | None, title: str | None, width: str | None,
+         out: str | None, workspace: str | None) -> None:
     """Draw a figure of KIND for an experiment (SPEC or --experiment) to --out.
+
+    `contact-sheet` lays out every figure SPEC declares on one page (PNG and HTML), from the
+    stored fits; a figure that cannot be drawn says why in its cell.
 
     \b
     scaledb plot loss_curves specs/ba_graph.yaml --out curves.png
     scaledb plot scaling_fit -e ba_graph --fit loss_vs_params --width column --out fit.pdf
+    scaledb plot fit_parameters -e ladder --fit by_graph --out exponents.png
+    scaledb plot contact-sheet specs/ba_graph.yaml
     """
+    if kind == CONTACT_SHEET:
+        _contact_sheet(spec, experiment, width, out, workspace)
+        return
     if (spec is None) == (experiment is None):
         raise click.UsageError("give SPEC or --experiment (exactly one)")
+    if out is None:
+        raise click.UsageError("give --out FILE (its extension picks the format)")
     name = experiment or compile_spec(spec).experiment  # type: ignore[arg-type]
     req = FigureRequest(kind=kind, experiment=name, fit=fit_name, query=query,
-                        params=key_values(params, "--param"), x=x, title=title, width=width)
+                        params=key_values(params, "--param"), x=x, title=title, width=width, param=fit_param)
     path = save_chart(build_figure(get_workspace(workspace), req), out)
     click.echo(f"wrote {path}")
+
+
+def _contact_sheet(spec: str | None, experiment: str | None, width: str | None, out: str | None,
+                   workspace: str | None) -> None:
+    from scaling_db.report.study import read_study, write_contact_sheet
+
+    if spec is None or experiment is not None:
+        raise click.UsageError("contact-sheet takes SPEC (its declared figures), not --experiment")
+    if width is not None:
+        raise click.UsageError("contact-sheet lays figures out at screen size; --width is for one figure")
+    for path in write_contact_sheet(get_workspace(workspace), read_study(spec), out):
+        click.echo(f"wrote {path}")
 
 
 @cli.command()

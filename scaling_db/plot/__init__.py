@@ -11,13 +11,14 @@ shown. Altair refuses to concatenate charts that carry a config: to put several 
 copy each, set `copy.config = alt.Undefined`, combine them, and `apply_theme` the result.
 """
 
-from scaling_db.plot.curves import loss_curves, scaling_fit, window_sensitivity
+from scaling_db.plot.curves import loss_curves, window_sensitivity
+from scaling_db.plot.fits import fit_parameters, scaling_fit
 from scaling_db.plot.export import (FORMATS, chart_to_data_uri, chart_to_png_bytes, chart_to_svg,
                                     save_chart)
 from scaling_db.plot.frontier import compute_frontier, isoflop, optimal_allocation
 from scaling_db.plot.mup import coordcheck, loss_vs_params_by_param, lr_sweep, optimal_lr
 from scaling_db.plot.theory import theory_curves
-from scaling_db.plot.theme import (PAPER_WIDTHS, apply_theme, for_paper, register_theme,
+from scaling_db.plot.theme import (PAPER_WIDTHS, apply_theme, for_paper, label, register_theme,
                                    scaledb_theme)
 
 # Chart kind name (as in a spec's `analysis.plots[].kind`) -> the function that draws it.
@@ -33,11 +34,12 @@ CHART_KINDS = {
     "coordcheck": coordcheck,
     "window_sensitivity": window_sensitivity,
     "theory_curves": theory_curves,
+    "fit_parameters": fit_parameters,
 }
 
 __all__ = [
-    "CHART_KINDS", "FORMATS", "PAPER_WIDTHS", "apply_theme", "for_paper", "chart_to_data_uri", "chart_to_png_bytes",
-    "chart_to_svg", "compute_frontier", "coordcheck", "isoflop", "loss_curves",
+    "CHART_KINDS", "FORMATS", "PAPER_WIDTHS", "apply_theme", "label", "for_paper", "chart_to_data_uri", "chart_to_png_bytes",
+    "chart_to_svg", "compute_frontier", "coordcheck", "fit_parameters", "isoflop", "loss_curves",
     "loss_vs_params_by_param", "lr_sweep", "optimal_allocation", "optimal_lr", "register_theme",
     "save_chart", "scaledb_theme", "scaling_fit", "window_sensitivity",
     "theory_curves",

@@ -1,4 +1,4 @@
-"""Training curves, a fitted scaling law against its points, and fit-window sensitivity."""
+"""Training curves and fit-window sensitivity."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import pandas as pd
 from scaling_db.errors import PlotError
 from scaling_db.plot._frame import (PADDING, finite, finite_positive, has_values, inline, log_x,
                                     log_y, require, size_color, thin_log)
-from scaling_db.plot.theme import INK, MUTED, OKABE_ITO, apply_theme, label
+from scaling_db.plot.theme import MUTED, OKABE_ITO, apply_theme, label, panel_width
+
+WINDOW_LABELS = 130  # px for a window label such as "drop 2 smallest, 1 largest", never cut
 
 # What makes two runs "the same configuration, another seed"; the columns present are used.
 CONFIG_COLUMNS = ("experiment", "parameterization", "n_params", "n_params_nonembed", "d_model",
@@ -89,112 +91,27 @@ def loss_curves(df: pd.DataFrame, *, x: str = "tokens", y: str = "loss", color: 
            if len(layers_data) > 1 else [])
     body = alt.layer(*parts, data=inline(data))
     if floor is not None:
-        ref = alt.Chart(inline(pd.DataFrame({y: [floor], x: [float(data[x].max())],
-                                             "text": [f"{floor_label}: {floor:.4g}"]})))
-        body = alt.layer(body, ref.mark_rule(color=MUTED, strokeDash=[2, 3], strokeWidth=1.4)
-                         .encode(y=ye),
-                         ref.mark_text(align="right", baseline="bottom", dy=-3, color="#555555")
-                         .encode(x=xe, y=ye, text="text:N"))
+        # named in a legend, not written on the plot: the curves converge onto the rule there
+        text = f"{floor_label}: {floor:.4g}"
+        ref = alt.Chart(inline(pd.DataFrame({y: [floor], "_floor": [text]})))
+        dash = alt.StrokeDash("_floor:N", title=None, scale=alt.Scale(domain=[text], range=[[2, 3]]),
+                              legend=alt.Legend(symbolStrokeColor=MUTED))
+        body = alt.layer(body, ref.mark_rule(color=MUTED, strokeWidth=1.4).encode(y=ye, strokeDash=dash))
     return apply_theme(body.properties(
         title=alt.Title(title or f"{label(y).capitalize()} vs {what}", subtitle=sub)))
 
 
-def _segments(curve: pd.DataFrame) -> pd.DataFrame:
-    """The curve cut where `extrapolated` flips; each piece starts at the previous one's end."""
-    curve = curve.sort_values("x").reset_index(drop=True)
-    flag = curve["extrapolated"].astype(bool).to_numpy()
-    seg = np.concatenate([[0], np.cumsum(flag[1:] != flag[:-1])])
-    pieces = []
-    for s in np.unique(seg):
-        idx = np.flatnonzero(seg == s)
-        if s > 0:  # join to the previous piece so the line has no gap
-            idx = np.concatenate([[idx[0] - 1], idx])
-        piece = curve.iloc[idx].assign(_segment=int(s),
-                                       _part="extrapolation" if flag[idx[-1]] else "fit")
-        pieces.append(piece)
-    return pd.concat(pieces, ignore_index=True)
-
-
-def scaling_fit(points_df: pd.DataFrame, curve_df: pd.DataFrame, formula: str, *,
-                x: str = "n_params", y: str = "loss", floor: float | None = None,
-                floor_label: str | None = None, band_label: str = "95% confidence band",
-                title: str | None = None) -> alt.LayerChart:
-    """A fitted law over its points: band, fit line, dashed extrapolation, entropy-rate floor.
-
-    `points_df`: columns `x`, `y`; optional `excluded` (bool: drawn hollow, left out of the fit),
-    `name` or `run_id` (tooltip). `curve_df`: the law evaluated on a grid, columns `x`, `y`;
-    optional `lo`, `hi` (the band) and `extrapolated` (bool: drawn dashed). `formula` is shown
-    under the title; `floor` (the true entropy rate, where known) is drawn as a labelled rule.
-    """
-    chart = "scaling_fit"
-    points = require(chart, points_df, [x, y], what="points frame")
-    curve = require(chart, curve_df, ["x", "y"], what="curve frame")
-    points = finite_positive(chart, points, [x, y], what="points frame")
-    curve = finite_positive(chart, curve, ["x", "y"], what="curve frame").copy()
-    if "extrapolated" not in curve:
-        curve["extrapolated"] = False
-    curve["extrapolated"] = curve["extrapolated"].fillna(False).astype(bool)
-    xt, yt = label(x), label(y)
-    xext = [points[x], curve["x"]]
-    yext = [points[y], curve["y"], curve.get("lo", []), curve.get("hi", []),
-            [] if floor is None else [floor]]
-
-    def xe(field: str) -> alt.X:
-        return log_x(field, xt, extent=xext, like=x)
-
-    def ye(field: str) -> alt.Y:
-        return log_y(field, yt, extent=yext, like=y)
-
-    layers: list[alt.Chart] = []
-    if has_values(curve, "lo", "hi"):
-        band = finite_positive(chart, curve, ["lo", "hi"], what="curve frame")
-        layers.append(alt.Chart(inline(band[["x", "lo", "hi"]])).mark_area(
-            color=OKABE_ITO[0], opacity=0.18).encode(
-            x=xe("x"), y=ye("lo"), y2="hi:Q"))
-    seg = _segments(curve[["x", "y", "extrapolated"]])
-    dash = alt.StrokeDash("_part:N", title=None,
-                          scale=alt.Scale(domain=["fit", "extrapolation"], range=[[1, 0], [6, 4]]),
-                          legend=alt.Legend(orient="top-right", symbolStrokeColor=OKABE_ITO[0]))
-    layers.append(alt.Chart(inline(seg)).mark_line(color=OKABE_ITO[0], strokeWidth=2.2).encode(
-        x=xe("x"), y=ye("y"), strokeDash=dash, detail="_segment:N"))
-
-    tip = [c for c in ("name", "run_id") if c in points][:1]
-    pts = points[[x, y, *tip]].copy()
-    pts["_excluded"] = (points["excluded"].fillna(False).astype(bool)
-                        if "excluded" in points else False)
-    layers.append(alt.Chart(inline(pts)).mark_point(size=46, strokeWidth=1.5, opacity=0.9,
-                                                    filled=True, stroke=INK).encode(
-        x=xe(x), y=ye(y),
-        fill=alt.condition(alt.datum._excluded, alt.value("white"), alt.value(INK)),
-        tooltip=[*(f"{c}:N" for c in tip), alt.Tooltip(f"{x}:Q", format=".3~s"),
-                 alt.Tooltip(f"{y}:Q", format=".4f")]))
-
-    if floor is not None:
-        if not np.isfinite(floor) or floor <= 0:
-            raise PlotError(f"{chart}: floor must be a finite positive loss (got {floor!r}).")
-        text = floor_label or f"entropy rate {floor:.4g}"
-        xmax = float(max(points[x].max(), curve["x"].max()))
-        ref = alt.Chart(inline(pd.DataFrame({"y": [floor], "x": [xmax], "text": [text]})))
-        layers.append(ref.mark_rule(color=MUTED, strokeDash=[2, 3], strokeWidth=1.4)
-                      .encode(y=ye("y")))
-        layers.append(ref.mark_text(align="right", baseline="bottom", dy=-3, color="#555555")
-                      .encode(x=xe("x"), y=ye("y"), text="text:N"))
-    notes = ([f"shaded: {band_label}"] if has_values(curve, "lo", "hi") else []) + (
-        ["hollow: excluded from the fit"] if pts["_excluded"].any() else [])
-    subtitle = [formula] + (["; ".join(notes)] if notes else [])
-    return apply_theme(alt.layer(*layers).properties(
-        title=alt.Title(title or f"{yt.capitalize()} vs {xt}", subtitle=subtitle)))
-
-
 def window_sensitivity(
         df: pd.DataFrame, bootstrap: pd.DataFrame | tuple[float, float] | None = None, *,
-        parameter: str = "exponent", title: str | None = None) -> alt.LayerChart | alt.FacetChart:
+        parameter: str = "exponent", window_title: str = "fit window", paper: str | None = None,
+        title: str | None = None) -> alt.LayerChart | alt.FacetChart:
     """The exponent refitted on each fit window, beside the bootstrap interval of the full fit.
 
     `df`: one row per window, columns `window` (a label; rows keep their order) and `exponent`;
     optional `lo`, `hi` (that window's own interval) and `parameter` (one panel per parameter).
     `bootstrap`: (lo, hi), or a frame with `lo`, `hi`, optional `estimate` and `parameter`; drawn
-    as a shaded band so the spread across windows can be compared with it.
+    as a shaded band so the spread across windows can be compared with it. `paper` ("column" or
+    "page"): panels sized so the whole figure, window labels included, fits that journal width.
     """
     chart = "window_sensitivity"
     df = finite(chart, require(chart, df, ["window", "exponent"]), ["exponent"]).copy()
@@ -219,7 +136,7 @@ def window_sensitivity(
     xtitle = label(parameter) if data["parameter"].nunique() == 1 else None
     xaxis = alt.Axis(title=xtitle, tickCount=6)
     x = alt.X("exponent:Q", axis=xaxis, scale=alt.Scale(zero=False, padding=PADDING))
-    y = alt.Y("window:N", sort=order, title="fit window")
+    y = alt.Y("window:N", sort=order, title=window_title, axis=alt.Axis(labelLimit=WINDOW_LABELS))
     is_window = alt.datum._layer == "window"
     is_boot = alt.datum._layer == "bootstrap"
     layers: list[alt.Chart] = []
@@ -247,7 +164,10 @@ def window_sensitivity(
         subtitle.append(f"spread over windows: {lo:.3g} to {hi:.3g}" + (
             f"; bootstrap: {boot['lo'].iloc[0]:.3g} to {boot['hi'].iloc[0]:.3g}"
             if boot is not None else ""))
-    body = alt.layer(*layers, data=inline(data)).properties(width=300, height=alt.Step(26))
+    n_panels = data["parameter"].nunique()
+    # the window labels ("drop 0 smallest, 2 largest") need more room than a numeric axis
+    panel = panel_width(n_panels, paper, 300, axis_room=WINDOW_LABELS + 20)
+    body = alt.layer(*layers, data=inline(data)).properties(width=panel, height=alt.Step(26))
     heading = alt.Title(title or "Fit-window sensitivity", subtitle=subtitle)
     if df["parameter"].nunique() == 1:
         return apply_theme(body.properties(title=heading))

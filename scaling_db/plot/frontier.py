@@ -8,7 +8,7 @@ import pandas as pd
 
 from scaling_db.plot._frame import (PADDING, axis_format, finite_positive, has_values, inline,
                                     log_x, log_y, require, size_color, thin_log)
-from scaling_db.plot.theme import INK, OKABE_ITO, SEQUENTIAL, apply_theme, label
+from scaling_db.plot.theme import INK, OKABE_ITO, SEQUENTIAL, apply_theme, label, panel_height, panel_width
 
 
 def compute_frontier(checkpoints_df: pd.DataFrame, envelope_df: pd.DataFrame, *,
@@ -115,7 +115,7 @@ def isoflop(slices_df: pd.DataFrame, minima_df: pd.DataFrame, curves_df: pd.Data
 QUANTITIES = {"n": "optimal parameters N_opt", "d": "optimal tokens D_opt"}
 
 
-def optimal_allocation(frontiers_df: pd.DataFrame, *, x: str = "flops",
+def optimal_allocation(frontiers_df: pd.DataFrame, *, x: str = "flops", paper: str | None = None,
                        title: str | None = None) -> alt.FacetChart:
     """N_opt(C) (and D_opt(C)) from each approach on shared axes, approach as colour, intervals.
 
@@ -123,6 +123,7 @@ def optimal_allocation(frontiers_df: pd.DataFrame, *, x: str = "flops",
     `d_lo`, `d_hi`; optional `label` (the legend entry, e.g. "IsoFLOP: a = 0.49 [0.45, 0.53]")
     and `kind`: "curve" (a fitted N_opt(C) law: line and band, the default) or "point" (an
     estimated optimum, e.g. an IsoFLOP minimum: point and error bar). One panel per quantity.
+    `paper` ("column" or "page"): panels sized so the whole figure fits that journal width.
     """
     chart = "optimal_allocation"
     df = require(chart, frontiers_df, ["approach", x, "n_opt"])
@@ -144,7 +145,7 @@ def optimal_allocation(frontiers_df: pd.DataFrame, *, x: str = "flops",
     col = alt.Color("_series:N", title="approach", sort=order,
                     scale=alt.Scale(domain=order, range=OKABE_ITO[:max(len(order), 1)]
                                     if len(order) <= len(OKABE_ITO) else OKABE_ITO),
-                    legend=alt.Legend(orient="bottom", direction="vertical"))
+                    legend=alt.Legend(orient="bottom", direction="vertical", columns=1))
     xe = log_x(x, extent=[data[x]])
     # N and D panels have their own y scales, so no shared tick list: label the decades.
     ye = log_y("value", "", like="n_params", decades=True)
@@ -165,8 +166,14 @@ def optimal_allocation(frontiers_df: pd.DataFrame, *, x: str = "flops",
                                             alt.Tooltip("value:Q", format=".3~s")])
         .transform_filter(point),
     ]
-    body = alt.layer(*layers, data=inline(data)).properties(width=300, height=240)
-    facet = body.facet(column=alt.Column("quantity:N", title=None, sort=list(QUANTITIES.values())))
+    # One journal column is too narrow for two panels with their own y axes: stack them there.
+    across = 1 if paper == "column" else data["quantity"].nunique()
+    panel = panel_width(across, paper, 300, y_axes=across)  # each panel has its own y axis
+    body = alt.layer(*layers, data=inline(data)).properties(width=panel, height=panel_height(panel, paper, 240))
+    sort = list(QUANTITIES.values())
+    facet = body.facet(row=alt.Row("quantity:N", title=None, sort=sort) if across == 1 and paper else alt.Undefined,
+                       column=alt.Column("quantity:N", title=None, sort=sort) if across > 1 or not paper
+                       else alt.Undefined)
+    sub = ["lines and bands: fitted laws with intervals", "points: estimated optima"]
     return apply_theme(facet.resolve_scale(y="independent").properties(title=alt.Title(
-        title or "Compute-optimal allocation",
-        subtitle="lines and bands: fitted laws with intervals; points: estimated optima")))
+        title or "Compute-optimal allocation", subtitle=sub if paper else "; ".join(sub))))

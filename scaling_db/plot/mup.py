@@ -9,7 +9,7 @@ from scaling_db.errors import PlotError
 from scaling_db.plot._frame import (PADDING, finite, finite_positive, has_values, inline, log_x,
                                     log_y, param_label, param_order, require)
 from scaling_db.plot.theme import (FACET_HEIGHT, FACET_WIDTH, INK, OKABE_ITO, SEQUENTIAL,
-                                   apply_theme, label)
+                                   apply_theme, label, panel_height, panel_width)
 
 
 def _width_color(values: pd.Series, field: str = "d_model") -> alt.Color:
@@ -24,12 +24,13 @@ def _param_color(order: list[str]) -> alt.Color:
 
 
 def lr_sweep(df: pd.DataFrame, *, y: str = "loss", loss_domain: tuple[float, float] | None = None,
-             title: str | None = None) -> alt.FacetChart:
+             paper: str | None = None, title: str | None = None) -> alt.FacetChart:
     """Loss vs learning rate, one line per width, one panel per parameterization (shared axes).
 
     Columns: `parameterization` ('sp' | 'mup'), `d_model`, `lr`, `y` (default `loss`). Seeds
     (several rows per width and LR) are averaged, with a min-max bar; the best LR of each width
     is ringed. Non-finite losses (diverged runs) are left out; `loss_domain` clips the y axis.
+    `paper` ("column" or "page"): panels sized so the whole figure fits that journal width.
     """
     chart = "lr_sweep"
     df = require(chart, df, ["parameterization", "d_model", "lr", y])
@@ -60,7 +61,8 @@ def lr_sweep(df: pd.DataFrame, *, y: str = "loss", loss_domain: tuple[float, flo
         alt.Chart().mark_point(size=150, filled=False, strokeWidth=2, color=INK, clip=clip)
         .encode(x=xe, y=ye).transform_filter(alt.datum._best),
     ]
-    body = alt.layer(*layers, data=inline(g)).properties(width=FACET_WIDTH, height=FACET_HEIGHT)
+    panel = panel_width(len(order), paper, FACET_WIDTH)
+    body = alt.layer(*layers, data=inline(g)).properties(width=panel, height=panel_height(panel, paper, FACET_HEIGHT))
     sub = "ringed: best learning rate per width" + (
         "; bars: min-max over seeds" if (g["_n"] > 1).any() else "")
     return apply_theme(body.facet(column=alt.Column("_param:N", title=None, sort=order))
@@ -160,13 +162,14 @@ def loss_vs_params_by_param(df: pd.DataFrame, curve_df: pd.DataFrame | None = No
 
 
 def coordcheck(df: pd.DataFrame, *, value: str = "act_abs_mean", facet: str = "step",
-               title: str | None = None) -> alt.Chart:
+               paper: str | None = None, title: str | None = None) -> alt.Chart:
     """Coordinate check: mean |activation| vs width per layer, log axes.
 
     Columns: `d_model`, `layer`, `step`, `value` (default `act_abs_mean`); optional
     `parameterization` (one row of panels each). `facet="step"`: a panel per step, a colour per
     layer (as in the muP paper); `facet="layer"`: a panel per layer, a colour per step.
-    Flat lines across width are what muP promises; SP's grow.
+    Flat lines across width are what muP promises; SP's grow. `paper` ("column" or "page"):
+    panels sized so the whole figure fits that journal width.
     """
     chart = "coordcheck"
     if facet not in ("step", "layer"):
@@ -178,23 +181,28 @@ def coordcheck(df: pd.DataFrame, *, value: str = "act_abs_mean", facet: str = "s
     data["layer"] = data["layer"].astype(str)
     layers = list(dict.fromkeys(data["layer"]))
     steps = sorted(data["step"].unique())
+    gap = 10 if paper else 20  # px between panels: many narrow panels for a journal column
     if facet == "step":
         col = alt.Color("layer:N", title="layer", sort=layers,
                         scale=alt.Scale(domain=layers, range=OKABE_ITO) if len(layers) <= 8 else
                         alt.Scale(domain=layers, scheme=SEQUENTIAL))
-        column = alt.Column("step:O", title=None, sort=steps,
+        column = alt.Column("step:O", title=None, sort=steps, spacing=gap,
                             header=alt.Header(labelExpr="'step ' + datum.value"))
     else:
         col = alt.Color("step:O", title="step", scale=alt.Scale(scheme=SEQUENTIAL, domain=steps))
-        column = alt.Column("layer:N", title=None, sort=layers)
-    enc = dict(x=log_x("d_model", extent=[data["d_model"]]), y=log_y(value, extent=[data[value]]),
+        column = alt.Column("layer:N", title=None, sort=layers, spacing=gap)
+    rows = "parameterization" in data  # a row of panels per parameterization: its header takes room
+    panel = panel_width(len(steps) if facet == "step" else len(layers), paper, 170, spacing=gap,
+                        extra=24 if rows else 0)
+    xtitle = "d_model" if panel < 90 else None  # "width (d_model)" under each narrow panel would collide
+    enc = dict(x=log_x("d_model", xtitle, extent=[data["d_model"]]), y=log_y(value, extent=[data[value]]),
                color=col, column=column,
                tooltip=["layer:N", "step:Q", "d_model:Q", alt.Tooltip(f"{value}:Q", format=".3g")])
     if "parameterization" in data:
         data["_param"] = param_label(data["parameterization"])
         enc["row"] = alt.Row("_param:N", title=None, sort=param_order(data["_param"]))
     body = (alt.Chart(inline(data)).mark_line(point=alt.OverlayMarkDef(size=24, filled=True))
-            .encode(**enc).properties(width=170, height=150))
+            .encode(**enc).properties(width=panel, height=panel_height(panel, paper, 150)))
     return apply_theme(body.properties(title=alt.Title(
         title or "Coordinate check",
         subtitle="mean |activation| vs width: flat means width-independent updates (µP)")))

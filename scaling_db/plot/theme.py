@@ -32,7 +32,7 @@ CONFIG: dict[str, Any] = {
     "font": FONT,
     "background": "white",
     "padding": 8,
-    "view": {"continuousWidth": WIDTH, "continuousHeight": HEIGHT, "stroke": "#bbbbbb"},
+    "view": {"continuousWidth": WIDTH, "continuousHeight": HEIGHT, "discreteWidth": WIDTH, "stroke": "#bbbbbb"},
     "title": {"fontSize": 14, "fontWeight": "bold", "anchor": "start", "color": INK,
               "subtitleFontSize": 11, "subtitleColor": "#444444", "subtitlePadding": 4,
               "offset": 10},
@@ -112,7 +112,8 @@ def paper_config(width: str = "column") -> dict[str, Any]:
     return {
         **CONFIG,
         "padding": 4,
-        "view": {**CONFIG["view"], "continuousWidth": view_w, "continuousHeight": round(view_w * 0.66)},
+        "view": {**CONFIG["view"], "continuousWidth": view_w, "continuousHeight": round(view_w * 0.66),
+                 "discreteWidth": view_w},
         "title": {**CONFIG["title"], "fontSize": 9, "subtitleFontSize": 7.5, "offset": 4,
                   "limit": total - 8},
         "axis": {**CONFIG["axis"], "labelFontSize": 7.5, "titleFontSize": 8.5, "titlePadding": 3,
@@ -130,3 +131,22 @@ def paper_config(width: str = "column") -> dict[str, Any]:
 def for_paper(chart: C, width: str = "column") -> C:
     """A copy of `chart` styled for a journal: `width` "column" (3.25 in) or "page" (6.75 in)."""
     return chart.configure(**paper_config(width))  # type: ignore[return-value]
+
+
+def panel_width(n: int, width: str | None, default: int, *, y_axes: int = 1, axis_room: int = _AXIS_ROOM,
+                spacing: int = 20, extra: int = 0) -> int:
+    """The width of each of `n` panels side by side: `default`, or for a journal `width` ("column" or
+    "page") what makes the whole figure fit it: the page less its padding, `y_axes` y axes of
+    `axis_room` px each (1 when the panels share one, `n` when each has its own), the gaps, and
+    `extra` px (row headers)."""
+    if width is None:
+        return default
+    if width not in PAPER_WIDTHS:
+        raise ValueError(f"paper width must be one of {', '.join(PAPER_WIDTHS)} (got {width!r})")
+    total = PAPER_WIDTHS[width] * 72 - 2 * 4  # paper_config's padding, both sides
+    return max(20, int((total - y_axes * axis_room - spacing * (n - 1) - extra) // n))
+
+
+def panel_height(panel: int, width: str | None, default: int) -> int:
+    """A panel's height: `default`, or for a journal a little less than its width (never a sliver)."""
+    return default if width is None else max(80, min(default, round(panel * 0.85)))

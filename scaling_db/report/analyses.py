@@ -33,6 +33,7 @@ from scaling_db.fit import (
     compare_irreducible,
     get_fitter,
 )
+from scaling_db.fit.result import jsonable
 from scaling_db.store.query import load_query, parse_query, run_query
 from scaling_db.spec.schema import FitDecl
 from scaling_db.store.database import open_store, record_fit
@@ -112,6 +113,14 @@ class FitRequest:
 
 
 @dataclass(frozen=True)
+class GroupStatus:
+    """One group of a grouped fit: its value of `group_by`, and why it was not fitted (None: it was)."""
+
+    value: Any
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class FitOutcome:
     request: FitRequest
     fit: LawFit
@@ -122,6 +131,8 @@ class FitOutcome:
     irreducible: IrreducibleCheck | None
     curve: pd.DataFrame | None  # x, y, lo, hi, extrapolated (one-input laws)
     fit_id: str | None = None
+    group_value: Any = None  # with `request.group_by`: this fit's value of that column
+    groups: tuple[GroupStatus, ...] = ()  # every group of the grouped fit, in order, and whether it fitted
 
     @property
     def name(self) -> str:
@@ -188,6 +199,7 @@ class FitOutcome:
             notes.append(f"fitted floor E = {ir.fitted:.4g} vs exact entropy rate {ir.true:.4g} nats "
                          f"({ir.difference:+.3g}; truth {'inside' if ir.covered else 'outside'} the interval)")
         notes += [f"excluded {run}: {reason}" for run, reason in self.fit.excluded]
+        notes += [f"group {self.request.group_by}={g.value} not fitted: {g.error}" for g in self.groups if g.error]
         return notes
 
     def to_record(self) -> dict[str, Any]:
@@ -207,6 +219,9 @@ class FitOutcome:
             "true_floor": self.true_floor,
             "curve": None if self.curve is None else self.curve.to_dict(orient="list"),
         })
+        if self.request.group_by:  # the whole roster in each group's record: a figure reads groups, order, failures
+            rec["group_value"] = jsonable(self.group_value)
+            rec["groups"] = [{"value": jsonable(g.value), "error": g.error} for g in self.groups]
         return rec
 
 
@@ -298,18 +313,38 @@ def fit_request(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 
 
 
 def fit_grouped(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 1) -> list[FitOutcome]:
-    """One outcome per value of `req.group_by` (just one without it), named `NAME[COL=VALUE]`."""
+    """One outcome per value of `req.group_by` (just one without it), named `NAME[COL=VALUE]`.
+
+    A group that cannot be fitted does not stop the others: every outcome carries the list of
+    groups (`groups`, in the order of `req.experiments` when grouping by experiment, else sorted)
+    with the reason any failed. Only when no group fits is it an error.
+    """
     data, sql = fetch_fit_data(ws, req)
     if not req.group_by:
         return [fit_frame(req, data, sql, seed=seed, n_jobs=n_jobs)]
     if req.group_by not in data.columns:
         raise FitError(f"fit {req.name}: group_by column not in the data ({req.group_by!r} vs "
                        f"{', '.join(map(str, data.columns))}). Group by a query column or a manifest path.")
-    outcomes = []
-    for value, part in data.groupby(req.group_by, sort=True):
+    parts = {value: part.reset_index(drop=True) for value, part in data.groupby(req.group_by, sort=True)}
+    order = list(parts)
+    if req.group_by == "experiment" and req.experiments:  # the order the spec lists them, empty ones too
+        order = list(req.experiments) + [v for v in order if v not in req.experiments]
+    fitted: list[FitOutcome] = []
+    status: list[GroupStatus] = []
+    for value in order:
+        if value not in parts:
+            status.append(GroupStatus(value, "no rows (have its runs finished and been ingested?)"))
+            continue
         sub = replace(req, name=f"{req.name}[{req.group_by}={value}]", params={**req.params})
-        outcomes.append(fit_frame(sub, part.reset_index(drop=True), sql, seed=seed, n_jobs=n_jobs))
-    return outcomes
+        try:
+            fitted.append(replace(fit_frame(sub, parts[value], sql, seed=seed, n_jobs=n_jobs), group_value=value))
+            status.append(GroupStatus(value))
+        except FitError as exc:
+            status.append(GroupStatus(value, str(exc)))
+    if not fitted:
+        raise FitError(f"fit {req.name}: no group of {req.group_by} could be fitted ("
+                       + "; ".join(f"{g.value}: {g.error}" for g in status) + ")")
+    return [replace(o, groups=tuple(status)) for o in fitted]
 
 
 def fit_frame(req: FitRequest, data: pd.DataFrame, sql: str, *, seed: int = 0, n_jobs: int = 1) -> FitOutcome:

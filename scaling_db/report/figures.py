@@ -43,6 +43,7 @@ class FigureRequest:
     title: str | None = None
     experiments: tuple[str, ...] = ()  # draw the runs of these experiments together
     width: str | None = None  # "column" (3.25 in) or "page" (6.75 in): the paper theme at that width
+    param: str | None = None  # fit_parameters: the fitted parameter to draw (default: the law's exponent)
 
 
 #: A sweep variable naming the parameterization variant (specs/mup_vs_sp.yaml): where runs have
@@ -83,25 +84,57 @@ def _loss_curves(ws: Workspace, req: FigureRequest) -> alt.Chart:
 def _scaling_fit(ws: Workspace, req: FigureRequest) -> alt.Chart:
     if req.fit is None:
         raise PlotError("scaling_fit: name the stored fit to draw (--fit NAME, or `fit:` in the spec's plot)")
-    stored = {k: _json_field(v) for k, v in load_stored_fit(ws, req.experiment, req.fit).items()}
-    extra = stored.get("extra") or {}
-    curve = extra.get("curve")
-    if not curve:
-        raise PlotError(f"scaling_fit: fit {req.fit!r} has no one-input curve to draw (law {stored['law']}).")
-    x = (stored.get("columns") or {}).get("x", "n_params")
-    y = stored.get("y") or "loss"
-    points = run_query(ws, stored["query_name"] or "final_loss", params={"experiment": req.experiment})
-    formula = _formula(stored["law"], stored["params"], x)
-    curve_df = pd.DataFrame(curve)
-    if y in points and {"lo", "hi"} <= set(curve_df):
-        # Display only: with few runs, resamples that drop the smallest model make the band
-        # explode there; clip it to twice the observed range so the points stay readable.
-        top, bottom = 2 * float(points[y].max()), 0.5 * float(points[y].min())
-        curve_df["hi"] = curve_df["hi"].clip(upper=top)
-        curve_df["lo"] = curve_df["lo"].clip(lower=bottom)
-    return plot.scaling_fit(points, curve_df, formula, x=x, y=y, floor=extra.get("true_floor"),
-                            floor_label="entropy rate (exact)",
-                            title=req.title or f"{req.experiment}: {req.fit}")
+    group_by, order = None, None
+    try:
+        records = [{k: _json_field(v) for k, v in load_stored_fit(ws, req.experiment, req.fit).items()}]
+    except FitError as missing:
+        try:  # a fit declared with group_by is stored as one fit per group: draw them all
+            groups = load_stored_groups(ws, req.experiment, req.fit)
+        except PlotError:
+            raise missing from None
+        group_by, order = groups.group_by, [str(v) for v in groups.order if str(v) in groups.records]
+        records = [groups.records[v] for v in order]
+    first = records[0]
+    if not (first.get("extra") or {}).get("curve"):
+        raise PlotError(f"scaling_fit: fit {req.fit!r} has no one-input curve to draw (law {first['law']}).")
+    x = (first.get("columns") or {}).get("x", "n_params")
+    y = first.get("y") or "loss"
+    data = _fit_rows(ws, req, first)
+    points, curves, formulas = [], [], []
+    for rec in records:
+        extra = rec.get("extra") or {}
+        value = str(extra.get("group_value")) if group_by else None
+        points.append(_fitted_points(data, rec).assign(**({group_by: value} if group_by else {})))
+        curves.append(pd.DataFrame(extra["curve"]).assign(**({group_by: value} if group_by else {})))
+        formula = _formula(rec["law"], rec["params"], x)
+        formulas.append(f"{value}: {formula}" if group_by else formula)
+    floors = {(r.get("extra") or {}).get("true_floor") for r in records}
+    floor = floors.pop() if len(floors) == 1 else None
+    if len(floors) > 1 or (group_by and None in floors and floor is None):
+        formulas.append("exact entropy rates differ by group: not drawn")
+    return plot.scaling_fit(pd.concat(points, ignore_index=True), pd.concat(curves, ignore_index=True), formulas,
+                            x=x, y=y, floor=floor, floor_label="entropy rate (exact)", group=group_by,
+                            group_order=order, title=req.title or f"{req.experiment}: {req.fit}")
+
+
+def _fit_rows(ws: Workspace, req: FigureRequest, rec: dict[str, Any]) -> pd.DataFrame:
+    """The rows the stored fit's query returns now, over the experiments it was fitted on."""
+    extra = rec.get("extra") or {}
+    exps = extra.get("experiments") or [rec.get("experiment") or req.experiment]
+    query, sql = (rec["query_name"], None) if rec.get("query_name") else (None, rec["query_sql"])
+    data, _ = fetch_rows(ws, query, sql, dict(req.params), exps)
+    return data
+
+
+def _fitted_points(data: pd.DataFrame, rec: dict[str, Any]) -> pd.DataFrame:
+    """The points a stored fit used (its `used` run ids; best-per fits keep only those), and those it
+    excluded (marked `excluded`); every row when the data has no run ids."""
+    used = {str(i) for i in (rec.get("extra") or {}).get("used") or rec.get("run_ids") or []}
+    excluded = {str(i) for i, _ in rec.get("excluded") or []}
+    if "run_id" not in data or not used:
+        return data
+    ids = data["run_id"].astype(str)
+    return data[ids.isin(used | excluded)].assign(excluded=ids.isin(excluded))
 
 
 def _json_field(value: Any) -> Any:
@@ -117,6 +150,73 @@ def _formula(law: str, p: dict[str, float], x: str) -> str:
     if law == "power_law":
         return f"L = {p['A']:.3g}·{x}^-{p['alpha']:.3g}"
     return law + ": " + ", ".join(f"{k}={v:.3g}" for k, v in p.items())
+
+
+#: The exponent of each law, drawn by fit_parameters unless the request names another parameter.
+EXPONENTS = ("alpha", "alpha_N", "k")
+
+
+@dataclass(frozen=True)
+class StoredGroups:
+    """The newest stored fits of a grouped fit: the column, every group in order, each fitted one's record."""
+
+    group_by: str
+    order: list[Any]
+    records: dict[str, dict[str, Any]]  # str(value) -> the stored record (JSON fields decoded)
+    failed: dict[str, str]  # str(value) -> why that group has no fit
+
+
+def load_stored_groups(ws: Workspace, experiment: str, name: str) -> StoredGroups:
+    """The groups of the grouped fit `name` as last stored: which fitted (their records) and which not."""
+    rows = run_query(ws, sql="SELECT * FROM fits WHERE experiment = $e AND starts_with(name, $prefix) "
+                             "ORDER BY created_at DESC, fit_id", params={"e": experiment, "prefix": f"{name}["})
+    recs = [{k: _json_field(v) for k, v in r.items()} for r in rows.to_dict(orient="records")]
+    recs = [r for r in recs if (r.get("extra") or {}).get("group_by")]
+    if not recs:
+        raise PlotError(f"no stored grouped fit {name!r} for experiment {experiment!r} (a fit declared with "
+                        f"group_by). Run `scaledb fit` (or `scaledb reproduce`) on the spec first.")
+    newest = recs[0]["extra"]
+    if "groups" not in newest:
+        raise PlotError(f"grouped fit {name!r} was stored by an older scaledb without its list of groups. "
+                        f"Run `scaledb fit` on the spec again.")
+    by_value: dict[str, dict[str, Any]] = {}
+    for r in recs:  # newest first: the first record of each group wins
+        by_value.setdefault(str(r["extra"].get("group_value")), r)
+    order = [g["value"] for g in newest["groups"]]
+    failed = {str(g["value"]): g["error"] for g in newest["groups"] if g["error"]}
+    records = {str(v): by_value[str(v)] for v in order if str(v) not in failed and str(v) in by_value}
+    failed.update({str(v): "no stored fit" for v in order if str(v) not in failed and str(v) not in records})
+    return StoredGroups(newest["group_by"], order, records, failed)
+
+
+def _fit_parameters(ws: Workspace, req: FigureRequest) -> alt.Chart:
+    if req.fit is None:
+        raise PlotError("fit_parameters: name the grouped fit to draw (--fit NAME, or `fit:` in the spec's plot)")
+    groups = load_stored_groups(ws, req.experiment, req.fit)
+    first = next(iter(groups.records.values()))
+    names = list(first["params"])
+    param = req.param or next((p for p in EXPONENTS if p in names), None)
+    if param is None or param not in names:
+        raise PlotError(f"fit_parameters: fit {req.fit!r} has no parameter {param or 'exponent'!r} (law "
+                        f"{first['law']}: {', '.join(names)}). Choose one with --fit-param (or `param:`).")
+    rows = []
+    for value, rec in groups.records.items():
+        lo, hi = ((rec.get("intervals") or {}).get(param) or [None, None])[:2]
+        rows.append({"group": value, "estimate": rec["params"][param], "lo": lo, "hi": hi})
+    boot = first["extra"].get("bootstrap") or {}
+    level = f"{boot['level']:.0%} bootstrap interval over {boot.get('group', 'run_id')}s" if boot else "interval"
+    x = (first.get("columns") or {}).get("x", "x")
+    return plot.fit_parameters(pd.DataFrame(rows), parameter=param, group=groups.group_by,
+                               order=[str(v) for v in groups.order], failed=groups.failed, interval_label=level,
+                               explain=_formula_symbols(first["law"], x),
+                               title=req.title or f"{req.experiment}: {param} of {req.fit} per {groups.group_by}")
+
+
+def _formula_symbols(law: str, x: str) -> str:
+    """The law in symbols with its input named, e.g. `L = E + A·N^-alpha, N = n_params_nonembed`."""
+    forms = {"saturating_power_law": "L = E + A·x^-alpha", "power_law": "L = A·x^-alpha",
+             "exponential": "L = A·exp(-k x)", "saturating_exponential": "L = E + A·exp(-k x)"}
+    return f"{forms[law]}, x = {x}" if law in forms else law
 
 
 def _compute_frontier(ws: Workspace, req: FigureRequest) -> alt.Chart:
@@ -159,12 +259,13 @@ def _optimal_allocation(ws: Workspace, req: FigureRequest) -> alt.Chart:
             rows.append({"approach": method, "flops": c, "n_opt": n, "d_opt": d, "kind": "curve", "label": label})
     if not rows:
         raise PlotError("optimal_allocation: no frontier method could be fitted (too few runs or compute levels)")
-    return plot.optimal_allocation(pd.DataFrame(rows), title=req.title or f"{req.experiment}: compute-optimal allocation")
+    return plot.optimal_allocation(pd.DataFrame(rows), paper=req.width,
+                                   title=req.title or f"{req.experiment}: compute-optimal allocation")
 
 
 def _lr_sweep(ws: Workspace, req: FigureRequest) -> alt.Chart:
     df = _query(ws, req, "final_loss")
-    return plot.lr_sweep(df, title=req.title or f"{req.experiment}: loss vs learning rate")
+    return plot.lr_sweep(df, paper=req.width, title=req.title or f"{req.experiment}: loss vs learning rate")
 
 
 def _optimal_lr(ws: Workspace, req: FigureRequest) -> alt.Chart:
@@ -196,7 +297,7 @@ def _coordcheck(ws: Workspace, req: FigureRequest) -> alt.Chart:
     experiment = req.experiment if req.experiment.endswith("-coordcheck") else f"{req.experiment}-coordcheck"
     df = _query(ws, FigureRequest(**{**req.__dict__, "experiment": experiment, "experiments": ()}),
                 "coordcheck")
-    return plot.coordcheck(df, title=req.title or f"{req.experiment}: coordinate check")
+    return plot.coordcheck(df, paper=req.width, title=req.title or f"{req.experiment}: coordinate check")
 
 
 def _window_sensitivity(ws: Workspace, req: FigureRequest) -> alt.Chart:
@@ -204,9 +305,12 @@ def _window_sensitivity(ws: Workspace, req: FigureRequest) -> alt.Chart:
     x = req.x or "n_params"
     windows = window_sensitivity(make_fit_fn("saturating_power_law", [x], "loss"), df, scale=x)
     table = windows.table.rename(columns={"alpha": "exponent"})
+    # short labels (the axis title names the column): "drop 2 smallest, 1 largest"
+    table["window"] = [f"drop {k} smallest, {m} largest" for k, m in zip(table["drop_smallest"], table["drop_largest"])]
     full = fit_saturating_power_law(df, x=x, y="loss")
     lo, hi = full.intervals.get("alpha", (np.nan, np.nan))
-    return plot.window_sensitivity(table, bootstrap=(lo, hi) if np.isfinite(lo) else None,
+    return plot.window_sensitivity(table, bootstrap=(lo, hi) if np.isfinite(lo) else None, paper=req.width,
+                                   window_title=f"sizes of {plot.label(x)} fitted",
                                    title=req.title or f"{req.experiment}: fit-window sensitivity of alpha")
 
 
@@ -258,6 +362,7 @@ BUILDERS = {
     "coordcheck": _coordcheck,
     "window_sensitivity": _window_sensitivity,
     "theory_curves": _theory_curves,
+    "fit_parameters": _fit_parameters,
 }
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from scaling_db.errors import ScaledbError
+from scaling_db.plot import save_chart
+from scaling_db.plot.sheet import contact_sheet
 from scaling_db.report.comparisons import AnalysisRun, run_analysis
 from scaling_db.report.cache import cached_figure
 from scaling_db.report.figures import DIAGNOSTIC_KINDS, FigureRequest
@@ -26,7 +28,6 @@ from scaling_db.spec.loader import display_path, read_spec_source
 from scaling_db.spec.schema import AnalysisSpec
 from scaling_db.store.query import run_query
 from scaling_db.workspace import Workspace
-
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def draw_figures(ws: Workspace, study: Study, errors: dict[str, str]) -> list[Fi
             figures.append(Figure(name, None, f"fit {decl.fit} failed: {errors[decl.fit]}"))
             continue
         req = FigureRequest(kind=decl.kind, experiment=study.experiment, fit=decl.fit, query=decl.query,
-                            x=decl.x, experiments=tuple(study.analysis.experiments))
+                            x=decl.x, experiments=tuple(study.analysis.experiments), param=decl.param)
         diagnostic = decl.kind in DIAGNOSTIC_KINDS
         try:
             figures.append(Figure(name, cached_figure(ws, req), diagnostic=diagnostic))
@@ -97,3 +98,17 @@ def run_study(ws: Workspace, study: Study, *, bootstrap_n: int | None = None, n_
     report = write_report(ws, study.experiment, study.description, study.spec_path, done.outcomes, figures,
                           table, errors=done.errors, published=published)
     return StudyResult(study, done, figures, report, table, published)
+
+
+def write_contact_sheet(ws: Workspace, study: Study, out: str | Path | None = None) -> list[Path]:
+    """Every figure the spec declares on one page, from the stored fits (nothing is refitted); a
+    figure that cannot be drawn is a cell saying why. Written as .png and .html to the report
+    folder (`contact_sheet.*`), or to `out` (its format; a .png or .html gets the other beside it)."""
+    figures = draw_figures(ws, study, {})
+    cells = [(f.name, f.chart if f.chart is not None else f.error or "no chart") for f in figures]
+    drawn = sum(f.chart is not None for f in figures)
+    sheet = contact_sheet(cells, title=f"{study.experiment}: {drawn} of {len(figures)} figures drawn")
+    first = Path(out) if out is not None else ws.report_dir(study.experiment) / "contact_sheet.png"
+    pair = {".png": ".html", ".html": ".png"}.get(first.suffix.lower())
+    paths = [first] + ([first.with_suffix(pair)] if pair else [])
+    return [save_chart(sheet, path) for path in paths]

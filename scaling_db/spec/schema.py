@@ -425,6 +425,8 @@ class PlotDecl(StrictModel):
     fit: str | None = None
     query: QueryRef | None = None
     x: Column | None = None
+    param: str | None = Field(None, description="fit_parameters: the fitted parameter to draw per group "
+                                                "(default: the law's exponent, e.g. alpha)")
     out: str | None = Field(None, description="file name in the report folder; default from kind")
 
 
@@ -459,10 +461,13 @@ class AnalysisSpec(StrictModel):
         names = self.names
         if len(set(names)) != len(names):
             raise ValueError(f"analysis names must be unique (got {names})")
-        fit_names = [f.name for f in self.fits]
+        fits = {f.name: f for f in self.fits}
         for p in self.plots:
-            if p.fit is not None and p.fit not in fit_names:
-                raise ValueError(f"plot {p.kind!r} refers to unknown fit {p.fit!r} (fits: {fit_names})")
+            if p.fit is not None and p.fit not in fits:
+                raise ValueError(f"plot {p.kind!r} refers to unknown fit {p.fit!r} (fits: {list(fits)})")
+            if p.kind == "fit_parameters" and (p.fit is None or fits[p.fit].group_by is None):
+                raise ValueError(f"plot fit_parameters draws a fit declared with group_by (got fit {p.fit!r} "
+                                 f"without it). Name a fit with `group_by: experiment` or another column.")
         for pub in self.published:
             if pub.analysis not in names:
                 raise ValueError(f"published value for unknown analysis {pub.analysis!r} (analyses: {names})")
