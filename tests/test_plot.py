@@ -355,15 +355,19 @@ def test_scaling_fit_says_where_it_cut_the_band() -> None:
 
 def test_scaling_fit_draws_one_law_per_group() -> None:
     points, curve = fit_frames()
-    pts = pd.concat([points.assign(graph="tree"), points.assign(graph="ba", loss=points["loss"] * 1.1)])
-    cv = pd.concat([curve.assign(graph="tree"), curve.assign(graph="ba", y=curve["y"] * 1.1)])
-    spec = scaling_fit(pts, cv, ["tree: L = ...", "ba: L = ..."], group="graph", group_order=["tree", "ba"],
+    # a dotted group column (a sweep variable) is a nested path to Vega-Lite: the chart must not use it as a field
+    pts = pd.concat([points.assign(**{"vars.graph": "tree"}),
+                     points.assign(**{"vars.graph": "ba"}, loss=points["loss"] * 1.1)])
+    cv = pd.concat([curve.assign(**{"vars.graph": "tree"}), curve.assign(**{"vars.graph": "ba"}, y=curve["y"] * 1.1)])
+    spec = scaling_fit(pts, cv, ["tree: L = ...", "ba: L = ..."], group="vars.graph", group_order=["tree", "ba"],
                        floor=E, floor_label="entropy rate (exact)").to_dict()
     area, line, point, hollow, rule = list(views(spec))
     for view in (area, line, point, hollow):
-        assert view["encoding"]["color"]["field"] == "graph"
+        field = view["encoding"]["color"]["field"]
+        assert "." not in field and field in view["data"]["values"][0]
         assert view["encoding"]["color"]["scale"]["domain"] == ["tree", "ba"]
-    assert line["encoding"]["color"]["title"] == "graph"  # the legend is titled with the group column
+    assert {r[field] for r in point["data"]["values"]} == {"tree", "ba"}
+    assert line["encoding"]["color"]["title"] == "vars.graph"  # the legend is titled with the group column
     assert len({r["_segment"] for r in line["data"]["values"]}) == 4  # fit + extrapolation, per group
     assert spec["title"]["subtitle"][:2] == ["tree: L = ...", "ba: L = ..."]
 

@@ -86,13 +86,15 @@ def scaling_fit(points_df: pd.DataFrame, curve_df: pd.DataFrame, formula: str | 
     def ye(field: str) -> alt.Y:
         return log_y(field, yt, extent=yext, like=y)
 
-    keys = [group] if group else []
     order = [str(g) for g in (group_order or list(dict.fromkeys(points[group].astype(str))))] if group else []
-    if group:
-        points = points.assign(**{group: points[group].astype(str)})
-        curve = curve.assign(**{group: curve[group].astype(str)})
+    group_title = label(group) if group else ""
+    if group:  # under a plain name: Vega-Lite reads a dotted field (vars.rung) as a nested path
+        points = points.drop(columns="_group", errors="ignore").assign(_group=points[group].astype(str))
+        curve = curve.drop(columns="_group", errors="ignore").assign(_group=curve[group].astype(str))
+        group = "_group"
+    keys = [group] if group else []
     scale = alt.Scale(domain=order, range=OKABE_ITO[:len(order)] if len(order) <= len(OKABE_ITO) else OKABE_ITO)
-    color = (alt.Color(f"{group}:N", title=label(group), sort=order, scale=scale,
+    color = (alt.Color(f"{group}:N", title=group_title, sort=order, scale=scale,
                        legend=alt.Legend(symbolOpacity=1)) if group  # solid swatches, not the pale band's
              else alt.value(OKABE_ITO[0]))
     floor_text = (floor_label or "entropy rate") + (f": {floor:.4g}" if floor is not None else "")
