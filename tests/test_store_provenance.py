@@ -73,3 +73,20 @@ def test_a_formula_with_a_negative_exponent_reads_as_one_sign():
     assert outcome.fit.params["alpha"] < 0
     assert "^--" not in outcome.formula() and "n_params^0.0" in outcome.formula()
 
+
+
+def test_a_stored_fit_keeps_its_query_parameters_and_its_figure_uses_them(ws):
+    # The FLOPs convention moves every point along x: a figure of a 6n_nonembed fit drawn with the
+    # default (exact) FLOPs would put the points beside the fitted line.
+    from scaling_db.report.figures import FigureRequest, build_figure
+
+    req = FitRequest(name="lc", law="power_law", query="compute_frontier", x=("flops",), bootstrap=0,
+                     params={"convention": "6n_nonembed"}, experiment="ba_graph")
+    outcome = store_outcome(ws, fit_request(ws, req))
+    row = stored(ws, outcome.fit_id)
+    assert json.loads(row["query_params"]) == {"convention": "6n_nonembed"}
+    chart = build_figure(ws, FigureRequest(kind="scaling_fit", experiment="ba_graph", fit="lc")).to_dict()
+    drawn = {round(p["flops"]) for layer in chart["layer"] for p in layer.get("data", {}).get("values", [])
+             if "flops" in p}
+    fitted = {round(f) for f in outcome.data["flops"]}
+    assert drawn and drawn <= fitted

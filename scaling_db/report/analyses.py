@@ -209,6 +209,7 @@ class FitOutcome:
             "name": self.request.name,
             "query_name": self.request.query,
             "query_sql": self.query_sql,
+            "query_params": dict(self.request.params) or None,  # e.g. a FLOPs convention: part of the data
             # Every run the query returned (`used`, kept in `extra`, lists the points the fit kept).
             "run_ids": sorted({str(r) for r in self.data["run_id"]}) if "run_id" in self.data else None,
             "intervals": rec.get("intervals") or None,  # NULL, not {}, when none were computed

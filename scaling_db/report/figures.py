@@ -118,11 +118,13 @@ def _scaling_fit(ws: Workspace, req: FigureRequest) -> alt.Chart:
 
 
 def _fit_rows(ws: Workspace, req: FigureRequest, rec: dict[str, Any]) -> pd.DataFrame:
-    """The rows the stored fit's query returns now, over the experiments it was fitted on."""
+    """The rows the stored fit's query returns now, over the experiments it was fitted on, with the
+    parameters it was fitted with (a FLOPs convention moves every point), then the request's."""
     extra = rec.get("extra") or {}
     exps = extra.get("experiments") or [rec.get("experiment") or req.experiment]
     query, sql = (rec["query_name"], None) if rec.get("query_name") else (None, rec["query_sql"])
-    data, _ = fetch_rows(ws, query, sql, dict(req.params), exps)
+    params = {k: v for k, v in (rec.get("query_params") or {}).items() if k != "experiment"}
+    data, _ = fetch_rows(ws, query, sql, {**params, **req.params}, exps)
     return data
 
 
