@@ -48,7 +48,7 @@ def outcome_json(o: Any) -> dict[str, Any]:
 def _ad_hoc(ws: Any, *, query: str | None, sql: str | None, law: str | None, analysis: str | None,
             frontier: str | None, params: dict[str, Any], xs: tuple[str, ...], y: str, group: str,
             group_by: str | None, flops: str, budget: str | None, name: str | None,
-            experiments: tuple[str, ...], n_boot: int | None, jobs: int) -> list[Any]:
+            experiments: tuple[str, ...], n_boot: int | None, jobs: int, keep_above_uniform: bool) -> list[Any]:
     from scaling_db.fit.registry import get_fitter
     from scaling_db.report.analyses import FitRequest, fit_grouped
     from scaling_db.report.comparisons import run_comparison, run_frontier
@@ -61,14 +61,16 @@ def _ad_hoc(ws: Any, *, query: str | None, sql: str | None, law: str | None, ana
         get_fitter(law, "--law")  # an unknown law fails here, naming the registered ones
         req = FitRequest(name=name or law, law=law, query=query, sql=sql, params=params, x=list(xs) or None, y=y,
                          group=group, bootstrap=200 if n_boot is None else n_boot, experiment=experiment,
-                         group_by=group_by, experiments=many)
+                         group_by=group_by, experiments=many, keep_above_uniform=keep_above_uniform)
         return fit_grouped(ws, req, n_jobs=jobs)
     label = {"name": name} if name else {}
     if frontier:
         decl = FrontierDecl(method=frontier, query=query, params=params, n=xs[0] if xs else "n_params",
-                            d=xs[1] if len(xs) > 1 else "tokens", c=flops, y=y, budget=budget, group=group, **label)
+                            d=xs[1] if len(xs) > 1 else "tokens", c=flops, y=y, budget=budget, group=group,
+                            keep_above_uniform=keep_above_uniform, **label)
         return [run_frontier(ws, decl, experiment or "", many, bootstrap_n=n_boot, n_jobs=jobs, sql=sql)]
-    common = {"kind": analysis, "query": named, "params": params, "y": y, **label}
+    common = {"kind": analysis, "query": named, "params": params, "y": y, "keep_above_uniform": keep_above_uniform,
+              **label}
     if analysis == "lr_optimum":
         decl: Any = LrOptimumDecl(**common, **({"group_by": group_by.split(",")} if group_by else {}))
     elif analysis == "lr_transfer":
@@ -107,13 +109,17 @@ def _ad_hoc(ws: Any, *, query: str | None, sql: str | None, law: str | None, ana
 @click.option("--experiment", "-e", "experiments", multiple=True,
               help="Experiment(s) whose runs an ad-hoc analysis reads (repeat to analyse several together).")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Processes for the bootstrap.")
+@click.option("--keep-above-uniform", is_flag=True,
+              help="Also fit runs whose final loss is above the uniform guess ln(vocab_size) "
+                   "(left out by default, each named with the reason: they learned nothing).")
 @click.option("--no-store", is_flag=True, help="Do not write the results to the database.")
 @workspace_option
 @json_option
 def fit(spec: str | None, only: tuple[str, ...], query: str | None, sql: str | None, law: str | None,
         analysis: str | None, frontier: str | None, xs: tuple[str, ...], y: str, group_by: str | None, flops: str,
         budget: str | None, params: tuple[str, ...], group: str, n_boot: int | None, name: str | None,
-        experiments: tuple[str, ...], jobs: int, no_store: bool, workspace: str | None, as_json: bool) -> None:
+        experiments: tuple[str, ...], jobs: int, keep_above_uniform: bool, no_store: bool, workspace: str | None,
+        as_json: bool) -> None:
     """Fit scaling laws, comparisons and frontiers with intervals, and store them with their provenance.
 
     \b
@@ -143,14 +149,15 @@ def fit(spec: str | None, only: tuple[str, ...], query: str | None, sql: str | N
             raise FitError(f"{spec}: no analysis named {', '.join(unknown)} (vs {', '.join(study.analysis.names)}). "
                            f"Pass --only with a declared name.")
         done = run_analysis(ws, study.experiment, study.analysis, bootstrap_n=n_boot, n_jobs=jobs, only=only,
-                            store=not no_store)
+                            store=not no_store, keep_above_uniform=keep_above_uniform)
         outcomes, errors = done.outcomes, done.errors
     else:
         if not (query or sql) or len(chosen) != 1:
             raise click.UsageError("give SPEC, or --query NAME (or --sql) with one of --law, --analysis, --frontier")
         outcomes = _ad_hoc(ws, query=query, sql=sql, law=law, analysis=analysis, frontier=frontier,
                            params=key_values(params, "--param"), xs=xs, y=y, group=group, group_by=group_by,
-                           flops=flops, budget=budget, name=name, experiments=experiments, n_boot=n_boot, jobs=jobs)
+                           flops=flops, budget=budget, name=name, experiments=experiments, n_boot=n_boot, jobs=jobs,
+                           keep_above_uniform=keep_above_uniform)
         if not no_store:
             outcomes = [store_outcome(ws, o) for o in outcomes]
     if as_json:

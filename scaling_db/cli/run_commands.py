@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 import sys
 from typing import Any
 
@@ -50,8 +51,16 @@ def _fmt_loss(value: float | None) -> str | None:
     return None if value is None else f"{value:.4f}"
 
 
+def _above_uniform(status: str, eval_loss: float | None, vocab_size: int | None) -> bool:
+    # A finished run whose final eval loss is above ln(vocab_size), the loss of guessing uniformly,
+    # learned nothing: fits leave it out (report/analyses.py split_above_uniform).
+    return (status == "finished" and eval_loss is not None and bool(vocab_size)
+            and eval_loss > math.log(vocab_size))
+
+
 def status_rows(ws: Workspace, run_ids: list[str]) -> list[dict[str, Any]]:
-    """One row per run: status, last logged step of the total, last eval loss, error."""
+    """One row per run: status, last logged step of the total, last eval loss, error, and whether
+    it finished above the uniform-guess loss."""
     rows = []
     for run_id in run_ids:
         manifest = ws.load_manifest(run_id) if ws.manifest_path(run_id).exists() else None
@@ -71,6 +80,8 @@ def status_rows(ws: Workspace, run_ids: list[str]) -> list[dict[str, Any]]:
             "train_loss": record.train_loss if record else None,
             "error": status.error,
             "log_problems": [problem.format() for problem in log.problems],
+            "above_uniform": _above_uniform(status.status.value, record.eval_loss if record else None,
+                                            manifest.counts.vocab_size if manifest else None),
         })
     return rows
 
@@ -82,7 +93,8 @@ def _print_status(rows: list[dict[str, Any]], title: str | None = None) -> None:
     jobs = any(r.get("job_id") for r in rows)  # runs placed on Slurm/Ray: show where, and the job's state
     print_table(title, ["run_id", "name", "status", "step", "eval loss", "error"]
                 + (["backend", "job", "job state"] if jobs else []), [
-        [r["run_id"], r["name"], r["status"], f"{r['step'] if r['step'] is not None else '-'}/{r['steps']}",
+        [r["run_id"], r["name"], r["status"] + (" (above uniform)" if r["above_uniform"] else ""),
+         f"{r['step'] if r['step'] is not None else '-'}/{r['steps']}",
          _fmt_loss(r["eval_loss"]), r["error"]]
         + ([r.get("backend"), r.get("job_id"), r.get("job_state")] if jobs else [])
         for r in rows
@@ -91,6 +103,10 @@ def _print_status(rows: list[dict[str, Any]], title: str | None = None) -> None:
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs")
+    above = sum(r["above_uniform"] for r in rows)
+    if above:
+        click.echo(f"{above} finished run(s) end above the uniform-guess loss ln(vocab_size): they learned "
+                   f"nothing, and fits leave them out (`scaledb fit --keep-above-uniform` keeps them)")
 
 
 def _warn_log_problems(rows: list[dict[str, Any]]) -> None:

@@ -93,13 +93,14 @@ class FitRequest:
     group_by: str | None = None  # one fit per value of this column
     experiments: tuple[str, ...] = ()  # fetch the rows of each (default: `experiment`'s own)
     best_per: tuple[str, ...] = ()  # keep the lowest-y row per value of these columns (and group_by)
+    keep_above_uniform: bool = False  # fit runs whose final loss is above ln(vocab_size) too
 
     @classmethod
     def from_decl(cls, decl: FitDecl, experiment: str, experiments: Sequence[str] = ()) -> "FitRequest":
         return cls(name=decl.name, law=decl.law, query=decl.query, params=dict(decl.params), x=list(decl.x),
                    y=decl.y, group=decl.group, bootstrap=decl.bootstrap, experiment=experiment,
                    loss=decl.loss, group_by=decl.group_by, experiments=tuple(experiments),
-                   best_per=tuple(decl.best_per))
+                   best_per=tuple(decl.best_per), keep_above_uniform=decl.keep_above_uniform)
 
     def columns(self) -> list[str]:
         fitter = get_fitter(self.law, f"fit {self.name}")
@@ -181,7 +182,8 @@ class FitOutcome:
             why = (f"no bootstrap: the data has no {req.group} column to resample whole groups by "
                    f"(select run_id in the query, or pass --group)")
         else:
-            why = f"no bootstrap: {self.data[req.group].nunique()} groups of {req.group} vs at least 3"
+            fitted = self.data if req.keep_above_uniform else split_above_uniform(self.data)[0]
+            why = f"no bootstrap: {fitted[req.group].nunique()} groups of {req.group} vs at least 3"
         return why + ("; intervals are the fit's own (analytic) ones" if self.fit.intervals
                       else "; no intervals computed")
 
@@ -224,6 +226,28 @@ class FitOutcome:
             rec["group_value"] = jsonable(self.group_value)
             rec["groups"] = [{"value": jsonable(g.value), "error": g.error} for g in self.groups]
         return rec
+
+
+Excluded = tuple[tuple[Any, str], ...]  # (run_id or row index, reason)
+
+
+def split_above_uniform(data: pd.DataFrame) -> tuple[pd.DataFrame, Excluded]:
+    """The rows whose `loss` is at most the uniform-guess loss `uniform_loss` = ln(vocab_size),
+    and each other row's run with why it is left out: guessing uniformly does as well, so the run
+    learned nothing a law could describe. Rows with no `uniform_loss` (closed-form sources have
+    no vocabulary; queries that do not select it) are all kept.
+    """
+    if data.empty or "loss" not in data.columns or "uniform_loss" not in data.columns:
+        return data, ()
+    loss = pd.to_numeric(data["loss"], errors="coerce")
+    uniform = pd.to_numeric(data["uniform_loss"], errors="coerce")
+    above = (loss > uniform).to_numpy()  # False where either is missing
+    if not above.any():
+        return data, ()
+    ids = data["run_id"].tolist() if "run_id" in data.columns else data.index.tolist()
+    excluded = tuple((ids[i], f"final loss {loss.iloc[i]:.4g} above uniform guess ln(V)={uniform.iloc[i]:.4g}: "
+                              f"learned nothing") for i in np.flatnonzero(above))
+    return data[~above].reset_index(drop=True), excluded
 
 
 def make_fit_fn(law: str, xs: list[str], y: str, loss: str | None = None) -> Callable[..., LawFit]:
@@ -359,8 +383,22 @@ def fit_frame(req: FitRequest, data: pd.DataFrame, sql: str, *, seed: int = 0, n
         )
     if data.empty:
         raise FitError(f"fit {req.name}: the query returned no rows. Have the runs finished and been ingested?")
+    queried = data  # kept whole in the outcome: its run ids are the fit's provenance
+    data, above = (data, ()) if req.keep_above_uniform else split_above_uniform(data)
+    if data.empty:
+        raise FitError(f"fit {req.name}: every run's final loss is above the uniform guess ln(vocab_size) "
+                       f"({len(above)} of {len(queried)} runs; first: {above[0][1]}). Train longer or "
+                       f"check the learning rate, or fit them anyway with keep_above_uniform: true "
+                       f"(--keep-above-uniform).")
     fit_fn = make_fit_fn(req.law, xs, req.y, req.loss)
-    fit = fit_fn(data)
+    try:
+        fit = fit_fn(data)
+    except FitError as err:
+        if not above:
+            raise
+        raise FitError(f"{err} ({len(above)} run(s) above the uniform-guess loss were left out; "
+                       f"keep_above_uniform: true keeps them)") from None
+    fit = replace(fit, excluded=above + tuple(fit.excluded))
     curve_x = None
     if len(xs) == 1:
         lo, hi = float(data[xs[0]].min()), float(data[xs[0]].max())
@@ -371,6 +409,7 @@ def fit_frame(req: FitRequest, data: pd.DataFrame, sql: str, *, seed: int = 0, n
     if req.bootstrap > 0 and group is not None and data[group].nunique() >= 3:
         boot = bootstrap(fit_fn, data, group=group, n=req.bootstrap, seed=seed, n_jobs=n_jobs,
                          predict_at=curve_x)
+        boot = replace(boot, fit=fit)  # the full-data fit with every exclusion listed
     curve = None
     if curve_x is not None:
         grid = curve_x[xs[0]].to_numpy()
@@ -385,7 +424,7 @@ def fit_frame(req: FitRequest, data: pd.DataFrame, sql: str, *, seed: int = 0, n
     irreducible = None
     if floor is not None and "E" in fit.params:
         irreducible = compare_irreducible(boot or fit, floor, param="E")
-    return FitOutcome(req, fit, boot, data, sql, floor, irreducible, curve)
+    return FitOutcome(req, fit, boot, queried, sql, floor, irreducible, curve)
 
 
 def store_outcome(ws: Workspace, outcome: Any) -> Any:

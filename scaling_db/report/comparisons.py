@@ -25,8 +25,8 @@ from scaling_db.fit.frontier import FrontierFit, final_rows, frontier_fn
 from scaling_db.fit.mup import fit_lr_optima
 from scaling_db.fit.theory import nt_symmetry, theory_agreement
 from scaling_db.report.cache import cached_fit
-from scaling_db.report.analyses import (FitRequest, Outcome, Row, fetch_rows, fit_grouped,
-                                        store_outcome)
+from scaling_db.report.analyses import (Excluded, FitRequest, Outcome, Row, fetch_rows, fit_grouped,
+                                        split_above_uniform, store_outcome)
 from scaling_db.spec.schema import (AnalysisSpec, ComparisonDecl, FrontierDecl, LrOptimumDecl,
                                     LrTransferDecl, ParameterEfficiencyDecl, SymmetryDecl,
                                     TheoryAgreementDecl)
@@ -66,7 +66,9 @@ class Source:
     experiments: tuple[str, ...]
     query: str | None
     sql: str
-    data: pd.DataFrame
+    data: pd.DataFrame  # the rows analysed: the query's, less runs left out above the uniform guess
+    run_ids: tuple[str, ...] = ()  # every run the query returned
+    excluded: Excluded = ()  # (run_id, why) of the runs left out
 
 
 def _row(name: str, kind: str, quantity: str, estimate: float, lo: float | None = None,
@@ -78,16 +80,17 @@ def _row(name: str, kind: str, quantity: str, estimate: float, lo: float | None 
 
 def _outcome(name: str, kind: str, rows: list[Row], notes: list[str], detail: pd.DataFrame,
              src: Source, settings: dict[str, Any]) -> ComparisonOutcome:
-    ids = src.data["run_id"].astype(str).tolist() if "run_id" in src.data else []
+    notes = notes + [f"excluded {run}: {why}" for run, why in src.excluded]
     record = {
         "law": kind, "experiment": src.experiment or None, "name": name,
         "params": {r["quantity"]: r["estimate"] for r in rows},
         "intervals": {r["quantity"]: [r["lo"], r["hi"]] for r in rows if r["lo"] is not None},
-        "query_name": src.query, "query_sql": src.sql, "run_ids": sorted(set(ids)),
+        "query_name": src.query, "query_sql": src.sql, "run_ids": sorted(set(src.run_ids)),
         "n_points": len(src.data), "settings": settings,
         "flags": {r["quantity"]: r["flag"] for r in rows if r["flag"]},
         "notes": notes, "table": detail.replace({np.nan: None}).to_dict(orient="records"),
         "experiments": list(src.experiments) or None,
+        "excluded": [[run, why] for run, why in src.excluded] or None,
     }
     return ComparisonOutcome(name, kind, tuple(rows), tuple(notes), detail, record)
 
@@ -277,13 +280,20 @@ def symmetry_outcome(decl: SymmetryDecl, src: Source, *, n_boot: int, seed: int)
 
 
 def _source(ws: Workspace, experiment: str, experiments: Sequence[str], query: str, sql: str | None,
-            params: dict[str, Any], extra: Sequence[str] = ()) -> Source:
+            params: dict[str, Any], extra: Sequence[str] = (), keep_above_uniform: bool = False) -> Source:
     exps = tuple(experiments) or (experiment,)
     data, text = fetch_rows(ws, None if sql else query, sql, dict(params), exps, extra)
     if data.empty:
         raise FitError(f"{query or 'sql'}: no rows for experiment(s) {', '.join(exps)}. "
                            f"Have the runs finished and been ingested?")
-    return Source(experiment, tuple(experiments), None if sql else query, text, data)
+    ids = tuple(data["run_id"].astype(str)) if "run_id" in data.columns else ()
+    kept, excluded = (data, ()) if keep_above_uniform else split_above_uniform(data)
+    if kept.empty:
+        raise FitError(f"{query or 'sql'}: every run's final loss is above the uniform guess ln(vocab_size) "
+                       f"({len(excluded)} runs; first: {excluded[0][1]}). Train longer or check the learning "
+                       f"rate, or analyse them anyway with keep_above_uniform: true (--keep-above-uniform).")
+    return Source(experiment, tuple(experiments), None if sql else query, text, kept, ids,
+                  tuple((str(run), why) for run, why in excluded))
 
 
 def run_comparison(ws: Workspace, decl: ComparisonDecl, experiment: str, experiments: Sequence[str] = (),
@@ -292,7 +302,7 @@ def run_comparison(ws: Workspace, decl: ComparisonDecl, experiment: str, experim
     """Fetch a comparison's rows (all `experiments`, or `experiment`'s own) and compute it."""
     extra = [*getattr(decl, "group_by", []), getattr(decl, "by", ""), getattr(decl, "width", ""),
              getattr(decl, "a", ""), getattr(decl, "b", "")]
-    src = _source(ws, experiment, experiments, decl.query, sql, decl.params, extra)
+    src = _source(ws, experiment, experiments, decl.query, sql, decl.params, extra, decl.keep_above_uniform)
     if isinstance(decl, LrOptimumDecl):
         return lr_optimum_outcome(decl, src)
     if isinstance(decl, LrTransferDecl):
@@ -311,7 +321,8 @@ def run_frontier(ws: Workspace, decl: FrontierDecl, experiment: str, experiments
                  sql: str | None = None) -> ComparisonOutcome:
     """Fetch a frontier's rows (final points for isoflop, checkpoints otherwise) and fit it."""
     query = decl.query or ("final_loss" if decl.method == "isoflop" else "loss_curves")
-    src = _source(ws, experiment, experiments, query, sql, decl.params, [decl.budget or ""])
+    src = _source(ws, experiment, experiments, query, sql, decl.params, [decl.budget or ""],
+                  decl.keep_above_uniform)
     n_boot = decl.bootstrap if bootstrap_n is None else bootstrap_n
     return frontier_outcome(decl, src, n_boot=n_boot, seed=seed, n_jobs=n_jobs)
 
@@ -325,11 +336,20 @@ class AnalysisRun:
 
 
 def run_analysis(ws: Workspace, experiment: str, analysis: AnalysisSpec, *, bootstrap_n: int | None = None,
-                 seed: int = 0, n_jobs: int = 1, only: Sequence[str] = (), store: bool = True) -> AnalysisRun:
-    """Run a spec's fits, comparisons and frontiers and store each; one failing keeps the others."""
+                 seed: int = 0, n_jobs: int = 1, only: Sequence[str] = (), store: bool = True,
+                 keep_above_uniform: bool = False) -> AnalysisRun:
+    """Run a spec's fits, comparisons and frontiers and store each; one failing keeps the others.
+
+    `keep_above_uniform` uses every declared analysis's runs above the uniform-guess loss too."""
     outcomes: list[Outcome] = []
     errors: dict[str, str] = {}
     exps = tuple(analysis.experiments)
+    if keep_above_uniform:
+        keep_all = {"keep_above_uniform": True}
+        analysis = analysis.model_copy(update={
+            "fits": [d.model_copy(update=keep_all) for d in analysis.fits],
+            "comparisons": [d.model_copy(update=keep_all) for d in analysis.comparisons],
+            "frontiers": [d.model_copy(update=keep_all) for d in analysis.frontiers]})
 
     def keep(name: str, work) -> None:
         if only and name not in only:

@@ -301,6 +301,10 @@ QueryParams = dict[str, str | int | float]
 Level = Annotated[float, Field(gt=0, lt=1)]
 
 
+KEEP_ABOVE_UNIFORM = ("also use runs whose final loss is above the uniform guess ln(vocab_size) "
+                      "(left out by default: they learned nothing)")
+
+
 class FitDecl(StrictModel):
     """One law fitted to a query's rows (one fit per value of `group_by`, when given)."""
 
@@ -318,6 +322,7 @@ class FitDecl(StrictModel):
                                                    "experiment, or a manifest path such as data.kappa)")
     best_per: list[str] = Field([], description="keep the lowest-y row per value of these columns, e.g. "
                                                 "[d_model]: the best learning rate of each width")
+    keep_above_uniform: bool = Field(False, description=KEEP_ABOVE_UNIFORM)
 
     @model_validator(mode="after")
     def _law_is_registered(self) -> "FitDecl":
@@ -333,6 +338,7 @@ class _Comparison(StrictModel):
     params: QueryParams = {}
     y: str = "loss"
     level: Level = 0.95
+    keep_above_uniform: bool = Field(False, description=KEEP_ABOVE_UNIFORM)
 
 
 class LrOptimumDecl(_Comparison):
@@ -414,6 +420,7 @@ class FrontierDecl(StrictModel):
     group: str = "run_id"
     bootstrap: Annotated[int, Field(ge=0)] = 100
     level: Level = 0.95
+    keep_above_uniform: bool = Field(False, description=KEEP_ABOVE_UNIFORM)
 
     @property
     def label(self) -> str:

@@ -1,0 +1,144 @@
+"""Runs that finish above the uniform-guess loss ln(vocab_size) learned nothing: fits leave them out.
+
+A 100-node graph (uniform guess ln 100 = 4.605 nats) and final losses L = 1.5 + 250 N^-0.5 put the
+smallest width (N_nonembed = 6144: L = 4.69) above the guess and the three others below it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from scaling_db.cli import cli
+from scaling_db.errors import FitError
+from scaling_db.report.analyses import FitRequest, fit_frame, fit_request, fetch_fit_data
+from scaling_db.report.comparisons import run_comparison
+from scaling_db.spec.compiler import compile_spec
+from scaling_db.spec.schema import LrOptimumDecl
+from scaling_db.store.ingest import ingest_runs
+from scaling_db.store.query import run_query
+from scaling_db.training.records import CheckpointRecord, RunState, RunStatus
+from scaling_db.workspace import Workspace
+from test_analysis import add_synthetic_experiment
+
+SPEC = """
+experiment: small_vocab
+data: {kind: graph_walk, graph: {kind: barabasi_albert, n: 100, m: 2}}
+model: {kind: transformer, n_layers: 2, d_model: 16, d_head: 8, context: 16, parameterization: {kind: mup, base_width: 16}}
+train:
+  optimizer: {kind: adamw, lr: 1.0e-2}
+  batch_size: 8
+  tokens: 20_000
+  checkpoints: {kind: log, count: 3, first: 2}
+sweep:
+  axes:
+    model.d_model: [16, 32, 64, 128]
+    train.optimizer.lr: [3.0e-3, 1.0e-2, 3.0e-2]
+"""
+UNIFORM = float(np.log(100))
+REASON = r"final loss 4\.6\d+ above uniform guess ln\(V\)=4\.605: learned nothing"
+
+
+def small_vocab_loss(n: float, d: float, lr: float, width: int, param: str, rng: np.random.Generator) -> float:
+    return float(1.5 + 250 * n**-0.5 + 0.01 * np.log(lr / 1e-2) ** 2 + rng.normal(0, 0.001))
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> Workspace:
+    tmp = tmp_path_factory.mktemp("small_vocab")
+    ws = Workspace(tmp / "ws")
+    add_synthetic_experiment(ws, tmp / "small_vocab.yaml", SPEC, loss_fn=small_vocab_loss)
+    return ws
+
+
+def _above(ws: Workspace) -> set[str]:
+    df = run_query(ws, "final_loss", params={"experiment": "small_vocab"})
+    assert df["uniform_loss"].tolist() == pytest.approx([UNIFORM] * 12)
+    return set(df.loc[df["loss"] > df["uniform_loss"], "run_id"])
+
+
+REQ = FitRequest(name="by_n", law="saturating_power_law", x=["n_params_nonembed"], bootstrap=20,
+                 experiment="small_vocab")
+
+
+def test_a_fit_leaves_out_runs_above_the_uniform_guess_and_says_why(ws: Workspace) -> None:
+    above = _above(ws)
+    assert len(above) == 3  # the three learning rates of width 16
+    out = fit_request(ws, REQ)
+    assert out.fit.n_points == 9 and {run for run, _ in out.fit.excluded} == above
+    assert all(re.fullmatch(REASON, why) for _, why in out.fit.excluded)
+    assert out.boot is not None and out.boot.fit.excluded == out.fit.excluded
+    assert out.fit.params["alpha"] == pytest.approx(0.5, abs=0.05)
+    notes = "\n".join(out.notes())
+    assert all(f"excluded {run}: final loss" in notes for run in above)
+    rec = out.to_record()
+    assert len(rec["run_ids"]) == 12  # provenance: every run the query returned
+    assert {run for run, _ in rec["excluded"]} == above and not above & set(rec["used"])
+
+
+def test_keep_above_uniform_fits_them_and_all_above_is_an_error(ws: Workspace) -> None:
+    kept = fit_request(ws, FitRequest(**{**REQ.__dict__, "keep_above_uniform": True, "bootstrap": 0}))
+    assert kept.fit.n_points == 12 and kept.fit.excluded == ()
+    data, sql = fetch_fit_data(ws, REQ)
+    only_above = data[data["d_model"] == 16].reset_index(drop=True)
+    with pytest.raises(FitError, match=r"every run's final loss is above the uniform guess .*3 of 3 runs; first: "
+                                       + REASON + r".*keep_above_uniform: true \(--keep-above-uniform\)"):
+        fit_frame(REQ, only_above, sql)
+
+
+def test_comparisons_leave_them_out_too(ws: Workspace) -> None:
+    out = run_comparison(ws, LrOptimumDecl(kind="lr_optimum", group_by=["d_model"]), "small_vocab")
+    assert [r["quantity"] for r in out.table()] == [f"lr* (parabola) d_model={w}" for w in (32, 64, 128)]
+    assert sum("above uniform guess" in line for line in out.notes()) == 3
+    assert len(out.to_record()["run_ids"]) == 12 and len(out.to_record()["excluded"]) == 3
+    kept = run_comparison(ws, LrOptimumDecl(kind="lr_optimum", group_by=["d_model"], keep_above_uniform=True),
+                          "small_vocab")
+    assert len(kept.table()) == 4
+
+
+def test_cli_fit_prints_the_exclusions_and_keeps_them_on_request(ws: Workspace) -> None:
+    runner = CliRunner()
+    args = ["fit", "--query", "final_loss", "-e", "small_vocab", "--law", "saturating_power_law",
+            "--x", "n_params_nonembed", "--bootstrap", "0", "--no-store", "-w", str(ws.root)]
+    res = runner.invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "; 9 points" in res.output and res.output.count("above uniform guess ln(V)=4.605: learned nothing") == 3
+    res = runner.invoke(cli, [*args, "--keep-above-uniform"])
+    assert res.exit_code == 0, res.output
+    assert "; 12 points" in res.output and "learned nothing" not in res.output
+
+
+def test_status_marks_finished_runs_above_the_uniform_guess(ws: Workspace) -> None:
+    runner = CliRunner()
+    res = runner.invoke(cli, ["status", "--json", "-w", str(ws.root)])
+    assert res.exit_code == 0, res.output
+    assert {r["run_id"] for r in json.loads(res.output) if r["above_uniform"]} == _above(ws)
+    res = runner.invoke(cli, ["status", "-w", str(ws.root)])
+    assert res.output.count("finished (above uniform)") == 3
+    assert "3 finished run(s) end above the uniform-guess loss ln(vocab_size)" in res.output
+
+
+def test_closed_form_runs_have_no_uniform_guess_and_are_all_fitted(tmp_path: Path) -> None:
+    """Percolation regression has no vocabulary: uniform_loss is NULL and nothing is left out,
+    however large its losses."""
+    spec = Path(__file__).resolve().parents[1] / "specs" / "percolation.yaml"
+    ws = Workspace(tmp_path / "ws")
+    compiled = compile_spec(spec)
+    ws.write_compiled(compiled)
+    for m in compiled.runs:
+        n = m.train.samples
+        ws.log_path(m.run_id).write_text(CheckpointRecord(
+            run_id=m.run_id, step=1, tokens=n, flops_6n_nonembed=None, flops_6n=None, flops_exact=None,
+            train_loss=0.0, eval_loss=50.0 * n**-0.3, lr=None, wall_time_s=0.1).to_line())
+        ws.write_status(RunStatus(run_id=m.run_id, status=RunState.FINISHED, step=1))
+    ingest_runs(ws)
+    df = run_query(ws, "final_loss", params={"experiment": "percolation"})
+    assert len(df) == 7 and df["uniform_loss"].isna().all()
+    out = fit_request(ws, FitRequest(name="by_samples", law="power_law", x=["tokens"], bootstrap=0,
+                                     experiment="percolation"))
+    assert out.fit.n_points == 7 and out.fit.excluded == ()
