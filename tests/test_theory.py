@@ -37,7 +37,8 @@ def agreement_frame(ratios: list[float]) -> pd.DataFrame:
 
 
 def source(data: pd.DataFrame) -> Source:
-    return Source("rf", (), "theory_loss", "SELECT 1", data)
+    ids = tuple(sorted({str(r) for r in data["run_id"]})) if "run_id" in data else ()
+    return Source("rf", (), "theory_loss", "SELECT 1", data, run_ids=ids)
 
 
 # -- theory_agreement ------------------------------------------------------------------------
