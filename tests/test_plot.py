@@ -715,7 +715,7 @@ def test_faceted_charts_fit_the_journal_width(tmp_path: Path, width: str) -> Non
     }
     for name, chart in faceted.items():
         pdf = save_chart(for_paper(chart, width), tmp_path / f"{name}.pdf").read_bytes()
-        assert _pdf_width_in(pdf) <= PAPER_WIDTHS[width] + 0.05, (name, width, _pdf_width_in(pdf))
+        assert _pdf_width_in(pdf) <= PAPER_WIDTHS[width], (name, width, _pdf_width_in(pdf))
         if width == "page":  # and uses it: not a thumbnail in the corner of the page
             assert _pdf_width_in(pdf) >= 0.75 * PAPER_WIDTHS[width], (name, _pdf_width_in(pdf))
 

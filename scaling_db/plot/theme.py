@@ -115,7 +115,7 @@ def paper_config(width: str = "column") -> dict[str, Any]:
         "view": {**CONFIG["view"], "continuousWidth": view_w, "continuousHeight": round(view_w * 0.66),
                  "discreteWidth": view_w},
         "title": {**CONFIG["title"], "fontSize": 9, "subtitleFontSize": 7.5, "offset": 4,
-                  "limit": total - 8},
+                  "limit": total - 12},  # within the page even after rounding
         "axis": {**CONFIG["axis"], "labelFontSize": 7.5, "titleFontSize": 8.5, "titlePadding": 3,
                  "labelLimit": 80},
         "legend": {**CONFIG["legend"], "labelFontSize": 7.5, "titleFontSize": 8, "orient": "bottom",
@@ -143,7 +143,7 @@ def panel_width(n: int, width: str | None, default: int, *, y_axes: int = 1, axi
         return default
     if width not in PAPER_WIDTHS:
         raise ValueError(f"paper width must be one of {', '.join(PAPER_WIDTHS)} (got {width!r})")
-    total = PAPER_WIDTHS[width] * 72 - 2 * 4  # paper_config's padding, both sides
+    total = PAPER_WIDTHS[width] * 72 - 2 * 4 - 4  # paper_config's padding both sides, and the axes' rounding
     return max(20, int((total - y_axes * axis_room - spacing * (n - 1) - extra) // n))
 
 

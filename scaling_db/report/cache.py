@@ -44,7 +44,8 @@ def _digest(parts: list[Any], data: pd.DataFrame | None = None) -> str:
 
 def fit_key(req: FitRequest, data: pd.DataFrame, sql: str, seed: int = 0) -> str:
     """The content hash a fit of `req` over `data` (the query's rows) is stored under."""
-    return _digest([req.__dict__, sql, seed, __version__], data)
+    # The outcome's field names too: a pickle of an older FitOutcome would load without the new fields.
+    return _digest([req.__dict__, sql, seed, __version__, sorted(FitOutcome.__dataclass_fields__)], data)
 
 
 def cached_fit(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 1) -> FitOutcome:
