@@ -108,3 +108,13 @@ def test_experiment_state_sees_a_new_checkpoint(tmp_path):
     ingest_runs(ws)
     after = cache.experiment_state(ws, manifests[0].experiment)
     assert len(before) == len(manifests) and not before.equals(after)
+
+
+def test_keys_follow_the_code_that_makes_fits_and_figures(tmp_path, monkeypatch):
+    # An edited fitter or chart within one version must not serve what the old code made.
+    digest = cache.code_digest()
+    assert len(digest) == 16 and digest == cache.code_digest()
+    req = FitRequest(name="f", law="power_law")
+    base = cache.fit_key(req, points(), "SELECT 1")
+    monkeypatch.setattr(cache, "code_digest", lambda: "edited-chart-code")
+    assert cache.fit_key(req, points(), "SELECT 1") != base

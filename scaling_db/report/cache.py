@@ -3,9 +3,9 @@
 Both are keyed by a content hash of everything they are made from, never by names or times:
 
 - a fit by its request (law, columns, query name and parameters, bootstrap count, group), the
-  query's SQL, the bootstrap seed, scaledb's version, and the rows the query returned (every
-  value, so a new run, a later checkpoint or a changed loss makes a new key);
-- a figure (the Altair chart, before rendering) by its request, scaledb's version, the text of
+  query's SQL, the bootstrap seed, scaledb's code (`code_digest`), and the rows the query returned
+  (every value, so a new run, a later checkpoint or a changed loss makes a new key);
+- a figure (the Altair chart, before rendering) by its request, scaledb's code, the text of
   every query it may read, and the state of its experiment in the database: each run's status,
   last step, checkpoint count and loss sums, the stored fits' ids, the current revision;
 - a rendered figure by its Vega-Lite spec (Altair inlines the chart's data), the format, the
@@ -17,6 +17,7 @@ them only costs time. Fits are pickled: the cache is the workspace owner's own, 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import pickle
@@ -34,6 +35,17 @@ from scaling_db.workspace import Workspace, atomic_write_bytes
 
 
 
+@functools.cache
+def code_digest() -> str:
+    """scaledb's version and a hash of the code that makes fits and figures (fit/, plot/, report/):
+    an edited fitter or chart, even within one version, never serves an entry the old code made."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(__version__.encode())
+    for path in sorted(p for part in ("fit", "plot", "report") for p in (root / part).rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _digest(parts: list[Any], data: pd.DataFrame | None = None) -> str:
     h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
     if data is not None:
@@ -45,7 +57,7 @@ def _digest(parts: list[Any], data: pd.DataFrame | None = None) -> str:
 def fit_key(req: FitRequest, data: pd.DataFrame, sql: str, seed: int = 0) -> str:
     """The content hash a fit of `req` over `data` (the query's rows) is stored under."""
     # The outcome's field names too: a pickle of an older FitOutcome would load without the new fields.
-    return _digest([req.__dict__, sql, seed, __version__, sorted(FitOutcome.__dataclass_fields__)], data)
+    return _digest([req.__dict__, sql, seed, code_digest(), sorted(FitOutcome.__dataclass_fields__)], data)
 
 
 def cached_fit(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 1) -> FitOutcome:
@@ -84,7 +96,7 @@ def experiment_state(ws: Workspace, owner: str, experiments: tuple[str, ...] = (
 def cached_figure(ws: Workspace, req: FigureRequest) -> alt.TopLevelMixin:
     """`build_figure`, reusing the chart built earlier for the same request and experiment state."""
     queries = sorted((q.name, q.sql) for q in list_queries(ws))
-    key = _digest([req.__dict__, __version__, queries], experiment_state(ws, req.experiment, req.experiments))
+    key = _digest([req.__dict__, code_digest(), queries], experiment_state(ws, req.experiment, req.experiments))
     path = ws.cache_dir / "figures" / f"{key}.chart.pkl"
     if path.exists():
         try:
