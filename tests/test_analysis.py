@@ -334,6 +334,16 @@ def test_shipped_isoflop_spec_declares_three_frontiers(tmp_path: Path) -> None:
         assert 0 < a["estimate"] < 1 and 0 < b["estimate"] < 1
     # 3 budgets: the IsoFLOP frontier rests on 3 points and says so next to the number
     assert "only 3 compute-optimal points" in made["frontier_isoflop"].table()[0]["flag"]
+    # the allocation figure redraws the stored frontiers and labels them with the table's numbers
+    from scaling_db.report.analyses import fmt_interval
+    from scaling_db.report.figures import FigureRequest, build_figure
+
+    chart = build_figure(ws, FigureRequest(kind="optimal_allocation", experiment=study.experiment)).to_dict()
+    labels = {r["_series"] for r in chart["data"]["values"]}
+    for name, o in made.items():
+        a = o.table()[0]
+        interval = fmt_interval(a["lo"], a["hi"]) or "(no interval)"
+        assert f"{name.removeprefix('frontier_')}: a = {a['estimate']:.2g} {interval}" in labels
 
 
 def test_figures_from_the_database_for_a_journal(synth: Workspace, tmp_path: Path) -> None:
@@ -352,3 +362,4 @@ def test_figures_from_the_database_for_a_journal(synth: Workspace, tmp_path: Pat
     assert "SP: slope -0.99 [" in json.dumps(lr, ensure_ascii=False)  # the transfer slope in the legend
     with pytest.raises(PlotError, match="unknown width"):
         build_figure(synth, FigureRequest(kind="lr_sweep", experiment="synth", width="poster"))
+

@@ -151,8 +151,10 @@ def _log_channel(cls: type, field: str, title: str | None, extent: Any, like: st
     fmt = axis_format(like or field)
     if ticks is not None and not fmt:
         fmt = {"format": "~g"}
-    if decades:  # label powers of ten only, whatever the range (panels with their own scales)
-        power = "abs(log(datum.value) / LN10 - round(log(datum.value) / LN10)) < 1e-6"
+    if decades:  # panels with their own scales: label 1, 2 and 5 times powers of ten (a range
+        # inside one decade still gets labels; Vega offers 2s and 5s only on narrow ranges)
+        mantissa = "datum.value / pow(10, floor(log(datum.value) / LN10 + 1e-9))"
+        power = " || ".join(f"abs({mantissa} - {m}) < 1e-6" for m in (1, 2, 5))
         text = fmt.get("labelExpr", "datum.label").replace(
             "datum.label", f"format(datum.value, '{fmt.get('format', '~g')}')")
         fmt = {**fmt, "labelExpr": f"{power} ? {text} : ''",

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from scaling_db import plot
-from scaling_db.report.analyses import fetch_rows, fmt_interval, load_stored_fit, make_fit_fn
+from scaling_db.report.analyses import fetch_rows, fmt_interval, load_stored_fit, make_fit_fn, split_above_uniform
 from scaling_db.errors import FitError, PlotError
 from scaling_db.fit import (
     compare_frontiers,
@@ -27,6 +27,7 @@ from scaling_db.fit import (
     frontier_surface,
     window_sensitivity,
 )
+from scaling_db.fit.frontier import final_rows, frontier_fn
 from scaling_db.fit.mup import fit_lr_optima
 from scaling_db.store.query import run_query
 from scaling_db.workspace import Workspace
@@ -234,7 +235,53 @@ def _isoflop(ws: Workspace, req: FigureRequest) -> alt.Chart:
     return plot.isoflop(df, minima, title=req.title or f"{req.experiment}: IsoFLOP slices")
 
 
+def _stored_frontier_rows(ws: Workspace, req: FigureRequest) -> list[dict[str, Any]]:
+    """The frontiers the experiment's analysis stored, redrawn from the same rows and settings, and
+    labelled with the stored exponents and intervals, so the figure and the fits table agree."""
+    stored = run_query(ws, sql="SELECT * FROM fits WHERE experiment = $e AND law LIKE 'frontier_%' "
+                              "QUALIFY row_number() OVER (PARTITION BY name ORDER BY created_at DESC) = 1 "
+                              "ORDER BY name", params={"e": req.experiment})
+    rows: list[dict[str, Any]] = []
+    for _, rec in stored.iterrows():
+        settings, extra = _json_field(rec["settings"]) or {}, _json_field(rec["extra"]) or {}
+        method = settings.get("method")
+        params = {k: v for k, v in (_json_field(rec["query_params"]) or {}).items() if k != "experiment"}
+        budget = settings.get("budget")
+        data, _ = fetch_rows(ws, rec["query_name"], None if rec["query_name"] else rec["query_sql"], params,
+                             extra.get("experiments") or [req.experiment], [budget or ""])
+        data = data if settings.get("keep_above_uniform") else split_above_uniform(data)[0]
+        if method == "isoflop":
+            data = final_rows(data, c=settings.get("c", "flops"))
+        try:
+            fit = frontier_fn(method, n=settings.get("n", "n_params"), d=settings.get("d", "tokens"),
+                              c=settings.get("c", "flops"), y=settings.get("y", "loss"), budget=budget)(data)
+        except FitError:
+            continue
+        key = next((k for k in (_json_field(rec["params"]) or {}) if k.startswith("a ")), None)
+        ci = (_json_field(rec["intervals"]) or {}).get(key) if key else None
+        label = f"{method}: a = {fit.a:.2g}" + (f" {fmt_interval(*ci)}" if ci else " (no interval)")
+        # the parametric frontier is a formula, not points: drawn over the compute the runs span
+        span = data[settings.get("c", "flops")] if method == "parametric" else None
+        rows += _allocation_rows(method, fit, label, span)
+    return rows
+
+
+def _allocation_rows(method: str, fit: Any, label: str, span: pd.Series | None = None) -> list[dict[str, Any]]:
+    rows = [] if span is not None else [
+        {"approach": method, "flops": o["flops"], "n_opt": o["n_opt"], "d_opt": o["d_opt"], "kind": "point",
+         "label": label} for _, o in fit.optima.iterrows()]
+    lo, hi = (span.min(), span.max()) if span is not None else (fit.optima["flops"].min(), fit.optima["flops"].max())
+    grid = np.geomspace(lo, hi, 30)
+    rows += [{"approach": method, "flops": c, "n_opt": n, "d_opt": d, "kind": "curve", "label": label}
+             for c, n, d in zip(grid, fit.n_opt(grid), fit.d_opt(grid))]
+    return rows
+
+
 def _optimal_allocation(ws: Workspace, req: FigureRequest) -> alt.Chart:
+    rows = _stored_frontier_rows(ws, req) if not req.query else []
+    if rows:
+        return plot.optimal_allocation(pd.DataFrame(rows), paper=req.width, title=req.title or (
+            f"{req.experiment}: compute-optimal allocation"))
     checkpoints = _query(ws, req, "loss_curves")
     checkpoints = checkpoints[checkpoints["tokens"] > 0]
     final = checkpoints.sort_values("step").groupby("run_id").tail(1)
@@ -253,12 +300,7 @@ def _optimal_allocation(ws: Workspace, req: FigureRequest) -> alt.Chart:
         if not hit.empty and np.isfinite(hit["a"].iloc[0]):
             r = hit.iloc[0]
             label = f"{method}: a = {r['a']:.2g} {fmt_interval(r['a_lo'], r['a_hi'])}"
-        for _, o in fit.optima.iterrows():
-            rows.append({"approach": method, "flops": o["flops"], "n_opt": o["n_opt"], "d_opt": o["d_opt"],
-                         "kind": "point", "label": label})
-        grid = np.geomspace(fit.optima["flops"].min(), fit.optima["flops"].max(), 30)
-        for c, n, d in zip(grid, fit.n_opt(grid), fit.d_opt(grid)):
-            rows.append({"approach": method, "flops": c, "n_opt": n, "d_opt": d, "kind": "curve", "label": label})
+        rows += _allocation_rows(method, fit, label)
     if not rows:
         raise PlotError("optimal_allocation: no frontier method could be fitted (too few runs or compute levels)")
     return plot.optimal_allocation(pd.DataFrame(rows), paper=req.width,
