@@ -125,13 +125,14 @@ def test_scaling_fit_of_a_grouped_fit_draws_each_group_with_the_runs_it_used(
     spec = build_figure(ws, FigureRequest(kind="scaling_fit", experiment="ladder", fit="rungs")).to_dict()
     layers = _layers(spec)
     line = next(v for v in layers if v["mark"]["type"] == "line")
-    assert line["encoding"]["color"]["field"] == "experiment" and line["encoding"]["color"]["title"] == "experiment"
+    field = line["encoding"]["color"]["field"]  # a plain name: a dotted group column would be a nested path
+    assert line["encoding"]["color"]["title"] == "experiment"
     assert line["encoding"]["color"]["scale"]["domain"] == ["synth_b", "synth"]  # synth_c has no fit to draw
     points = [v for v in layers if v["mark"]["type"] == "point"]
     counts: dict[str, int] = {}
     for v in points:
         for row in v["data"]["values"]:
-            counts[row["experiment"]] = counts.get(row["experiment"], 0) + 1
+            counts[row[field]] = counts.get(row[field], 0) + 1
     assert counts == {"synth_b": 30, "synth": 80}
     assert [s.split(":")[0] for s in spec["title"]["subtitle"][:2]] == ["synth_b", "synth"]
 

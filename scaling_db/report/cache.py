@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from importlib import resources
 import json
 import pickle
 from pathlib import Path
@@ -39,10 +40,11 @@ from scaling_db.workspace import Workspace, atomic_write_bytes
 def code_digest() -> str:
     """scaledb's version and a hash of the code that makes fits and figures (fit/, plot/, report/):
     an edited fitter or chart, even within one version, never serves an entry the old code made."""
-    root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256(__version__.encode())
-    for path in sorted(p for part in ("fit", "plot", "report") for p in (root / part).rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    for part in ("fit", "plot", "report"):
+        for module in sorted((m for m in resources.files("scaling_db").joinpath(part).iterdir()
+                              if m.name.endswith(".py")), key=lambda m: m.name):
+            h.update(f"{part}/{module.name}".encode() + b"\0" + module.read_bytes())
     return h.hexdigest()[:16]
 
 
