@@ -90,3 +90,10 @@ def test_a_stored_fit_keeps_its_query_parameters_and_its_figure_uses_them(ws):
              if "flops" in p}
     fitted = {round(f) for f in outcome.data["flops"]}
     assert drawn and drawn <= fitted
+
+
+def test_an_implausible_exponent_is_flagged_beside_the_number():
+    from scaling_db.report.analyses import _degenerate
+
+    assert _degenerate("alpha_D", 1.25e5).startswith("degenerate: |alpha_D| > 10")
+    assert _degenerate("alpha", 0.3) == "" and _degenerate("A", 1e5) == ""

@@ -162,7 +162,7 @@ class FitOutcome:
         """One row per parameter: estimate and interval; plus the true floor where known."""
         rows = [{"fit": self.name, "kind": self.kind, "quantity": k, "estimate": v,
                  "lo": self.intervals.get(k, (None, None))[0], "hi": self.intervals.get(k, (None, None))[1],
-                 "flag": ""}
+                 "flag": _degenerate(k, v)}
                 for k, v in self.fit.params.items()]
         if self.irreducible is not None:
             rows.append({"fit": self.name, "kind": self.kind, "quantity": "true floor (entropy rate, nats)",
@@ -248,6 +248,18 @@ def split_above_uniform(data: pd.DataFrame) -> tuple[pd.DataFrame, Excluded]:
     excluded = tuple((ids[i], f"final loss {loss.iloc[i]:.4g} above uniform guess ln(V)={uniform.iloc[i]:.4g}: "
                               f"learned nothing") for i in np.flatnonzero(above))
     return data[~above].reset_index(drop=True), excluded
+
+
+#: Exponents of the registered laws. Scaling exponents are O(0.01-1); one past this bound means the
+#: optimizer bent the law into a step: the data do not determine that term.
+EXPONENT_NAMES = ("alpha", "beta", "alpha_N", "alpha_D")
+IMPLAUSIBLE_EXPONENT = 10.0
+
+
+def _degenerate(name: str, value: float) -> str:
+    if name in EXPONENT_NAMES and abs(value) > IMPLAUSIBLE_EXPONENT:
+        return f"degenerate: |{name}| > {IMPLAUSIBLE_EXPONENT:g}, the data do not determine this term"
+    return ""
 
 
 def make_fit_fn(law: str, xs: list[str], y: str, loss: str | None = None) -> Callable[..., LawFit]:
