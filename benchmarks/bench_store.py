@@ -7,7 +7,9 @@
    database [>= 500,000 rows/s for 1,000 x 1,000], against a naive row-by-row `executemany`
    into the same table on a subsample; plus re-ingesting the unchanged workspace.
 2. Loading one finished run of K checkpoints as a runner would, `ingest_runs(ws, [run_id])`
-   from open to close, into the database of step 1 [< 50 ms for 1,000 checkpoints]; and 4 or 16
+   from open to close, into the database of step 1 [< 50 ms for 1,000 checkpoints], beside its
+   floor in the same run: DuckDB alone adding the same rows, parsed beforehand, to the same
+   database (connect, INSERT from Arrow, commit, close); and 4 or 16
    runs finishing together through the background `RunLoader` (time per run until all are in
    the file, and what the runner itself waits).
 3. The limits, measured in the same run on the same rows: DuckDB inserting them (checkpoints, and
@@ -161,12 +163,39 @@ def bench_ingest(root: Path, runs: int, checkpoints: int, n_metrics: int) -> dic
         parts.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
     split = [statistics.median(p[k] for p in parts) * 1000 for k in range(3)]
     print(f"  of which (medians): open {split[0]:.1f} ms, load {split[1]:.1f} ms, close {split[2]:.1f} ms")
+    floor = one_run_floor(ws, template, runs + 10_000, checkpoints, n_metrics)
+    print(f"  DuckDB alone, same database: open, INSERT the run's rows from Arrow, commit, close: median "
+          f"{floor:.1f} ms -> loading one run costs {p50 * 1000 / floor:.2f}x that (load average {os.getloadavg()[0]:.1f})")
     burst = bench_loader(ws, template, runs + 25, checkpoints, n_metrics, p50)
     return {"ingest_rows_per_s": rate, "ingest_rows_per_cpu_s": report.rows_loaded / cpu, "ingest_wall_s": wall,
             "ingest_cpu_s": cpu, "reingest_unchanged_s": wall_again, "executemany_rows_per_s": base_rate,
             "speedup_vs_executemany": rate / base_rate, "one_run_ms_median": p50 * 1000, "one_run_ms_p90": p90 * 1000,
             "one_run_ms_max": latencies[-1] * 1000, "one_run_open_ms": split[0], "one_run_load_ms": split[1],
-            "one_run_close_ms": split[2], **burst}
+            "one_run_close_ms": split[2], "one_run_duckdb_floor_ms": floor, **burst}
+
+
+def one_run_floor(ws: Workspace, template: dict, first: int, checkpoints: int, n_metrics: int) -> float:
+    """Median ms DuckDB itself takes to add one run's rows (parsed beforehand, as Arrow tables) to the
+    workspace's database: connect, one transaction, close. What a load of one run cannot go below."""
+    from scaling_db.store.logs import LogRows, concat, parse_whole_logs
+
+    times = []
+    for i in range(first, first + 10):
+        rid = write_run(ws, template, i, checkpoints, n_metrics)
+        rows = LogRows()
+        parse_whole_logs([(ws.log_path(rid), rid, ws.log_path(rid).stat().st_size)], rows)
+        t0 = time.perf_counter()
+        con = duckdb.connect(str(ws.db_path))
+        con.execute("BEGIN TRANSACTION")
+        for table, arrow in (("checkpoints", rows.tables), ("metrics", rows.metric_tables)):
+            if arrow:
+                con.register("rows", concat(arrow))
+                con.execute(f"INSERT INTO {table} SELECT * FROM rows")
+                con.unregister("rows")
+        con.execute("COMMIT")
+        con.close()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
 
 
 def bench_loader(ws: Workspace, template: dict, first: int, checkpoints: int, n_metrics: int, one_s: float) -> dict:

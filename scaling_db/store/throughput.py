@@ -21,7 +21,7 @@ READ_TIMEOUT_S = 1.0
 _SQL = """
 SELECT r.run_id, r.device, coalesce(r.host, ''), coalesce(r.model_kind, ''), r.d_model, r.n_layers,
        TRY_CAST(r.manifest->>'$.flops_per_token.exact' AS DOUBLE), c.tokens, c.tokens_per_s,
-       c.wall_time_s
+       c.wall_time_s, r.tokens_budget // nullif(r.steps, 0)
 FROM runs AS r
 JOIN (SELECT run_id, max(tokens) AS tokens, median(tokens_per_s) AS tokens_per_s, max(wall_time_s) AS wall_time_s
       FROM checkpoints GROUP BY run_id) AS c USING (run_id)
@@ -41,6 +41,7 @@ def measured_throughput(workspace: Workspace) -> list[ThroughputSample]:
         return []
     return [
         ThroughputSample(run_id=r[0], device=r[1], host=r[2], model_kind=r[3], d_model=r[4], n_layers=r[5],
-                         flops_per_token=r[6], tokens=int(r[7]), tokens_per_s=r[8], wall_time_s=float(r[9]))
+                         flops_per_token=r[6], tokens=int(r[7]), tokens_per_s=r[8], wall_time_s=float(r[9]),
+                         tokens_per_step=r[10])
         for r in rows
     ]
