@@ -21,7 +21,7 @@ Guarantees:
 - One row per (run_id, step) in `checkpoints` and per (run_id, step, name) in `metrics`: a row can
   be replaced, never doubled. The loaders keep this (since schema 3 no primary key does, see
   `store.ingest`): every write of a run's rows first deletes what they replace, in the same
-  transaction. The primary-key index cost most of a load and its rewrite most of every close.
+  transaction. The primary-key indexes were the largest cost of a load after parsing.
 - The schema is versioned; `open_store` applies missing migrations (in order, each in its own
   transaction) when it opens for writing. A read-only open of an older file asks for an ingest.
 - One writer at a time is DuckDB's rule (a process holding the file locks out every other

@@ -31,8 +31,9 @@ finished, torn tails, a batch whose logs differ in metric names) are parsed whol
 (`logs.parse_log`: Arrow, several in threads, else one `json.loads` call); only a log with a bad
 line is read line by line, to name that line. With metrics, Arrow parses 3x faster than DuckDB's
 read_json.
-Uniqueness without a primary key (schema 3): `checkpoints` and `metrics` carry no index, which cost
-most of a load and, rewritten at every close, most of loading one run. One row per (run_id, step)
+
+Uniqueness without a primary key (schema 3): `checkpoints` and `metrics` carry no index, whose
+upkeep was the largest cost of a load after parsing (docs/performance.md). One row per (run_id, step)
 (and metric name) is kept by the writes themselves, in the batch's transaction: a reloaded run's
 rows are deleted before its log goes in, an appended line's step is deleted before the line goes
 in (a resume replays steps), and a run without ingest state but with a `runs` row (state lost, or

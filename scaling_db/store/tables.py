@@ -45,8 +45,8 @@ class Table:
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...] = ()
     #: The migration that rebuilt the table without its primary key (0: never). The loader keeps
-    #: such a table's rows unique itself (see `store.ingest`); an index over millions of
-    #: checkpoint rows cost most of a load, and its rewrite most of every close.
+    #: such a table's rows unique itself (see `store.ingest`): the index's upkeep was the largest
+    #: cost of a load after parsing the logs (docs/performance.md).
     key_dropped: int = 0
 
     @property
