@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
+import yaml
+
 import pytest
 
 import scaling_db.training.execute
 from fakes import compiled_workspace, fake_build_token_source
-from scaling_db.spec.plan import ThroughputSample, estimate_run
+from scaling_db.spec.plan import ThroughputSample, estimate_run, fit_step_model
 from scaling_db.store.ingest import ingest_runs
 from scaling_db.store.throughput import measured_throughput
 from scaling_db.training.execute import execute_run
 from scaling_db.training.records import RunState, read_log
+from scaling_db.spec.compiler import compile_spec
+from scaling_db.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def sample(d_model: int, fpt: float, tokens_per_s: float, *, device: str = "cpu", host: str = "h",
-           tokens: int = 1000, wall: float = 12.0) -> ThroughputSample:
+           tokens: int = 1000, wall: float = 12.0, tokens_per_step: int = 10) -> ThroughputSample:
     return ThroughputSample(run_id=f"r{d_model}{device}", device=device, host=host, model_kind="transformer",
                             d_model=d_model, n_layers=2, flops_per_token=fpt, tokens=tokens,
-                            tokens_per_s=tokens_per_s, wall_time_s=wall)
+                            tokens_per_s=tokens_per_s, wall_time_s=wall, tokens_per_step=tokens_per_step)
 
 
 @pytest.fixture
@@ -26,28 +35,45 @@ def manifests(tmp_path):
     return ws, [ws.load_manifest(i) for i in ids]
 
 
-def test_estimate_scales_the_nearest_measured_shape_by_flops_per_token(manifests):
+def test_the_step_model_is_fitted_to_two_shapes_and_split_by_the_assumed_rate_for_one():
+    two = fit_step_model([(1e9, 0.05), (3e9, 0.07)], gflops=30.0)
+    assert (two.overhead_s, two.flops_per_s) == (pytest.approx(0.04), pytest.approx(1e11))
+    assert two.how == "fitted to 2 shapes"
+    one = fit_step_model([(1e9, 0.1)], gflops=30.0)  # 1/30 s of compute at 30 GFLOP/s, the rest overhead
+    assert (one.overhead_s, one.flops_per_s) == (pytest.approx(0.1 - 1 / 30), pytest.approx(30e9))
+    fast = fit_step_model([(1e9, 0.01)], gflops=30.0)  # faster than assumed: all compute
+    assert (fast.overhead_s, fast.flops_per_s) == (0.0, pytest.approx(1e11))
+    flat = fit_step_model([(1e9, 0.05), (3e9, 0.04)], gflops=30.0)  # no growth with FLOPs: all overhead
+    assert flat.overhead_s == pytest.approx(0.045) and math.isinf(flat.flops_per_s)
+
+
+def test_estimate_runs_the_other_shape_through_the_step_model(manifests):
     _, (small, big, _) = manifests
     fpt_small, fpt_big = small.flops_per_token["exact"], big.flops_per_token["exact"]
-    one = [sample(16, fpt_small, 100.0)]  # 10 s training + 2 s other
+    per_step = big.tokens // big.train.steps
+    one = [sample(16, fpt_small, 100.0)]  # 10 steps of 0.1 s, + 2 s outside steps
     est = estimate_run(big, one, gflops=30.0, host="h")
+    model = fit_step_model([(fpt_small * 10, 0.1)], 30.0)
     assert est.source == "measured"
-    assert est.basis == "measured on 1 run of d_model=16, n_layers=2 (cpu), scaled by FLOPs per token^0.50 (1 shape)"
-    assert est.seconds == pytest.approx(2.0 + big.tokens / (100.0 * (fpt_small / fpt_big) ** 0.5))
-    # two shapes: their own slope (here tokens/s falls as FLOPs per token^-1: compute bound)
+    assert est.basis == (f"measured on 1 run of d_model=16, n_layers=2 (cpu): {model.overhead_s * 1e3:.3g} ms/step + "
+                         "FLOPs at 30 GFLOP/s (1 shape: its step split at the assumed 30 GFLOP/s (--gflops))")
+    assert est.seconds == pytest.approx(2.0 + big.train.steps * model.step_s(fpt_big * per_step))
+    # two shapes, step time proportional to FLOPs (compute bound): no overhead, their own rate
     two = one + [sample(999, fpt_small * 4, 25.0, wall=42.0)]
     est = estimate_run(big, two, gflops=30.0, host="h")
-    assert "^1.00 (2 shapes)" in est.basis
-    assert est.seconds == pytest.approx(2.0 + big.tokens / (100.0 * fpt_small / fpt_big))
+    assert "(fitted to 2 shapes)" in est.basis and " 0 ms/step" in est.basis
+    assert est.seconds == pytest.approx(2.0 + big.train.steps * fpt_big * per_step * 0.1 / (fpt_small * 10))
 
 
 def test_estimate_prefers_this_host_and_the_gpu_and_falls_back_to_flops(manifests):
     _, (small, _, _) = manifests
     fpt = small.flops_per_token["exact"]
-    other_host = sample(16, fpt, 1.0, host="elsewhere")
-    gpu = sample(16, fpt, 1000.0, device="cuda:0")
-    cpu = sample(16, fpt, 100.0)
+    per_step = small.tokens // small.train.steps  # the same shape: its own measured speed
+    other_host = sample(16, fpt, 1.0, host="elsewhere", tokens_per_step=per_step)
+    gpu = sample(16, fpt, 1000.0, device="cuda:0", tokens_per_step=per_step)
+    cpu = sample(16, fpt, 100.0, tokens_per_step=per_step)
     assert estimate_run(small, [other_host, cpu], 30.0, host="h").seconds == pytest.approx(2.0 + small.tokens / 100)
+    assert estimate_run(small, [other_host, cpu], 30.0, host="h").basis.startswith("measured on 1 run")
     assert "(cuda:0)" in estimate_run(small, [cpu, gpu], 30.0, host="h").basis
     guess = estimate_run(small, [], 30.0)
     assert guess.source == "flops" and guess.basis == "FLOP-based guess at 30 GFLOP/s"
@@ -67,7 +93,29 @@ def test_estimate_from_measured_shapes_is_near_the_measured_time_of_another(mani
     measured = measured_throughput(ws)
     assert sorted(s.run_id for s in measured) == sorted([small.run_id, big.run_id])
     est = estimate_run(middle, measured, gflops=30.0)
-    assert est.source == "measured" and "(2 shapes)" in est.basis
+    assert est.source == "measured" and "(fitted to 2 shapes)" in est.basis
     status = execute_run(ws, middle.run_id, device="cpu", threads=1)
     actual = read_log(ws.log_path(middle.run_id))[-1].wall_time_s
     assert status.status == RunState.FINISHED and 1 / 1.6 < est.seconds / actual < 1.6, (est, actual)
+
+
+@pytest.mark.slow
+def test_one_finished_run_of_a_shipped_spec_estimates_another_width_within_30_percent(tmp_path):
+    """specs/ba_graph.yaml, shrunk: train width 16, estimate width 24 from it alone (one measured
+    shape), train width 24 and compare on the trainer's clock (no process start, no data build)."""
+    spec = yaml.safe_load((REPO / "specs" / "ba_graph.yaml").read_text())
+    spec.pop("analysis")
+    spec["train"].update(tokens=40 * 64 * 50, eval_tokens=3200, checkpoints={"kind": "log", "count": 5, "first": 4})
+    spec["sweep"]["axes"]["model.d_model"] = [16, 24]
+    (tmp_path / "ba.yaml").write_text(yaml.safe_dump(spec))
+    compiled = compile_spec(tmp_path / "ba.yaml")
+    ws = Workspace(tmp_path / "ws")
+    ws.write_compiled(compiled)
+    measured, other = compiled.runs
+    assert execute_run(ws, measured.run_id, device="cpu", threads=1).status == RunState.FINISHED
+    ingest_runs(ws, [measured.run_id])
+    est = estimate_run(other, measured_throughput(ws), gflops=30.0)
+    assert est.source == "measured" and "(1 shape: its step split at the assumed 30 GFLOP/s" in est.basis
+    assert execute_run(ws, other.run_id, device="cpu", threads=1).status == RunState.FINISHED
+    actual = read_log(ws.log_path(other.run_id))[-1].wall_time_s
+    assert abs(est.seconds / actual - 1) < 0.3, (est, actual)

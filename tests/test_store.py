@@ -43,11 +43,13 @@ def test_schema_has_the_promised_tables_columns_and_comments(tmp_path: Path):
         assert all(comments[t] for t in PROMISED)
         views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
         assert {"final_checkpoints", "run_summary"} <= views
-        pk = con.execute(
-            "SELECT constraint_column_names FROM duckdb_constraints() "
-            "WHERE table_name = 'checkpoints' AND constraint_type = 'PRIMARY KEY'"
+        # Since schema 3 the loader keeps checkpoints and metrics unique, not an index
+        # (tests/test_store_ingest.py: re-ingests, resumes, killed loads never double a row).
+        keys = con.execute(
+            "SELECT table_name, constraint_column_names FROM duckdb_constraints() "
+            "WHERE constraint_type = 'PRIMARY KEY' AND table_name IN ('checkpoints', 'metrics', 'runs')"
         ).fetchall()
-        assert pk == [(["run_id", "step"],)]
+        assert keys == [("runs", ["run_id"])]
         assert schema_version(con) == store.latest_version()
 
 
@@ -66,6 +68,25 @@ def test_migrations_apply_once_in_order(tmp_path: Path, monkeypatch: pytest.Monk
         assert "note" in store.table_columns(con, "runs")
     with open_store(tmp_path) as con:
         assert con.execute("SELECT count(*) FROM schema_version").fetchall() == [(n,)]
+
+
+def test_a_version_2_database_keeps_its_checkpoints_and_loses_their_keys(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    """Migration 3 rebuilds checkpoints and metrics without primary keys: rows, comments and the
+    views over them stay."""
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "MIGRATIONS", store.MIGRATIONS[:2])
+        with open_store(tmp_path) as con:
+            con.execute("INSERT INTO checkpoints (run_id, step, eval_loss) VALUES ('r', 1, 3.0), ('r', 2, 2.5)")
+            con.execute("INSERT INTO metrics VALUES ('r', 2, 'act_mean_abs.embed', 0.5)")
+    with open_store(tmp_path) as con:
+        assert schema_version(con) == 3
+        assert con.execute("SELECT step, eval_loss FROM final_checkpoints").fetchall() == [(2, 2.5)]
+        assert con.execute("SELECT * FROM metrics").fetchall() == [("r", 2, "act_mean_abs.embed", 0.5)]
+        assert con.execute("SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' "
+                           "AND table_name IN ('checkpoints', 'metrics')").fetchall() == [(0,)]
+        comments = dict(con.execute("SELECT table_name, comment FROM duckdb_tables()").fetchall())
+        assert comments["checkpoints"].startswith("One row per evaluated checkpoint")
 
 
 def test_a_version_1_database_is_upgraded_with_its_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -229,5 +250,5 @@ def test_the_migrated_schema_is_the_declared_one(tmp_path: Path):
             assert [(n, t) for n, t, _, _ in got] == [(c.name, c.sql_type) for c in table.columns]
             assert [c or "" for *_, c in got] == [c.comment for c in table.columns], table.name
             assert [nullable for _, _, nullable, _ in got] == [
-                not (c.not_null or c.name in table.primary_key) for c in table.columns], table.name
+                not (c.not_null or c.name in table.key_at(store.latest_version())) for c in table.columns], table.name
             assert table.arrow_schema().names == [c.name for c in table.columns]

@@ -312,9 +312,9 @@ def test_a_long_load_lets_others_in_between_batches(ws_runs, reader, monkeypatch
     assert counts(ws) == {m.run_id: 10 for m in manifests}
 
 
-def test_lost_ingest_state_is_recovered_through_the_primary_key(ws_runs, reader):
-    """Rows without bookkeeping (state table emptied by hand): the plain INSERT trips over the key
-    and the batch is redone as an upsert; still one row per (run_id, step)."""
+def test_lost_ingest_state_is_recovered_through_the_runs_table(ws_runs, reader):
+    """Rows without bookkeeping (state table emptied by hand): the run's `runs` row shows they are
+    there, so they are replaced as in a reload; still one row per (run_id, step)."""
     ws, manifests = ws_runs
     finish_runs(ws, manifests)
     ingest_runs(ws)
@@ -340,3 +340,43 @@ def test_clean_logs_of_a_batch_are_parsed_in_one_call_and_odd_ones_alone(ws_runs
     report = ingest_runs(ws, ids[3:] + ids[:1], full=True)  # other metric names: each log alone
     assert report.rows_loaded == 10 and sorted(one_by_one) == sorted([ids[0], ids[3]])
     assert rows(ws, "SELECT count(*), count(DISTINCT run_id) FROM metrics") == [(5 * 3 + 5 * 2, 4)]
+
+
+def duplicates(ws) -> list[tuple[int, int]]:
+    """(checkpoint rows doubled, metric rows doubled): both must stay 0 (no primary key guards them)."""
+    return rows(ws, "SELECT (SELECT count(*) - count(DISTINCT (run_id, step)) FROM checkpoints), "
+                    "(SELECT count(*) - count(DISTINCT (run_id, step, name)) FROM metrics)")
+
+
+def test_no_load_ever_doubles_a_checkpoint_or_metric_row(ws_runs, reader, monkeypatch: pytest.MonkeyPatch):
+    """Re-ingests, resumes, full reloads, lost state and a load killed mid-write, in turn."""
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    ids = [m.run_id for m in manifests]
+    for run_id in ids:
+        write_log(ws, run_id, range(1, 11), metrics={"act_mean_abs.embed": 0.5, "act_mean_abs.logits": 1.0})
+    assert ingest_runs(ws).rows_loaded == 50
+    assert ingest_runs(ws).runs_unchanged == 5 and duplicates(ws) == [(0, 0)]
+    # A resume replays steps 8..10 with new values, then goes on to 12; its metrics replace the old.
+    write_log(ws, ids[0], range(8, 13), mode="a", loss=1.5, metrics={"act_mean_abs.embed": 0.25})
+    assert ingest_runs(ws).rows_loaded == 5
+    assert duplicates(ws) == [(0, 0)]
+    assert rows(ws, "SELECT count(*) FROM checkpoints") == [(52,)]
+    assert rows(ws, "SELECT step, list(name ORDER BY name), list(value ORDER BY name) FROM metrics "
+                    "WHERE run_id = ? AND step IN (7, 8) GROUP BY step ORDER BY step", [ids[0]]) == [
+        (7, ["act_mean_abs.embed", "act_mean_abs.logits"], [0.5, 1.0]), (8, ["act_mean_abs.embed"], [0.25])]
+    assert ingest_runs(ws, full=True).rows_loaded == 52 and duplicates(ws) == [(0, 0)]
+    with open_store(ws) as con:
+        con.execute("DELETE FROM ingest_state")
+    assert ingest_runs(ws).rows_loaded == 52 and duplicates(ws) == [(0, 0)]
+
+    def killed(*args, **kwargs):  # the process dies after the rows went in, before the commit
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ingest_module, "write_experiments", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_runs(ws, full=True)
+    monkeypatch.undo()
+    assert duplicates(ws) == [(0, 0)] and rows(ws, "SELECT count(*) FROM checkpoints") == [(52,)]
+    assert ingest_runs(ws, full=True).rows_loaded == 52 and duplicates(ws) == [(0, 0)]
+    assert rows(ws, "SELECT count(*) FROM metrics") == [(5 * 10 * 2 - 3 + 2,)]  # run 0: 8..12 with one metric

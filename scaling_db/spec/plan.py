@@ -2,13 +2,21 @@
 
 Wall-time estimates come from speed measured on this machine where there is any: the finished
 runs in the database (`scaling_db.store.throughput.measured_throughput`) give, per device and
-model shape, the trainer's tokens/s and the time a run spends outside training steps
-(evaluation, records), both on the trainer's clock: a worker's start (importing torch) and
-building the data source are not counted. A run to do is estimated from the nearest measured
-shape of the same kind on the same host and device, its tokens/s scaled by (FLOPs per token)^-beta
-(exact convention): beta = 1 for compute-bound models, near 0 for small ones bound by per-step
-overheads; fitted to the measured shapes when there are two or more, else 0.5. Without
-measurements the estimate is a FLOP-based guess at an assumed GFLOP/s, and says so.
+model shape, the trainer's steady-state tokens/s and the time a run spends outside training
+steps (evaluation, records), both on the trainer's clock: a worker's start (importing torch) and
+building the data source are not counted.
+
+A training step costs a fixed overhead (Python, kernel launches, the optimizer's loop over
+tensors; what dominates small models) plus its FLOPs at the device's rate:
+
+    seconds per step = overhead_s + flops_per_step / flops_per_s      (`StepModel`)
+
+With two or more measured shapes (same kind, host and device; any experiment) both are fitted
+by least squares. With one, its measured step time is split by the assumed device rate
+(`--gflops`): FLOPs at that rate are compute, the rest is overhead (all compute when the device
+proved faster). A run to do is estimated as its steps at the model's step time, plus the time
+outside steps of the nearest measured shape. Without measurements the estimate is a FLOP-based
+guess at the assumed GFLOP/s, and says so.
 
 Upstream runs (teachers, trained before the experiment's runs) are rows of the plan, first and
 marked `upstream`; their cost counts in the totals, not in the per-run ranges of the sweep.
@@ -40,12 +48,23 @@ class ThroughputSample:
     tokens: int
     tokens_per_s: float | None  # the trainer's steady-state rate, evaluation excluded
     wall_time_s: float  # the trainer's clock at the last checkpoint
+    tokens_per_step: int | None = None  # batch_size * context (None: not a step-based learner)
 
     @property
     def flops_per_s(self) -> float:
         """Training FLOP/s (the trainer's tokens/s; the whole run's when it did not say)."""
         rate = self.tokens_per_s or self.tokens / self.wall_time_s
         return rate * (self.flops_per_token or 1.0)
+
+    @property
+    def step_s(self) -> float:
+        """Seconds per training step (per token when the step size is unknown)."""
+        rate = self.tokens_per_s or self.tokens / self.wall_time_s
+        return (self.tokens_per_step or 1) / rate
+
+    @property
+    def flops_per_step(self) -> float:
+        return (self.flops_per_token or 1.0) * (self.tokens_per_step or 1)
 
     @property
     def other_s(self) -> float:
@@ -62,6 +81,18 @@ class RunEstimate:
     basis: str  # what it rests on, for people
 
 
+@dataclass(frozen=True)
+class StepModel:
+    """Seconds per training step = overhead_s + flops_per_step / flops_per_s (see the module docstring)."""
+
+    overhead_s: float
+    flops_per_s: float  # inf: no measurable compute term (pure overhead)
+    how: str  # how the two were found, for people
+
+    def step_s(self, flops_per_step: float) -> float:
+        return self.overhead_s + flops_per_step / self.flops_per_s
+
+
 def _device_kind(device: str) -> str:
     return device.split(":")[0]
 
@@ -70,21 +101,23 @@ def _shape(sample: ThroughputSample) -> str:
     return f"d_model={sample.d_model}, n_layers={sample.n_layers}" if sample.d_model else sample.model_kind
 
 
-#: How tokens/s falls with FLOPs per token, tokens/s ~ fpt^-beta, when one shape is measured:
-#: small models are bound by per-step overheads (beta ~ 0), large ones by compute (beta = 1).
-#: Two measured shapes replace this guess with their own slope.
-DEFAULT_BETA = 0.5
-
-
-def _beta(by_shape: dict[float, list[ThroughputSample]]) -> float:
-    """The slope of log tokens/s against log FLOPs per token over the measured shapes, in [0, 1]."""
-    points = [(math.log(f), math.log(statistics.median(s.flops_per_s / f for s in group)))
-              for f, group in by_shape.items()]
-    if len(points) < 2:
-        return DEFAULT_BETA
+def fit_step_model(points: list[tuple[float, float]], gflops: float) -> StepModel:
+    """The step model through (flops_per_step, seconds_per_step) points, one per measured shape."""
+    if len(points) == 1:
+        (flops, seconds), = points
+        compute = min(seconds, flops / (gflops * 1e9))
+        return StepModel(seconds - compute, flops / compute if compute > 0 else math.inf,
+                         f"1 shape: its step split at the assumed {gflops:g} GFLOP/s (--gflops)")
     mx, my = statistics.fmean(p[0] for p in points), statistics.fmean(p[1] for p in points)
-    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
-    return min(1.0, max(0.0, -slope))
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    slope = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx > 0 else 0.0
+    how = f"fitted to {len(points)} shapes"
+    if slope <= 0:  # time does not grow with FLOPs here: all overhead
+        return StepModel(my, math.inf, how)
+    if my - slope * mx < 0:  # no room for an overhead: through the origin
+        slope = sum(x * y for x, y in points) / sum(x * x for x, _ in points)
+        return StepModel(0.0, 1 / slope, how)
+    return StepModel(my - slope * mx, 1 / slope, how)
 
 
 def estimate_run(m: RunManifest, samples: list[ThroughputSample], gflops: float, host: str = "") -> RunEstimate:
@@ -105,16 +138,18 @@ def estimate_run(m: RunManifest, samples: list[ThroughputSample], gflops: float,
         return RunEstimate(m.tokens / rate, "measured", f"measured on {len(same)} run(s) ({same[0].device})")
     by_shape: dict[float, list[ThroughputSample]] = {}
     for s in same:
-        by_shape.setdefault(s.flops_per_token, []).append(s)  # type: ignore[arg-type]
-    beta = _beta(by_shape)
-    near = min(by_shape, key=lambda f: abs(math.log(f / fpt)))
+        by_shape.setdefault(s.flops_per_step, []).append(s)
+    model = fit_step_model([(f, statistics.median(s.step_s for s in group)) for f, group in by_shape.items()],
+                           gflops)
+    per_step = m.tokens // m.train.steps if m.train.kind == "lm" and m.train.steps else 1
+    near = min(by_shape, key=lambda f: abs(math.log(f / (fpt * per_step))))
     group = by_shape[near]
-    tokens_per_s = statistics.median(s.flops_per_s / near for s in group) * (near / fpt) ** beta
-    seconds = statistics.median(s.other_s for s in group) + m.tokens / tokens_per_s
+    seconds = statistics.median(s.other_s for s in group) + m.tokens / per_step * model.step_s(fpt * per_step)
     ref = group[0]
+    rate = "no compute term" if math.isinf(model.flops_per_s) else f"{model.flops_per_s / 1e9:.3g} GFLOP/s"
     return RunEstimate(seconds, "measured",
-                       f"measured on {len(group)} run{'s' * (len(group) > 1)} of {_shape(ref)} ({ref.device}), "
-                       f"scaled by FLOPs per token^{beta:.2f} ({len(by_shape)} shape{'s' * (len(by_shape) > 1)})")
+                       f"measured on {len(group)} run{'s' * (len(group) > 1)} of {_shape(ref)} ({ref.device}): "
+                       f"{model.overhead_s * 1e3:.3g} ms/step + FLOPs at {rate} ({model.how})")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,10 @@ What is in it (every table also carries a `COMMENT`, visible in the plain DuckDB
     run_selection    view: (run_id, revision) for revision = 'current' | 'all' | a revision hash
 
 Guarantees:
-- (run_id, step) is the primary key of `checkpoints`: a row can be replaced, never doubled.
+- One row per (run_id, step) in `checkpoints` and per (run_id, step, name) in `metrics`: a row can
+  be replaced, never doubled. The loaders keep this (since schema 3 no primary key does, see
+  `store.ingest`): every write of a run's rows first deletes what they replace, in the same
+  transaction. The primary-key indexes were the largest cost of a load after parsing.
 - The schema is versioned; `open_store` applies missing migrations (in order, each in its own
   transaction) when it opens for writing. A read-only open of an older file asks for an ingest.
 - One writer at a time is DuckDB's rule (a process holding the file locks out every other
@@ -133,6 +136,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               create_tables(1) + _V1_VIEWS),
     Migration(2, "spec revisions: experiments.revision, run_revisions, superseded_runs, run_selection",
               create_tables(2) + _V2_VIEWS),
+    Migration(3, "checkpoints and metrics without primary keys: the loader keeps them unique",
+              create_tables(3)),
 )
 
 

@@ -31,8 +31,14 @@ finished, torn tails, a batch whose logs differ in metric names) are parsed whol
 (`logs.parse_log`: Arrow, several in threads, else one `json.loads` call); only a log with a bad
 line is read line by line, to name that line. With metrics, Arrow parses 3x faster than DuckDB's
 read_json.
-Rows of runs with nothing in the database yet go in with a plain INSERT; INSERT OR REPLACE
-(twice the cost) only where steps may repeat.
+
+Uniqueness without a primary key (schema 3): `checkpoints` and `metrics` carry no index, whose
+upkeep was the largest cost of a load after parsing (docs/performance.md). One row per (run_id, step)
+(and metric name) is kept by the writes themselves, in the batch's transaction: a reloaded run's
+rows are deleted before its log goes in, an appended line's step is deleted before the line goes
+in (a resume replays steps), and a run without ingest state but with a `runs` row (state lost, or
+loaded by an older scaledb) is treated as a reload. A killed load leaves its whole transaction
+out. Nothing else writes these rows but `external` imports, which replace an experiment whole.
 """
 
 from __future__ import annotations
@@ -68,6 +74,8 @@ PARSE_THREADS = min(8, os.cpu_count() or 1)
 #: A batch (one transaction) holds at most this many bytes of log, or this many runs.
 BATCH_BYTES = 96 << 20
 BATCH_RUNS = 2000
+#: A load's connection checkpoints at a commit that wrote more than this (see `_open_for_load`).
+CHECKPOINT_AT_COMMIT = "1KB"
 #: Bytes at the start of a log whose hash tells "same log, grown" from "new log" (a run reset).
 HEAD_BYTES = 4096
 
@@ -287,12 +295,7 @@ def _load_batch(con: duckdb.DuckDBPyConnection, ws: Workspace, batch: list[_Run]
         reading = [r for r in reading if r not in whole]
     log_rows = _read_logs(reading)
     log_rows.extend(together, fresh=True)
-    try:
-        counts = _write_batch(con, ws, loading, rows_by_run, log_rows, known, now=now)
-    except duckdb.ConstraintException:
-        # Rows of a run we have no state for exist already (loaded by an older scaledb, or the
-        # state was lost): replace whatever is there.
-        counts = _write_batch(con, ws, loading, rows_by_run, log_rows, known, now=now, upsert=True)
+    counts = _write_batch(con, ws, loading, rows_by_run, log_rows, known, now=now)
     report.runs_loaded += len(loading)
     report.rows_loaded += counts[0]
     report.metric_rows += counts[1]
@@ -300,35 +303,62 @@ def _load_batch(con: duckdb.DuckDBPyConnection, ws: Workspace, batch: list[_Run]
         report.skipped.extend(run.problems)
 
 
+def _mark_orphans(con: duckdb.DuckDBPyConnection, loading: list[_Run]) -> None:
+    """Runs without ingest state whose rows are in the database all the same (the state was lost,
+    or an older scaledb loaded them): their rows are replaced, like a reload's. Found by the
+    `runs` row that every load writes with them."""
+    unknown = [r.run_id for r in loading if r.prior is None and not r.delete_rows]
+    if not unknown:
+        return
+    found = {row[0] for row in con.execute("SELECT run_id FROM runs WHERE list_contains(?, run_id)",
+                                          [unknown]).fetchall()}
+    for run in loading:
+        if run.run_id in found:
+            run.delete_rows = True
+
+
+def _insert_rows(con: duckdb.DuckDBPyConnection, tables: list[pa.Table], table: str) -> int:
+    """INSERT rows into `table` (one statement for the batch); how many."""
+    if not tables:
+        return 0
+    con.register("_log_rows", concat(tables))
+    (n,), = con.execute(f"INSERT INTO {table} SELECT * FROM _log_rows").fetchall()
+    con.unregister("_log_rows")
+    return int(n)
+
+
+def _delete_steps(con: duckdb.DuckDBPyConnection, rows: pa.Table, tables: tuple[str, ...]) -> None:
+    """Delete from `tables` the rows of every (run_id, step) in `rows`."""
+    con.register("_steps", rows.select(["run_id", "step"]))
+    for table in tables:
+        con.execute(f"DELETE FROM {table} USING (SELECT DISTINCT run_id, step FROM _steps) AS s "
+                    f"WHERE {table}.run_id = s.run_id AND {table}.step = s.step")
+    con.unregister("_steps")
+
+
 def _write_batch(
     con: duckdb.DuckDBPyConnection, ws: Workspace, loading: list[_Run], rows_by_run: dict[str, dict[str, Any]],
-    log_rows: LogRows, known: dict[str, dict[str, Any]], *, now: datetime, upsert: bool = False,
+    log_rows: LogRows, known: dict[str, dict[str, Any]], *, now: datetime,
 ) -> tuple[int, int]:
-    """Write one batch in one transaction: (checkpoint rows, metric rows) written."""
-    deleting = [r.run_id for r in loading if r.delete_rows]
-    n_rows = n_metrics = 0
+    """Write one batch in one transaction: (checkpoint rows, metric rows) written.
+
+    No primary key guards `checkpoints` and `metrics` (schema 3): this keeps them unique. Every
+    row written replaces what is there for its (run_id, step): a reloaded run's rows are all
+    deleted first, an appended line's step (of checkpoints and metrics alike: the last line wins
+    whole) is. Fresh rows, of runs with nothing in the database, go straight in."""
     con.execute("BEGIN TRANSACTION")
     try:
+        _mark_orphans(con, loading)
+        deleting = [r.run_id for r in loading if r.delete_rows]
         if deleting:
             for table in ("checkpoints", "metrics"):
                 con.execute(f"DELETE FROM {table} WHERE list_contains(?, run_id)", [deleting])
-        fresh_verb = "INSERT OR REPLACE" if upsert else "INSERT"
-        for table, tables, verb in (("checkpoints", log_rows.tables, fresh_verb),
-                                    ("checkpoints", log_rows.upserts, "INSERT OR REPLACE"),
-                                    ("metrics", log_rows.metric_tables, fresh_verb),
-                                    ("metrics", log_rows.metric_upserts, "INSERT OR REPLACE")):
-            if tables:
-                con.register("_log_rows", concat(tables))
-                (n,), = con.execute(f"{verb} INTO {table} SELECT * FROM _log_rows").fetchall()
-                con.unregister("_log_rows")
-                if table == "checkpoints":
-                    n_rows += n
-                else:
-                    n_metrics += n
+        if log_rows.upserts:  # appended lines; their metric rows come from the same lines
+            _delete_steps(con, concat(log_rows.upserts), ("checkpoints", "metrics"))
+        n_rows = _insert_rows(con, log_rows.tables + log_rows.upserts, "checkpoints")
+        n_metrics = _insert_rows(con, log_rows.metric_tables + log_rows.metric_upserts, "metrics")
         # Replacing a row as DELETE + INSERT costs half of INSERT OR REPLACE on these wide tables.
-        # Rows of runs never loaded before are not there to replace (if they are after all, the
-        # primary key says so and the batch is redone with `upsert=True`).
-        replacing = [r.run_id for r in loading if upsert or r.prior is not None]
+        replacing = [r.run_id for r in loading if r.prior is not None or r.delete_rows]
         if rows_by_run:
             if replacing:
                 con.execute("DELETE FROM runs WHERE list_contains(?, run_id)", [replacing])
@@ -386,7 +416,7 @@ def ingest_runs(
     ids = _resolve_runs(ws, run_ids)
     report = IngestReport(runs_seen=len(ids))
     with ExitStack() as stack:
-        current = con if con is not None else stack.enter_context(open_store(ws, lock_timeout_s=lock_timeout_s))
+        current = con if con is not None else _open_for_load(stack, ws, lock_timeout_s)
         prior = _load_state(current, ids)
         todo: list[_Run] = []
         for run_id in ids:
@@ -405,13 +435,26 @@ def ingest_runs(
         for index, batch in enumerate(_batches(todo)):
             if index and con is None:
                 stack.close()
-                current = stack.enter_context(open_store(ws, lock_timeout_s=lock_timeout_s))
+                current = _open_for_load(stack, ws, lock_timeout_s)
                 batch = _replan(current, batch, full, report)
             _load_batch(current, ws, batch, report)
-        # Also when no run changed: a recompile can supersede runs without adding any.
-        refresh_experiments(current, ws, utc_now())
+        # Also when no run changed: a recompile can supersede runs without adding any. Runs loaded
+        # by id (a runner's finished run) brought their experiments' rows up to date already.
+        if run_ids is None or report.runs_loaded < len(ids):
+            refresh_experiments(current, ws, utc_now())
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _open_for_load(stack: ExitStack, ws: Workspace, lock_timeout_s: float | None) -> duckdb.DuckDBPyConnection:
+    """Open the database for one load, closed when `stack` closes.
+
+    The load's commit checkpoints (writes its rows into the file, not the WAL): they are written
+    once instead of twice (WAL at commit, file at close), and the close has nothing left to do.
+    The file alone still holds every committed load, as after a close."""
+    con = stack.enter_context(open_store(ws, lock_timeout_s=lock_timeout_s))
+    con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_AT_COMMIT}'")
+    return con
 
 
 def _replan(con: duckdb.DuckDBPyConnection, batch: list[_Run], full: bool, report: IngestReport) -> list[_Run]:

@@ -49,8 +49,8 @@ class LogRows:
     """Checkpoint rows (Arrow tables, one per log read) and metric rows, for one batch.
 
     `tables` hold rows of runs with nothing in the database (never loaded, or just deleted for a
-    reload): a plain INSERT takes them. `upserts` hold appended lines, which may repeat steps
-    already loaded (a resume): INSERT OR REPLACE, which costs more, takes those.
+    reload): they go straight in. `upserts` hold appended lines, which may repeat steps already
+    loaded (a resume): the rows of those steps are deleted before they go in.
     """
 
     tables: list[pa.Table] = field(default_factory=list)
@@ -58,7 +58,7 @@ class LogRows:
     metrics: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in METRIC_SCHEMA.names})
     #: metric rows parsed by Arrow (METRIC_SCHEMA), beside the ones in `metrics`
     metric_tables: list[pa.Table] = field(default_factory=list)
-    #: metric rows of appended lines (INSERT OR REPLACE), gathered by `extend`
+    #: metric rows of appended lines (their steps' old rows deleted first), gathered by `extend`
     metric_upserts: list[pa.Table] = field(default_factory=list)
 
     def add_metrics(self, run_id: str, step: int, metrics: dict[str, Any]) -> None:

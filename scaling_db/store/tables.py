@@ -44,6 +44,10 @@ class Table:
     comment: str
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...] = ()
+    #: The migration that rebuilt the table without its primary key (0: never). The loader keeps
+    #: such a table's rows unique itself (see `store.ingest`): the index's upkeep was the largest
+    #: cost of a load after parsing the logs (docs/performance.md).
+    key_dropped: int = 0
 
     @property
     def names(self) -> list[str]:
@@ -53,11 +57,15 @@ class Table:
         """The Arrow schema of a whole row, in column order (for `INSERT ... SELECT *` and BY NAME)."""
         return pa.schema([(c.name, _ARROW[c.sql_type]) for c in self.columns])
 
-    def create_sql(self, version: int = 1) -> str:
+    def key_at(self, version: int) -> tuple[str, ...]:
+        """The primary key the table has at schema `version` (empty once dropped)."""
+        return () if self.key_dropped and version >= self.key_dropped else self.primary_key
+
+    def create_sql(self, version: int = 1, name: str | None = None) -> str:
         cols = [c.ddl for c in self.columns if c.since <= version]
-        if self.primary_key:
-            cols.append(f"PRIMARY KEY ({', '.join(self.primary_key)})")
-        return f"CREATE TABLE {self.name} (\n    " + ",\n    ".join(cols) + "\n)"
+        if self.key_at(version):
+            cols.append(f"PRIMARY KEY ({', '.join(self.key_at(version))})")
+        return f"CREATE TABLE {name or self.name} (\n    " + ",\n    ".join(cols) + "\n)"
 
 
 # Names DuckDB reserves need quoting ("precision", "columns").
@@ -170,6 +178,7 @@ CHECKPOINTS = Table(
         Column("tokens_per_s", "DOUBLE"),
     ),
     primary_key=("run_id", "step"),
+    key_dropped=3,
 )
 
 METRICS = Table(
@@ -182,6 +191,7 @@ METRICS = Table(
         Column("value", "DOUBLE"),
     ),
     primary_key=("run_id", "step", "name"),
+    key_dropped=3,
 )
 
 FITS = Table(
@@ -260,7 +270,8 @@ def _first_version(table: Table) -> int:
 
 def create_tables(version: int) -> tuple[str, ...]:
     """Migration `version`'s statements for tables: CREATE the tables it introduces (with their
-    comments), ADD the columns it adds to older tables (with theirs)."""
+    comments), ADD the columns it adds to older tables (with theirs), and rebuild the tables whose
+    primary key it drops."""
     out: list[str] = []
     for table in TABLES:
         first = _first_version(table)
@@ -268,12 +279,29 @@ def create_tables(version: int) -> tuple[str, ...]:
             out.append(table.create_sql(version))
             out.append(f"COMMENT ON TABLE {table.name} IS {_quote(table.comment)}")
             out += [_comment(table, c) for c in table.columns if c.since == version and c.comment]
+        elif table.key_dropped == version:
+            out += _rebuild(table, version)
         elif first < version:
             for column in (c for c in table.columns if c.since == version):
                 out.append(f"ALTER TABLE {table.name} ADD COLUMN {column.ddl}")
                 if column.comment:
                     out.append(_comment(table, column))
     return tuple(out)
+
+
+def _rebuild(table: Table, version: int) -> list[str]:
+    """Copy the table into one declared as at `version` (DuckDB cannot drop a primary key in
+    place); the views over it read it by name, so they follow; the comments are set again."""
+    new = f"{table.name}_v{version}"
+    kept = ", ".join(_ident(c.name) for c in table.columns if c.since < version)
+    return [
+        table.create_sql(version, name=new),
+        f"INSERT INTO {new} ({kept}) SELECT {kept} FROM {table.name}",
+        f"DROP TABLE {table.name}",
+        f"ALTER TABLE {new} RENAME TO {table.name}",
+        f"COMMENT ON TABLE {table.name} IS {_quote(table.comment)}",
+        *(_comment(table, c) for c in table.columns if c.since <= version and c.comment),
+    ]
 
 
 def _comment(table: Table, column: Column) -> str:
