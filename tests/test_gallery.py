@@ -144,6 +144,7 @@ def test_reproduce_writes_markdown_pages_and_an_index(tmp_path):
     assert (out / "rf" / "scaling_fit-loss_vs_n.png").read_bytes()[:4] == b"\x89PNG"
     index = (out / "README.md").read_text()
     assert "[rf](rf/README.md)" in index and "made up, to disagree" in index and "| disagrees |" in index
+    assert "| **all** |  | 3 |" in index
 
 
 @pytest.mark.slow

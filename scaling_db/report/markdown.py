@@ -212,6 +212,9 @@ def write_index(pages: Sequence[tuple[Page, Path]], out_dir: Path, command: str)
     rows = [(f"[{p.experiment}]({path.parent.relative_to(out_dir).as_posix()}/{PAGE})", p.description, len(p.runs),
              f"{(_sum(_total(p.runs, 'wall_time_s'), _total(p.upstream, 'wall_time_s')) or 0.0) / 60:.1f}",
              len(p.failed_runs) or "") for p, path in pages]
+    total_wall = sum((_sum(_total(p.runs, "wall_time_s"), _total(p.upstream, "wall_time_s")) or 0.0) for p, _ in pages)
+    rows.append(("**all**", "", sum(len(p.runs) for p, _ in pages), f"{total_wall / 60:.1f}",
+                 sum(len(p.failed_runs) for p, _ in pages) or ""))
     checks = [(p.experiment, c.analysis, c.quantity, fmt_num(c.estimate, 3), fmt_interval(c.lo, c.hi),
                f"{fmt_num(c.decl.value, 3)} ({c.decl.source})", c.verdict) for p, _ in pages for c in p.published]
     smoke = ("> **Smoke size**: these pages were made at the specs' `smoke:` sizes; they check the pipeline, "
