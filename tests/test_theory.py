@@ -231,6 +231,21 @@ def test_declared_theory_comparisons_are_stored_and_the_figure_builds(rf: tuple[
     assert len(theory) > 12 and {v["samples"] for v in theory} == {10, 20, 40, 80}  # a fine grid per T
 
 
+def test_theory_comparisons_from_the_command_line(rf: tuple[Workspace, AnalysisSpec]) -> None:
+    from click.testing import CliRunner
+
+    from scaling_db.cli import cli
+
+    ws = str(rf[0].root)
+    agree = CliRunner().invoke(cli, ["fit", "--query", "theory_loss", "-e", "rf_tiny", "--analysis", "theory_agreement",
+                                     "--bootstrap", "50", "--no-store", "--json", "-w", ws])
+    assert agree.exit_code == 0, agree.output
+    sym = CliRunner().invoke(cli, ["fit", "--query", "final_loss", "-e", "rf_tiny", "--analysis", "symmetry",
+                                   "--x", "n_params", "--x", "tokens", "--bootstrap", "50", "--no-store", "-w", ws])
+    assert sym.exit_code == 0, sym.output
+    assert "median loss / theory_loss" in agree.stdout and "mirrored pairs" in sym.stdout
+
+
 def test_shipped_random_features_spec_declares_the_theory_analyses() -> None:
     analysis = compile_spec(Path(__file__).resolve().parents[1] / "specs" / "random_features.yaml").analysis
     assert [c.kind for c in analysis.comparisons] == ["theory_agreement", "symmetry"]

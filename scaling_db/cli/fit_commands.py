@@ -13,7 +13,7 @@ from scaling_db.cli.common import (
 )
 from scaling_db.errors import FitError
 
-ANALYSES = ("lr_optimum", "lr_transfer", "parameter_efficiency")
+ANALYSES = ("lr_optimum", "lr_transfer", "parameter_efficiency", "theory_agreement", "symmetry")
 FRONTIERS = ("envelope", "isoflop", "parametric", "surface")
 
 
@@ -52,7 +52,8 @@ def _ad_hoc(ws: Any, *, query: str | None, sql: str | None, law: str | None, ana
     from scaling_db.fit.registry import get_fitter
     from scaling_db.report.analyses import FitRequest, fit_grouped
     from scaling_db.report.comparisons import run_comparison, run_frontier
-    from scaling_db.spec.schema import FrontierDecl, LrOptimumDecl, LrTransferDecl, ParameterEfficiencyDecl
+    from scaling_db.spec.schema import (FrontierDecl, LrOptimumDecl, LrTransferDecl, ParameterEfficiencyDecl,
+                                        SymmetryDecl, TheoryAgreementDecl)
 
     experiment = experiments[0] if len(experiments) == 1 else None
     many = experiments if len(experiments) > 1 else ()
@@ -69,10 +70,16 @@ def _ad_hoc(ws: Any, *, query: str | None, sql: str | None, law: str | None, ana
                             d=xs[1] if len(xs) > 1 else "tokens", c=flops, y=y, budget=budget, group=group,
                             keep_above_uniform=keep_above_uniform, **label)
         return [run_frontier(ws, decl, experiment or "", many, bootstrap_n=n_boot, n_jobs=jobs, sql=sql)]
+    if analysis == "theory_agreement":  # its own default query carries the prediction
+        named = query or "theory_loss"
     common = {"kind": analysis, "query": named, "params": params, "y": y, "keep_above_uniform": keep_above_uniform,
               **label}
-    if analysis == "lr_optimum":
-        decl: Any = LrOptimumDecl(**common, **({"group_by": group_by.split(",")} if group_by else {}))
+    if analysis == "theory_agreement":
+        decl: Any = TheoryAgreementDecl(**common, **({"reference": xs[0]} if xs else {}))
+    elif analysis == "symmetry":
+        decl = SymmetryDecl(**common, **dict(zip(("a", "b"), xs)))
+    elif analysis == "lr_optimum":
+        decl = LrOptimumDecl(**common, **({"group_by": group_by.split(",")} if group_by else {}))
     elif analysis == "lr_transfer":
         decl = LrTransferDecl(**common, **({"by": group_by} if group_by else {}),
                               **({"width": xs[0]} if xs else {}))
@@ -91,11 +98,13 @@ def _ad_hoc(ws: Any, *, query: str | None, sql: str | None, law: str | None, ana
               help="Fit this law to --query/--sql: power_law, saturating_power_law, exponential, "
                    "saturating_exponential, chinchilla or kaplan_nd.")
 @click.option("--analysis", type=click.Choice(ANALYSES), default=None,
-              help="Compute this comparison on --query/--sql (LR optima, LR transfer, parameter efficiency).")
+              help="Compute this comparison on --query/--sql (LR optima, LR transfer, parameter efficiency, "
+                   "measured vs theory_loss, N<->T symmetry).")
 @click.option("--frontier", type=click.Choice(FRONTIERS), default=None,
               help="Fit this compute-optimal frontier (N_opt ~ C^a, D_opt ~ C^b) to --query/--sql.")
 @click.option("--x", "xs", multiple=True,
-              help="x column(s) [n_params; n_params and tokens for 2-D laws and frontiers; the width for lr_transfer].")
+              help="x column(s) [n_params; n_params and tokens for 2-D laws, frontiers and symmetry; the width for "
+                   "lr_transfer; the predicted column for theory_agreement].")
 @click.option("--y", default="loss", show_default=True, help="y column.")
 @click.option("--group-by", "group_by", default=None,
               help="One fit per value of this column (a query column, or a manifest path such as data.kappa); "
