@@ -159,3 +159,14 @@ def test_contact_sheet_lays_out_every_declared_figure_and_says_why_one_is_missin
     assert res.exit_code == 2 and "contact-sheet takes SPEC" in res.output
     res = CliRunner().invoke(cli, ["plot", "lr_sweep", "-e", "synth", "-w", str(ws.root)])
     assert res.exit_code == 2 and "give --out FILE" in res.output
+
+
+def test_a_study_of_an_experiment_not_in_the_database_still_reports(study: tuple[Workspace, Path, StudyResult],
+                                                                      tmp_path: Path) -> None:
+    ws, spec, _ = study
+    absent = tmp_path / "absent.yaml"
+    absent.write_text(spec.read_text().replace("experiments: [synth_b, synth, synth_c]",
+                                               "experiments: [synth_b, never_ran]"))
+    done = run_study(ws, read_study(absent))
+    assert done.report.exists() and set(done.runs["experiment"]) == {"synth_b"}
+    assert "never_ran" in done.analysis.errors["rungs"]  # the analysis says which experiment is missing

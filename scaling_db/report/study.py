@@ -92,8 +92,13 @@ def run_study(ws: Workspace, study: Study, *, bootstrap_n: int | None = None, n_
     """Run the study's analyses (stored in `fits`), draw its figures and write its report."""
     done = run_analysis(ws, study.experiment, study.analysis, bootstrap_n=bootstrap_n, n_jobs=n_jobs)
     figures = draw_figures(ws, study, done.errors)
-    runs = [run_query(ws, "final_loss", params={"experiment": e, "status": "any"}) for e in study.experiments]
-    table = pd.concat(runs, ignore_index=True)
+    runs = []
+    for e in study.experiments:
+        try:
+            runs.append(run_query(ws, "final_loss", params={"experiment": e, "status": "any"}))
+        except ScaledbError:  # not in the database yet: its analyses already say so; the report goes on
+            continue
+    table = pd.concat(runs, ignore_index=True) if runs else pd.DataFrame(columns=["name", "status"])
     published = check_published(study.analysis.published, done.outcomes, done.errors)
     report = write_report(ws, study.experiment, study.description, study.spec_path, done.outcomes, figures,
                           table, errors=done.errors, published=published)
