@@ -85,6 +85,7 @@ def test_a_stored_fit_keeps_its_query_parameters_and_its_figure_uses_them(ws):
     outcome = store_outcome(ws, fit_request(ws, req))
     row = stored(ws, outcome.fit_id)
     assert json.loads(row["query_params"]) == {"convention": "6n_nonembed"}
+    assert "query parameters: convention=6n_nonembed" in outcome.notes()  # said beside the numbers
     chart = build_figure(ws, FigureRequest(kind="scaling_fit", experiment="ba_graph", fit="lc")).to_dict()
     drawn = {round(p["flops"]) for layer in chart["layer"] for p in layer.get("data", {}).get("values", [])
              if "flops" in p}

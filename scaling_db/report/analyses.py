@@ -195,6 +195,8 @@ class FitOutcome:
         if "r2" in self.fit.stats:
             line += f", R² = {self.fit.stats['r2']:.4f}"
         notes = [line]
+        if self.request.params:  # e.g. a FLOPs convention: it changes what x means
+            notes.append("query parameters: " + ", ".join(f"{k}={v}" for k, v in self.request.params.items()))
         notes.append("bootstrap: " + self.boot.note() if self.boot is not None else f"intervals: {self.intervals_method}")
         if self.irreducible is not None:
             ir = self.irreducible
