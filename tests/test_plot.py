@@ -738,3 +738,17 @@ def test_contact_sheet_grid(charts: dict[str, alt.TopLevelMixin]) -> None:
     assert spec["resolve"]["scale"]["color"] == "independent" == spec["vconcat"][0]["resolve"]["legend"]["color"]
     with pytest.raises(PlotError, match="no figures to lay out"):
         contact_sheet([])
+
+
+def test_paper_titles_wrap_instead_of_being_cut() -> None:
+    # Vega cuts a title line past `limit` with an ellipsis; for a journal the lines are wrapped instead.
+    from scaling_db.plot.theme import for_paper
+
+    long = "a subtitle long enough that a single column could never hold it on one line of text"
+    base = alt.Chart(pd.DataFrame({"x": [1, 2]})).mark_point().encode(x="x:Q")
+    spec = for_paper(base.properties(title=alt.Title("a title that is far too long for one column, surely",
+                                                     subtitle=[long, "short"])), "column").to_dict()
+    text, sub = spec["title"]["text"], spec["title"]["subtitle"]
+    assert len(text) == 2 and len(sub) == 3 and sub[-1] == "short"
+    assert " ".join(sub[:2]) == long and max(map(len, [*text, *sub])) * 4.2 <= spec["config"]["title"]["limit"]
+    assert for_paper(base.properties(title="short"), "page").to_dict()["title"]["text"] == ["short"]

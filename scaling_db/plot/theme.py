@@ -13,6 +13,7 @@ Palettes are colour-blind safe:
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any, TypeVar
 
 import altair as alt
@@ -128,9 +129,29 @@ def paper_config(width: str = "column") -> dict[str, Any]:
     }
 
 
+# Average character widths, with room to spare: the 9 pt bold title and the 7.5 pt subtitle.
+_CHAR_PX = {"text": 5.6, "subtitle": 4.2}
+
+
+def _wrap(value: Any, limit: float, char_px: float) -> list[str]:
+    lines = [value] if isinstance(value, str) else list(value)
+    return [part for line in lines for part in (textwrap.wrap(str(line), int(limit / char_px)) or [""])]
+
+
 def for_paper(chart: C, width: str = "column") -> C:
-    """A copy of `chart` styled for a journal: `width` "column" (3.25 in) or "page" (6.75 in)."""
-    return chart.configure(**paper_config(width))  # type: ignore[return-value]
+    """A copy of `chart` styled for a journal: `width` "column" (3.25 in) or "page" (6.75 in). Its
+    title and subtitle lines are wrapped to the width, where Vega would cut them with an ellipsis."""
+    config = paper_config(width)
+    title = getattr(chart, "title", alt.Undefined)
+    if isinstance(title, str):
+        title = alt.TitleParams(text=title)
+    if isinstance(title, alt.TitleParams):
+        spec = title.to_dict()
+        for key, char_px in _CHAR_PX.items():
+            if key in spec:
+                spec[key] = _wrap(spec[key], config["title"]["limit"], char_px)
+        chart = chart.properties(title=alt.TitleParams(**spec))
+    return chart.configure(**config)  # type: ignore[return-value]
 
 
 def panel_width(n: int, width: str | None, default: int, *, y_axes: int = 1, axis_room: int = _AXIS_ROOM,
