@@ -58,6 +58,7 @@ def _write(path: Path, text: str) -> Path:
 
 def test_smoke_section_applies_only_when_asked(tmp_path):
     spec = _write(tmp_path / "rf.yaml", RF_SPEC.format(name="rf"))
+    assert read_spec_source(spec).files == (spec,)
     assert len(compile_spec(spec).runs) == 4
     assert len(compile_spec(spec, smoke=True).runs) == 3
     assert "smoke" not in read_spec_source(spec).data
@@ -88,8 +89,9 @@ def test_folders_expand_and_analyses_follow_their_experiments(tmp_path):
     paths = expand_spec_paths([tmp_path])
     assert [p.name for p in paths] == ["a_study.yaml", "b_rf.yaml"]
     assert [p.name for p in order_by_dependency(paths)] == ["b_rf.yaml", "a_study.yaml"]
+    (tmp_path / "empty").mkdir()
     with pytest.raises(SpecError, match="without spec files"):
-        expand_spec_paths([tmp_path / "base" / "empty"] if (tmp_path / "base" / "empty").mkdir() is None else [])
+        expand_spec_paths([tmp_path / "empty"])
 
 
 class _Outcome:
@@ -140,6 +142,7 @@ def test_reproduce_writes_markdown_pages_and_an_index(tmp_path):
     page = (out / "rf" / "README.md").read_text()
     assert all(s in page for s in SECTIONS)
     assert "Smoke size" in page and "3 (3 finished)" in page
+    assert "cpu on this machine" in page  # the device and host recorded with the runs
     assert "![scaling_fit-loss_vs_n](scaling_fit-loss_vs_n.png)" in page
     assert (out / "rf" / "scaling_fit-loss_vs_n.png").read_bytes()[:4] == b"\x89PNG"
     index = (out / "README.md").read_text()
@@ -165,3 +168,4 @@ def test_gallery_regenerates_at_smoke_size(tmp_path, corpus_dir):
         for png in re.findall(r"\]\(([^)]+\.png)\)", page):
             assert (out / name / png).stat().st_size > 1000
         assert f"[{name}]({name}/README.md)" in index
+    assert "`transformer.yaml` (base):" in (out / "gallery_kaplan" / "README.md").read_text()  # its extends chain

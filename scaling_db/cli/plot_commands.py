@@ -147,7 +147,7 @@ def _reproduce_one(ws: "Workspace", path: Path, workers: int | None, device: str
     from runners.local import run_local
     from scaling_db.cli.common import source_builder
     from scaling_db.cli.progress import progress_display
-    from scaling_db.report.markdown import Page
+    from scaling_db.report.markdown import Page, describe_machines
     from scaling_db.reproduce import reproduce as reproduce_experiment
     from scaling_db.report.study import is_analysis_only, read_study, run_study
 
@@ -155,7 +155,8 @@ def _reproduce_one(ws: "Workspace", path: Path, workers: int | None, device: str
         done = run_study(ws, read_study(path, smoke=smoke), bootstrap_n=bootstrap)
         study, outcomes, errors = done.study, done.analysis.outcomes, done.analysis.errors
         return Page(study.experiment, study.description, path, command, outcomes, errors, done.figures, done.runs,
-                    done.published, report=done.report, smoke=smoke)
+                    done.published, report=done.report, smoke=smoke,
+                    machine=describe_machines(ws, list(done.runs.get("run_id", []))))
     progress = progress_display(ws, as_json)
 
     def run_pending(run_ids: list[str]) -> None:
@@ -169,7 +170,8 @@ def _reproduce_one(ws: "Workspace", path: Path, workers: int | None, device: str
     c = result.compiled
     return Page(c.experiment, c.description, path, command, result.fits, result.fit_errors, result.figures,
                 result.runs, result.published, upstream=result.upstream, failed_runs=result.failed_runs,
-                report=result.report, smoke=smoke)
+                report=result.report, smoke=smoke,
+                machine=describe_machines(ws, [m.run_id for m in [*c.upstream, *c.runs]]))
 
 
 def _print_result(ws: "Workspace", spec: str, page: "Page", as_json: bool, emit: bool) -> dict[str, Any]:

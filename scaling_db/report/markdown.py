@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from scaling_db import __version__
 from scaling_db.plot.export import PNG_SCALE, chart_to_png_bytes
@@ -25,7 +25,9 @@ from scaling_db.report.analyses import Outcome, fmt_interval, fmt_num
 from scaling_db.report.cache import cached_render
 from scaling_db.report.html import Figure
 from scaling_db.report.published import PublishedCheck
-from scaling_db.workspace import atomic_write_bytes, atomic_write_text
+from scaling_db.spec.loader import read_spec_source
+from scaling_db.store.query import run_query
+from scaling_db.workspace import Workspace, atomic_write_bytes, atomic_write_text
 
 PAGE = "README.md"  # rendered by code hosts when the folder is opened
 
@@ -46,6 +48,7 @@ class Page:
     upstream: pd.DataFrame = field(default_factory=pd.DataFrame)
     failed_runs: Mapping[str, str] = field(default_factory=dict)  # run id -> why it has no result
     report: Path | None = None  # the workspace's HTML report of the same results
+    machine: str = ""  # where the runs trained (`describe_machines`)
     smoke: bool = False
 
 
@@ -60,19 +63,9 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def _spec_chain(path: Path) -> list[Path]:
-    """The spec and the files it `extends`, child first (already validated when this runs)."""
-    chain = [path]
-    while True:
-        parent = (yaml.safe_load(chain[-1].read_text(encoding="utf-8")) or {}).get("extends")
-        if not isinstance(parent, str):
-            return chain
-        chain.append(chain[-1].parent / parent)
-
-
 def _spec_section(path: Path) -> str:
     parts = []
-    for p in _spec_chain(path):
+    for p in read_spec_source(path).files:
         parts.append(f"`{p.name}`{' (base)' if p != path else ''}:\n\n```yaml\n{p.read_text(encoding='utf-8').rstrip()}\n```")
     return "\n\n".join(parts)
 
@@ -88,10 +81,16 @@ def _sum(*values: float | None) -> float | None:
     return sum(known) if known else None
 
 
-def _machine(runs: pd.DataFrame) -> str:
-    devices = sorted({str(d) for d in runs.get("device", pd.Series(dtype=str)).dropna()})
-    return (f"{platform.machine()} CPU with {os.cpu_count()} cores"
-            + (f", device {', '.join(devices)}" if devices else ""))
+def describe_machines(ws: Workspace, run_ids: Sequence[str]) -> str:
+    """Where the runs trained, as recorded with each (device and host); this machine's cores are
+    named only for runs that trained here."""
+    found = run_query(ws, sql="SELECT device, host, count(*) AS n FROM runs WHERE list_contains($ids, run_id) "
+                              "GROUP BY ALL ORDER BY n DESC", params={"ids": [str(r) for r in run_ids]})
+    here = socket.gethostname()
+    parts = [f"{r['device'] or 'unknown device'} on {'this machine' if r['host'] == here else r['host'] or 'an unknown host'}"
+             + (f" ({platform.machine()}, {os.cpu_count()} CPU cores)" if r["host"] == here else "")
+             + (f" ({int(r['n'])} runs)" if len(found) > 1 else "") for _, r in found.iterrows()]
+    return "; ".join(parts) or "no recorded machine"
 
 
 def _plan_section(page: Page) -> str:
@@ -108,7 +107,7 @@ def _plan_section(page: Page) -> str:
         ("tokens (or samples), all runs", fmt_num(_sum(_total(runs, "tokens"), _total(up, "tokens")), 3)),
         ("training FLOPs (exact convention)", fmt_num(_sum(_total(runs, "flops"), _total(up, "flops")), 3)
          or "n/a (closed-form solutions)"),
-        ("wall time, summed over runs", f"{wall / 60:.1f} min on {_machine(runs)}"),
+        ("wall time, summed over runs", f"{wall / 60:.1f} min, {page.machine or 'machine not recorded'}"),
     ]
     out = _table(["", ""], rows)
     if len(up):

@@ -116,6 +116,7 @@ class SpecSource:
     path: Path
     data: dict[str, Any]
     lines: dict[Path_, tuple[str, int]] = field(default_factory=dict)
+    files: tuple[Path, ...] = ()  # the spec, then each base it `extends`, in that order
 
     def where(self, path: Path_) -> tuple[str, int | None]:
         """The file and line of `path`, or of its nearest ancestor that has one."""
@@ -332,7 +333,7 @@ def read_spec_source(path: str | Path, *, smoke: bool = False) -> SpecSource:
     lines = dict(source.lines)
     # A value taken from `smoke:` is reported at its own line, under its field's name.
     lines.update({key[1:]: where for key, where in source.lines.items() if key[:1] == ("smoke",) and len(key) > 1})
-    return SpecSource(source.path, _merge(source.data, overlay), lines)
+    return SpecSource(source.path, _merge(source.data, overlay), lines, source.files)
 
 
 def _read_chain(path: Path, _stack: tuple[Path, ...], _referrer: SpecProblem | None) -> SpecSource:
@@ -340,7 +341,7 @@ def _read_chain(path: Path, _stack: tuple[Path, ...], _referrer: SpecProblem | N
     data, lines = _read_yaml(path, _referrer)
     parent = data.pop("extends", None)
     if parent is None:
-        return SpecSource(path, data, lines)
+        return SpecSource(path, data, lines, (path,))
     here = lines.get(("extends",), (display_path(path), 0))
     bad = _extends_problem(parent, (*_stack, resolved))
     if bad:
@@ -353,7 +354,7 @@ def _read_chain(path: Path, _stack: tuple[Path, ...], _referrer: SpecProblem | N
     base = _read_chain(parent_path, (*_stack, resolved), ref)
     merged_lines = dict(base.lines)
     merged_lines.update(lines)
-    return SpecSource(path, _merge(base.data, data), merged_lines)
+    return SpecSource(path, _merge(base.data, data), merged_lines, (path, *base.files))
 
 
 # ---------------------------------------------------------------------------------------------
