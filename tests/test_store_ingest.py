@@ -342,6 +342,24 @@ def test_clean_logs_of_a_batch_are_parsed_in_one_call_and_odd_ones_alone(ws_runs
     assert rows(ws, "SELECT count(*), count(DISTINCT run_id) FROM metrics") == [(5 * 3 + 5 * 2, 4)]
 
 
+def test_a_record_without_run_id_among_clean_logs_is_named_not_stored_or_fatal(ws_runs, reader):
+    """Arrow parses the batch's logs in one call; a line lacking `run_id` once made the whole load
+    fail on NOT NULL (and would have lost nothing only because it failed)."""
+    ws, manifests = ws_runs
+    ids = [m.run_id for m in manifests[:3]]
+    for run_id in ids:
+        write_log(ws, run_id, range(1, 6), metrics={"act_mean_abs.embed": 0.5})
+    path = ws.log_path(ids[1])
+    lines = path.read_text().splitlines(keepends=True)
+    rec = json.loads(lines[2])
+    del rec["run_id"]
+    lines[2] = json.dumps(rec) + "\n"
+    path.write_text("".join(lines))
+    report = ingest_runs(ws, ids)
+    assert [(s.path, s.line, s.kind) for s in report.skipped] == [(str(path), 3, "mismatch")]
+    assert counts(ws) == {ids[0]: 5, ids[1]: 4, ids[2]: 5}
+    assert rows(ws, "SELECT count(*) FROM metrics WHERE run_id = ?", [ids[1]]) == [(4,)]
+
 def duplicates(ws) -> list[tuple[int, int]]:
     """(checkpoint rows doubled, metric rows doubled): both must stay 0 (no primary key guards them)."""
     return rows(ws, "SELECT (SELECT count(*) - count(DISTINCT (run_id, step)) FROM checkpoints), "

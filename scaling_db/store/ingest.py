@@ -292,7 +292,8 @@ def _load_batch(con: duckdb.DuckDBPyConnection, ws: Workspace, batch: list[_Run]
     if counts is not None:
         for run, n in zip(whole, counts):
             run.new_offset, run.new_lines = run.log_size, n
-        reading = [r for r in reading if r not in whole]
+        parsed = {id(r) for r in whole}  # by identity: dataclass equality compares every field
+        reading = [r for r in reading if id(r) not in parsed]
     log_rows = _read_logs(reading)
     log_rows.extend(together, fresh=True)
     counts = _write_batch(con, ws, loading, rows_by_run, log_rows, known, now=now)
