@@ -348,29 +348,19 @@ def _too_many(n_points: int, max_runs: int) -> str:
             f"pass --max-runs {n_points if n_points < 10**12 else 'N'} if you mean it")
 
 
-def _compile_source(source: SpecSource, max_runs: int, find_query: QueryCheck | None) -> CompiledExperiment:
-    c = _Compiler(source)
-    header = c.header()
-    derive, constraints = c.expressions(header)
-    if find_query is not None:
-        c.queries(header.analysis, find_query)
-    if c.problems:
-        raise c.fail()
-    n_points = count_points(header.sweep)
-    if n_points > max_runs:  # checked on the axis lengths, before any point is made
-        c.add(source.problem(("sweep",), _too_many(n_points, max_runs)))
-        raise c.fail()
+def _compile_points(
+    c: _Compiler, header: ExperimentHeader, points: list[SweepPoint], derive: dict[str, Expression],
+    constraints: list[tuple[Expression, str, int]],
+) -> tuple[list[RunManifest], dict[str, RunManifest], list[DroppedPoint]]:
+    """The sweep's points as runs (one per distinct run id), the upstream runs they train on, and
+    the points dropped (by a constraint, or the same run as an earlier point). Problems go to `c`."""
+    source = c.source
     base = {k: source.data[k] for k in RUN_SECTIONS if k in source.data}
     origin = RunOrigin(spec_path=display_path(source.path), base_dir=str(source.path.resolve().parent))
     runs: list[RunManifest] = []
     upstream: dict[str, RunManifest] = {}
     dropped: list[DroppedPoint] = []
     seen: dict[str, str] = {}
-    try:
-        points = list(expand_sweep(header.sweep))
-    except ExpressionError as exc:
-        c.problems.append(source.problem(("sweep", "zip"), str(exc)))
-        raise c.fail() from None
     for point in points:
         out = c.point(base, point, derive, constraints)
         if isinstance(out, DroppedPoint):
@@ -391,6 +381,27 @@ def _compile_source(source: SpecSource, max_runs: int, find_query: QueryCheck | 
             runs.append(manifest)
         if len(c.problems) >= MAX_REPORTED_PROBLEMS:
             break
+    return runs, upstream, dropped
+
+
+def _compile_source(source: SpecSource, max_runs: int, find_query: QueryCheck | None) -> CompiledExperiment:
+    c = _Compiler(source)
+    header = c.header()
+    derive, constraints = c.expressions(header)
+    if find_query is not None:
+        c.queries(header.analysis, find_query)
+    if c.problems:
+        raise c.fail()
+    n_points = count_points(header.sweep)
+    if n_points > max_runs:  # checked on the axis lengths, before any point is made
+        c.add(source.problem(("sweep",), _too_many(n_points, max_runs)))
+        raise c.fail()
+    try:
+        points = list(expand_sweep(header.sweep))
+    except ExpressionError as exc:
+        c.problems.append(source.problem(("sweep", "zip"), str(exc)))
+        raise c.fail() from None
+    runs, upstream, dropped = _compile_points(c, header, points, derive, constraints)
     if c.problems:
         raise c.fail()
     if not runs:
