@@ -162,20 +162,25 @@ def execute_run(
             else:
                 status = _solve(workspace, manifest, status, solve)
         except BaseException as exc:
-            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
-            if interrupted:
-                # Killed mid-step: the last saved state is intact, so the run stays resumable.
-                status = status.model_copy(update={"status": RunState.PENDING})
-            else:
-                status = status.model_copy(update={
-                    "status": RunState.FAILED, "error": f"{type(exc).__name__}: {exc}", "finished_at": utc_now(),
-                })
-                atomic_write_text(workspace.run_dir(run_id) / "error.log", traceback.format_exc())
-            status = status.model_copy(update={"step": workspace.read_status(run_id).step, "updated_at": utc_now()})
-            workspace.write_status(status)
-            if interrupted:
+            status = _record_failure(workspace, status, exc)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
         return status
+
+
+def _record_failure(workspace: Workspace, status: RunStatus, exc: BaseException) -> RunStatus:
+    """Write the status of a run that raised: pending again when interrupted (killed mid-step, its
+    last saved state is intact, so it stays resumable), else failed, with the traceback in error.log."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        status = status.model_copy(update={"status": RunState.PENDING})
+    else:
+        status = status.model_copy(update={
+            "status": RunState.FAILED, "error": f"{type(exc).__name__}: {exc}", "finished_at": utc_now(),
+        })
+        atomic_write_text(workspace.run_dir(status.run_id) / "error.log", traceback.format_exc())
+    status = status.model_copy(update={"step": workspace.read_status(status.run_id).step, "updated_at": utc_now()})
+    workspace.write_status(status)
+    return status
 
 
 def _train(
