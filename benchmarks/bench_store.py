@@ -280,7 +280,8 @@ def bench_limits(root: Path, ws: Workspace, ids: list[str], ingest: dict) -> dic
     return {"limit_pyarrow_json_rows_per_s": arrow_parse, "limit_duckdb_read_json_rows_per_s": duck_parse,
             "limit_arrow_insert_rows_per_s": insert, "limit_arrow_insert_cpu_s": insert_cpu,
             "ingest_over_arrow_insert": ratio, "ingest_over_arrow_insert_cpu": cpu_ratio,
-            "limit_parse_and_insert_rows_per_s": both, "ingest_over_parse_and_insert": ingest["ingest_rows_per_s"] / both}
+            "limit_parse_and_insert_rows_per_s": both,
+            "ingest_over_parse_and_insert": ingest["ingest_rows_per_s"] / both}
 
 
 def bench_queries(root: Path, n_rows: int, per_run: int = 1000) -> dict:

@@ -53,19 +53,9 @@ def loss_curves(df: pd.DataFrame, *, x: str = "tokens", y: str = "loss", color: 
     runs = df[cols].assign(_layer="run")
     layers_data = [runs]
 
-    config_id = df.groupby(keys, dropna=False, sort=False).ngroup().astype(str)
-    n_runs = df.groupby(config_id)["run_id"].transform("nunique")
-    seeded = df.assign(_config=config_id)[n_runs > 1]
-    if not seeded.empty:
-        stats = (seeded.groupby(["_config", x], sort=False)
-                 .agg(_lo=(y, "min"), _hi=(y, "max"), _mean=(y, "mean"), _std=(y, "std"),
-                      _n=(y, "size"), **{color: (color, "first")})
-                 .reset_index())
-        stats = stats[stats["_n"] > 1]
-        if band == "std":
-            stats["_lo"] = (stats["_mean"] - stats["_std"]).where(lambda v: v > 0, stats["_lo"])
-            stats["_hi"] = stats["_mean"] + stats["_std"]
-        layers_data.append(stats[["_config", x, "_lo", "_hi", color]].assign(_layer="band"))
+    bands = _seed_bands(df, keys, x, y, color, band)
+    if bands is not None:
+        layers_data.append(bands)
     data = pd.concat(layers_data, ignore_index=True)
 
     if floor is not None and not (np.isfinite(floor) and floor > 0):
@@ -91,14 +81,39 @@ def loss_curves(df: pd.DataFrame, *, x: str = "tokens", y: str = "loss", color: 
            if len(layers_data) > 1 else [])
     body = alt.layer(*parts, data=inline(data))
     if floor is not None:
-        # named in a legend, not written on the plot: the curves converge onto the rule there
-        text = f"{floor_label}: {floor:.4g}"
-        ref = alt.Chart(inline(pd.DataFrame({y: [floor], "_floor": [text]})))
-        dash = alt.StrokeDash("_floor:N", title=None, scale=alt.Scale(domain=[text], range=[[2, 3]]),
-                              legend=alt.Legend(symbolStrokeColor=MUTED))
-        body = alt.layer(body, ref.mark_rule(color=MUTED, strokeWidth=1.4).encode(y=ye, strokeDash=dash))
+        body = alt.layer(body, _floor_rule(floor, floor_label, y, ye))
     return apply_theme(body.properties(
         title=alt.Title(title or f"{label(y).capitalize()} vs {what}", subtitle=sub)))
+
+
+def _seed_bands(df: pd.DataFrame, keys: list[str], x: str, y: str, color: str, band: str) -> pd.DataFrame | None:
+    """Per configuration with several runs (seeds), the band's rows at each x: `_lo`, `_hi`
+    (min-max, or mean ± sd with a non-positive low end falling back to the min); None when no
+    configuration has two runs."""
+    config_id = df.groupby(keys, dropna=False, sort=False).ngroup().astype(str)
+    n_runs = df.groupby(config_id)["run_id"].transform("nunique")
+    seeded = df.assign(_config=config_id)[n_runs > 1]
+    if seeded.empty:
+        return None
+    stats = (seeded.groupby(["_config", x], sort=False)
+             .agg(_lo=(y, "min"), _hi=(y, "max"), _mean=(y, "mean"), _std=(y, "std"),
+                  _n=(y, "size"), **{color: (color, "first")})
+             .reset_index())
+    stats = stats[stats["_n"] > 1]
+    if band == "std":
+        stats["_lo"] = (stats["_mean"] - stats["_std"]).where(lambda v: v > 0, stats["_lo"])
+        stats["_hi"] = stats["_mean"] + stats["_std"]
+    return stats[["_config", x, "_lo", "_hi", color]].assign(_layer="band")
+
+
+def _floor_rule(floor: float, floor_label: str, y: str, ye: alt.Y) -> alt.Chart:
+    """The source's exact loss floor as a dashed rule, named in a legend rather than written on
+    the plot: the curves converge onto the rule there."""
+    text = f"{floor_label}: {floor:.4g}"
+    ref = alt.Chart(inline(pd.DataFrame({y: [floor], "_floor": [text]})))
+    dash = alt.StrokeDash("_floor:N", title=None, scale=alt.Scale(domain=[text], range=[[2, 3]]),
+                          legend=alt.Legend(symbolStrokeColor=MUTED))
+    return ref.mark_rule(color=MUTED, strokeWidth=1.4).encode(y=ye, strokeDash=dash)
 
 
 def window_sensitivity(
@@ -120,16 +135,8 @@ def window_sensitivity(
     df["window"] = df["window"].astype(str)
     order = list(dict.fromkeys(df["window"]))
     rows = [df.assign(_layer="window")]
-    boot = None
-    if bootstrap is not None:
-        boot = (pd.DataFrame({"lo": [bootstrap[0]], "hi": [bootstrap[1]]})
-                if isinstance(bootstrap, tuple) else
-                require(chart, bootstrap, ["lo", "hi"], what="bootstrap frame").copy())
-        if "parameter" not in boot:
-            if df["parameter"].nunique() > 1:
-                raise PlotError(f"{chart}: bootstrap frame needs a `parameter` column when df "
-                                "has several parameters.")
-            boot["parameter"] = df["parameter"].iloc[0]
+    boot = None if bootstrap is None else _bootstrap_rows(chart, bootstrap, df)
+    if boot is not None:
         rows.append(boot.assign(_layer="bootstrap"))
     data = pd.concat(rows, ignore_index=True)
 
@@ -155,15 +162,7 @@ def window_sensitivity(
                   .encode(x=x, y=y, tooltip=["window:N", alt.Tooltip("exponent:Q", format=".4f")])
                   .transform_filter(is_window))
 
-    subtitle = ["points: refit per window" + (" with its interval" if has_values(df, "lo", "hi")
-                                              else "")]
-    if boot is not None:
-        subtitle.append("shaded: bootstrap interval of the fit on all data")
-    if df["parameter"].nunique() == 1:
-        lo, hi = df["exponent"].min(), df["exponent"].max()
-        subtitle.append(f"spread over windows: {lo:.3g} to {hi:.3g}" + (
-            f"; bootstrap: {boot['lo'].iloc[0]:.3g} to {boot['hi'].iloc[0]:.3g}"
-            if boot is not None else ""))
+    subtitle = _window_subtitle(df, boot)
     n_panels = data["parameter"].nunique()
     # the window labels ("drop 0 smallest, 2 largest") need more room than a numeric axis
     panel = panel_width(n_panels, paper, 300, axis_room=WINDOW_LABELS + 20)
@@ -174,3 +173,26 @@ def window_sensitivity(
     facet = body.facet(column=alt.Column("parameter:N", title=None, sort=list(
         dict.fromkeys(df["parameter"])))).resolve_scale(x="independent")
     return apply_theme(facet.properties(title=heading))
+
+
+def _bootstrap_rows(chart: str, bootstrap: pd.DataFrame | tuple[float, float], df: pd.DataFrame) -> pd.DataFrame:
+    """The bootstrap interval(s) as rows `lo`, `hi` (`estimate`), `parameter`."""
+    boot = (pd.DataFrame({"lo": [bootstrap[0]], "hi": [bootstrap[1]]}) if isinstance(bootstrap, tuple) else
+            require(chart, bootstrap, ["lo", "hi"], what="bootstrap frame").copy())
+    if "parameter" not in boot:
+        if df["parameter"].nunique() > 1:
+            raise PlotError(f"{chart}: bootstrap frame needs a `parameter` column when df has several parameters.")
+        boot["parameter"] = df["parameter"].iloc[0]
+    return boot
+
+
+def _window_subtitle(df: pd.DataFrame, boot: pd.DataFrame | None) -> list[str]:
+    """What is drawn, and (one parameter) the spread over windows beside the bootstrap's."""
+    subtitle = ["points: refit per window" + (" with its interval" if has_values(df, "lo", "hi") else "")]
+    if boot is not None:
+        subtitle.append("shaded: bootstrap interval of the fit on all data")
+    if df["parameter"].nunique() == 1:
+        lo, hi = df["exponent"].min(), df["exponent"].max()
+        subtitle.append(f"spread over windows: {lo:.3g} to {hi:.3g}" + (
+            f"; bootstrap: {boot['lo'].iloc[0]:.3g} to {boot['hi'].iloc[0]:.3g}" if boot is not None else ""))
+    return subtitle

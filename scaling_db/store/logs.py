@@ -125,7 +125,8 @@ def _check_record(rec: Any, run_id: str) -> tuple[str, str] | tuple[None, tuple[
 @functools.lru_cache(maxsize=16)
 def _typed_metrics(names: tuple[str, ...]) -> pa_json.ParseOptions:
     return pa_json.ParseOptions(
-        explicit_schema=pa.schema([*CHECKPOINT_SCHEMA, pa.field("metrics", pa.struct([(n, pa.float64()) for n in names]))]),
+        explicit_schema=pa.schema([*CHECKPOINT_SCHEMA,
+                                   pa.field("metrics", pa.struct([(n, pa.float64()) for n in names]))]),
         unexpected_field_behavior="infer")
 
 
