@@ -86,17 +86,11 @@ def scaling_fit(points_df: pd.DataFrame, curve_df: pd.DataFrame, formula: str | 
     def ye(field: str) -> alt.Y:
         return log_y(field, yt, extent=yext, like=y)
 
-    order = [str(g) for g in (group_order or list(dict.fromkeys(points[group].astype(str))))] if group else []
-    group_title = label(group) if group else ""
-    if group:  # under a plain name: Vega-Lite reads a dotted field (vars.rung) as a nested path
-        points = points.drop(columns="_group", errors="ignore").assign(_group=points[group].astype(str))
-        curve = curve.drop(columns="_group", errors="ignore").assign(_group=curve[group].astype(str))
+    color: alt.Color | dict = alt.value(OKABE_ITO[0])
+    if group:
+        points, curve, color = _by_group(points, curve, group, group_order)
         group = "_group"
     keys = [group] if group else []
-    scale = alt.Scale(domain=order, range=OKABE_ITO[:len(order)] if len(order) <= len(OKABE_ITO) else OKABE_ITO)
-    color = (alt.Color(f"{group}:N", title=group_title, sort=order, scale=scale,
-                       legend=alt.Legend(symbolOpacity=1)) if group  # solid swatches, not the pale band's
-             else alt.value(OKABE_ITO[0]))
     floor_text = (floor_label or "entropy rate") + (f": {floor:.4g}" if floor is not None else "")
     dash_domain = ["fit", "extrapolation", *([floor_text] if floor is not None else [])]
     dash = alt.StrokeDash("_part:N", title=None, scale=alt.Scale(domain=dash_domain,
@@ -109,11 +103,7 @@ def scaling_fit(points_df: pd.DataFrame, curve_df: pd.DataFrame, formula: str | 
         band = finite_positive(chart, curve, ["lo", "hi"], what="curve frame")
         layers.append(alt.Chart(inline(band[["x", "lo", "hi", *keys]])).mark_area(opacity=0.18).encode(
             x=xe("x"), y=ye("lo"), y2="hi:Q", color=color, **({"detail": f"{group}:N"} if group else {})))
-    pieces = [_segments(part[["x", "y", "extrapolated"]]).assign(**({group: value} if group else {}))
-              for value, part in (curve.groupby(group, sort=False) if group else [(None, curve)])]
-    seg = pd.concat(pieces, ignore_index=True)
-    seg["_segment"] = seg["_segment"].astype(str) + (("|" + seg[group]) if group else "")
-    layers.append(alt.Chart(inline(seg)).mark_line(strokeWidth=2.2).encode(
+    layers.append(alt.Chart(inline(_fit_segments(curve, group))).mark_line(strokeWidth=2.2).encode(
         x=xe("x"), y=ye("y"), color=color, strokeDash=dash, detail="_segment:N"))
     cols = [c for c in dict.fromkeys([x, y, "name", "run_id", "excluded", *keys]) if c in points]
     layers += _points_layer(points[cols], x, y, xe(x), ye(y), color if group else alt.value(INK))
@@ -130,8 +120,30 @@ def scaling_fit(points_df: pd.DataFrame, curve_df: pd.DataFrame, formula: str | 
         title=alt.Title(title or f"{yt.capitalize()} vs {xt}", subtitle=subtitle)))
 
 
+def _by_group(points: pd.DataFrame, curve: pd.DataFrame, group: str, group_order: Sequence[str] | None
+              ) -> tuple[pd.DataFrame, pd.DataFrame, alt.Color]:
+    """Both frames with the group as `_group` (Vega-Lite reads a dotted field such as vars.rung as
+    a nested path), and one colour per group in `group_order`."""
+    order = [str(g) for g in (group_order or list(dict.fromkeys(points[group].astype(str))))]
+    points = points.drop(columns="_group", errors="ignore").assign(_group=points[group].astype(str))
+    curve = curve.drop(columns="_group", errors="ignore").assign(_group=curve[group].astype(str))
+    scale = alt.Scale(domain=order, range=OKABE_ITO[:len(order)] if len(order) <= len(OKABE_ITO) else OKABE_ITO)
+    # solid legend swatches, not the pale band's
+    color = alt.Color("_group:N", title=label(group), sort=order, scale=scale, legend=alt.Legend(symbolOpacity=1))
+    return points, curve, color
+
+
+def _fit_segments(curve: pd.DataFrame, group: str | None) -> pd.DataFrame:
+    """The law's line cut into fitted and extrapolated segments, per group."""
+    pieces = [_segments(part[["x", "y", "extrapolated"]]).assign(**({group: value} if group else {}))
+              for value, part in (curve.groupby(group, sort=False) if group else [(None, curve)])]
+    seg = pd.concat(pieces, ignore_index=True)
+    seg["_segment"] = seg["_segment"].astype(str) + (("|" + seg[group]) if group else "")
+    return seg
+
+
 def _points_layer(points: pd.DataFrame, x: str, y: str, xe: alt.X, ye: alt.Y,
-                  color: alt.Color | alt.ValueChannelMixin) -> list[alt.Chart]:
+                  color: alt.Color | dict) -> list[alt.Chart]:
     """The fitted points, filled (ink, or their group's colour), and those left out of the fit, hollow."""
     tip = [c for c in ("name", "run_id") if c in points][:1]
     excluded = points["excluded"].fillna(False).astype(bool) if "excluded" in points else pd.Series(False, points.index)
