@@ -21,6 +21,8 @@ from scaling_db.errors import FitError
 from scaling_db.report.analyses import FitRequest, fit_frame, fit_request, fetch_fit_data
 from scaling_db.report.comparisons import run_comparison, run_frontier
 from scaling_db.report.figures import FigureRequest, build_figure
+from scaling_db.report.html import write_report
+from scaling_db.report.markdown import Page, write_page
 from scaling_db.spec.compiler import compile_spec
 from scaling_db.spec.schema import FrontierDecl, LrOptimumDecl
 from scaling_db.store.ingest import ingest_runs
@@ -124,6 +126,34 @@ def test_status_marks_finished_runs_above_the_uniform_guess(ws: Workspace) -> No
     res = runner.invoke(cli, ["status", "-w", str(ws.root)])
     assert res.output.count("finished (above uniform)") == 3
     assert "3 finished run(s) end above the uniform-guess loss ln(vocab_size)" in res.output
+
+
+def _status_marked(ws: Workspace) -> set[str]:
+    """The names of the runs `scaledb status` marks above the uniform guess."""
+    res = CliRunner().invoke(cli, ["status", "--json", "-w", str(ws.root)])
+    assert res.exit_code == 0, res.output
+    return {r["name"] for r in json.loads(res.output) if r["above_uniform"]}
+
+
+def test_the_html_runs_table_marks_them_as_status_does(ws: Workspace) -> None:
+    runs = run_query(ws, "final_loss", params={"experiment": "small_vocab", "status": "any"})
+    page = write_report(ws, "small_vocab", "", "small_vocab.yaml", [], [], runs).read_text()
+    marked = set(re.findall(r"<tr><td>([^<]+)</td><td>finished \(above uniform\)</td>", page))
+    assert len(marked) == 3 and marked == _status_marked(ws)
+    assert page.count("<td>finished</td>") == 9
+    assert "3 finished run(s) end above the uniform-guess loss ln(vocab_size): they learned nothing" in page
+
+
+def test_the_markdown_runs_table_marks_them_as_status_does(ws: Workspace, tmp_path: Path) -> None:
+    runs = run_query(ws, "final_loss", params={"experiment": "small_vocab", "status": "any"})
+    page = Page("small_vocab", "", ws.root.parent / "small_vocab.yaml", "scaledb reproduce", [], {}, [], runs, [])
+    text = write_page(page, tmp_path / "page", ws.cache_dir).read_text()
+    table = text.split("## Runs", 1)[1]
+    marked = set(re.findall(r"^\| ([^|]+) \| finished \(above uniform\) \|", table, flags=re.M))
+    assert len(marked) == 3 and marked == _status_marked(ws)
+    assert len(re.findall(r"^\| [^|]+ \| finished \|", table, flags=re.M)) == 9
+    assert "3 finished run(s) end above the uniform-guess loss ln(vocab_size): they learned nothing" in table
+    assert "12 (12 finished)" in text  # the plan counts states, not marks
 
 
 def test_closed_form_runs_have_no_uniform_guess_and_are_all_fitted(tmp_path: Path) -> None:
