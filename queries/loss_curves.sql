@@ -14,13 +14,15 @@ SELECT
     CASE $convention WHEN 'exact' THEN c.flops_exact WHEN '6n' THEN c.flops_6n ELSE c.flops_6n_nonembed END AS flops,
     CASE $loss WHEN 'eval' THEN c.eval_loss ELSE c.train_loss END AS loss,
     c.eval_loss, c.train_loss, c.lr AS lr_at_step, c.wall_time_s,
-    -- the run's final loss (the same on each of its rows: the uniform-guess rule judges whole runs)
-    CASE $loss WHEN 'eval' THEN f.eval_loss ELSE f.train_loss END AS final_loss,
+    -- the run's final loss, on each of its rows (the uniform-guess rule judges whole runs): the
+    -- loss at its highest step, NULL included, as final_checkpoints has it; a window over this
+    -- experiment's rows, where joining that view would aggregate every experiment's checkpoints
+    last_value(CASE $loss WHEN 'eval' THEN c.eval_loss ELSE c.train_loss END) OVER (
+        PARTITION BY c.run_id ORDER BY c.step ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS final_loss,
     -- the loss of guessing uniformly over the vocabulary, as in final_loss (NULL without a vocabulary)
     CASE WHEN r.vocab_size > 0 THEN ln(r.vocab_size) END AS uniform_loss
 FROM runs AS r
 JOIN checkpoints AS c USING (run_id)
-JOIN final_checkpoints AS f ON f.run_id = c.run_id
 WHERE r.experiment = $experiment
   AND r.run_id IN (SELECT run_id FROM run_selection WHERE revision = $revision)
   AND ($status = 'any' OR r.status = $status)

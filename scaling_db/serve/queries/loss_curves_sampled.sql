@@ -34,9 +34,10 @@ SELECT
     CASE $convention WHEN 'exact' THEN c.flops_exact WHEN '6n' THEN c.flops_6n ELSE c.flops_6n_nonembed END AS flops,
     CASE $loss WHEN 'eval' THEN c.eval_loss ELSE c.train_loss END AS loss,
     c.eval_loss, c.train_loss, c.lr AS lr_at_step, c.wall_time_s,
-    CASE $loss WHEN 'eval' THEN f.eval_loss ELSE f.train_loss END AS final_loss,
+    -- the loss of the run's last drawn checkpoint: its final one (kept in every sample)
+    last_value(CASE $loss WHEN 'eval' THEN c.eval_loss ELSE c.train_loss END) OVER (
+        PARTITION BY c.run_id ORDER BY c.step ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS final_loss,
     CASE WHEN r.vocab_size > 0 THEN ln(r.vocab_size) END AS uniform_loss
 FROM runs AS r
 JOIN sampled AS c USING (run_id)
-JOIN final_checkpoints AS f ON f.run_id = c.run_id
 ORDER BY r.n_params, r.lr, r.seed, r.run_id, c.step
