@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from scaling_db.cli import cli
 from scaling_db.errors import FitError
-from scaling_db.report.analyses import FitRequest, fit_frame, fit_request, fetch_fit_data
+from scaling_db.report.analyses import FitRequest, fit_frame, fit_request, fetch_fit_data, store_outcome
 from scaling_db.report.comparisons import run_comparison, run_frontier
 from scaling_db.report.figures import FigureRequest, build_figure
 from scaling_db.report.html import write_report
@@ -235,10 +235,26 @@ def test_a_curve_frontier_of_runs_all_above_the_uniform_guess_is_an_error(curves
         run_frontier(curves_ws, FrontierDecl(method="envelope", bootstrap=0), "curves_vocab", sql=sql)
 
 
+def _allocation(ws: Workspace) -> tuple[set[float], str]:
+    """The envelope's N_opt points in the allocation figure, and its subtitle."""
+    spec = build_figure(ws, FigureRequest(kind="optimal_allocation", experiment="curves_vocab")).to_dict()
+    points = {r["value"] for r in spec["data"]["values"]
+              if r["_kind"] == "point" and r["_series"].startswith("envelope") and r["quantity"].startswith("optimal param")}
+    assert points
+    return points, spec["title"]["subtitle"]
+
+
 def test_the_allocation_figure_leaves_them_out_and_says_so(curves_ws: Workspace) -> None:
-    """Without a stored frontier the figure fits its own: it applies the same rule."""
-    spec = build_figure(curves_ws, FigureRequest(kind="optimal_allocation", experiment="curves_vocab")).to_dict()
+    """Without a stored frontier the figure fits its own by the same rule; a stored one is redrawn
+    from the runs it used: without them, or with them when it was fitted with keep_above_uniform."""
     n_flat = run_query(curves_ws, sql="SELECT DISTINCT n_params FROM runs WHERE d_model = 16")["n_params"][0]
-    points = [r for r in spec["data"]["values"] if r["_kind"] == "point" and r["quantity"].startswith("optimal param")]
-    assert points and n_flat not in {r["value"] for r in points}
-    assert "3 run(s) above the uniform guess ln(vocab_size) left out: they learned nothing" in spec["title"]["subtitle"]
+    said = "3 run(s) above the uniform guess ln(vocab_size) left out: they learned nothing"
+    points, subtitle = _allocation(curves_ws)
+    assert n_flat not in points and said in subtitle
+    store_outcome(curves_ws, run_frontier(curves_ws, FrontierDecl(method="envelope", bootstrap=0,
+                                                                  keep_above_uniform=True), "curves_vocab"))
+    points, subtitle = _allocation(curves_ws)
+    assert n_flat in points and said not in subtitle
+    store_outcome(curves_ws, run_frontier(curves_ws, FrontierDecl(method="envelope", bootstrap=0), "curves_vocab"))
+    points, subtitle = _allocation(curves_ws)  # the newest stored envelope is drawn
+    assert n_flat not in points and said in subtitle
