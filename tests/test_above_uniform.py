@@ -238,8 +238,8 @@ def test_a_curve_frontier_of_runs_all_above_the_uniform_guess_is_an_error(curves
 def _allocation(ws: Workspace) -> tuple[set[float], str]:
     """The envelope's N_opt points in the allocation figure, and its subtitle."""
     spec = build_figure(ws, FigureRequest(kind="optimal_allocation", experiment="curves_vocab")).to_dict()
-    points = {r["value"] for r in spec["data"]["values"]
-              if r["_kind"] == "point" and r["_series"].startswith("envelope") and r["quantity"].startswith("optimal param")}
+    points = {r["value"] for r in spec["data"]["values"] if r["_kind"] == "point"
+              and r["_series"].startswith("envelope") and r["quantity"].startswith("optimal param")}
     assert points
     return points, spec["title"]["subtitle"]
 
