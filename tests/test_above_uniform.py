@@ -2,6 +2,8 @@
 
 A 100-node graph (uniform guess ln 100 = 4.605 nats) and final losses L = 1.5 + 250 N^-0.5 put the
 smallest width (N_nonembed = 6144: L = 4.69) above the guess and the three others below it.
+The frontier tests use training curves instead: L = 1.5 + 250 N^-0.5 + 30 D^-0.3 for the widths
+that learn, while width 16 stays flat just above ln 100, as a run that learned nothing does.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from click.testing import CliRunner
 
 from scaling_db.cli import cli
 from scaling_db.errors import FitError
-from scaling_db.report.analyses import FitRequest, fit_frame, fit_request, fetch_fit_data
-from scaling_db.report.comparisons import run_comparison
+from scaling_db.report.analyses import FitRequest, fit_frame, fit_request, fetch_fit_data, store_outcome
+from scaling_db.report.comparisons import run_comparison, run_frontier
+from scaling_db.report.figures import FigureRequest, build_figure
+from scaling_db.report.html import write_report
+from scaling_db.report.markdown import Page, write_page
 from scaling_db.spec.compiler import compile_spec
-from scaling_db.spec.schema import LrOptimumDecl
+from scaling_db.spec.schema import FrontierDecl, LrOptimumDecl
 from scaling_db.store.ingest import ingest_runs
 from scaling_db.store.query import run_query
 from scaling_db.training.records import CheckpointRecord, RunState, RunStatus
@@ -123,6 +128,34 @@ def test_status_marks_finished_runs_above_the_uniform_guess(ws: Workspace) -> No
     assert "3 finished run(s) end above the uniform-guess loss ln(vocab_size)" in res.output
 
 
+def _status_marked(ws: Workspace) -> set[str]:
+    """The names of the runs `scaledb status` marks above the uniform guess."""
+    res = CliRunner().invoke(cli, ["status", "--json", "-w", str(ws.root)])
+    assert res.exit_code == 0, res.output
+    return {r["name"] for r in json.loads(res.output) if r["above_uniform"]}
+
+
+def test_the_html_runs_table_marks_them_as_status_does(ws: Workspace) -> None:
+    runs = run_query(ws, "final_loss", params={"experiment": "small_vocab", "status": "any"})
+    page = write_report(ws, "small_vocab", "", "small_vocab.yaml", [], [], runs).read_text()
+    marked = set(re.findall(r"<tr><td>([^<]+)</td><td>finished \(above uniform\)</td>", page))
+    assert len(marked) == 3 and marked == _status_marked(ws)
+    assert page.count("<td>finished</td>") == 9
+    assert "3 finished run(s) end above the uniform-guess loss ln(vocab_size): they learned nothing" in page
+
+
+def test_the_markdown_runs_table_marks_them_as_status_does(ws: Workspace, tmp_path: Path) -> None:
+    runs = run_query(ws, "final_loss", params={"experiment": "small_vocab", "status": "any"})
+    page = Page("small_vocab", "", ws.root.parent / "small_vocab.yaml", "scaledb reproduce", [], {}, [], runs, [])
+    text = write_page(page, tmp_path / "page", ws.cache_dir).read_text()
+    table = text.split("## Runs", 1)[1]
+    marked = set(re.findall(r"^\| ([^|]+) \| finished \(above uniform\) \|", table, flags=re.M))
+    assert len(marked) == 3 and marked == _status_marked(ws)
+    assert len(re.findall(r"^\| [^|]+ \| finished \|", table, flags=re.M)) == 9
+    assert "3 finished run(s) end above the uniform-guess loss ln(vocab_size): they learned nothing" in table
+    assert "12 (12 finished)" in text  # the plan counts states, not marks
+
+
 def test_closed_form_runs_have_no_uniform_guess_and_are_all_fitted(tmp_path: Path) -> None:
     """Percolation regression has no vocabulary: uniform_loss is NULL and nothing is left out,
     however large its losses."""
@@ -142,3 +175,86 @@ def test_closed_form_runs_have_no_uniform_guess_and_are_all_fitted(tmp_path: Pat
     out = fit_request(ws, FitRequest(name="by_samples", law="power_law", x=["tokens"], bootstrap=0,
                                      experiment="percolation"))
     assert out.fit.n_points == 7 and out.fit.excluded == ()
+
+
+# -- frontiers from training curves (loss_curves): whole runs go, judged by their final loss -------
+
+CURVES_SPEC = SPEC.replace("experiment: small_vocab", "experiment: curves_vocab").replace(
+    "tokens: 20_000\n  checkpoints: {kind: log, count: 3, first: 2}",
+    "tokens: 200_000\n  checkpoints: {kind: log, count: 8, first: 2}")
+
+
+def curves_loss(n: float, d: float, lr: float, width: int, param: str, rng: np.random.Generator) -> float:
+    if width == 16:  # learned nothing: flat just above the uniform guess
+        return float(UNIFORM + 0.05 + 0.5 * d**-0.3 + rng.normal(0, 0.001))
+    # early checkpoints are far above ln(V) too: only a run's final loss decides
+    return float(1.5 + 250 * n**-0.5 + 30 * d**-0.3 + 0.01 * np.log(lr / 1e-2) ** 2 + rng.normal(0, 0.001))
+
+
+@pytest.fixture(scope="module")
+def curves_ws(tmp_path_factory) -> Workspace:
+    tmp = tmp_path_factory.mktemp("curves_vocab")
+    ws = Workspace(tmp / "ws")
+    add_synthetic_experiment(ws, tmp / "curves_vocab.yaml", CURVES_SPEC, loss_fn=curves_loss)
+    return ws
+
+
+def _flat_runs(ws: Workspace) -> set[str]:
+    curves = run_query(ws, "loss_curves", params={"experiment": "curves_vocab"})
+    assert len(curves) == 12 * 8 and (curves["loss"] > UNIFORM).sum() > 3 * 8  # good runs start above too
+    return set(curves.loc[curves["d_model"] == 16, "run_id"])
+
+
+@pytest.mark.parametrize("method", ["envelope", "surface", "parametric"])
+def test_curve_frontiers_leave_out_whole_runs_above_the_uniform_guess(curves_ws: Workspace, method: str) -> None:
+    flat = _flat_runs(curves_ws)
+    out = run_frontier(curves_ws, FrontierDecl(method=method, bootstrap=0), "curves_vocab")
+    kept = run_frontier(curves_ws, FrontierDecl(method=method, bootstrap=0, keep_above_uniform=True), "curves_vocab")
+    rec = out.to_record()
+    assert {run for run, _ in rec["excluded"]} == flat and len(rec["excluded"]) == 3  # each run once
+    assert all(re.fullmatch(REASON, why) for _, why in rec["excluded"])
+    assert sum(line.startswith("excluded ") and "learned nothing" in line for line in out.notes()) == 3
+    assert rec["n_points"] == 9 * 8  # every checkpoint of the runs that learned, early ones too
+    assert len(rec["run_ids"]) == 12 and rec["settings"]["keep_above_uniform"] is False
+    # the flat runs pulled the frontier: without them the exponent moves
+    a, a_kept = out.table()[0]["estimate"], kept.table()[0]["estimate"]
+    assert abs(a - a_kept) > 0.05
+    assert kept.to_record()["excluded"] is None and kept.to_record()["n_points"] == 12 * 8
+    if method == "envelope":  # N_opt is the winning run's size: width 16 wins no compute level now
+        n_flat = run_query(curves_ws, sql="SELECT DISTINCT n_params FROM runs WHERE d_model = 16")["n_params"][0]
+        assert n_flat not in set(out.detail["n_opt"]) and n_flat in set(kept.detail["n_opt"])
+
+
+def test_a_curve_frontier_of_runs_all_above_the_uniform_guess_is_an_error(curves_ws: Workspace) -> None:
+    sql = ("SELECT r.run_id, r.n_params, c.tokens, c.flops_exact AS flops, c.eval_loss AS loss, "
+           "f.eval_loss AS final_loss, ln(r.vocab_size) AS uniform_loss FROM runs AS r "
+           "JOIN checkpoints AS c USING (run_id) JOIN final_checkpoints AS f ON f.run_id = c.run_id "
+           "WHERE r.experiment = 'curves_vocab' AND r.d_model = 16")
+    with pytest.raises(FitError, match=r"every run's final loss is above the uniform guess .*\(3 runs; first: "
+                                       + REASON + r"\).*keep_above_uniform: true \(--keep-above-uniform\)"):
+        run_frontier(curves_ws, FrontierDecl(method="envelope", bootstrap=0), "curves_vocab", sql=sql)
+
+
+def _allocation(ws: Workspace) -> tuple[set[float], str]:
+    """The envelope's N_opt points in the allocation figure, and its subtitle."""
+    spec = build_figure(ws, FigureRequest(kind="optimal_allocation", experiment="curves_vocab")).to_dict()
+    points = {r["value"] for r in spec["data"]["values"] if r["_kind"] == "point"
+              and r["_series"].startswith("envelope") and r["quantity"].startswith("optimal param")}
+    assert points
+    return points, spec["title"]["subtitle"]
+
+
+def test_the_allocation_figure_leaves_them_out_and_says_so(curves_ws: Workspace) -> None:
+    """Without a stored frontier the figure fits its own by the same rule; a stored one is redrawn
+    from the runs it used: without them, or with them when it was fitted with keep_above_uniform."""
+    n_flat = run_query(curves_ws, sql="SELECT DISTINCT n_params FROM runs WHERE d_model = 16")["n_params"][0]
+    said = "3 run(s) above the uniform guess ln(vocab_size) left out: they learned nothing"
+    points, subtitle = _allocation(curves_ws)
+    assert n_flat not in points and said in subtitle
+    store_outcome(curves_ws, run_frontier(curves_ws, FrontierDecl(method="envelope", bootstrap=0,
+                                                                  keep_above_uniform=True), "curves_vocab"))
+    points, subtitle = _allocation(curves_ws)
+    assert n_flat in points and said not in subtitle
+    store_outcome(curves_ws, run_frontier(curves_ws, FrontierDecl(method="envelope", bootstrap=0), "curves_vocab"))
+    points, subtitle = _allocation(curves_ws)  # the newest stored envelope is drawn
+    assert n_flat not in points and said in subtitle

@@ -415,6 +415,25 @@ def test_optimal_allocation_n_only() -> None:
     assert {r["quantity"] for r in spec["data"]["values"]} == {"optimal parameters N_opt"}
 
 
+def _subtitle(frame: pd.DataFrame) -> str:
+    return optimal_allocation(frame).to_dict()["title"]["subtitle"]
+
+
+def test_optimal_allocation_subtitle_names_only_what_is_drawn() -> None:
+    full = allocation_frame()
+    assert _subtitle(full) == ("lines and bands: fitted laws with intervals; "
+                               "points and bars: estimated optima with intervals")
+    # the report's frontiers carry their intervals in the legend: no band, no bar is drawn
+    bare = full.drop(columns=["n_lo", "n_hi", "d_lo", "d_hi"])
+    assert _subtitle(bare) == "lines: fitted laws; points: estimated optima"
+    assert _subtitle(bare[bare["kind"] == "curve"]) == "lines: fitted laws"
+    some = full[full["kind"] == "curve"].copy()
+    some.loc[some["approach"] == "parametric", ["n_lo", "n_hi", "d_lo", "d_hi"]] = np.nan
+    assert _subtitle(some) == "lines: fitted laws; bands: their intervals, where computed"
+    note = optimal_allocation(bare, note="2 run(s) left out").to_dict()["title"]["subtitle"]
+    assert note.endswith("; 2 run(s) left out")
+
+
 def test_lr_sweep_spec(specs: dict[str, dict[str, Any]]) -> None:
     spec = specs["lr_sweep"]
     assert spec["facet"]["column"]["field"] == "_param"

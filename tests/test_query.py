@@ -131,6 +131,20 @@ def test_loss_curves(db):
     assert (df.lr_at_step == 3e-3).all()
 
 
+@pytest.mark.parametrize("loss", ["eval", "train"])
+def test_loss_curves_carry_each_runs_final_loss_and_the_uniform_guess(db, loss: str):
+    """Every row of a run carries the loss `final_loss` gives that run (its last checkpoint's), so the
+    uniform-guess rule can judge whole runs from their curves; failed runs' last checkpoints too."""
+    ws, _ = db
+    params = {"experiment": "qtest", "loss": loss}
+    curves = run_query(ws, "loss_curves", params=params)
+    final = run_query(ws, "final_loss", params={**params, "status": "any"}).set_index("run_id")
+    assert curves.groupby("run_id")["final_loss"].nunique().eq(1).all()
+    per_run = curves.groupby("run_id")[["final_loss", "uniform_loss"]].first()
+    pd.testing.assert_series_equal(per_run["final_loss"].sort_index(), final["loss"].sort_index(), check_names=False)
+    assert per_run["uniform_loss"].tolist() == pytest.approx([math.log(50)] * 24)
+
+
 def test_best_lr(db):
     ws, _ = db
     df = run_query(ws, "best_lr", params={"experiment": "qtest"})

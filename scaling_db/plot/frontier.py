@@ -115,8 +115,28 @@ def isoflop(slices_df: pd.DataFrame, minima_df: pd.DataFrame, curves_df: pd.Data
 QUANTITIES = {"n": "optimal parameters N_opt", "d": "optimal tokens D_opt"}
 
 
+def _allocation_subtitle(data: pd.DataFrame) -> list[str]:
+    """What the allocation figure draws, and only that: lines (bands where a law has an interval),
+    points (bars where an optimum has one)."""
+    has_int = data["lo"].notna() & data["hi"].notna()
+    parts = []
+    for is_point, mark, spread, what in ((False, "lines", "bands", "fitted laws"),
+                                         (True, "points", "bars", "estimated optima")):
+        rows = (data["_kind"] == "point") == is_point
+        if not rows.any():
+            continue
+        with_int = has_int[rows].groupby(data.loc[rows, "_series"]).any()  # per series
+        if with_int.all():
+            parts.append(f"{mark} and {spread}: {what} with intervals")
+        elif with_int.any():
+            parts.append(f"{mark}: {what}; {spread}: their intervals, where computed")
+        else:
+            parts.append(f"{mark}: {what}")
+    return parts
+
+
 def optimal_allocation(frontiers_df: pd.DataFrame, *, x: str = "flops", paper: str | None = None,
-                       title: str | None = None) -> alt.FacetChart:
+                       title: str | None = None, note: str | None = None) -> alt.FacetChart:
     """N_opt(C) (and D_opt(C)) from each approach on shared axes, approach as colour, intervals.
 
     Columns: `approach`, `x` (default `flops`), `n_opt`; optional `n_lo`, `n_hi`, `d_opt`,
@@ -124,6 +144,7 @@ def optimal_allocation(frontiers_df: pd.DataFrame, *, x: str = "flops", paper: s
     and `kind`: "curve" (a fitted N_opt(C) law: line and band, the default) or "point" (an
     estimated optimum, e.g. an IsoFLOP minimum: point and error bar). One panel per quantity.
     `paper` ("column" or "page"): panels sized so the whole figure fits that journal width.
+    The subtitle names the marks drawn, then `note` (e.g. which runs were left out).
     """
     chart = "optimal_allocation"
     df = require(chart, frontiers_df, ["approach", x, "n_opt"])
@@ -174,6 +195,6 @@ def optimal_allocation(frontiers_df: pd.DataFrame, *, x: str = "flops", paper: s
     facet = body.facet(row=alt.Row("quantity:N", title=None, sort=sort) if across == 1 and paper else alt.Undefined,
                        column=alt.Column("quantity:N", title=None, sort=sort) if across > 1 or not paper
                        else alt.Undefined)
-    sub = ["lines and bands: fitted laws with intervals", "points: estimated optima"]
+    sub = _allocation_subtitle(data) + ([note] if note else [])
     return apply_theme(facet.resolve_scale(y="independent").properties(title=alt.Title(
         title or "Compute-optimal allocation", subtitle=sub if paper else "; ".join(sub))))

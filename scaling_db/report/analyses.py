@@ -233,23 +233,53 @@ class FitOutcome:
 Excluded = tuple[tuple[Any, str], ...]  # (run_id or row index, reason)
 
 
-def split_above_uniform(data: pd.DataFrame) -> tuple[pd.DataFrame, Excluded]:
-    """The rows whose `loss` is at most the uniform-guess loss `uniform_loss` = ln(vocab_size),
-    and each other row's run with why it is left out: guessing uniformly does as well, so the run
-    learned nothing a law could describe. Rows with no `uniform_loss` (closed-form sources have
-    no vocabulary; queries that do not select it) are all kept.
-    """
-    if data.empty or "loss" not in data.columns or "uniform_loss" not in data.columns:
-        return data, ()
-    loss = pd.to_numeric(data["loss"], errors="coerce")
+def _above_uniform(data: pd.DataFrame) -> np.ndarray:
+    """Which rows belong to a run whose final loss is above `uniform_loss` (see split_above_uniform)."""
+    final = "final_loss" if "final_loss" in data.columns else "loss"
+    if data.empty or final not in data.columns or "uniform_loss" not in data.columns:
+        return np.zeros(len(data), dtype=bool)
+    loss = pd.to_numeric(data[final], errors="coerce")
     uniform = pd.to_numeric(data["uniform_loss"], errors="coerce")
-    above = (loss > uniform).to_numpy()  # False where either is missing
+    return (loss > uniform).to_numpy()  # False where either is missing
+
+
+def split_above_uniform(data: pd.DataFrame) -> tuple[pd.DataFrame, Excluded]:
+    """The rows of runs whose final loss is at most the uniform-guess loss `uniform_loss` =
+    ln(vocab_size), and each other run once with why it is left out: guessing uniformly does as
+    well, so the run learned nothing a law could describe.
+
+    A run's final loss is its `final_loss` column where the rows have one (the checkpoint rows of
+    `loss_curves`: every row of a run that ends above goes, early checkpoints near ln(V) do not
+    decide), else each row's `loss` (one final row per run, as `final_loss` returns). Rows with no
+    `uniform_loss` (closed-form sources have no vocabulary; queries that do not select it) are kept.
+    """
+    above = _above_uniform(data)
     if not above.any():
         return data, ()
-    ids = data["run_id"].tolist() if "run_id" in data.columns else data.index.tolist()
-    excluded = tuple((ids[i], f"final loss {loss.iloc[i]:.4g} above uniform guess ln(V)={uniform.iloc[i]:.4g}: "
-                              f"learned nothing") for i in np.flatnonzero(above))
+    loss = pd.to_numeric(data["final_loss" if "final_loss" in data.columns else "loss"], errors="coerce")
+    uniform = pd.to_numeric(data["uniform_loss"], errors="coerce")
+    ids = data["run_id"].to_numpy() if "run_id" in data.columns else data.index.to_numpy()
+    runs = pd.DataFrame({"id": ids[above], "loss": loss.to_numpy()[above],
+                         "uniform": uniform.to_numpy()[above]}).drop_duplicates("id")  # one line per run
+    excluded = tuple((r.id, f"final loss {r.loss:.4g} above uniform guess ln(V)={r.uniform:.4g}: learned nothing")
+                     for r in runs.itertuples(index=False))
     return data[~above].reset_index(drop=True), excluded
+
+
+def mark_above_uniform(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The runs table with "finished (above uniform)" as the status of each finished run whose final
+    loss is above the uniform guess, as `scaledb status` shows it, and how many there are."""
+    if "status" not in runs.columns:
+        return runs, 0
+    above = _above_uniform(runs) & (runs["status"] == "finished").to_numpy()
+    marked = runs.assign(status=runs["status"].where(~above, runs["status"] + " (above uniform)"))
+    return marked, int(above.sum())
+
+
+def above_uniform_note(n_runs: int) -> str:
+    """The line under a runs table with `n_runs` marked runs."""
+    return (f"{n_runs} finished run(s) end above the uniform-guess loss ln(vocab_size): they learned nothing, "
+            f"and analyses leave them out (keep_above_uniform: true keeps them)")
 
 
 #: Exponents of the registered laws. Scaling exponents are O(0.01-1); one past this bound means the
@@ -400,8 +430,9 @@ def fit_frame(req: FitRequest, data: pd.DataFrame, sql: str, *, seed: int = 0, n
     queried = data  # kept whole in the outcome: its run ids are the fit's provenance
     data, above = (data, ()) if req.keep_above_uniform else split_above_uniform(data)
     if data.empty:
+        n_runs = queried["run_id"].nunique() if "run_id" in queried.columns else len(queried)
         raise FitError(f"fit {req.name}: every run's final loss is above the uniform guess ln(vocab_size) "
-                       f"({len(above)} of {len(queried)} runs; first: {above[0][1]}). Train longer or "
+                       f"({len(above)} of {n_runs} runs; first: {above[0][1]}). Train longer or "
                        f"check the learning rate, or fit them anyway with keep_above_uniform: true "
                        f"(--keep-above-uniform).")
     fit_fn = make_fit_fn(req.law, xs, req.y, req.loss)

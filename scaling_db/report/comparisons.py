@@ -208,6 +208,8 @@ def frontier_outcome(decl: FrontierDecl, src: Source, *, n_boot: int, seed: int,
     return _outcome(decl.label, kind, rows, notes, fit.optima, src,
                     {"method": decl.method, "n": decl.n, "d": decl.d, "c": decl.c, "y": decl.y,
                      "budget": decl.budget, "bootstrap": n_boot, "level": decl.level,
+                     # the allocation figure redraws the frontier from the same runs (report/figures.py)
+                     "keep_above_uniform": decl.keep_above_uniform,
                      "coefficients": {"G_N": fit.coefficients[0], "G_D": fit.coefficients[1]},
                      **{k: v for k, v in fit.settings.items() if k != "excluded_rows"}})
 

@@ -235,13 +235,15 @@ def _isoflop(ws: Workspace, req: FigureRequest) -> alt.Chart:
     return plot.isoflop(df, minima, title=req.title or f"{req.experiment}: IsoFLOP slices")
 
 
-def _stored_frontier_rows(ws: Workspace, req: FigureRequest) -> list[dict[str, Any]]:
+def _stored_frontier_rows(ws: Workspace, req: FigureRequest) -> tuple[list[dict[str, Any]], set[str]]:
     """The frontiers the experiment's analysis stored, redrawn from the same rows and settings, and
-    labelled with the stored exponents and intervals, so the figure and the fits table agree."""
+    labelled with the stored exponents and intervals, so the figure and the fits table agree; and
+    the runs left out of them above the uniform-guess loss."""
     stored = run_query(ws, sql="SELECT * FROM fits WHERE experiment = $e AND law LIKE 'frontier_%' "
                               "QUALIFY row_number() OVER (PARTITION BY name ORDER BY created_at DESC) = 1 "
                               "ORDER BY name", params={"e": req.experiment})
     rows: list[dict[str, Any]] = []
+    left_out: set[str] = set()
     for _, rec in stored.iterrows():
         settings, extra = _json_field(rec["settings"]) or {}, _json_field(rec["extra"]) or {}
         method = settings.get("method")
@@ -249,7 +251,7 @@ def _stored_frontier_rows(ws: Workspace, req: FigureRequest) -> list[dict[str, A
         budget = settings.get("budget")
         data, _ = fetch_rows(ws, rec["query_name"], None if rec["query_name"] else rec["query_sql"], params,
                              extra.get("experiments") or [req.experiment], [budget or ""])
-        data = data if settings.get("keep_above_uniform") else split_above_uniform(data)[0]
+        data, above = (data, ()) if settings.get("keep_above_uniform") else split_above_uniform(data)
         if method == "isoflop":
             data = final_rows(data, c=settings.get("c", "flops"))
         try:
@@ -263,7 +265,8 @@ def _stored_frontier_rows(ws: Workspace, req: FigureRequest) -> list[dict[str, A
         # the parametric frontier is a formula, not points: drawn over the compute the runs span
         span = data[settings.get("c", "flops")] if method == "parametric" else None
         rows += _allocation_rows(method, fit, label, span)
-    return rows
+        left_out |= {str(run) for run, _ in above}
+    return rows, left_out
 
 
 def _allocation_rows(method: str, fit: Any, label: str, span: pd.Series | None = None) -> list[dict[str, Any]]:
@@ -277,12 +280,22 @@ def _allocation_rows(method: str, fit: Any, label: str, span: pd.Series | None =
     return rows
 
 
+def _left_out_note(runs: set[str]) -> str | None:
+    return (f"{len(runs)} run(s) above the uniform guess ln(vocab_size) left out: they learned nothing"
+            if runs else None)
+
+
 def _optimal_allocation(ws: Workspace, req: FigureRequest) -> alt.Chart:
-    rows = _stored_frontier_rows(ws, req) if not req.query else []
+    rows, left_out = _stored_frontier_rows(ws, req) if not req.query else ([], set())
     if rows:
-        return plot.optimal_allocation(pd.DataFrame(rows), paper=req.width, title=req.title or (
-            f"{req.experiment}: compute-optimal allocation"))
-    checkpoints = _query(ws, req, "loss_curves")
+        return plot.optimal_allocation(pd.DataFrame(rows), paper=req.width, note=_left_out_note(left_out),
+                                       title=req.title or f"{req.experiment}: compute-optimal allocation")
+    # no stored frontier: fit them here, leaving out runs that learned nothing as the analysis does
+    checkpoints, above = split_above_uniform(_query(ws, req, "loss_curves"))
+    if checkpoints.empty:
+        raise PlotError(f"optimal_allocation: every run's final loss is above the uniform guess ln(vocab_size) "
+                        f"({len(above)} runs; first: {above[0][1]}): no frontier to draw. Train longer or check "
+                        f"the learning rate.")
     checkpoints = checkpoints[checkpoints["tokens"] > 0]
     final = checkpoints.sort_values("step").groupby("run_id").tail(1)
     summary = compare_frontiers(checkpoints, final=final, methods=("envelope", "surface"), n_boot=50, n_jobs=1)
@@ -304,6 +317,7 @@ def _optimal_allocation(ws: Workspace, req: FigureRequest) -> alt.Chart:
     if not rows:
         raise PlotError("optimal_allocation: no frontier method could be fitted (too few runs or compute levels)")
     return plot.optimal_allocation(pd.DataFrame(rows), paper=req.width,
+                                   note=_left_out_note({str(run) for run, _ in above}),
                                    title=req.title or f"{req.experiment}: compute-optimal allocation")
 
 

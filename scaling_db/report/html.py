@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from scaling_db import __version__
-from scaling_db.report.analyses import Outcome, fmt_interval, fmt_num
+from scaling_db.report.analyses import Outcome, above_uniform_note, fmt_interval, fmt_num, mark_above_uniform
 from scaling_db.plot.export import PNG_SCALE, chart_to_html, chart_to_png_bytes
 from scaling_db.report.cache import cached_render
 from scaling_db.report.published import PublishedCheck
@@ -63,11 +63,14 @@ def _fits_table(outcomes: Sequence[Outcome], errors: Mapping[str, str] | None = 
 
 
 def _runs_table(runs: pd.DataFrame) -> str:
+    """The runs, a finished run above the uniform-guess loss marked as `scaledb status` marks it."""
+    runs, n_above = mark_above_uniform(runs)
     cols = [c for c in ("name", "status", "n_params", "n_params_nonembed", "tokens", "flops", "loss", "entropy_rate")
             if c in runs.columns]
     head = "".join(f"<th>{c}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{_num(r[c])}</td>" for c in cols) + "</tr>" for _, r in runs.iterrows())
-    return f"<table><tr>{head}</tr>{body}</table>"
+    note = f"<p class='meta'>{html.escape(above_uniform_note(n_above))}</p>" if n_above else ""
+    return f"<table><tr>{head}</tr>{body}</table>{note}"
 
 
 STYLE = """

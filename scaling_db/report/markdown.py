@@ -21,7 +21,7 @@ import pandas as pd
 
 from scaling_db import __version__
 from scaling_db.plot.export import PNG_SCALE, chart_to_png_bytes
-from scaling_db.report.analyses import Outcome, fmt_interval, fmt_num
+from scaling_db.report.analyses import Outcome, above_uniform_note, fmt_interval, fmt_num, mark_above_uniform
 from scaling_db.report.cache import cached_render
 from scaling_db.report.html import Figure
 from scaling_db.report.published import PublishedCheck
@@ -157,9 +157,13 @@ def _figures_section(page: Page, out_dir: Path, cache_dir: Path) -> str:
 
 
 def _runs_section(runs: pd.DataFrame) -> str:
+    """The runs, a finished run above the uniform-guess loss marked as `scaledb status` marks it."""
+    runs, n_above = mark_above_uniform(runs)
     cols = [c for c in ("name", "status", "n_params_nonembed", "tokens", "flops", "loss", "entropy_rate",
                         "wall_time_s") if c in runs.columns]
-    return _table(cols, [[fmt_num(v, 4) if isinstance(v, float) else v for v in r] for r in runs[cols].itertuples(index=False)])
+    table = _table(cols, [[fmt_num(v, 4) if isinstance(v, float) else v for v in r]
+                          for r in runs[cols].itertuples(index=False)])
+    return table + (f"\n\n{above_uniform_note(n_above)}." if n_above else "")
 
 
 def write_page(page: Page, out_dir: Path, cache_dir: Path) -> Path:

@@ -8,7 +8,7 @@
 --   status = 'any' (finished | running | failed | diverged | pending | any): only runs in this state
 --   per_efold = 12: buckets per factor e of steps (more keeps more points)
 --   run_stride = 1: draw every run_stride-th run (1: all)
--- columns: run_id, name, status, config_id, seed, n_params, n_params_nonembed, d_model, parameterization, lr, step, tokens, flops, loss, eval_loss, train_loss, lr_at_step, wall_time_s
+-- columns: run_id, name, status, config_id, seed, n_params, n_params_nonembed, d_model, parameterization, lr, step, tokens, flops, loss, eval_loss, train_loss, lr_at_step, wall_time_s, final_loss, uniform_loss
 WITH chosen AS (
     SELECT run_id
     FROM runs
@@ -33,7 +33,11 @@ SELECT
     c.step, c.tokens,
     CASE $convention WHEN 'exact' THEN c.flops_exact WHEN '6n' THEN c.flops_6n ELSE c.flops_6n_nonembed END AS flops,
     CASE $loss WHEN 'eval' THEN c.eval_loss ELSE c.train_loss END AS loss,
-    c.eval_loss, c.train_loss, c.lr AS lr_at_step, c.wall_time_s
+    c.eval_loss, c.train_loss, c.lr AS lr_at_step, c.wall_time_s,
+    -- the loss of the run's last drawn checkpoint: its final one (kept in every sample)
+    last_value(CASE $loss WHEN 'eval' THEN c.eval_loss ELSE c.train_loss END) OVER (
+        PARTITION BY c.run_id ORDER BY c.step ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS final_loss,
+    CASE WHEN r.vocab_size > 0 THEN ln(r.vocab_size) END AS uniform_loss
 FROM runs AS r
 JOIN sampled AS c USING (run_id)
 ORDER BY r.n_params, r.lr, r.seed, r.run_id, c.step
