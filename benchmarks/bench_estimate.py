@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scaling_db.spec.compiler import compile_spec  # noqa: E402
-from scaling_db.spec.plan import estimate_run  # noqa: E402
+from scaling_db.spec.plan import DEFAULT_GFLOPS, estimate_run  # noqa: E402
 from scaling_db.store.ingest import ingest_runs  # noqa: E402
 from scaling_db.store.throughput import measured_throughput  # noqa: E402
 from scaling_db.training.execute import execute_run  # noqa: E402
@@ -68,7 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--widths", default="16,24,32,48")
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--gflops", type=float, default=30.0)
+    parser.add_argument("--gflops", type=float, default=DEFAULT_GFLOPS)
     parser.add_argument("--rounds", type=int, default=3, help="independent rounds (a fresh measurement each); "
                         "the median ratio is the figure: one run's speed on a shared machine varies up to 2x")
     args = parser.parse_args()

@@ -22,7 +22,7 @@ from scaling_db.spec.compiler import (
 from scaling_db.spec.loader import read_spec_source
 from scaling_db.errors import QueryError, RunError, SpecError
 from scaling_db.spec.manifest import RunManifest, diff_manifests
-from scaling_db.spec.plan import PlanRow, ThroughputSample, plan_rows, summarize_plan, superseded_runs
+from scaling_db.spec.plan import DEFAULT_GFLOPS, PlanRow, ThroughputSample, plan_rows, summarize_plan, superseded_runs
 from scaling_db.spec.revisions import SUPERSEDED_NOTE
 from scaling_db.spec.schema import spec_json_schema
 
@@ -189,7 +189,7 @@ def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float
 @workspace_option
 @json_option
 @click.option("--dry-run", is_flag=True, help="Show the plan without writing to the workspace.")
-@click.option("--gflops", type=float, default=30.0, show_default=True,
+@click.option("--gflops", type=float, default=DEFAULT_GFLOPS, show_default=True,
               help="Throughput assumed for the wall-time estimate of runs with no measured run of a "
                    "similar shape in the workspace (GFLOP/s of one worker).")
 @MAX_RUNS

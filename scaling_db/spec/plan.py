@@ -34,6 +34,14 @@ from scaling_db.spec.revisions import revisions_of, superseded_run_ids
 from scaling_db.workspace import Workspace
 
 
+#: GFLOP/s of one worker assumed where nothing measured says otherwise (`--gflops`): what one CPU
+#: core reached on this project's machine once compute dominated the step (the gallery's
+#: d_model 256-512 runs, one thread each: 74-78 GFLOP/s; docs/performance.md). With one measured
+#: shape it splits that shape's step into compute and overhead, so a low guess counts too much of
+#: a small model's step as compute and overestimates wider models (30 did: 1.32x on a quiet machine).
+DEFAULT_GFLOPS = 75.0
+
+
 @dataclass(frozen=True)
 class ThroughputSample:
     """One finished run's measured speed (see `scaling_db.store.throughput`)."""
