@@ -35,16 +35,28 @@ def manifests(tmp_path):
     return ws, [ws.load_manifest(i) for i in ids]
 
 
-def test_the_step_model_is_fitted_to_two_shapes_and_split_by_the_assumed_rate_for_one():
-    two = fit_step_model([(1e9, 0.05), (3e9, 0.07)], gflops=30.0)
-    assert (two.overhead_s, two.flops_per_s) == (pytest.approx(0.04), pytest.approx(1e11))
+def test_the_step_model_is_fitted_where_compute_shows_and_assumes_the_rate_where_it_does_not():
+    truth = (0.04, 1e11)  # 40 ms of overhead, 100 GFLOP/s
+    points = [(f, math.hypot(truth[0], f / truth[1])) for f in (1e9, 6e9)]
+    two = fit_step_model(points, gflops=30.0)
+    assert (two.overhead_s, two.flops_per_s) == (pytest.approx(truth[0]), pytest.approx(truth[1]))
     assert two.how == "fitted to 2 shapes"
-    one = fit_step_model([(1e9, 0.1)], gflops=30.0)  # 1/30 s of compute at 30 GFLOP/s, the rest overhead
-    assert (one.overhead_s, one.flops_per_s) == (pytest.approx(0.1 - 1 / 30), pytest.approx(30e9))
-    fast = fit_step_model([(1e9, 0.01)], gflops=30.0)  # faster than assumed: all compute
+    one = fit_step_model([(1e9, 0.1)], gflops=30.0)  # 1/30 s of compute at 30 GFLOP/s beside the overhead
+    assert (one.overhead_s, one.flops_per_s) == (pytest.approx((0.1 ** 2 - (1 / 30) ** 2) ** 0.5), 30e9)
+    assert one.how == "1 shape: compute at the assumed 30 GFLOP/s (--gflops)"
+    fast = fit_step_model([(1e9, 0.01)], gflops=30.0)  # faster than assumed: all compute, at its own rate
     assert (fast.overhead_s, fast.flops_per_s) == (0.0, pytest.approx(1e11))
-    flat = fit_step_model([(1e9, 0.05), (3e9, 0.04)], gflops=30.0)  # no growth with FLOPs: all overhead
-    assert flat.overhead_s == pytest.approx(0.045) and math.isinf(flat.flops_per_s)
+    assert fast.how == "1 shape: compute at its own"
+
+
+def test_shapes_that_are_all_overhead_do_not_make_bigger_models_free():
+    """Widths 8 and 16 of ba_graph step in the same 30 ms on a CPU: a straight line through them
+    has no compute term, and the former model estimated width 64 at 0.42x of its time."""
+    flat = fit_step_model([(1e8, 0.05), (3e8, 0.05)], gflops=30.0)
+    assert flat.how == "2 shapes, overhead-bound: compute at the assumed 30 GFLOP/s (--gflops)"
+    assert flat.flops_per_s == 30e9 and flat.overhead_s == pytest.approx(0.0494, abs=1e-3)
+    assert flat.step_s(3e10) == pytest.approx(1.0, rel=0.01)  # a 100x bigger step: its compute, not 50 ms
+    assert flat.step_s(1e8) == pytest.approx(0.05, rel=0.01)
 
 
 def test_estimate_runs_the_other_shape_through_the_step_model(manifests):
@@ -55,13 +67,14 @@ def test_estimate_runs_the_other_shape_through_the_step_model(manifests):
     est = estimate_run(big, one, gflops=30.0, host="h")
     model = fit_step_model([(fpt_small * 10, 0.1)], 30.0)
     assert est.source == "measured"
-    assert est.basis == (f"measured on 1 run of d_model=16, n_layers=2 (cpu): {model.overhead_s * 1e3:.3g} ms/step + "
-                         "FLOPs at 30 GFLOP/s (1 shape: its step split at the assumed 30 GFLOP/s (--gflops))")
+    assert est.basis == (f"measured on 1 run of d_model=16, n_layers=2 (cpu): steps of {model.overhead_s * 1e3:.3g} ms "
+                         "overhead or FLOPs at 30 GFLOP/s, whichever is larger "
+                         "(1 shape: compute at the assumed 30 GFLOP/s (--gflops))")
     assert est.seconds == pytest.approx(2.0 + big.train.steps * model.step_s(fpt_big * per_step))
     # two shapes, step time proportional to FLOPs (compute bound): no overhead, their own rate
     two = one + [sample(999, fpt_small * 4, 25.0, wall=42.0)]
     est = estimate_run(big, two, gflops=30.0, host="h")
-    assert "(fitted to 2 shapes)" in est.basis and " 0 ms/step" in est.basis
+    assert "(fitted to 2 shapes)" in est.basis and "steps of 0 ms overhead" in est.basis
     assert est.seconds == pytest.approx(2.0 + big.train.steps * fpt_big * per_step * 0.1 / (fpt_small * 10))
 
 
@@ -116,7 +129,7 @@ def test_one_finished_run_of_a_shipped_spec_is_the_basis_of_another_widths_estim
     assert execute_run(ws, measured.run_id, device="cpu", threads=1).status == RunState.FINISHED
     ingest_runs(ws, [measured.run_id])
     est = estimate_run(other, measured_throughput(ws), gflops=30.0)
-    assert est.source == "measured" and "(1 shape: its step split at the assumed 30 GFLOP/s" in est.basis
+    assert est.source == "measured" and "(1 shape: compute at the assumed 30 GFLOP/s" in est.basis
     # the bigger model costs more per step than the measured one, never less
     own = estimate_run(measured, measured_throughput(ws), gflops=30.0)
     assert est.seconds > own.seconds > 0

@@ -6,15 +6,23 @@ model shape, the trainer's steady-state tokens/s and the time a run spends outsi
 steps (evaluation, records), both on the trainer's clock: a worker's start (importing torch) and
 building the data source are not counted.
 
-A training step costs a fixed overhead (Python, kernel launches, the optimizer's loop over
-tensors; what dominates small models) plus its FLOPs at the device's rate:
+A training step costs a per-step overhead (Python, kernel launches, the optimizer's loop over
+tensors; what dominates small models) and its FLOPs at the device's rate; the two overlap, so a
+step takes about the larger of them, smoothly:
 
-    seconds per step = overhead_s + flops_per_step / flops_per_s      (`StepModel`)
+    seconds per step = sqrt(overhead_s^2 + (flops_per_step / flops_per_s)^2)      (`StepModel`)
 
-With two or more measured shapes (same kind, host and device; any experiment) both are fitted
-by least squares. With one, its measured step time is split by the assumed device rate
-(`--gflops`): FLOPs at that rate are compute, the rest is overhead (all compute when the device
-proved faster). A run to do is estimated as its steps at the model's step time, plus the time
+Why not their sum: on a CPU, widths 8, 16 and 24 of `specs/ba_graph.yaml` step in the same
+30 ms, and only wider ones grow, at ~80 GFLOP/s (docs/performance.md); a sum fitted to the flat
+small widths either finds no compute term at all (every wider run estimated at 30 ms) or, split
+at an assumed rate, counts their compute twice (1.2-1.4x too long).
+
+The rate is measured where the measured shapes (same kind, host and device; any experiment)
+show it: squared step times are linear in squared FLOPs, fitted by least squares, and the fitted
+rate is used when compute is at least half of the largest measured step. Otherwise (one shape,
+or shapes that are all overhead-bound) the rate is the assumed one (`--gflops`) and the overhead
+what the measured steps leave beside it; a device that proved faster than assumed is taken at
+its own speed. A run to do is estimated as its steps at the model's step time, plus the time
 outside steps of the nearest measured shape. Without measurements the estimate is a FLOP-based
 guess at the assumed GFLOP/s, and says so.
 
@@ -91,14 +99,15 @@ class RunEstimate:
 
 @dataclass(frozen=True)
 class StepModel:
-    """Seconds per training step = overhead_s + flops_per_step / flops_per_s (see the module docstring)."""
+    """Seconds per training step = sqrt(overhead_s^2 + (flops_per_step / flops_per_s)^2) (see the
+    module docstring)."""
 
     overhead_s: float
-    flops_per_s: float  # inf: no measurable compute term (pure overhead)
+    flops_per_s: float
     how: str  # how the two were found, for people
 
     def step_s(self, flops_per_step: float) -> float:
-        return self.overhead_s + flops_per_step / self.flops_per_s
+        return math.hypot(self.overhead_s, flops_per_step / self.flops_per_s)
 
 
 def _device_kind(device: str) -> str:
@@ -111,21 +120,26 @@ def _shape(sample: ThroughputSample) -> str:
 
 def fit_step_model(points: list[tuple[float, float]], gflops: float) -> StepModel:
     """The step model through (flops_per_step, seconds_per_step) points, one per measured shape."""
-    if len(points) == 1:
-        (flops, seconds), = points
-        compute = min(seconds, flops / (gflops * 1e9))
-        return StepModel(seconds - compute, flops / compute if compute > 0 else math.inf,
-                         f"1 shape: its step split at the assumed {gflops:g} GFLOP/s (--gflops)")
-    mx, my = statistics.fmean(p[0] for p in points), statistics.fmean(p[1] for p in points)
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    slope = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx > 0 else 0.0
-    how = f"fitted to {len(points)} shapes"
-    if slope <= 0:  # time does not grow with FLOPs here: all overhead
-        return StepModel(my, math.inf, how)
-    if my - slope * mx < 0:  # no room for an overhead: through the origin
-        slope = sum(x * y for x, y in points) / sum(x * x for x, _ in points)
-        return StepModel(0.0, 1 / slope, how)
-    return StepModel(my - slope * mx, 1 / slope, how)
+    n = len(points)
+    if n > 1:
+        xs, ys = [f * f for f, _ in points], [t * t for _, t in points]
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        sxx = sum((x - mx) ** 2 for x in xs)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx > 0 else 0.0
+        intercept = my - slope * mx
+        if intercept < 0:  # no room for an overhead: compute-bound, through the origin
+            slope, intercept = sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs), 0.0
+        flops, seconds = max(points)
+        if slope > 0 and flops * slope ** 0.5 >= seconds / 2:  # compute is a real part of the step
+            return StepModel(intercept ** 0.5, slope ** -0.5, f"fitted to {n} shapes")
+    rate = gflops * 1e9
+    fastest = max(f / t for f, t in points)  # FLOP/s the device proved, were its steps all compute
+    if fastest > rate:
+        rate = fastest
+    overhead = statistics.fmean(max(0.0, t * t - (f / rate) ** 2) for f, t in points) ** 0.5
+    assumed = "its own" if rate > gflops * 1e9 else f"the assumed {gflops:g} GFLOP/s (--gflops)"
+    shapes = "1 shape" if n == 1 else f"{n} shapes, overhead-bound"
+    return StepModel(overhead, rate, f"{shapes}: compute at {assumed}")
 
 
 def estimate_run(m: RunManifest, samples: list[ThroughputSample], gflops: float, host: str = "") -> RunEstimate:
@@ -154,10 +168,10 @@ def estimate_run(m: RunManifest, samples: list[ThroughputSample], gflops: float,
     group = by_shape[near]
     seconds = statistics.median(s.other_s for s in group) + m.tokens / per_step * model.step_s(fpt * per_step)
     ref = group[0]
-    rate = "no compute term" if math.isinf(model.flops_per_s) else f"{model.flops_per_s / 1e9:.3g} GFLOP/s"
     return RunEstimate(seconds, "measured",
                        f"measured on {len(group)} run{'s' * (len(group) > 1)} of {_shape(ref)} ({ref.device}): "
-                       f"{model.overhead_s * 1e3:.3g} ms/step + FLOPs at {rate} ({model.how})")
+                       f"steps of {model.overhead_s * 1e3:.3g} ms overhead or FLOPs at "
+                       f"{model.flops_per_s / 1e9:.3g} GFLOP/s, whichever is larger ({model.how})")
 
 
 @dataclass(frozen=True)
