@@ -53,12 +53,16 @@ def small_vocab_loss(n: float, d: float, lr: float, width: int, param: str, rng:
     return float(1.5 + 250 * n**-0.5 + 0.01 * np.log(lr / 1e-2) ** 2 + rng.normal(0, 0.001))
 
 
+def synthetic_workspace(factory: pytest.TempPathFactory, name: str, spec: str, loss_fn) -> Workspace:
+    tmp = factory.mktemp(name)
+    ws = Workspace(tmp / "ws")
+    add_synthetic_experiment(ws, tmp / f"{name}.yaml", spec, loss_fn=loss_fn)
+    return ws
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Workspace:
-    tmp = tmp_path_factory.mktemp("small_vocab")
-    ws = Workspace(tmp / "ws")
-    add_synthetic_experiment(ws, tmp / "small_vocab.yaml", SPEC, loss_fn=small_vocab_loss)
-    return ws
+    return synthetic_workspace(tmp_path_factory, "small_vocab", SPEC, small_vocab_loss)
 
 
 def _above(ws: Workspace) -> set[str]:
@@ -193,10 +197,7 @@ def curves_loss(n: float, d: float, lr: float, width: int, param: str, rng: np.r
 
 @pytest.fixture(scope="module")
 def curves_ws(tmp_path_factory) -> Workspace:
-    tmp = tmp_path_factory.mktemp("curves_vocab")
-    ws = Workspace(tmp / "ws")
-    add_synthetic_experiment(ws, tmp / "curves_vocab.yaml", CURVES_SPEC, loss_fn=curves_loss)
-    return ws
+    return synthetic_workspace(tmp_path_factory, "curves_vocab", CURVES_SPEC, curves_loss)
 
 
 def _flat_runs(ws: Workspace) -> set[str]:

@@ -10,6 +10,7 @@ with k = law parameters + 1 (the noise variance) (Akaike 1974; Schwarz 1978; Bur
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -76,37 +77,39 @@ def compare_laws(
                        f"{', '.join(ONE_INPUT_FITTERS)}). Pick one-input laws from that list.")
     df = df.reset_index(drop=True)
     folds = _folds(df, x, group, cv, k, seed, holdout)
-    rows = []
-    for name in laws:
-        fit_fn = ONE_INPUT_FITTERS[name].bind([x], y, FitOptions(id_column=group))
-        try:
-            fit = fit_fn(df)
-        except FitError as err:
-            rows.append({"law": name, "note": str(err)})
-            continue
-        resid = _raw_residuals(fit, df, x, y)
-        rss = float(np.sum(resid ** 2))
-        n, n_par = len(resid), len(fit.params) + 1
-        loglik_term = n * np.log(rss / n)
-        errors, failed = [], 0
-        for test in folds:
-            train = df.drop(index=test)
-            try:
-                held = fit_fn(train)
-            except FitError:
-                failed += 1
-                continue
-            errors.append(_raw_residuals(held, df.iloc[test], x, y))
-        err = np.concatenate(errors) if errors else np.array([np.nan])
-        rows.append({
-            "law": name, "n_params": len(fit.params), "n_points": n, "rss": rss,
-            "r2": fit.stats["r2"], "aic": loglik_term + 2 * n_par,
-            "bic": loglik_term + n_par * np.log(n),
-            "cv_rmse": float(np.sqrt(np.mean(err ** 2))), "cv_mae": float(np.mean(np.abs(err))),
-            "cv": cv, "cv_folds": len(folds), "cv_folds_failed": failed,
-            "params": dict(fit.params), "note": "",
-        })
+    rows = [_law_row(name, df, folds, x, y, group, cv) for name in laws]
     out = pd.DataFrame(rows)
     if "cv_rmse" in out:
         out = out.sort_values("cv_rmse", na_position="last").reset_index(drop=True)
     return out
+
+
+def _law_row(name: str, df: pd.DataFrame, folds: list[np.ndarray], x: str, y: str, group: str,
+             cv: str) -> dict[str, Any]:
+    """One law's row of `compare_laws`: in-sample fit, AIC/BIC, held-out errors over `folds`."""
+    fit_fn = ONE_INPUT_FITTERS[name].bind([x], y, FitOptions(id_column=group))
+    try:
+        fit = fit_fn(df)
+    except FitError as err:
+        return {"law": name, "note": str(err)}
+    resid = _raw_residuals(fit, df, x, y)
+    rss = float(np.sum(resid ** 2))
+    n, n_par = len(resid), len(fit.params) + 1
+    loglik_term = n * np.log(rss / n)
+    errors, failed = [], 0
+    for test in folds:
+        try:
+            held = fit_fn(df.drop(index=test))
+        except FitError:
+            failed += 1
+            continue
+        errors.append(_raw_residuals(held, df.iloc[test], x, y))
+    err = np.concatenate(errors) if errors else np.array([np.nan])
+    return {
+        "law": name, "n_params": len(fit.params), "n_points": n, "rss": rss,
+        "r2": fit.stats["r2"], "aic": loglik_term + 2 * n_par,
+        "bic": loglik_term + n_par * np.log(n),
+        "cv_rmse": float(np.sqrt(np.mean(err ** 2))), "cv_mae": float(np.mean(np.abs(err))),
+        "cv": cv, "cv_folds": len(folds), "cv_folds_failed": failed,
+        "params": dict(fit.params), "note": "",
+    }

@@ -253,23 +253,41 @@ def frontier_surface(
     sel = select_rows(df, [n, d, y], where=where, log_columns=[n, d, y], min_points=10,
                       id_column=run)
     u, v, z = np.log(sel[n]), np.log(sel[d]), np.log(sel[y])
+    surface = _log_loss_surface(u, v, z, model, degree, smoothing)
+    k = flops_per_param_token
+    rows, excluded = _iso_compute_minima(surface, u, v, k, n_grid)
+    optima = pd.DataFrame(rows, columns=["flops", "n_opt", "d_opt", "loss_opt"])
+    resid = z - surface(u, v)
+    return _power_laws("surface", optima, excluded,
+                       {"model": model, "degree": degree if model == "poly" else None,
+                        "smoothing": smoothing if model == "rbf" else None,
+                        "flops_per_param_token": k, "surface_rmse_log": float(np.std(resid)),
+                        "excluded_rows": list(sel.excluded)})
+
+
+def _log_loss_surface(u: pd.Series, v: pd.Series, z: pd.Series, model: str, degree: int,
+                      smoothing: float) -> Callable[[Array, Array], Array]:
+    """log L as a smooth function of (log N, log D), fitted in standardised coordinates."""
     mu_u, sd_u, mu_v, sd_v = u.mean(), u.std(), v.mean(), v.std()
     su, sv = (u - mu_u) / sd_u, (v - mu_v) / sd_v
     if model == "poly":
         coef, *_ = np.linalg.lstsq(_poly_design(su, sv, degree), z, rcond=None)
-
-        def surface(uu: Array, vv: Array) -> Array:
-            return _poly_design((uu - mu_u) / sd_u, (vv - mu_v) / sd_v, degree) @ coef
-    elif model == "rbf":
+        return lambda uu, vv: _poly_design((uu - mu_u) / sd_u, (vv - mu_v) / sd_v, degree) @ coef
+    if model == "rbf":
         rbf = RBFInterpolator(np.c_[su, sv], z, kernel="thin_plate_spline", smoothing=smoothing)
 
         def surface(uu: Array, vv: Array) -> Array:
             pts = np.c_[(np.ravel(uu) - mu_u) / sd_u, (np.ravel(vv) - mu_v) / sd_v]
             return rbf(pts).reshape(np.shape(uu))
-    else:
-        raise FitError(f"{where}: unknown surface model ({model!r} vs 'poly' or 'rbf'). "
-                       f"Pass model='poly' or model='rbf'.")
-    k = flops_per_param_token
+        return surface
+    raise FitError(f"frontier_surface: unknown surface model ({model!r} vs 'poly' or 'rbf'). "
+                   f"Pass model='poly' or model='rbf'.")
+
+
+def _iso_compute_minima(surface: Callable[[Array, Array], Array], u: pd.Series, v: pd.Series, k: float,
+                        n_grid: int) -> tuple[list[dict[str, float]], list[tuple[float, str]]]:
+    """The surface's minimum along each of `n_grid` iso-compute lines C = k N D (5%-95% of the
+    data's compute), and the levels left out, with why."""
     log_c = np.log(k) + u + v
     grid = np.linspace(np.quantile(log_c, 0.05), np.quantile(log_c, 0.95), n_grid)
     rows, excluded = [], []
@@ -294,13 +312,7 @@ def frontier_surface(
         t = float(res.x)
         rows.append({"flops": float(np.exp(lc)), "n_opt": float(np.exp(t)),
                      "d_opt": float(np.exp(lc - t) / k), "loss_opt": float(np.exp(res.fun))})
-    optima = pd.DataFrame(rows, columns=["flops", "n_opt", "d_opt", "loss_opt"])
-    resid = z - surface(u, v)
-    return _power_laws("surface", optima, excluded,
-                       {"model": model, "degree": degree if model == "poly" else None,
-                        "smoothing": smoothing if model == "rbf" else None,
-                        "flops_per_param_token": k, "surface_rmse_log": float(np.std(resid)),
-                        "excluded_rows": list(sel.excluded)})
+    return rows, excluded
 
 
 def final_rows(df: pd.DataFrame, *, c: str = "flops", group: str = "run_id") -> pd.DataFrame:

@@ -92,11 +92,7 @@ def scaling_fit(points_df: pd.DataFrame, curve_df: pd.DataFrame, formula: str | 
         group = "_group"
     keys = [group] if group else []
     floor_text = (floor_label or "entropy rate") + (f": {floor:.4g}" if floor is not None else "")
-    dash_domain = ["fit", "extrapolation", *([floor_text] if floor is not None else [])]
-    dash = alt.StrokeDash("_part:N", title=None, scale=alt.Scale(domain=dash_domain,
-                                                                  range=[[1, 0], [6, 4], [2, 3]][:len(dash_domain)]),
-                          # beside the plot (below it for a journal), never over the points
-                          legend=alt.Legend(direction="vertical", columns=1, symbolStrokeColor=_LEGEND_INK))
+    dash = _line_styles(floor_text if floor is not None else None)
 
     layers: list[alt.Chart] = []
     if has_values(curve, "lo", "hi"):
@@ -111,13 +107,27 @@ def scaling_fit(points_df: pd.DataFrame, curve_df: pd.DataFrame, formula: str | 
         ref = pd.DataFrame({"y": [floor], "_part": [floor_text]})
         layers.append(alt.Chart(inline(ref)).mark_rule(color=MUTED, strokeWidth=1.4)
                       .encode(y=ye("y"), strokeDash=dash))
+    subtitle = _fit_subtitle(formula, points, curve, band_label, clip_notes)
+    return apply_theme(alt.layer(*layers).properties(
+        title=alt.Title(title or f"{yt.capitalize()} vs {xt}", subtitle=subtitle)))
+
+
+def _fit_subtitle(formula: str | Sequence[str], points: pd.DataFrame, curve: pd.DataFrame, band_label: str,
+                  clip_notes: list[str]) -> list[str]:
+    """The law(s), then what the marks mean: one line each, as a paper column is narrow."""
     excluded = "excluded" in points and points["excluded"].fillna(False).astype(bool).any()
     notes = ([f"shaded: {band_label}"] if has_values(curve, "lo", "hi") else []) + clip_notes + (
         ["hollow: excluded from the fit"] if excluded else [])
-    formulas = [formula] if isinstance(formula, str) else list(formula)
-    subtitle = formulas + notes  # one line each: a paper column is narrow
-    return apply_theme(alt.layer(*layers).properties(
-        title=alt.Title(title or f"{yt.capitalize()} vs {xt}", subtitle=subtitle)))
+    return ([formula] if isinstance(formula, str) else list(formula)) + notes
+
+
+def _line_styles(floor_text: str | None) -> alt.StrokeDash:
+    """Solid fit, dashed extrapolation and (where there is one) the dotted floor, in one legend
+    beside the plot (below it for a journal), never over the points."""
+    domain = ["fit", "extrapolation", *([floor_text] if floor_text is not None else [])]
+    return alt.StrokeDash("_part:N", title=None,
+                          scale=alt.Scale(domain=domain, range=[[1, 0], [6, 4], [2, 3]][:len(domain)]),
+                          legend=alt.Legend(direction="vertical", columns=1, symbolStrokeColor=_LEGEND_INK))
 
 
 def _by_group(points: pd.DataFrame, curve: pd.DataFrame, group: str, group_order: Sequence[str] | None

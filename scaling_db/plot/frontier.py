@@ -135,6 +135,24 @@ def _allocation_subtitle(data: pd.DataFrame) -> list[str]:
     return parts
 
 
+def _allocation_rows(chart: str, df: pd.DataFrame, x: str) -> pd.DataFrame:
+    """One row per approach, compute level and quantity (N_opt, D_opt): `_series` (the legend
+    entry), `_kind` (curve or point), `quantity`, `value`, `lo`, `hi`."""
+    legend_field = "label" if "label" in df else "approach"
+    kind = df["kind"].fillna("curve") if "kind" in df else pd.Series("curve", index=df.index)
+    rows = []
+    for q, name in QUANTITIES.items():
+        if f"{q}_opt" not in df or not df[f"{q}_opt"].notna().any():
+            continue
+        part = pd.DataFrame({
+            "_series": df[legend_field].astype(str), "_kind": kind.astype(str), x: df[x],
+            "quantity": name, "value": df[f"{q}_opt"],
+            "lo": df[f"{q}_lo"] if f"{q}_lo" in df else np.nan,
+            "hi": df[f"{q}_hi"] if f"{q}_hi" in df else np.nan})
+        rows.append(finite_positive(chart, part, [x, "value"], what=f"{q}_opt column"))
+    return pd.concat(rows, ignore_index=True)
+
+
 def optimal_allocation(frontiers_df: pd.DataFrame, *, x: str = "flops", paper: str | None = None,
                        title: str | None = None, note: str | None = None) -> alt.FacetChart:
     """N_opt(C) (and D_opt(C)) from each approach on shared axes, approach as colour, intervals.
@@ -149,19 +167,7 @@ def optimal_allocation(frontiers_df: pd.DataFrame, *, x: str = "flops", paper: s
     chart = "optimal_allocation"
     df = require(chart, frontiers_df, ["approach", x, "n_opt"])
     df = finite_positive(chart, df, [x], what="frame")
-    legend_field = "label" if "label" in df else "approach"
-    kind = df["kind"].fillna("curve") if "kind" in df else pd.Series("curve", index=df.index)
-    rows = []
-    for q, name in QUANTITIES.items():
-        if f"{q}_opt" not in df or not df[f"{q}_opt"].notna().any():
-            continue
-        part = pd.DataFrame({
-            "_series": df[legend_field].astype(str), "_kind": kind.astype(str), x: df[x],
-            "quantity": name, "value": df[f"{q}_opt"],
-            "lo": df[f"{q}_lo"] if f"{q}_lo" in df else np.nan,
-            "hi": df[f"{q}_hi"] if f"{q}_hi" in df else np.nan})
-        rows.append(finite_positive(chart, part, [x, "value"], what=f"{q}_opt column"))
-    data = pd.concat(rows, ignore_index=True)
+    data = _allocation_rows(chart, df, x)
     order = list(dict.fromkeys(data["_series"]))
     col = alt.Color("_series:N", title="approach", sort=order,
                     scale=alt.Scale(domain=order, range=OKABE_ITO[:max(len(order), 1)]
