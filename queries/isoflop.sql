@@ -1,5 +1,5 @@
 -- name: isoflop
--- purpose: IsoFLOP slices (Chinchilla approach 2): each run's final loss grouped by compute budget, the budget taken from the sweep variable `budget_var` in `vars` when the run has it, else from runs whose final compute lies within `tolerance` of each other; `is_min` marks the best run of each budget.
+-- purpose: IsoFLOP slices (Chinchilla approach 2): each run's final loss grouped by compute budget, the budget taken from the sweep variable `budget_var` in `vars` when the run has it, else from runs whose final compute lies within `tolerance` of each other; `is_min` marks the best run of each budget; `uniform_loss` is ln(vocab_size), which the IsoFLOP figure and frontier leave out runs above.
 -- params:
 --   experiment (required): the experiment's name
 --   revision = 'current': which runs: current (those the spec's current revision produces; superseded runs left out), all, or a revision hash
@@ -8,13 +8,15 @@
 --   budget_var = 'flop_budget': name of the sweep variable that holds a run's budget
 --   tolerance = 0.25: runs without the variable join one budget while each is within this relative gap of the next
 --   status = 'finished' (finished | running | failed | diverged | pending | any): only runs in this state
--- columns: budget, run_id, name, n_params, n_params_nonembed, d_model, lr, seed, tokens, flops, loss, rank_in_budget, is_min, n_in_budget
+-- columns: budget, run_id, name, n_params, n_params_nonembed, d_model, lr, seed, tokens, flops, loss, rank_in_budget, is_min, n_in_budget, uniform_loss
 WITH final AS (
     SELECT
         r.run_id, r.name, r.n_params, r.n_params_nonembed, r.d_model, r.lr, r.seed, c.tokens,
         CASE $convention WHEN 'exact' THEN c.flops_exact WHEN '6n' THEN c.flops_6n ELSE c.flops_6n_nonembed END AS flops,
         CASE $loss WHEN 'eval' THEN c.eval_loss ELSE c.train_loss END AS loss,
-        TRY_CAST(json_extract_string(r.vars, '$."' || $budget_var || '"') AS DOUBLE) AS var_budget
+        TRY_CAST(json_extract_string(r.vars, '$."' || $budget_var || '"') AS DOUBLE) AS var_budget,
+        -- the loss of guessing uniformly over the vocabulary, as in final_loss (NULL without a vocabulary)
+        CASE WHEN r.vocab_size > 0 THEN ln(r.vocab_size) END AS uniform_loss
     FROM runs AS r
     JOIN final_checkpoints AS c USING (run_id)
     WHERE r.experiment = $experiment
@@ -42,6 +44,7 @@ SELECT
     budget, run_id, name, n_params, n_params_nonembed, d_model, lr, seed, tokens, flops, loss,
     rank() OVER (PARTITION BY budget ORDER BY loss NULLS LAST) AS rank_in_budget,
     loss IS NOT NULL AND loss = min(loss) OVER (PARTITION BY budget) AS is_min,
-    count(*) OVER (PARTITION BY budget) AS n_in_budget
+    count(*) OVER (PARTITION BY budget) AS n_in_budget,
+    uniform_loss
 FROM budgeted
 ORDER BY budget, n_params, run_id

@@ -259,3 +259,40 @@ def test_the_allocation_figure_leaves_them_out_and_says_so(curves_ws: Workspace)
     store_outcome(curves_ws, run_frontier(curves_ws, FrontierDecl(method="envelope", bootstrap=0), "curves_vocab"))
     points, subtitle = _allocation(curves_ws)  # the newest stored envelope is drawn
     assert n_flat not in points and said in subtitle
+
+
+ISO_SPEC = SPEC.replace("experiment: small_vocab", "experiment: iso_vocab").replace("  tokens: 20_000\n", "").replace(
+    "  axes:\n    model.d_model: [16, 32, 64, 128]\n    train.optimizer.lr: [3.0e-3, 1.0e-2, 3.0e-2]\n",
+    "  vars: [flop_budget]\n  axes:\n    flop_budget: [3.0e11, 1.0e12, 3.0e12]\n"
+    "    model.d_model: [16, 32, 64, 96, 128]\n"
+    "  derive:\n    train.steps: max(1, round(flop_budget / (6 * n_params * tokens_per_step)))\n")
+
+
+def iso_loss(n: float, d: float, lr: float, width: int, param: str, rng: np.random.Generator) -> float:
+    if width == 128 and d < 3e5:  # the widest model on the smallest budget learned nothing
+        return float(UNIFORM + 0.1)
+    return float(1.5 + 60 * n**-0.5 + 300 * d**-0.4 + rng.normal(0, 0.001))
+
+
+def test_the_isoflop_figure_leaves_out_runs_above_the_uniform_guess_and_marks_parabola_minima(tmp_path_factory):
+    """As the IsoFLOP frontier does: the run that learned nothing is not a slice point, and each
+    budget's diamond is its parabola's vertex (before: the best run, under a subtitle that said
+    parabola)."""
+    from scaling_db.fit.frontier import isoflop_minima
+
+    ws = synthetic_workspace(tmp_path_factory, "iso_vocab", ISO_SPEC, iso_loss)
+    slices = run_query(ws, "isoflop", params={"experiment": "iso_vocab"})
+    flat = slices[slices["loss"] > slices["uniform_loss"]]
+    assert len(slices) == 15 and len(flat) == 1
+    spec = build_figure(ws, FigureRequest(kind="isoflop", experiment="iso_vocab")).to_dict()
+    assert spec["title"]["subtitle"][1] == ("1 run(s) above the uniform guess ln(vocab_size) left out: "
+                                            "they learned nothing")
+    layers = {(layer["mark"]["type"], layer["mark"].get("shape")): layer["data"]["values"] for layer in spec["layer"]}
+    points = layers[("point", None)]
+    assert len(points) == 14 and flat["n_params"].iloc[0] not in {
+        p["n_params"] for p in points if p["flop_budget"] == flat["budget"].iloc[0]}
+    kept = slices.drop(index=flat.index).rename(columns={"budget": "flop_budget"})
+    optima, _ = isoflop_minima(kept, budget="flop_budget")
+    diamonds = sorted((p["flop_budget"], p["n_params"]) for p in layers[("point", "diamond")])
+    assert diamonds == [(pytest.approx(c), pytest.approx(n)) for c, n in zip(optima["flops"], optima["n_opt"])]
+    assert not {round(n) for _, n in diamonds} & set(slices["n_params"])  # vertices, not runs

@@ -175,6 +175,25 @@ def frontier_isoflop(
     log D (no FLOP convention needed). Budgets with < 3 sizes, a downward parabola or a minimum
     outside the sampled sizes are excluded with the reason.
     """
+    optima, excluded, sel = _isoflop_profiles(df, n, d, c, y, budget, rel_tol, run)
+    return _power_laws("isoflop", optima, excluded,
+                       {"budget": budget or f"flops grouped within {rel_tol:g}",
+                        "profile": "parabola in log N and in log D",
+                        "excluded_rows": list(sel.excluded)})
+
+
+def isoflop_minima(df: pd.DataFrame, *, n: str = "n_params", d: str = "tokens", c: str = "flops",
+                   y: str = "loss", budget: str | None = None, rel_tol: float = 0.1,
+                   run: str = "run_id") -> tuple[pd.DataFrame, list[tuple[float, str]]]:
+    """Each budget's parabola minimum as `frontier_isoflop` finds it (flops, n_opt, d_opt,
+    loss_opt, n_runs), and the budgets without one, with why; no power law through them, so one
+    budget is enough."""
+    optima, excluded, _ = _isoflop_profiles(df, n, d, c, y, budget, rel_tol, run)
+    return optima, excluded
+
+
+def _isoflop_profiles(df: pd.DataFrame, n: str, d: str, c: str, y: str, budget: str | None, rel_tol: float,
+                      run: str) -> tuple[pd.DataFrame, list[tuple[float, str]], Any]:
     where = "frontier_isoflop"
     cols = [n, d, c, y] + ([budget] if budget else [])
     sel = select_rows(df, cols, where=where, log_columns=[n, d, c], min_points=3,
@@ -195,11 +214,7 @@ def frontier_isoflop(
             continue
         rows.append({"flops": flops, "n_opt": float(np.exp(vn[0])),
                      "d_opt": float(np.exp(vd[0])), "loss_opt": vn[1], "n_runs": int(m.sum())})
-    optima = pd.DataFrame(rows, columns=["flops", "n_opt", "d_opt", "loss_opt", "n_runs"])
-    return _power_laws("isoflop", optima, excluded,
-                       {"budget": budget or f"flops grouped within {rel_tol:g}",
-                        "profile": "parabola in log N and in log D",
-                        "excluded_rows": list(sel.excluded)})
+    return pd.DataFrame(rows, columns=["flops", "n_opt", "d_opt", "loss_opt", "n_runs"]), excluded, sel
 
 
 def frontier_parametric(

@@ -65,14 +65,15 @@ def _parabolas(slices: pd.DataFrame, x: str, y: str, n: int = 60) -> pd.DataFram
 
 
 def isoflop(slices_df: pd.DataFrame, minima_df: pd.DataFrame, curves_df: pd.DataFrame | None = None,
-            *, x: str = "n_params", y: str = "loss", title: str | None = None) -> alt.LayerChart:
+            *, x: str = "n_params", y: str = "loss", title: str | None = None,
+            subtitle: str | list[str] = "diamonds: minimum of each budget's parabola") -> alt.LayerChart:
     """IsoFLOP slices: loss vs N per FLOP budget, a parabola through each, its minimum marked.
 
     `slices_df`: `flop_budget`, `x` (default `n_params`), `y` (default `loss`), one row per run.
     `minima_df`: `flop_budget`, `x`, `y` of each fitted minimum; optional `n_lo`, `n_hi` (an
     interval on the optimal N, drawn as a horizontal bar). `curves_df`: the fitted parabolas
     evaluated on a grid (`flop_budget`, `x`, `y`); when None a quadratic in log N is fitted per
-    budget for display.
+    budget for display. `subtitle`: what the diamonds are, and notes (one line each).
     """
     chart = "isoflop"
     sl = require(chart, slices_df, ["flop_budget", x, y], what="slices frame")
@@ -108,8 +109,7 @@ def isoflop(slices_df: pd.DataFrame, minima_df: pd.DataFrame, curves_df: pd.Data
         x=xe, y=yenc, color=col,
         tooltip=[alt.Tooltip("flop_budget:Q", format=".2e"),
                  alt.Tooltip(f"{x}:Q", title="N_opt", format=".3~s")]))
-    return apply_theme(alt.layer(*layers).properties(title=alt.Title(
-        title or "IsoFLOP slices", subtitle="diamonds: minimum of each budget's parabola")))
+    return apply_theme(alt.layer(*layers).properties(title=alt.Title(title or "IsoFLOP slices", subtitle=subtitle)))
 
 
 QUANTITIES = {"n": "optimal parameters N_opt", "d": "optimal tokens D_opt"}

@@ -27,7 +27,7 @@ from scaling_db.fit import (
     frontier_surface,
     window_sensitivity,
 )
-from scaling_db.fit.frontier import final_rows, frontier_fn
+from scaling_db.fit.frontier import final_rows, frontier_fn, isoflop_minima
 from scaling_db.fit.mup import fit_lr_optima
 from scaling_db.store.query import run_query
 from scaling_db.workspace import Workspace
@@ -230,9 +230,22 @@ def _compute_frontier(ws: Workspace, req: FigureRequest) -> alt.Chart:
 
 
 def _isoflop(ws: Workspace, req: FigureRequest) -> alt.Chart:
-    df = _query(ws, req, "isoflop").rename(columns={"budget": "flop_budget"})
-    minima = df[df["is_min"]] if "is_min" in df else df.loc[df.groupby("flop_budget")["loss"].idxmin()]
-    return plot.isoflop(df, minima, title=req.title or f"{req.experiment}: IsoFLOP slices")
+    """The slices without the runs that learned nothing (as the IsoFLOP frontier leaves them out),
+    and each budget's minimum where the frontier takes it: the vertex of its parabola."""
+    df, above = split_above_uniform(_query(ws, req, "isoflop").rename(columns={"budget": "flop_budget"}))
+    if df.empty:
+        raise PlotError(f"isoflop: every run's final loss is above the uniform guess ln(vocab_size) ({len(above)} "
+                        f"runs; first: {above[0][1]}): no slice to draw. Train longer or check the learning rate.")
+    notes = [_left_out_note({str(run) for run, _ in above}) or ""]
+    try:
+        optima, no_minimum = isoflop_minima(df, budget="flop_budget")
+    except FitError as err:  # fewer than 3 usable runs in all
+        raise PlotError(f"isoflop: {err}") from None
+    minima = optima.rename(columns={"flops": "flop_budget", "n_opt": "n_params", "loss_opt": "loss"})
+    notes += [f"no minimum at {c:.3g} FLOPs: {why}" for c, why in no_minimum]
+    return plot.isoflop(df, minima, title=req.title or f"{req.experiment}: IsoFLOP slices",
+                        subtitle=["diamonds: minimum of each budget's parabola (the IsoFLOP frontier's N_opt)",
+                                  *(n for n in notes if n)])
 
 
 def _stored_frontier_rows(ws: Workspace, req: FigureRequest) -> tuple[list[dict[str, Any]], set[str]]:
