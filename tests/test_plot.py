@@ -395,6 +395,16 @@ def test_isoflop_spec(specs: dict[str, dict[str, Any]]) -> None:
     assert bar["encoding"]["x"]["field"] == "n_lo" and bar["encoding"]["x2"]["field"] == "n_hi"
 
 
+
+def test_isoflop_without_any_minimum_draws_the_slices_and_says_so() -> None:
+    """Small sweeps (the gallery at smoke size) may have no budget whose parabola bottoms out
+    inside its sizes: the slices are still data worth drawing."""
+    slices, minima = isoflop_frames()
+    spec = isoflop(slices, minima.iloc[0:0], subtitle=["no minimum"]).to_dict()
+    assert [mark_type(v) for v in views(spec)] == ["line", "point"]
+    assert spec["title"]["subtitle"] == ["no minimum"]
+
+
 def test_optimal_allocation_spec(specs: dict[str, dict[str, Any]]) -> None:
     spec = specs["optimal_allocation"]
     assert spec["facet"]["column"]["field"] == "quantity"

@@ -77,9 +77,11 @@ def isoflop(slices_df: pd.DataFrame, minima_df: pd.DataFrame, curves_df: pd.Data
     """
     chart = "isoflop"
     sl = require(chart, slices_df, ["flop_budget", x, y], what="slices frame")
-    mn = require(chart, minima_df, ["flop_budget", x, y], what="minima frame")
     sl = finite_positive(chart, sl, ["flop_budget", x], what="slices frame")
-    mn = finite_positive(chart, mn, ["flop_budget", x], what="minima frame")
+    # no minimum at all (no budget's parabola bottoms out inside its sizes): the slices alone
+    mn = (pd.DataFrame(columns=["flop_budget", x, y]) if minima_df.empty else
+          finite_positive(chart, require(chart, minima_df, ["flop_budget", x, y], what="minima frame"),
+                          ["flop_budget", x], what="minima frame"))
     cv = (_parabolas(sl, x, y) if curves_df is None else
           finite_positive(chart, require(chart, curves_df, ["flop_budget", x, y],
                                          what="curves frame"), ["flop_budget", x]))
@@ -99,17 +101,24 @@ def isoflop(slices_df: pd.DataFrame, minima_df: pd.DataFrame, curves_df: pd.Data
         x=xe, y=yenc, color=col,
         tooltip=[alt.Tooltip("flop_budget:Q", format=".2e"), alt.Tooltip(f"{x}:Q", format=".3~s"),
                  alt.Tooltip(f"{y}:Q", format=".4f")]))
+    if not mn.empty:
+        layers += _minima_layers(mn, sl, cv, x, y, xe, yenc, col)
+    return apply_theme(alt.layer(*layers).properties(title=alt.Title(title or "IsoFLOP slices", subtitle=subtitle)))
+
+
+def _minima_layers(mn: pd.DataFrame, sl: pd.DataFrame, cv: pd.DataFrame, x: str, y: str, xe: alt.X,
+                   yenc: alt.Y, col: alt.Color) -> list[alt.Chart]:
+    """Each budget's minimum as a diamond, with its interval on N as a bar where there is one."""
     keep = ["flop_budget", x, y] + (["n_lo", "n_hi"] if has_values(mn, "n_lo", "n_hi") else [])
     minima = alt.Chart(inline(mn[keep]))
+    layers = []
     if "n_lo" in keep:
         layers.append(minima.mark_rule(strokeWidth=2, color=INK).encode(
             x=log_x("n_lo", label(x), extent=[sl[x], mn[x], cv[x]], like=x), x2="n_hi:Q", y=yenc))
-    layers.append(minima.mark_point(shape="diamond", size=130, filled=True, stroke=INK,
-                                    strokeWidth=1.2).encode(
+    layers.append(minima.mark_point(shape="diamond", size=130, filled=True, stroke=INK, strokeWidth=1.2).encode(
         x=xe, y=yenc, color=col,
-        tooltip=[alt.Tooltip("flop_budget:Q", format=".2e"),
-                 alt.Tooltip(f"{x}:Q", title="N_opt", format=".3~s")]))
-    return apply_theme(alt.layer(*layers).properties(title=alt.Title(title or "IsoFLOP slices", subtitle=subtitle)))
+        tooltip=[alt.Tooltip("flop_budget:Q", format=".2e"), alt.Tooltip(f"{x}:Q", title="N_opt", format=".3~s")]))
+    return layers
 
 
 QUANTITIES = {"n": "optimal parameters N_opt", "d": "optimal tokens D_opt"}

@@ -243,9 +243,10 @@ def _isoflop(ws: Workspace, req: FigureRequest) -> alt.Chart:
         raise PlotError(f"isoflop: {err}") from None
     minima = optima.rename(columns={"flops": "flop_budget", "n_opt": "n_params", "loss_opt": "loss"})
     notes += [f"no minimum at {c:.3g} FLOPs: {why}" for c, why in no_minimum]
+    marked = ("diamonds: minimum of each budget's parabola (the IsoFLOP frontier's N_opt)" if not minima.empty
+              else "no budget's parabola has its minimum inside its sizes: no N_opt to mark")
     return plot.isoflop(df, minima, title=req.title or f"{req.experiment}: IsoFLOP slices",
-                        subtitle=["diamonds: minimum of each budget's parabola (the IsoFLOP frontier's N_opt)",
-                                  *(n for n in notes if n)])
+                        subtitle=[marked, *(n for n in notes if n)])
 
 
 def _stored_frontier_rows(ws: Workspace, req: FigureRequest) -> tuple[list[dict[str, Any]], set[str]]:
