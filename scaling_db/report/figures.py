@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from scaling_db import plot
-from scaling_db.report.analyses import fetch_rows, fmt_interval, load_stored_fit, make_fit_fn, split_above_uniform
+from scaling_db.report.analyses import (
+    Excluded, fetch_rows, fmt_interval, load_stored_fit, make_fit_fn, split_above_uniform,
+)
 from scaling_db.errors import FitError, PlotError
 from scaling_db.fit import (
     compare_frontiers,
@@ -234,9 +236,9 @@ def _isoflop(ws: Workspace, req: FigureRequest) -> alt.Chart:
     and each budget's minimum where the frontier takes it: the vertex of its parabola."""
     df, above = split_above_uniform(_query(ws, req, "isoflop").rename(columns={"budget": "flop_budget"}))
     if df.empty:
-        raise PlotError(f"isoflop: every run's final loss is above the uniform guess ln(vocab_size) ({len(above)} "
-                        f"runs; first: {above[0][1]}): no slice to draw. Train longer or check the learning rate.")
-    notes = [_left_out_note({str(run) for run, _ in above}) or ""]
+        raise _all_above_uniform("isoflop", above, "slice")
+    left_out = _left_out_note({str(run) for run, _ in above})
+    notes = [left_out] if left_out else []
     try:
         optima, no_minimum = isoflop_minima(df, budget="flop_budget")
     except FitError as err:  # fewer than 3 usable runs in all
@@ -246,7 +248,7 @@ def _isoflop(ws: Workspace, req: FigureRequest) -> alt.Chart:
     marked = ("diamonds: minimum of each budget's parabola (the IsoFLOP frontier's N_opt)" if not minima.empty
               else "no budget's parabola has its minimum inside its sizes: no N_opt to mark")
     return plot.isoflop(df, minima, title=req.title or f"{req.experiment}: IsoFLOP slices",
-                        subtitle=[marked, *(n for n in notes if n)])
+                        subtitle=[marked, *notes])
 
 
 def _stored_frontier_rows(ws: Workspace, req: FigureRequest) -> tuple[list[dict[str, Any]], set[str]]:
@@ -294,6 +296,11 @@ def _allocation_rows(method: str, fit: Any, label: str, span: pd.Series | None =
     return rows
 
 
+def _all_above_uniform(chart: str, above: Excluded, what: str) -> PlotError:
+    return PlotError(f"{chart}: every run's final loss is above the uniform guess ln(vocab_size) ({len(above)} "
+                     f"runs; first: {above[0][1]}): no {what} to draw. Train longer or check the learning rate.")
+
+
 def _left_out_note(runs: set[str]) -> str | None:
     return (f"{len(runs)} run(s) above the uniform guess ln(vocab_size) left out: they learned nothing"
             if runs else None)
@@ -307,9 +314,7 @@ def _optimal_allocation(ws: Workspace, req: FigureRequest) -> alt.Chart:
     # no stored frontier: fit them here, leaving out runs that learned nothing as the analysis does
     checkpoints, above = split_above_uniform(_query(ws, req, "loss_curves"))
     if checkpoints.empty:
-        raise PlotError(f"optimal_allocation: every run's final loss is above the uniform guess ln(vocab_size) "
-                        f"({len(above)} runs; first: {above[0][1]}): no frontier to draw. Train longer or check "
-                        f"the learning rate.")
+        raise _all_above_uniform("optimal_allocation", above, "frontier")
     checkpoints = checkpoints[checkpoints["tokens"] > 0]
     final = checkpoints.sort_values("step").groupby("run_id").tail(1)
     summary = compare_frontiers(checkpoints, final=final, methods=("envelope", "surface"), n_boot=50, n_jobs=1)
