@@ -106,7 +106,9 @@ def test_estimate_from_measured_shapes_is_near_the_measured_time_of_another(mani
     measured = measured_throughput(ws)
     assert sorted(s.run_id for s in measured) == sorted([small.run_id, big.run_id])
     est = estimate_run(middle, measured, gflops=30.0)
-    assert est.source == "measured" and "(fitted to 2 shapes)" in est.basis
+    # fitted, or overhead-bound on a host fast enough that compute hides in the step: either way both
+    # shapes are the basis (which branch is machine speed, tested on fixed points above)
+    assert est.source == "measured" and "2 shapes" in est.basis
     status = execute_run(ws, middle.run_id, device="cpu", threads=1)
     actual = read_log(ws.log_path(middle.run_id))[-1].wall_time_s
     assert status.status == RunState.FINISHED and 1 / 1.6 < est.seconds / actual < 1.6, (est, actual)
@@ -128,8 +130,11 @@ def test_one_finished_run_of_a_shipped_spec_is_the_basis_of_another_widths_estim
     measured, other = compiled.runs
     assert execute_run(ws, measured.run_id, device="cpu", threads=1).status == RunState.FINISHED
     ingest_runs(ws, [measured.run_id])
-    est = estimate_run(other, measured_throughput(ws), gflops=30.0)
-    assert est.source == "measured" and "(1 shape: compute at the assumed 30 GFLOP/s" in est.basis
+    # An assumed rate no single CPU worker reaches, so the basis cannot depend on this machine's
+    # speed (at 30 GFLOP/s a fast CI host proved faster and the basis said "its own"; that branch is
+    # tested on fixed points in test_the_step_model_is_fitted_where_compute_shows_...).
+    est = estimate_run(other, measured_throughput(ws), gflops=5000.0)
+    assert est.source == "measured" and "(1 shape: compute at the assumed 5000 GFLOP/s" in est.basis
     # the bigger model costs more per step than the measured one, never less
-    own = estimate_run(measured, measured_throughput(ws), gflops=30.0)
+    own = estimate_run(measured, measured_throughput(ws), gflops=5000.0)
     assert est.seconds > own.seconds > 0
