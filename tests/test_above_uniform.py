@@ -23,8 +23,9 @@ from scaling_db.report.comparisons import run_comparison, run_frontier
 from scaling_db.report.figures import FigureRequest, build_figure
 from scaling_db.report.html import write_report
 from scaling_db.report.markdown import Page, write_page
+from scaling_db.report.study import Study, draw_figures
 from scaling_db.spec.compiler import compile_spec
-from scaling_db.spec.schema import FrontierDecl, LrOptimumDecl
+from scaling_db.spec.schema import AnalysisSpec, FrontierDecl, LrOptimumDecl, PlotDecl
 from scaling_db.store.ingest import ingest_runs
 from scaling_db.store.query import run_query
 from scaling_db.training.records import CheckpointRecord, RunState, RunStatus
@@ -236,9 +237,10 @@ def test_a_curve_frontier_of_runs_all_above_the_uniform_guess_is_an_error(curves
         run_frontier(curves_ws, FrontierDecl(method="envelope", bootstrap=0), "curves_vocab", sql=sql)
 
 
-def _allocation(ws: Workspace) -> tuple[set[float], str]:
+def _allocation(ws: Workspace, keep: bool = False) -> tuple[set[float], str]:
     """The envelope's N_opt points in the allocation figure, and its subtitle."""
-    spec = build_figure(ws, FigureRequest(kind="optimal_allocation", experiment="curves_vocab")).to_dict()
+    req = FigureRequest(kind="optimal_allocation", experiment="curves_vocab", keep_above_uniform=keep)
+    spec = build_figure(ws, req).to_dict()
     points = {r["value"] for r in spec["data"]["values"] if r["_kind"] == "point"
               and r["_series"].startswith("envelope") and r["quantity"].startswith("optimal param")}
     assert points
@@ -259,6 +261,9 @@ def test_the_allocation_figure_leaves_them_out_and_says_so(curves_ws: Workspace)
     store_outcome(curves_ws, run_frontier(curves_ws, FrontierDecl(method="envelope", bootstrap=0), "curves_vocab"))
     points, subtitle = _allocation(curves_ws)  # the newest stored envelope is drawn
     assert n_flat not in points and said in subtitle
+    # asked to keep them, the figure fits its own frontiers over every run instead of the stored one
+    points, subtitle = _allocation(curves_ws, keep=True)
+    assert n_flat in points and "left out" not in str(subtitle)
 
 
 ISO_SPEC = SPEC.replace("experiment: small_vocab", "experiment: iso_vocab").replace("  tokens: 20_000\n", "").replace(
@@ -274,17 +279,21 @@ def iso_loss(n: float, d: float, lr: float, width: int, param: str, rng: np.rand
     return float(1.5 + 60 * n**-0.5 + 300 * d**-0.4 + rng.normal(0, 0.001))
 
 
-def test_the_isoflop_figure_leaves_out_runs_above_the_uniform_guess_and_marks_parabola_minima(tmp_path_factory):
+@pytest.fixture(scope="module")
+def iso_ws(tmp_path_factory) -> Workspace:
+    return synthetic_workspace(tmp_path_factory, "iso_vocab", ISO_SPEC, iso_loss)
+
+
+def test_the_isoflop_figure_leaves_out_runs_above_the_uniform_guess_and_marks_parabola_minima(iso_ws: Workspace):
     """As the IsoFLOP frontier does: the run that learned nothing is not a slice point, and each
     budget's diamond is its parabola's vertex (before: the best run, under a subtitle that said
     parabola)."""
     from scaling_db.fit.frontier import isoflop_minima
 
-    ws = synthetic_workspace(tmp_path_factory, "iso_vocab", ISO_SPEC, iso_loss)
-    slices = run_query(ws, "isoflop", params={"experiment": "iso_vocab"})
+    slices = run_query(iso_ws, "isoflop", params={"experiment": "iso_vocab"})
     flat = slices[slices["loss"] > slices["uniform_loss"]]
     assert len(slices) == 15 and len(flat) == 1
-    spec = build_figure(ws, FigureRequest(kind="isoflop", experiment="iso_vocab")).to_dict()
+    spec = build_figure(iso_ws, FigureRequest(kind="isoflop", experiment="iso_vocab")).to_dict()
     assert spec["title"]["subtitle"][1] == ("1 run(s) above the uniform guess ln(vocab_size) left out: "
                                             "they learned nothing")
     layers = {(layer["mark"]["type"], layer["mark"].get("shape")): layer["data"]["values"] for layer in spec["layer"]}
@@ -296,3 +305,27 @@ def test_the_isoflop_figure_leaves_out_runs_above_the_uniform_guess_and_marks_pa
     diamonds = sorted((p["flop_budget"], p["n_params"]) for p in layers[("point", "diamond")])
     assert diamonds == [(pytest.approx(c), pytest.approx(n)) for c, n in zip(optima["flops"], optima["n_opt"])]
     assert not {round(n) for _, n in diamonds} & set(slices["n_params"])  # vertices, not runs
+
+
+def test_the_isoflop_figure_keeps_them_when_asked_from_the_cli_or_a_spec(iso_ws: Workspace, tmp_path) -> None:
+    out = tmp_path / "iso.json"
+    res = CliRunner().invoke(cli, ["plot", "isoflop", "-e", "iso_vocab", "--keep-above-uniform", "--out", str(out),
+                                   "-w", str(iso_ws.root)])
+    assert res.exit_code == 0, res.output
+    spec = json.loads(out.read_text())
+    points = next(layer["data"]["values"] for layer in spec["layer"]
+                  if layer["mark"]["type"] == "point" and "shape" not in layer["mark"])
+    assert len(points) == 15 and "left out" not in str(spec["title"]["subtitle"])
+    # a switch that would change nothing is refused, never silently ignored
+    for kind in ("loss_curves", "contact-sheet"):
+        res = CliRunner().invoke(cli, ["plot", kind, "-e", "iso_vocab", "--keep-above-uniform", "--out", str(out),
+                                       "-w", str(iso_ws.root)])
+        assert res.exit_code == 2 and "applies to isoflop and optimal_allocation only" in res.output
+    with pytest.raises(ValueError, match="keep_above_uniform applies to isoflop and optimal_allocation only: "
+                                         "loss_curves draws every run"):
+        PlotDecl(kind="loss_curves", keep_above_uniform=True)
+    # a spec's figure: the same switch, and the same figure drawn without it leaves the run out
+    study = Study("iso_vocab", "", "iso_vocab.yaml", AnalysisSpec(plots=[
+        PlotDecl(kind="isoflop", keep_above_uniform=True, out="kept"), PlotDecl(kind="isoflop")]), True)
+    kept, default = (f.chart.to_dict()["title"]["subtitle"] for f in draw_figures(iso_ws, study, {}))
+    assert "left out" not in str(kept) and "1 run(s) above the uniform guess" in str(default)

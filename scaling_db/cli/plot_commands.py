@@ -19,6 +19,7 @@ from scaling_db.cli.common import (
 )
 from scaling_db.cli.fit_commands import outcome_json, print_outcomes
 from scaling_db.spec.compiler import compile_spec
+from scaling_db.spec.schema import KEEPING_PLOTS
 from scaling_db.report.figures import BUILDERS, FigureRequest, build_figure
 from scaling_db.plot import FORMATS, save_chart
 
@@ -43,13 +44,16 @@ CONTACT_SHEET = "contact-sheet"
 @click.option("--title", default=None, help="Chart title.")
 @click.option("--width", type=click.Choice(["column", "page"]), default=None,
               help="Style for a journal figure this wide: column (3.25 in) or page (6.75 in).")
+@click.option("--keep-above-uniform", is_flag=True,
+              help="isoflop, optimal_allocation: also draw runs whose final loss is above the uniform guess "
+                   "ln(vocab_size) (left out by default); optimal_allocation then fits its frontiers itself.")
 @click.option("--out", "-o", default=None, type=click.Path(dir_okay=False),
               help=f"Output file; its extension picks the format ({', '.join(FORMATS)}). "
                    f"contact-sheet: default <workspace>/reports/<experiment>/contact_sheet.png and .html.")
 @workspace_option
 def plot(kind: str, spec: str | None, experiment: str | None, query: str | None, params: tuple[str, ...],
          fit_name: str | None, fit_param: str | None, x: str | None, title: str | None, width: str | None,
-         out: str | None, workspace: str | None) -> None:
+         keep_above_uniform: bool, out: str | None, workspace: str | None) -> None:
     """Draw a figure of KIND for an experiment (SPEC or --experiment) to --out.
 
     `contact-sheet` lays out every figure SPEC declares on one page (PNG and HTML), from the
@@ -61,6 +65,10 @@ def plot(kind: str, spec: str | None, experiment: str | None, query: str | None,
     scaledb plot fit_parameters -e ladder --fit by_graph --out exponents.png
     scaledb plot contact-sheet specs/ba_graph.yaml
     """
+    if keep_above_uniform and kind not in KEEPING_PLOTS:
+        raise click.UsageError(f"--keep-above-uniform applies to {' and '.join(KEEPING_PLOTS)} only: " + (
+            "the contact sheet draws the figures as the spec declares them (keep_above_uniform: true on one)"
+            if kind == CONTACT_SHEET else f"{kind} draws every run"))
     if kind == CONTACT_SHEET:
         _contact_sheet(spec, experiment, width, out, workspace)
         return
@@ -70,7 +78,8 @@ def plot(kind: str, spec: str | None, experiment: str | None, query: str | None,
         raise click.UsageError("give --out FILE (its extension picks the format)")
     name = experiment or compile_spec(spec).experiment  # type: ignore[arg-type]
     req = FigureRequest(kind=kind, experiment=name, fit=fit_name, query=query,
-                        params=key_values(params, "--param"), x=x, title=title, width=width, param=fit_param)
+                        params=key_values(params, "--param"), x=x, title=title, width=width, param=fit_param,
+                        keep_above_uniform=keep_above_uniform)
     path = save_chart(build_figure(get_workspace(workspace), req), out)
     click.echo(f"wrote {path}")
 

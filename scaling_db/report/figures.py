@@ -47,6 +47,8 @@ class FigureRequest:
     experiments: tuple[str, ...] = ()  # draw the runs of these experiments together
     width: str | None = None  # "column" (3.25 in) or "page" (6.75 in): the paper theme at that width
     param: str | None = None  # fit_parameters: the fitted parameter to draw (default: the law's exponent)
+    # isoflop, optimal_allocation: draw (and fit here) the runs above the uniform guess too
+    keep_above_uniform: bool = False
 
 
 #: A sweep variable naming the parameterization variant (specs/mup_vs_sp.yaml): where runs have
@@ -234,7 +236,7 @@ def _compute_frontier(ws: Workspace, req: FigureRequest) -> alt.Chart:
 def _isoflop(ws: Workspace, req: FigureRequest) -> alt.Chart:
     """The slices without the runs that learned nothing (as the IsoFLOP frontier leaves them out),
     and each budget's minimum where the frontier takes it: the vertex of its parabola."""
-    df, above = split_above_uniform(_query(ws, req, "isoflop").rename(columns={"budget": "flop_budget"}))
+    df, above = _learned(_query(ws, req, "isoflop").rename(columns={"budget": "flop_budget"}), req)
     if df.empty:
         raise _all_above_uniform("isoflop", above, "slice")
     left_out = _left_out_note({str(run) for run, _ in above})
@@ -296,6 +298,11 @@ def _allocation_rows(method: str, fit: Any, label: str, span: pd.Series | None =
     return rows
 
 
+def _learned(df: pd.DataFrame, req: FigureRequest) -> tuple[pd.DataFrame, Excluded]:
+    """The rows of runs that learned something, and the runs left out; every row if the request keeps them."""
+    return (df, ()) if req.keep_above_uniform else split_above_uniform(df)
+
+
 def _all_above_uniform(chart: str, above: Excluded, what: str) -> PlotError:
     return PlotError(f"{chart}: every run's final loss is above the uniform guess ln(vocab_size) ({len(above)} "
                      f"runs; first: {above[0][1]}): no {what} to draw. Train longer or check the learning rate.")
@@ -307,12 +314,13 @@ def _left_out_note(runs: set[str]) -> str | None:
 
 
 def _optimal_allocation(ws: Workspace, req: FigureRequest) -> alt.Chart:
-    rows, left_out = _stored_frontier_rows(ws, req) if not req.query else ([], set())
+    # a query of the figure's own, or every run kept, is fitted here: stored frontiers used neither
+    rows, left_out = _stored_frontier_rows(ws, req) if not (req.query or req.keep_above_uniform) else ([], set())
     if rows:
         return plot.optimal_allocation(pd.DataFrame(rows), paper=req.width, note=_left_out_note(left_out),
                                        title=req.title or f"{req.experiment}: compute-optimal allocation")
     # no stored frontier: fit them here, leaving out runs that learned nothing as the analysis does
-    checkpoints, above = split_above_uniform(_query(ws, req, "loss_curves"))
+    checkpoints, above = _learned(_query(ws, req, "loss_curves"), req)
     if checkpoints.empty:
         raise _all_above_uniform("optimal_allocation", above, "frontier")
     checkpoints = checkpoints[checkpoints["tokens"] > 0]

@@ -79,7 +79,8 @@ def draw_figures(ws: Workspace, study: Study, errors: dict[str, str]) -> list[Fi
             figures.append(Figure(name, None, f"fit {decl.fit} failed: {errors[decl.fit]}"))
             continue
         req = FigureRequest(kind=decl.kind, experiment=study.experiment, fit=decl.fit, query=decl.query,
-                            x=decl.x, experiments=tuple(study.analysis.experiments), param=decl.param)
+                            x=decl.x, experiments=tuple(study.analysis.experiments), param=decl.param,
+                            keep_above_uniform=decl.keep_above_uniform)
         diagnostic = decl.kind in DIAGNOSTIC_KINDS
         try:
             figures.append(Figure(name, cached_figure(ws, req), diagnostic=diagnostic))

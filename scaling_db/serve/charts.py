@@ -63,7 +63,8 @@ def figure_request(experiment: str, plot: dict[str, Any], n_runs: int) -> Figure
         if stride > 1:
             title = title or f"{experiment}: loss curves of every {_ordinal(stride)} run ({drawn} of {n_runs})"
     return FigureRequest(kind=kind, experiment=experiment, fit=plot.get("fit"), query=query, params=params,
-                         x=plot.get("x"), title=title, param=plot.get("param"))
+                         x=plot.get("x"), title=title, param=plot.get("param"),
+                         keep_above_uniform=bool(plot.get("keep_above_uniform")))
 
 
 def _ordinal(n: int) -> str:

@@ -304,6 +304,10 @@ Level = Annotated[float, Field(gt=0, lt=1)]
 KEEP_ABOVE_UNIFORM = ("also use runs whose final loss is above the uniform guess ln(vocab_size) "
                       "(left out by default: they learned nothing)")
 
+#: The figures that leave out runs above the uniform guess by themselves (and so take the switch);
+#: the others draw every run, or redraw a stored fit with the settings it was fitted with.
+KEEPING_PLOTS = ("isoflop", "optimal_allocation")
+
 
 class FitDecl(StrictModel):
     """One law fitted to a query's rows (one fit per value of `group_by`, when given)."""
@@ -435,6 +439,15 @@ class PlotDecl(StrictModel):
     param: str | None = Field(None, description="fit_parameters: the fitted parameter to draw per group "
                                                 "(default: the law's exponent, e.g. alpha)")
     out: str | None = Field(None, description="file name in the report folder; default from kind")
+    keep_above_uniform: bool = Field(False, description="isoflop, optimal_allocation: " + KEEP_ABOVE_UNIFORM
+                                     + "; optimal_allocation then fits its frontiers itself")
+
+    @model_validator(mode="after")
+    def _keep_where_runs_are_left_out(self) -> "PlotDecl":
+        if self.keep_above_uniform and self.kind not in KEEPING_PLOTS:
+            raise ValueError(f"keep_above_uniform applies to {' and '.join(KEEPING_PLOTS)} only: "
+                             f"{self.kind} draws every run")
+        return self
 
 
 class PublishedDecl(StrictModel):
