@@ -97,7 +97,9 @@ def test_estimate_prefers_this_host_and_the_gpu_and_falls_back_to_flops(manifest
 def test_estimate_from_measured_shapes_is_near_the_measured_time_of_another(manifests, monkeypatch):
     """Run the smallest and largest model, estimate the middle one from them, run it and compare.
 
-    Within 30% on a quiet machine; a factor 1.6 here, where other processes share the cores."""
+    Within 30% on a quiet machine (benchmarks/bench_estimate.py times that); here, where other
+    processes share the cores and CI hosts differ, a factor 2: it catches a wrong unit or a lost
+    term, not a few percent."""
     monkeypatch.setattr(scaling_db.training.execute, "build_token_source", fake_build_token_source)
     ws, (small, middle, big) = manifests
     for m in (small, big):
@@ -111,7 +113,7 @@ def test_estimate_from_measured_shapes_is_near_the_measured_time_of_another(mani
     assert est.source == "measured" and "2 shapes" in est.basis
     status = execute_run(ws, middle.run_id, device="cpu", threads=1)
     actual = read_log(ws.log_path(middle.run_id))[-1].wall_time_s
-    assert status.status == RunState.FINISHED and 1 / 1.6 < est.seconds / actual < 1.6, (est, actual)
+    assert status.status == RunState.FINISHED and 1 / 2 < est.seconds / actual < 2, (est, actual)
 
 
 @pytest.mark.slow
