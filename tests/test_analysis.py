@@ -100,6 +100,13 @@ def test_saturating_fit_recovers_the_law_and_stores_provenance(synth: Workspace)
     assert "FROM runs" in row["query_sql"]
 
 
+def test_without_a_bootstrap_the_floor_is_not_judged_against_an_interval(synth: Workspace) -> None:
+    out = fit_request(synth, FitRequest(name="by_params", law="saturating_power_law", query="final_loss",
+                                        x=["n_params_nonembed"], bootstrap=0, experiment="synth"))
+    floor = next(n for n in out.notes() if n.startswith("fitted floor E"))
+    assert floor.endswith("; no interval to judge it by)") and "side the interval" not in floor
+
+
 def test_two_input_law_recovers_exponents(synth: Workspace) -> None:
     sql = ("SELECT r.run_id, r.n_params_nonembed AS n_params, c.tokens, c.eval_loss AS loss FROM runs r "
            "JOIN checkpoints c USING (run_id) WHERE r.experiment = 'synth' AND r.lr = 0.01 "

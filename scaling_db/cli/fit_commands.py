@@ -24,7 +24,8 @@ def print_outcomes(outcomes: list[Any]) -> None:
     rows = [[r["fit"], r["kind"], r["quantity"], fmt_num(r["estimate"]), fmt_interval(r["lo"], r["hi"]),
              r.get("flag", "")]
             for o in outcomes for r in o.table()]
-    print_table("fits (95% intervals; bootstrap resamples whole runs)",
+    # the level and method (bootstrap over runs, delta method, none) are per fit: its notes say
+    print_table("fits (intervals as each fit's notes below say)",
                 ["fit", "kind", "quantity", "estimate", "interval", "flag"], rows)
     for o in outcomes:
         notes = o.notes()

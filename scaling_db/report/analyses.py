@@ -200,8 +200,10 @@ class FitOutcome:
         notes.append("bootstrap: " + self.boot.note() if self.boot is not None else f"intervals: {self.intervals_method}")
         if self.irreducible is not None:
             ir = self.irreducible
+            judged = ("no interval to judge it by" if ir.covered is None
+                      else f"truth {'inside' if ir.covered else 'outside'} the interval")
             notes.append(f"fitted floor E = {ir.fitted:.4g} vs exact entropy rate {ir.true:.4g} nats "
-                         f"({ir.difference:+.3g}; truth {'inside' if ir.covered else 'outside'} the interval)")
+                         f"({ir.difference:+.3g}; {judged})")
         notes += [f"excluded {run}: {reason}" for run, reason in self.fit.excluded]
         notes += [f"group {self.request.group_by}={g.value} not fitted: {g.error}" for g in self.groups if g.error]
         return notes
