@@ -5,10 +5,12 @@ in the database, but the named queries, the spec's fits and figures leave them o
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from click.testing import CliRunner
 
@@ -168,3 +170,47 @@ def test_a_workspace_compiled_before_revisions_reads_as_one_revision(tmp_path: P
     _, new_ids = compile_and_finish(ws, tmp_path / "rev.yaml", 4000)  # history continues from the old file
     assert set(run_query(ws, "final_loss", params={"experiment": "rev"}).run_id) == new_ids
     assert [r["revision"] for r in ws.experiment_info("rev")["revisions"]][0] == revision
+
+
+NARROWED = SPEC.replace("model.d_model: [16, 32, 64]", "model.d_model: [32, 64]")
+
+
+@pytest.mark.parametrize("command", [["compile"], ["run", "-j", "1"]])
+def test_a_compile_that_supersedes_runs_takes_them_out_of_queries_at_once(tmp_path: Path, command: list[str]):
+    """Narrowing the sweep of a finished experiment trains nothing and loads nothing; the runs it
+    drops must still leave final_loss (and so every fit) right away, not at the next ingest."""
+    ws = Workspace(tmp_path / "ws")
+    _, ids = compile_and_finish(ws, tmp_path / "rev.yaml", 2000)
+    (tmp_path / "rev.yaml").write_text(NARROWED.format(tokens=2000))
+    kept = {m.run_id for m in compile_spec(tmp_path / "rev.yaml").runs}
+    assert kept < ids  # the same runs, one fewer: nothing new to train
+    result = CliRunner().invoke(cli, [*command, str(tmp_path / "rev.yaml"), "-w", str(ws.root)])
+    assert result.exit_code == 0, result.output
+    assert set(run_query(ws, "final_loss", params={"experiment": "rev"}).run_id) == kept
+
+
+def _hold_until(path: str, ready: Any, release: Any) -> None:
+    con = duckdb.connect(path)
+    ready.set()
+    release.wait(120)
+    con.close()
+
+
+def test_a_compile_the_database_cannot_hear_of_warns_what_stays_stale(tmp_path: Path, monkeypatch):
+    ws = Workspace(tmp_path / "ws")
+    compile_and_finish(ws, tmp_path / "rev.yaml", 2000)
+    (tmp_path / "rev.yaml").write_text(NARROWED.format(tokens=2000))
+    monkeypatch.setenv("SCALEDB_LOCK_TIMEOUT_S", "0.2")
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_until, args=(str(ws.db_path), ready, release))  # another writer
+    holder.start()
+    try:
+        assert ready.wait(60)
+        result = CliRunner().invoke(cli, ["compile", str(tmp_path / "rev.yaml"), "-w", str(ws.root)])
+    finally:
+        release.set()
+        holder.join(60)
+    assert result.exit_code == 0, result.output  # the manifests are written: the compile did its job
+    assert "warning: the database does not know this compile's revision yet" in result.stderr
+    assert "until `scaledb ingest` succeeds, fits and queries still use the runs it supersedes" in result.stderr

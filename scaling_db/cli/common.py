@@ -81,6 +81,20 @@ def load_runs(ws: Workspace, run_ids: list[str]) -> None:
                    "`scaledb ingest` will.", err=True)
 
 
+def sync_revisions(ws: Workspace) -> None:
+    """After writing compiled experiments: tell the database their new revisions, so runs they
+    supersede leave fits and queries now. A busy or damaged database is not fatal to the
+    compile (its files are written); the warning says what stays stale until `scaledb ingest`."""
+    from scaling_db.errors import StoreError
+    from scaling_db.store.experiments import sync_experiments
+
+    try:
+        sync_experiments(ws)
+    except StoreError as exc:
+        click.echo(f"warning: the database does not know this compile's revision yet ({exc}); until "
+                   "`scaledb ingest` succeeds, fits and queries still use the runs it supersedes.", err=True)
+
+
 @contextmanager
 def ingest_as_done(ws: Workspace) -> Iterator[Callable[[str], None]]:
     """A runner's `on_run_done` that loads finished runs in the background from this (driver)

@@ -14,7 +14,7 @@ import click
 
 from scaling_db.cli import cli
 from scaling_db.cli.common import (
-    emit_json, get_workspace, json_option, print_table, workspace_option,
+    emit_json, get_workspace, json_option, print_table, sync_revisions, workspace_option,
 )
 from scaling_db.spec.compiler import (
     DEFAULT_MAX_RUNS, CompiledExperiment, compile_source, is_analysis_only, validate_analysis_only,
@@ -230,6 +230,8 @@ def compile_cmd(
             out += [{**run_json(r.manifest, r.state), "upstream": r.upstream} for r in rows]
         else:
             _print_plan(compiled, rows, gflops, dry_run, superseded, samples)
+    if not dry_run:
+        sync_revisions(ws)
     if as_json:
         emit_json(out)
     elif not dry_run:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from scaling_db.cli.common import sync_revisions
 from scaling_db.errors import RunError
 from scaling_db.spec.manifest import RunManifest, compute_run_id
 from scaling_db.spec.schema import ClusterSpec
@@ -32,12 +33,14 @@ def collect_targets(ws: Workspace, targets: tuple[str, ...], *, write: bool) -> 
 
     run_ids: list[str] = []
     clusters: list[ClusterSpec] = []
+    wrote = False
     for target in targets:
         path = Path(target)
         if path.suffix in SPEC_SUFFIXES:
             compiled = compile_spec(path)
             if write:
                 ws.write_compiled(compiled)
+                wrote = True
             run_ids += [m.run_id for m in [*compiled.upstream, *compiled.runs]]  # teachers first
             clusters.append(compiled.cluster)
         elif path.suffix == ".json" and path.is_file():
@@ -51,6 +54,8 @@ def collect_targets(ws: Workspace, targets: tuple[str, ...], *, write: bool) -> 
             raise RunError(
                 f"{target}: not a spec (.yaml), a manifest (.json), an experiment or a run id in {ws.root}"
             )
+    if wrote:
+        sync_revisions(ws)
     return Targets(list(dict.fromkeys(run_ids)), clusters)
 
 

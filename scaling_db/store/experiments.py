@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from scaling_db.spec.revisions import SpecRevision, revisions_of
-from scaling_db.store.database import to_utc
+from scaling_db.store.database import open_store, to_utc, utc_now
 from scaling_db.store.tables import REVISIONS_SCHEMA
 from scaling_db.workspace import Workspace
 
@@ -136,3 +136,13 @@ def refresh_experiments(con: duckdb.DuckDBPyConnection, ws: Workspace, now: date
         con.execute("ROLLBACK")
         raise
     return n
+
+
+def sync_experiments(ws: Workspace, lock_timeout_s: float | None = None) -> int:
+    """`refresh_experiments` in its own connection, right after a compile: the runs a new revision
+    supersedes leave fits, queries and figures at once, not at the next ingest. Without a
+    database there is nothing to bring up to date (its first load writes every row)."""
+    if not ws.db_path.exists():
+        return 0
+    with open_store(ws, lock_timeout_s=lock_timeout_s) as con:
+        return refresh_experiments(con, ws, utc_now())
