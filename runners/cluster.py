@@ -19,9 +19,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from runners.contract import ProgressSink, RunReport
-from scaling_db.errors import RunError
+from scaling_db.errors import RunBusy
 from scaling_db.training.control import StopRequest, cancel_requested, clear_cancel
-from scaling_db.training.execute import SourceBuilder, build_token_source, execute_run, reset_run, run_lock, split_pending
+from scaling_db.training.execute import (
+    SourceBuilder, build_token_source, execute_run, lock_is_held, reset_run, run_lock, split_pending,
+)
 from scaling_db.training.records import RunState, RunStatus, utc_now
 from scaling_db.workspace import Workspace
 
@@ -55,15 +57,6 @@ def execute_on_worker(
 # ---------------------------------------------------------------------------------------------
 # Driver side
 # ---------------------------------------------------------------------------------------------
-
-
-def lock_is_held(workspace: Workspace, run_id: str) -> bool:
-    """Whether some process (on any node sharing the workspace) is executing the run now."""
-    try:
-        with run_lock(workspace, run_id):
-            return False
-    except RunError:
-        return True
 
 
 def plan_runs(
@@ -113,7 +106,7 @@ def record_submission(workspace: Workspace, run_id: str, backend: str, job_id: s
             })
             workspace.write_status(status)
             return status
-    except RunError:
+    except RunBusy:
         return workspace.read_status(run_id)
 
 
@@ -136,7 +129,7 @@ def settle_ended_job(workspace: Workspace, run_id: str, *, cancelled: bool, why:
             status = status.model_copy(update=update)
             workspace.write_status(status)
             return status
-    except RunError:  # still held: a process is alive and will write its own final status
+    except RunBusy:  # still held: a process is alive and will write its own final status
         return workspace.read_status(run_id)
 
 

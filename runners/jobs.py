@@ -10,7 +10,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from runners.cluster import lock_is_held, settle_ended_job
+from runners.cluster import settle_ended_job
+from scaling_db.training.execute import lock_is_held
 from scaling_db.training.control import request_cancel
 from scaling_db.training.records import RunStatus
 from scaling_db.workspace import Workspace

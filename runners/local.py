@@ -27,13 +27,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from runners.contract import ProgressSink, RunReport
-from scaling_db.errors import RunError, ScaledbError
+from scaling_db.errors import RunBusy, RunError, ScaledbError
 from scaling_db.training.control import StopRequest, cancel_requested, clear_cancel
-from scaling_db.training.execute import SourceBuilder, build_token_source, execute_run, split_pending
+from scaling_db.training.execute import SourceBuilder, build_token_source, execute_run, lock_is_held, split_pending
 from scaling_db.training.records import RunState, RunStatus, utc_now
 from scaling_db.training.upstream import add_pending_upstream, order_waves
 from scaling_db.workspace import Workspace
@@ -169,6 +169,8 @@ def _worker_loop(index: int, settings: _Settings, gpu: int | None, tasks: Any, r
         try:
             status = _execute(workspace, run_id, settings, lambda: should_stop() or cancel(), progress)
             results.put(("done", index, run_id, status.model_dump(mode="json")))
+        except RunBusy:  # another process took it since the driver looked: the driver waits for it
+            results.put(("busy", index, run_id))
         except Exception as exc:  # a run the executor could not even start (locked, no manifest)
             results.put(("error", index, run_id, f"{type(exc).__name__}: {exc}"))
     results.put(("exit", index))
@@ -219,6 +221,7 @@ class _Driver:
     progress: ProgressSink | None
     names: dict[str, str]
     steps: dict[str, int]
+    elsewhere: list[str] = field(default_factory=list)  # runs another process held when this one tried
 
     def started(self, run_id: str) -> None:
         if self.progress is not None:
@@ -276,24 +279,70 @@ def run_local(
             return report
         driver = _Driver(workspace, report, on_run_done, progress, {r: m.name for r, m in manifests.items()}, steps)
         for wave in order_waves(manifests):
-            run_bytes = max(manifests[r].resources.peak_memory_bytes for r in wave)
-            placement = plan_placement(len(wave), workers=workers, device=device, threads_per_run=threads_per_run,
-                                       runs_per_device=runs_per_device, run_bytes=run_bytes)
-            if placement.note and placement.note not in report.notes:
-                report.notes.append(placement.note)
-            # On CUDA, torch in a worker sees only its GPU, as cuda:0.
-            settings = _Settings(str(workspace.root), "cuda" if placement.gpus is not None else device,
-                                 placement.threads, force, retry_failed, build_source)
-            if placement.workers == 1 and placement.gpus is None:
-                _run_in_process(driver, wave, settings)
-            else:
-                _Pool(driver, settings, placement).run(wave)
+            # A run another `scaledb run` is executing is waited for, not failed; one it leaves
+            # unfinished (stopped, killed) is run here. Each wave's runs end before the next's start.
+            while wave and not report.interrupted:
+                driver.elsewhere = [r for r in wave if lock_is_held(workspace, r)]
+                mine = [r for r in wave if r not in driver.elsewhere]
+                if mine:
+                    _run_wave(driver, mine, manifests, workers, device, threads_per_run, runs_per_device,
+                              force, retry_failed, build_source)
+                wave = [] if report.interrupted else _await_elsewhere(driver)
             if report.interrupted:
                 break
     finally:
         if progress is not None:
             progress.close()
     return report
+
+
+def _run_wave(driver: _Driver, wave: list[str], manifests: dict[str, Any], workers: int | None, device: Device,
+              threads_per_run: int, runs_per_device: int, force: bool, retry_failed: bool,
+              build_source: SourceBuilder) -> None:
+    report = driver.report
+    run_bytes = max(manifests[r].resources.peak_memory_bytes for r in wave)
+    placement = plan_placement(len(wave), workers=workers, device=device, threads_per_run=threads_per_run,
+                               runs_per_device=runs_per_device, run_bytes=run_bytes)
+    if placement.note and placement.note not in report.notes:
+        report.notes.append(placement.note)
+    # On CUDA, torch in a worker sees only its GPU, as cuda:0.
+    settings = _Settings(str(driver.workspace.root), "cuda" if placement.gpus is not None else device,
+                         placement.threads, force, retry_failed, build_source)
+    if placement.workers == 1 and placement.gpus is None:
+        _run_in_process(driver, wave, settings)
+    else:
+        _Pool(driver, settings, placement).run(wave)
+
+
+#: How often a run held by another process is looked at again while waiting for it.
+POLL_ELSEWHERE_S = 1.0
+
+
+def _await_elsewhere(driver: _Driver) -> list[str]:
+    """Wait for the runs other processes were executing; report their final statuses, and return
+    those they left unfinished (stopped or killed), which this process runs next."""
+    workspace, report, waiting = driver.workspace, driver.report, list(driver.elsewhere)
+    if not waiting:
+        return []
+    note = "run(s) being trained by another scaledb process were waited for, not run twice"
+    if note not in report.notes:
+        report.notes.append(note)
+    for run_id in waiting:
+        driver.started(run_id)
+    left: list[str] = []
+    with _StopOnFirstInterrupt() as interrupt:
+        for run_id in waiting:
+            while lock_is_held(workspace, run_id):
+                if interrupt.flag.wait(POLL_ELSEWHERE_S):
+                    report.interrupted = True
+                    report.statuses.update({r: workspace.read_status(r) for r in waiting if r not in report.statuses})
+                    return []
+            status = workspace.read_status(run_id)
+            if status.status.done:
+                driver.finish(run_id, status)
+            else:
+                left.append(run_id)
+    return left
 
 
 def _run_in_process(driver: _Driver, todo: list[str], settings: _Settings) -> None:
@@ -318,6 +367,9 @@ def _run_in_process(driver: _Driver, todo: list[str], settings: _Settings) -> No
                 report.interrupted = True
                 report.statuses[run_id] = workspace.read_status(run_id)
                 return
+            except RunBusy:
+                driver.elsewhere.append(run_id)
+                continue
             except Exception as exc:  # not even started (locked elsewhere; the disk full when writing its status)
                 driver.error(run_id, str(exc) if isinstance(exc, ScaledbError) else f"{type(exc).__name__}: {exc}")
                 continue
@@ -439,6 +491,9 @@ class _Pool:
         elif kind == "error":
             self.current[index] = None
             self.driver.error(msg[2], msg[3])
+        elif kind == "busy":
+            self.current[index] = None
+            self.driver.elsewhere.append(msg[2])
         elif kind == "ready":
             self.ready.add(index)
         elif kind == "exit":

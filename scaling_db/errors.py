@@ -59,6 +59,10 @@ class RunError(ScaledbError):
     """A run cannot be started, resumed or found."""
 
 
+class RunBusy(RunError):
+    """Another process holds the run's lock: it is executing the run now."""
+
+
 class StoreError(ScaledbError):
     """The result database cannot be opened, written or queried as asked."""
 

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,9 +17,11 @@ import pytest
 from click.testing import CliRunner
 
 from fakes import FakeWalkSource, compiled_workspace, fake_build_token_source, write_spec
+import runners.local
 from runners.local import plan_placement, run_local
 from scaling_db.cli import cli
-from scaling_db.training.records import RunState, read_log
+from scaling_db.training.execute import run_lock
+from scaling_db.training.records import RunState, RunStatus, read_log
 from scaling_db.workspace import Workspace
 
 TWO_WIDTHS = {"sweep": {"axes": {"model.d_model": [16, 32]}}}
@@ -312,3 +315,63 @@ def test_cli_run_on_a_backend_compiles_each_spec_once(tmp_path, monkeypatch):
     result = invoke("run", str(spec), "-w", ws_dir, "--backend", "slurm", "--partition", "debug", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["skipped"] and calls == [str(spec)]
+
+
+class _OtherProcess:
+    """Holds run `busy`'s lock as another `scaledb run` would, until this runner has started
+    waiting for it `after` times (its progress says so); then finishes it, or leaves it unfinished."""
+
+    def __init__(self, ws: Workspace, busy: str, *, finishes: bool, after: int = 1):
+        self.ws, self.busy, self.finishes, self.after = ws, busy, finishes, after
+        self.seen, self.release, self.held = 0, threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._hold, daemon=True)
+
+    def _hold(self) -> None:
+        with run_lock(self.ws, self.busy):
+            self.held.set()
+            assert self.release.wait(60)
+            if self.finishes:
+                self.ws.write_status(RunStatus(run_id=self.busy, status=RunState.FINISHED, step=1, host="elsewhere"))
+
+    def __enter__(self) -> "_OtherProcess":
+        self.thread.start()
+        assert self.held.wait(60)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release.set()
+        self.thread.join(60)
+
+    # the runner's progress sink
+    def start(self, total_steps, runs, skipped): ...
+    def update(self, run_id, step, steps, tokens_per_s): ...
+    def run_done(self, run_id, status): ...
+    def close(self): ...
+
+    def run_started(self, run_id, name, steps):
+        if run_id == self.busy:
+            self.seen += 1
+            if self.seen == self.after:
+                self.release.set()
+
+
+@pytest.mark.parametrize("finishes", [True, False], ids=["finished-there", "left-unfinished"])
+@pytest.mark.parametrize("race", [False, True], ids=["held-before", "taken-while-dispatching"])
+def test_a_run_another_process_holds_is_waited_for_not_failed(tmp_path, monkeypatch, finishes, race):
+    """Two `scaledb run`s of one spec: neither trains a run twice nor calls the other's runs
+    failed. A run held elsewhere is waited for; if the other process leaves it unfinished
+    (stopped, killed), this one runs it."""
+    ws, (mine, busy) = compiled_workspace(tmp_path, **TWO_WIDTHS)
+    if race:  # the other process takes the run after this one looked: execute_run finds it locked
+        real, looked = runners.local.lock_is_held, []
+        monkeypatch.setattr(runners.local, "lock_is_held",
+                            lambda w, r: real(w, r) if looked.append(r) or len(looked) > 2 else False)
+    with _OtherProcess(ws, busy, finishes=finishes, after=2 if race else 1) as other:
+        report = run_local(ws, [mine, busy], workers=1, device="cpu", progress=other, **FAKE)
+    assert not report.errors and not report.interrupted and report.failures() == {}
+    assert report.statuses[mine].status == report.statuses[busy].status == RunState.FINISHED
+    assert "waited for, not run twice" in " ".join(report.notes)
+    if finishes:  # its status, and no training here
+        assert report.statuses[busy].host == "elsewhere" and not ws.log_path(busy).exists()
+    else:
+        assert report.statuses[busy].host != "elsewhere" and read_log(ws.log_path(busy))

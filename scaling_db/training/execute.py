@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scaling_db.errors import RunError
+from scaling_db.errors import RunBusy
 from scaling_db.spec.manifest import RunManifest
 from scaling_db.training.records import (
     CheckpointRecord, RunState, RunStatus, append_record, code_git_sha, repair_log, utc_now,
@@ -70,13 +70,22 @@ def run_lock(workspace: Workspace, run_id: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunError(
+            raise RunBusy(
                 f"run {run_id} is being executed by another process (lock {path} is held). "
                 "Wait for it, or stop that process."
             ) from None
         yield
     finally:
         os.close(fd)
+
+
+def lock_is_held(workspace: Workspace, run_id: str) -> bool:
+    """Whether some process (on any node sharing the workspace) is executing the run now."""
+    try:
+        with run_lock(workspace, run_id):
+            return False
+    except RunBusy:
+        return True
 
 
 def reset_run(workspace: Workspace, run_id: str) -> None:
@@ -130,7 +139,7 @@ def execute_run(
     """Make one manifest happen in this process (train, resume, or solve); returns the final status.
 
     Failures of the run itself (including NaN losses) are recorded in its status, not raised, so
-    a sweep goes on; a run locked by another process raises `RunError`.
+    a sweep goes on; a run locked by another process raises `RunBusy` (a `RunError`).
     """
     manifest = workspace.load_manifest(run_id)
     with run_lock(workspace, run_id):
