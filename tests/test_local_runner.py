@@ -235,6 +235,28 @@ def test_scaledb_cancel_stops_a_local_run_which_resumes_later(tmp_path, monkeypa
     assert [r.step for r in read_log(ws.log_path(run_id))] == ws.load_manifest(run_id).train.checkpoint_steps
 
 
+def test_cli_run_whose_runs_were_cancelled_exits_130_not_0(tmp_path, monkeypatch):
+    """Runs `scaledb cancel` stopped are pending, not done: a script must not go on as if they were."""
+    from scaling_db.training.control import request_cancel
+
+    spec = write_spec(tmp_path, train={"steps": 60})
+    ws = Workspace(tmp_path / "ws")
+
+    def cancelled_at_ten(manifest, workspace):
+        class Source(FakeWalkSource):
+            def batch(self, split, index, batch_size, seq_len):
+                if split == "train" and index == 10:
+                    request_cancel(ws, manifest.run_id)
+                return super().batch(split, index, batch_size, seq_len)
+        return Source(manifest.model.vocab_size)
+
+    monkeypatch.setattr("scaling_db.training.control.CANCEL_POLL_S", 0.0)
+    result = invoke("run", str(spec), "-w", str(ws.root), "--workers", "1", build_source=cancelled_at_ten)
+    assert result.exit_code == 130, result.output
+    assert "Cancelled: 1 run(s) stopped by `scaledb cancel` saved their state and are pending" in result.output
+    assert invoke("run", str(spec), "-w", str(ws.root), "--workers", "1").exit_code == 0  # and it resumes
+
+
 # ---------------------------------------------------------------------------------------------
 # Exit codes and what a script sees (README: "The command line")
 # ---------------------------------------------------------------------------------------------

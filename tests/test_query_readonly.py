@@ -131,3 +131,31 @@ def test_cli_refuses_and_allows_files(ws, tmp_path: Path):
     result = CliRunner().invoke(cli, ["query", "-w", str(ws.root), "--allow-files", "--format", "csv",
                                       "--sql", f"SELECT a FROM read_csv('{mine}')"])
     assert result.exit_code == 0 and result.output == "a\n7\n"
+
+
+def test_more_than_one_statement_is_refused_not_cut_to_the_last(ws):
+    """DuckDB runs every statement and returns the last one's rows: `SELECT 1; SELECT 2` gave 2."""
+    err = refused(ws, "SELECT 1 AS a; SELECT 2 AS a")
+    assert "2 statements vs 1: a query is one statement" in str(err)
+    assert run_query(ws, sql="SELECT 1 AS a;")["a"].tolist() == [1]  # a trailing semicolon is one statement
+
+
+def test_query_takes_json_like_every_command(ws):
+    runner = CliRunner()
+    as_json = runner.invoke(cli, ["query", "-w", str(ws.root), "--json", "--sql", "SELECT 7 AS a"])
+    as_format = runner.invoke(cli, ["query", "-w", str(ws.root), "--format", "json", "--sql", "SELECT 7 AS a"])
+    assert as_json.exit_code == 0 and as_json.stdout == as_format.stdout and '"a"' in as_json.stdout
+    both = runner.invoke(cli, ["query", "-w", str(ws.root), "--json", "--format", "csv", "--sql", "SELECT 7 AS a"])
+    assert both.exit_code == 2 and "--json and --format csv ask for two formats" in both.output
+
+
+def test_a_typo_in_a_law_is_a_usage_error_and_ctrl_c_exits_130(ws, monkeypatch):
+    result = CliRunner().invoke(cli, ["fit", "--query", "final_loss", "--law", "power_lw", "-w", str(ws.root)])
+    assert result.exit_code == 2 and "'power_lw' is not one of" in result.output and "'power_law'" in result.output
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("scaling_db.store.query.run_query", interrupted)
+    result = CliRunner().invoke(cli, ["query", "final_loss", "-w", str(ws.root)])
+    assert result.exit_code == 130 and "Interrupted." in result.output and "Aborted" not in result.output

@@ -86,6 +86,10 @@ class _Group(click.Group):
             for line in lines:
                 click.echo(f"Error: {line}", err=True)
             ctx.exit(1)
+        except KeyboardInterrupt:  # click's own handler would say "Aborted!" and exit 1
+            # Commands that write do so in one transaction or atomic file, so nothing is half-written.
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

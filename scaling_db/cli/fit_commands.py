@@ -12,6 +12,7 @@ from scaling_db.cli.common import (
     emit_json, get_workspace, json_option, key_values, print_table, workspace_option,
 )
 from scaling_db.errors import FitError
+from scaling_db.fit.registry import LAW_NAMES
 
 ANALYSES = ("lr_optimum", "lr_transfer", "parameter_efficiency", "theory_agreement", "symmetry")
 FRONTIERS = ("envelope", "isoflop", "parametric", "surface")
@@ -50,7 +51,6 @@ def _ad_hoc(ws: Any, *, query: str | None, sql: str | None, law: str | None, ana
             frontier: str | None, params: dict[str, Any], xs: tuple[str, ...], y: str, group: str,
             group_by: str | None, flops: str, budget: str | None, name: str | None,
             experiments: tuple[str, ...], n_boot: int | None, jobs: int, keep_above_uniform: bool) -> list[Any]:
-    from scaling_db.fit.registry import get_fitter
     from scaling_db.report.analyses import FitRequest, fit_grouped
     from scaling_db.report.comparisons import run_comparison, run_frontier
     from scaling_db.spec.schema import (FrontierDecl, LrOptimumDecl, LrTransferDecl, ParameterEfficiencyDecl,
@@ -60,7 +60,6 @@ def _ad_hoc(ws: Any, *, query: str | None, sql: str | None, law: str | None, ana
     many = experiments if len(experiments) > 1 else ()
     named = query or "final_loss"
     if law:
-        get_fitter(law, "--law")  # an unknown law fails here, naming the registered ones
         req = FitRequest(name=name or law, law=law, query=query, sql=sql, params=params, x=list(xs) or None, y=y,
                          group=group, bootstrap=200 if n_boot is None else n_boot, experiment=experiment,
                          group_by=group_by, experiments=many, keep_above_uniform=keep_above_uniform)
@@ -95,9 +94,7 @@ def _ad_hoc(ws: Any, *, query: str | None, sql: str | None, law: str | None, ana
 @click.option("--only", "only", multiple=True, help="Only the declared analyses of these names.")
 @click.option("--query", "query", default=None, help="A named query or .sql file to fit (instead of SPEC).")
 @click.option("--sql", default=None, help="Inline SQL to fit (instead of SPEC).")
-@click.option("--law", default=None,
-              help="Fit this law to --query/--sql: power_law, saturating_power_law, exponential, "
-                   "saturating_exponential, chinchilla or kaplan_nd.")
+@click.option("--law", type=click.Choice(LAW_NAMES), default=None, help="Fit this law to --query/--sql.")
 @click.option("--analysis", type=click.Choice(ANALYSES), default=None,
               help="Compute this comparison on --query/--sql (LR optima, LR transfer, parameter efficiency, "
                    "measured vs theory_loss, N<->T symmetry).")

@@ -191,6 +191,12 @@ def run(targets: tuple[str, ...], workers: int | None, device: str, only: tuple[
         sys.exit(EXIT_INTERRUPTED)
     if failures:
         sys.exit(EXIT_RUNS_FAILED)
+    # Waited for, yet not done: stopped by `scaledb cancel`. Not a success a script should go on from.
+    stopped = [r for r, s in report.statuses.items() if not s.status.done] if report.waited else []
+    if stopped:
+        click.echo(f"Cancelled: {len(stopped)} run(s) stopped by `scaledb cancel` saved their state and are pending; "
+                   "run the same command again to resume them.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def _print_run_summary(ws: Workspace, rows: list[dict[str, Any]], skipped: list[str], failures: dict[str, str],

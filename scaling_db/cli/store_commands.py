@@ -119,8 +119,9 @@ def _write_result(df: Any, fmt: str, out: str | None) -> None:
 @click.option("--allow-files", is_flag=True,
               help="Let the SQL read files beside the database, e.g. read_csv('mine.csv') (never write them).")
 @workspace_option
+@json_option
 def query(query: str | None, assignments: tuple[str, ...], params: tuple[str, ...], sql: str | None, fmt: str,
-          out: str | None, allow_files: bool, workspace: str | None) -> None:
+          out: str | None, allow_files: bool, workspace: str | None, as_json: bool) -> None:
     """Run a named query (see `scaledb queries`), a .sql file, or --sql, read-only.
 
     Only reading statements run (SELECT, SHOW, DESCRIBE, EXPLAIN): COPY ... TO, EXPORT, INSTALL,
@@ -128,8 +129,14 @@ def query(query: str | None, assignments: tuple[str, ...], params: tuple[str, ..
 
     Parameters: --param key=value, or key=value words after the query name, e.g.
     `scaledb query final_loss experiment=ba_graph convention=6n --format csv`.
+    `--json` is `--format json`, as in every other command.
     """
     from scaling_db.store.query import run_query
+
+    if as_json:
+        if fmt not in ("table", "json"):
+            raise click.UsageError(f"--json and --format {fmt} ask for two formats: give one")
+        fmt = "json"
 
     if (query is None) == (sql is None):
         if query is not None and "=" in query and sql is not None:

@@ -20,7 +20,8 @@ packaged as `scaling_db/queries`).
 
 Queries read; they never write. Every place that runs a user's SQL (`scaledb query`, fits and
 figures, the dashboard) goes through `run_query`, which
-- refuses, before running anything, every statement but SELECT (with SHOW, DESCRIBE, FROM-first
+- refuses, before running anything, more than one statement (DuckDB would run each and return
+  the last one's rows) and every statement but SELECT (with SHOW, DESCRIBE, FROM-first
   and VALUES), EXPLAIN of a SELECT and the PRAGMAs that only report (`READ_ONLY_PRAGMAS`):
   no COPY TO, EXPORT, INSTALL/LOAD, SET/RESET, CHECKPOINT/VACUUM, ATTACH, CREATE, INSERT...;
 - runs on the database attached read-only to an in-memory DuckDB with external access off (no
@@ -333,7 +334,7 @@ def _refuse(query: NamedQuery, text: str, kind: str) -> QueryError:
 
 
 def check_read_only(query: NamedQuery) -> None:
-    """Raise QueryError unless every statement of the query only reads (see the module docstring)."""
+    """Raise QueryError unless the query is one statement and it only reads (see the module docstring)."""
     try:
         statements = duckdb.extract_statements(query.sql)
     except duckdb.ParserException as exc:
@@ -360,6 +361,9 @@ def check_read_only(query: NamedQuery) -> None:
             if found and found.group(1).lower() in READ_ONLY_PRAGMAS:
                 continue
         raise _refuse(query, statement.query, kind)
+    if len(statements) > 1:  # DuckDB would run them all and return only the last one's rows
+        raise QueryError(f"query {query.label}: {len(statements)} statements vs 1: a query is one statement, "
+                         "whose rows are the result. Run them one at a time.")
 
 
 def _check_experiment(con: duckdb.DuckDBPyConnection, query: NamedQuery, values: Mapping[str, Any]) -> None:
