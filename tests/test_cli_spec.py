@@ -57,6 +57,8 @@ def test_compile_json_one_object_per_run(tmp_path: Path) -> None:
         assert r["state"] == "new"
         assert r["params"]["model.d_model"] in (16, 32)
         assert r["params"]["train.optimizer.lr"] == 0.01
+        # the wall-time estimate the printed plan sums, per run, with what it rests on
+        assert r["est_seconds"] > 0 and r["est_source"] == "flops" and "GFLOP/s" in r["est_basis"]
 
 
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:

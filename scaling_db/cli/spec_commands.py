@@ -22,7 +22,9 @@ from scaling_db.spec.compiler import (
 from scaling_db.spec.loader import read_spec_source
 from scaling_db.errors import QueryError, RunError, SpecError
 from scaling_db.spec.manifest import RunManifest, diff_manifests
-from scaling_db.spec.plan import DEFAULT_GFLOPS, PlanRow, ThroughputSample, plan_rows, summarize_plan, superseded_runs
+from scaling_db.spec.plan import (
+    DEFAULT_GFLOPS, PlanRow, ThroughputSample, estimate_run, plan_rows, summarize_plan, superseded_runs,
+)
 from scaling_db.spec.revisions import SUPERSEDED_NOTE
 from scaling_db.spec.schema import spec_json_schema
 
@@ -151,6 +153,14 @@ def _human(n: float) -> str:
     return f"{n:.3g}"
 
 
+def _estimate_json(row: PlanRow, samples: list[ThroughputSample], gflops: float, host: str) -> dict[str, Any]:
+    """The serial wall-time estimate of a run not yet finished, as the printed plan sums them."""
+    if row.state == "finished":
+        return {"est_seconds": None, "est_source": None, "est_basis": None}
+    est = estimate_run(row.manifest, samples, gflops, host)
+    return {"est_seconds": est.seconds, "est_source": est.source, "est_basis": est.basis}
+
+
 def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float, dry_run: bool,
                 superseded: list[str], samples: list[ThroughputSample]) -> None:
     s = summarize_plan(compiled, rows, gflops, samples, socket.gethostname())
@@ -216,18 +226,18 @@ def compile_cmd(
                                    f"to compile; `scaledb fit` or `scaledb reproduce` runs its analyses.")
     compiled_all = [compile_source(source, max_runs, find_query) for source in sources]
     out: list[dict[str, Any]] = []
-    samples: list[ThroughputSample] = []
-    if not as_json:
-        from scaling_db.store.throughput import measured_throughput  # duckdb: imported only when needed
+    from scaling_db.store.throughput import measured_throughput  # duckdb: imported only when needed
 
-        samples = measured_throughput(ws)
+    samples: list[ThroughputSample] = measured_throughput(ws)
+    host = socket.gethostname()
     for compiled in compiled_all:
         rows = plan_rows(ws, compiled)
         superseded = superseded_runs(ws, compiled.experiment, compiled)
         if not dry_run:
             ws.write_compiled(compiled)
         if as_json:
-            out += [{**run_json(r.manifest, r.state), "upstream": r.upstream} for r in rows]
+            out += [{**run_json(r.manifest, r.state), "upstream": r.upstream,
+                     **_estimate_json(r, samples, gflops, host)} for r in rows]
         else:
             _print_plan(compiled, rows, gflops, dry_run, superseded, samples)
     if not dry_run:
