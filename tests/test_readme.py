@@ -85,3 +85,12 @@ def test_readme_import_example_runs(tmp_path: Path) -> None:
         out = _run(line, work)
         assert out.returncode == 0, f"README command failed: {line}\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
     assert "182 runs" in _run(commands("reference")[0], work).stdout
+
+
+def test_the_spec_read_line_by_line_is_the_shipped_one() -> None:
+    """The README walks through specs/ba_graph.yaml: the same settings, only the comments differ."""
+    import yaml
+
+    section = README.split("## A spec, line by line", 1)[1]
+    shown = re.search(r"```yaml\n(.*?)```", section, flags=re.S).group(1)
+    assert yaml.safe_load(shown) == yaml.safe_load((REPO / "specs" / "ba_graph.yaml").read_text())
