@@ -140,3 +140,25 @@ def test_fit_queries_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         if not ok:
             assert result.output.startswith("Error: s.yaml:22 analysis.fits[0].query: "), result.output
     assert not list(ws.glob("*.duckdb")), "validate only reads the workspace"
+
+
+def test_the_columns_a_fit_or_frontier_takes_must_be_its_querys(tmp_path: Path) -> None:
+    """A typo in `x` used to surface only when the fit ran, after the training."""
+    base = Path(BASE).read_text()
+    for analysis, ok in (
+        ("fits:\n    - {name: f, law: power_law, x: [n_params_nonembed]}", True),
+        ("fits:\n    - {name: f, law: power_law, x: [n_params_nonembed], group_by: data.kappa}", True),
+        ("fits:\n    - {name: f, law: power_law, x: [n_param_nonembed]}", False),
+        ("frontiers:\n    - {method: isoflop, query: isoflop, budget: budget}", True),
+        ("frontiers:\n    - {method: isoflop, query: isoflop, budget: flop_budget}", False),
+    ):
+        spec = tmp_path / "s.yaml"
+        spec.write_text(base + f"analysis:\n  {analysis}\n")
+        result = CliRunner().invoke(cli, ["validate", str(spec), "-w", str(tmp_path / "ws")])
+        assert (result.exit_code == 0) == ok, (analysis, result.output)
+        if "n_param_nonembed" in analysis:
+            assert result.output.startswith("Error: ") and ("s.yaml:22 analysis.fits[0].x: `n_param_nonembed` is "
+                                                            "not a column of query final_loss (run_id, ") in result.output
+            assert "did you mean `n_params_nonembed`?" in result.output
+        elif not ok:
+            assert "analysis.frontiers[0].budget: `flop_budget` is not a column of query isoflop" in result.output

@@ -17,7 +17,7 @@ from scaling_db.cli.common import (
     emit_json, get_workspace, json_option, print_table, sync_revisions, workspace_option,
 )
 from scaling_db.spec.compiler import (
-    DEFAULT_MAX_RUNS, CompiledExperiment, compile_source, is_analysis_only, validate_analysis_only,
+    DEFAULT_MAX_RUNS, CompiledExperiment, QueryLookup, compile_source, is_analysis_only, validate_analysis_only,
 )
 from scaling_db.spec.loader import read_spec_source
 from scaling_db.errors import QueryError, RunError, SpecError
@@ -38,14 +38,14 @@ MAX_RUNS = click.option(
 MAX_QUERY_FILE_BYTES = 1024 * 1024
 
 
-def query_check(ws: Any) -> Callable[[str], str | None]:
-    """For `compile_spec(find_query=...)`: why a query a spec names cannot be used, or None.
+def query_check(ws: Any) -> Callable[[str], QueryLookup]:
+    """For `compile_spec(find_query=...)`: why a query a spec names cannot be used, or its columns.
 
     Named queries are looked up as `scaledb query` does (`store.query.load_query`); a `.sql`
     path must be a small regular file inside the current directory (the project).
     """
 
-    def find(name: str) -> str | None:
+    def find(name: str) -> QueryLookup:
         from scaling_db.store.query import load_query  # the store stage; only when a spec has fits
 
         if name.endswith(".sql"):
@@ -54,18 +54,17 @@ def query_check(ws: Any) -> Callable[[str], str | None]:
                 inside = path.resolve().is_relative_to(Path.cwd().resolve())
                 info = os.stat(path)
             except (OSError, RuntimeError, ValueError):
-                return f"no such query file: {name}"
+                return QueryLookup(f"no such query file: {name}")
             if not inside:
-                return f"query file {name} is outside the project ({Path.cwd()})"
+                return QueryLookup(f"query file {name} is outside the project ({Path.cwd()})")
             if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_QUERY_FILE_BYTES:
-                return f"query file {name} is not a regular file of at most 1 MiB"
+                return QueryLookup(f"query file {name} is not a regular file of at most 1 MiB")
         try:
-            load_query(name, ws)
+            return QueryLookup(columns=load_query(name, ws).columns)
         except QueryError as exc:
-            return str(exc)
+            return QueryLookup(str(exc))
         except (OSError, UnicodeDecodeError) as exc:
-            return f"cannot read query file {name} ({type(exc).__name__})"
-        return None
+            return QueryLookup(f"cannot read query file {name} ({type(exc).__name__})")
 
     return find
 

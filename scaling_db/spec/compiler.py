@@ -56,8 +56,18 @@ from scaling_db.spec.sweep import (
 )
 
 MAX_REPORTED_PROBLEMS = 50
-#: Checks that a named query or .sql file exists; returns why not, or None.
-QueryCheck = Callable[[str], "str | None"]
+
+
+@dataclass(frozen=True)
+class QueryLookup:
+    """What the store says of a query a spec names (the spec stage cannot look queries up)."""
+
+    problem: str | None = None  # why it cannot be used; None: it can
+    columns: tuple[str, ...] = ()  # the columns it declares (`-- columns:`); empty: not declared
+
+
+#: Looks up a named query or .sql file for `compile_spec(find_query=...)`.
+QueryCheck = Callable[[str], QueryLookup]
 #: Sweep points one compile expands by default (`scaledb compile --max-runs N` raises it):
 #: 10,000 points compile in about 2 s; a typo such as an extra zero should not take an hour.
 DEFAULT_MAX_RUNS = 10_000
@@ -221,15 +231,29 @@ class _Compiler:
                 self.add(self.source.problem(where, f"references unknown field `{name}`{hint}"))
 
     def queries(self, analysis: AnalysisSpec, find_query: QueryCheck) -> None:
-        """Every query the fits, comparisons, frontiers and plots name exists."""
-        named = [(("analysis", "fits", i, "query"), f.query) for i, f in enumerate(analysis.fits)]
-        named += [(("analysis", "comparisons", i, "query"), c.query) for i, c in enumerate(analysis.comparisons)]
-        named += [(("analysis", "frontiers", i, "query"), f.query) for i, f in enumerate(analysis.frontiers) if f.query]
-        named += [(("analysis", "plots", i, "query"), p.query) for i, p in enumerate(analysis.plots) if p.query]
-        for where, name in named:
-            why = find_query(name)
-            if why:
-                self.add(self.source.problem(where, why))
+        """Every query the fits, comparisons, frontiers and plots name exists, and the columns a
+        fit or frontier takes from it are among those it declares (a typo in `x` would otherwise
+        surface only when the fit runs, after training)."""
+        named = [(("analysis", "fits", i), f.query, {"x": f.x, "y": [f.y], "best_per": f.best_per})
+                 for i, f in enumerate(analysis.fits)]
+        named += [(("analysis", "comparisons", i), c.query, {}) for i, c in enumerate(analysis.comparisons)]
+        named += [(("analysis", "frontiers", i), f.query, {k: [getattr(f, k)] for k in ("n", "d", "c", "y")}
+                   | {"budget": [f.budget] if f.budget else []})
+                  for i, f in enumerate(analysis.frontiers) if f.query]
+        named += [(("analysis", "plots", i), p.query, {}) for i, p in enumerate(analysis.plots) if p.query]
+        for where, name, taken in named:
+            found = find_query(name)
+            if found.problem:
+                self.add(self.source.problem((*where, "query"), found.problem))
+                continue
+            for key, columns in taken.items():
+                for column in columns:
+                    # dotted names are manifest paths, read from the runs' manifests instead
+                    if found.columns and "." not in column and column not in found.columns:
+                        close = difflib.get_close_matches(column, found.columns, n=1, cutoff=0.6)
+                        hint = f"; did you mean `{close[0]}`?" if close else ""
+                        self.add(self.source.problem((*where, key), f"`{column}` is not a column of query {name} "
+                                                                     f"({', '.join(found.columns)}){hint}"))
 
     # -- points ------------------------------------------------------------------------------
     def _locate(self, point: SweepPoint, derived: set[str]):
@@ -433,7 +457,7 @@ def compile_spec(
     """Validate a spec file and expand its sweep into run manifests. Raises SpecError.
 
     A sweep of more than `max_runs` points is an error before any point is expanded.
-    `find_query(name)` says why a query the analysis names cannot be found (None if it can);
+    `find_query(name)` says why a query the analysis names cannot be used, and its columns;
     the spec stage cannot look queries up itself (they belong to the store, a later stage).
     `smoke` applies the spec's `smoke:` section (see `read_spec_source`).
     """
