@@ -162,3 +162,19 @@ def test_the_columns_a_fit_or_frontier_takes_must_be_its_querys(tmp_path: Path) 
             assert "did you mean `n_params_nonembed`?" in result.output
         elif not ok:
             assert "analysis.frontiers[0].budget: `flop_budget` is not a column of query isoflop" in result.output
+
+
+def test_validate_and_compile_say_a_corpus_file_is_missing(tmp_path: Path) -> None:
+    """Before: every run failed at its start, after the compile had written its manifests."""
+    spec = tmp_path / "bigram.yaml"
+    spec.write_text((REPO / "specs" / "language_bigram.yaml").read_text().replace(
+        "corpus: data/tiny_corpus.txt", "corpus: data/tiny_corpu.txt"))
+    for command in ("validate", "compile"):
+        result = CliRunner().invoke(cli, [command, str(spec), "-w", str(tmp_path / "ws")])
+        assert result.exit_code == 1, result.output
+        assert "bigram.yaml:18 data.corpus: no such file: " in result.output
+        assert str(tmp_path / "data" / "tiny_corpu.txt") in result.output
+    assert not (tmp_path / "ws" / "runs").exists()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tiny_corpu.txt").write_text("some text " * 100)
+    assert CliRunner().invoke(cli, ["validate", str(spec)]).exit_code == 0

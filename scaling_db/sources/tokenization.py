@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from scaling_db.errors import DataError
+from scaling_db.spec.data import resolve_corpus_path
 from scaling_db.workspace import atomic_write_bytes
 
 #: Bump when tokenizer training or encoding changes, so caches are rebuilt.
@@ -42,11 +43,6 @@ class Corpus:
                 f"{eval_frac:g} leaves an empty {'train' if not train else 'eval'} part). Use a longer corpus."
             )
         return train, held
-
-
-def resolve_corpus_path(corpus: str, base_dir: Path) -> Path:
-    path = Path(corpus).expanduser()
-    return path if path.is_absolute() else Path(base_dir) / path
 
 
 def load_corpus(corpus: str, base_dir: Path) -> Corpus:

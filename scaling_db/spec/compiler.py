@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from scaling_db.errors import SpecError, SpecProblem
+from scaling_db.spec.data import resolve_corpus_path
 from scaling_db.spec.manifest import RunManifest, RunOrigin, canonical_json
 from scaling_db.spec.resolve import counts_of, fmt_value, resolve_point, resolve_upstream
 from scaling_db.spec.schema import AnalysisOnlySpec, AnalysisSpec, ClusterSpec, ExperimentHeader, RunSpec
@@ -408,6 +409,20 @@ def _compile_points(
     return runs, upstream, dropped
 
 
+def _check_corpora(c: _Compiler, manifests: list[RunManifest]) -> None:
+    """Every corpus the runs read is a file here: a typo would otherwise fail each run at its start."""
+    missing: dict[Path, None] = {}
+    for m in manifests:
+        corpus = getattr(m.data, "corpus", None)
+        if corpus is not None:
+            path = resolve_corpus_path(corpus, m.origin.base_dir)
+            if not path.is_file():
+                missing[path] = None
+    for path in missing:
+        c.add(c.source.problem(("data", "corpus"), f"no such file: {path} (relative paths start at the spec "
+                                                     "file's folder)"))
+
+
 def _compile_source(source: SpecSource, max_runs: int, find_query: QueryCheck | None) -> CompiledExperiment:
     c = _Compiler(source)
     header = c.header()
@@ -426,6 +441,8 @@ def _compile_source(source: SpecSource, max_runs: int, find_query: QueryCheck | 
         c.problems.append(source.problem(("sweep", "zip"), str(exc)))
         raise c.fail() from None
     runs, upstream, dropped = _compile_points(c, header, points, derive, constraints)
+    if find_query is not None and not c.problems:  # checked against this machine, as the queries are
+        _check_corpora(c, [*runs, *upstream.values()])
     if c.problems:
         raise c.fail()
     if not runs:
@@ -459,6 +476,7 @@ def compile_spec(
     A sweep of more than `max_runs` points is an error before any point is expanded.
     `find_query(name)` says why a query the analysis names cannot be used, and its columns;
     the spec stage cannot look queries up itself (they belong to the store, a later stage).
+    With it, the corpus files the runs read must exist too (`scaledb validate | compile`).
     `smoke` applies the spec's `smoke:` section (see `read_spec_source`).
     """
     return compile_source(read_spec_source(path, smoke=smoke), max_runs, find_query)

@@ -6,6 +6,7 @@ solvable models (percolation, random features) are regressions with closed-form 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal, Union
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -119,6 +120,12 @@ class BpeTokenizer(StrictModel):
 
 
 TokenizerSpec = Annotated[Union[CharTokenizer, BpeTokenizer], Field(discriminator="kind")]
+
+
+def resolve_corpus_path(corpus: str, base_dir: str | Path) -> Path:
+    """Where `data.corpus` points: relative paths start at the spec file's folder (`base_dir`)."""
+    path = Path(corpus).expanduser()
+    return path if path.is_absolute() else Path(base_dir) / path
 
 
 class _CorpusBacked(StrictModel):
