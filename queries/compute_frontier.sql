@@ -23,6 +23,9 @@ best AS (
     SELECT floor(log10(flops) * $bins_per_decade)::BIGINT AS bin, arg_min(row_key, loss) AS row_key
     FROM points
     WHERE flops > 0 AND loss IS NOT NULL
+      -- 0 or fewer bins would make every bin NaN or one bin of everything: refuse instead
+      AND CASE WHEN $bins_per_decade > 0 THEN true
+               ELSE error('bins_per_decade must be > 0 (got ' || $bins_per_decade || ')') END
     GROUP BY bin
 ),
 winners AS (

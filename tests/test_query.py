@@ -252,6 +252,8 @@ def test_query_errors_name_the_query_and_the_problem(db):
         run_query(ws, "final_loss", params={"experiment": "qtst"})
     with pytest.raises(QueryError, match=r"parameter bins_per_decade must be int \(got 'many'"):
         run_query(ws, "compute_frontier", params={"experiment": "qtest", "bins_per_decade": "many"})
+    with pytest.raises(QueryError, match=r"bins_per_decade must be > 0 \(got 0\)"):  # was a NaN bin
+        run_query(ws, "compute_frontier", params={"experiment": "qtest", "bins_per_decade": "0"})
     with pytest.raises(QueryError, match=r"query \(inline SQL\): Catalog Error: Table with name nope"):
         run_query(ws, sql="SELECT * FROM nope")
     # `query` is a local variable inside run_query: DuckDB must not scan it in place of a table.
