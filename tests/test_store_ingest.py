@@ -487,3 +487,26 @@ def test_a_finished_run_whose_log_lacks_its_final_checkpoint_is_stored_damaged(w
     assert ingest_runs(ws).runs_unchanged == 5 and dict(rows(ws, "SELECT run_id, status FROM runs"))[torn] == "damaged"
     write_log(ws, torn, range(1, 11), n_params=manifests[1].counts.n_params)  # trained again
     assert ingest_runs(ws).skipped == [] and dict(rows(ws, "SELECT run_id, status FROM runs"))[torn] == "finished"
+
+
+def test_a_log_that_grows_during_the_load_is_not_called_damaged(ws_runs, monkeypatch):
+    """A run writes its last line and its finished status while an ingest that planned its log
+    before the line runs: that is a race, not damage; the next ingest loads the line."""
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    run_id = manifests[0].run_id
+    path = ws.log_path(run_id)
+    full = path.read_bytes()
+    path.write_bytes(full[:full.rstrip(b"\n").rfind(b"\n") + 1])
+    real = ingest_module.read_run_files
+
+    def finishing(run_dir, rid, *args):
+        if rid == run_id:
+            path.write_bytes(full)  # the last line lands after the plan
+        return real(run_dir, rid, *args)
+
+    monkeypatch.setattr(ingest_module, "read_run_files", finishing)
+    assert ingest_runs(ws).skipped == []
+    assert rows(ws, "SELECT status FROM runs WHERE run_id = ?", [run_id]) == [("finished",)]
+    monkeypatch.undo()
+    assert ingest_runs(ws).rows_loaded == 1 and counts(ws)[run_id] == 10

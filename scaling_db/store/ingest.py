@@ -324,8 +324,9 @@ def _judge_finished(run: _Run, row: dict[str, Any]) -> None:
     torn = run.has_log and run.log_size > run.new_offset
     last = last_logged_step(run.log_path, run.new_offset, run.run_id) if run.has_log and not torn else None
     why = lost_final_checkpoint(RunState.FINISHED, row["last_step"], last, torn)
-    if why is None:
-        return
+    planned = f"{run.log_mtime_ns}:{run.log_size}" if run.has_log else "missing"
+    if why is None or _sig(run.log_path) != planned:
+        return  # complete; or the log moved since it was planned (the run just wrote its last line)
     row["status"] = DAMAGED
     line = None
     if torn:  # the reader called it a write in progress: in a finished run it is not one
