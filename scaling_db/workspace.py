@@ -94,6 +94,15 @@ class CompileWrite:
     existing: list[str]
 
 
+def first_problem(exc: ValidationError) -> str:
+    """What is wrong with a JSON file pydantic refused: its first problem (where, what) and how many."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    what = f"{where}: {first['msg']}" if where else first["msg"]
+    n = exc.error_count()
+    return what if n == 1 else f"{what}; {n} problems in all"
+
+
 class Workspace:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -189,7 +198,7 @@ class Workspace:
         except FileNotFoundError:
             raise RunError(f"{self.root}: no run {run_id!r} (no {path}). Compile its spec first.") from None
         except ValidationError as exc:
-            raise WorkspaceError(f"{path}: not a valid manifest ({exc.error_count()} problems)") from None
+            raise WorkspaceError(f"{path}: not a valid manifest ({first_problem(exc)})") from None
 
     def run_ids(self) -> list[str]:
         if not self.runs_dir.exists():
@@ -221,7 +230,7 @@ class Workspace:
         except FileNotFoundError:
             return RunStatus(run_id=run_id, status=RunState.PENDING)
         except ValidationError as exc:
-            raise WorkspaceError(f"{path}: unreadable status file ({exc.error_count()} problems)") from None
+            raise WorkspaceError(f"{path}: unreadable status file ({first_problem(exc)})") from None
 
     def write_status(self, status: RunStatus) -> None:
         atomic_write_text(self.status_path(status.run_id), status.model_dump_json(indent=2) + "\n")

@@ -370,3 +370,40 @@ def test_figures_from_the_database_for_a_journal(synth: Workspace, tmp_path: Pat
     with pytest.raises(PlotError, match="unknown width"):
         build_figure(synth, FigureRequest(kind="lr_sweep", experiment="synth", width="poster"))
 
+
+
+SMALL_SPEC = """
+experiment: small
+data: {kind: graph_walk, graph: {kind: barabasi_albert, n: 1000, m: 2}}
+model: {kind: transformer, n_layers: 2, d_model: 16, d_head: 8, context: 16}
+train:
+  optimizer: {kind: adamw, lr: 1.0e-2}
+  batch_size: 8
+  tokens: 200_000
+  checkpoints: {kind: log, count: 8, first: 2}
+sweep:
+  axes:
+    model.d_model: [16, 32, 48, 64, 96, 128]
+"""
+
+
+def test_a_fit_names_the_runs_its_query_left_out_as_not_finished(tmp_path: Path) -> None:
+    """A damaged status file (`unknown`) or a finished run whose log lost its final checkpoint
+    (`damaged`) drops out of final_loss; the fit names them rather than fitting fewer points silently."""
+    ws = Workspace(tmp_path / "ws")
+    add_synthetic_experiment(ws, tmp_path / "small.yaml", SMALL_SPEC)
+    by_width = {ws.load_manifest(r).model.d_model: r for r in ws.run_ids()}
+    ws.status_path(by_width[48]).write_text('{"status": "finis')
+    log = ws.log_path(by_width[96]).read_bytes()
+    ws.log_path(by_width[96]).write_bytes(log[:log.rstrip(b"\n").rfind(b"\n") + 100])
+    ingest_runs(ws)
+    req = FitRequest(name="pl", law="power_law", x=["n_params_nonembed"], bootstrap=0, experiment="small")
+    out = fit_request(ws, req)
+    assert out.fit.n_points == 4
+    assert out.left_out == (("small-d48", "unknown"), ("small-d96", "damaged"))
+    assert "left out, not finished: small-d48 (unknown), small-d96 (damaged); `scaledb status` says why" in out.notes()
+    assert fit_request(ws, FitRequest(**{**req.__dict__, "params": {"status": "any"}})).left_out == ()
+    result = CliRunner().invoke(cli, ["fit", "--query", "final_loss", "-e", "small", "--law", "power_law", "--x",
+                                      "n_params_nonembed", "--bootstrap", "0", "--no-store", "-w", str(ws.root)])
+    assert result.exit_code == 0, result.output
+    assert "left out, not finished: small-d48 (unknown), small-d96 (damaged)" in result.output

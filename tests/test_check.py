@@ -125,7 +125,9 @@ def test_steps_off_the_schedule_and_records_of_another_run(ws):
     with open(ws.log_path(a), "a") as fh:
         fh.write(off.to_line() + other.to_line())
     kinds = {p.kind: p for p in check_workspace(ws).problems if p.run_id == a}
-    assert set(kinds) == {"off-schedule", "foreign-record", "db-steps"}
+    # its last record is no longer the final checkpoint: ingest would store the run as damaged
+    assert set(kinds) == {"off-schedule", "foreign-record", "db-steps", "db-status"}
+    assert kinds["db-status"].message == f"run {a} is 'finished' in the database vs 'damaged' from its status file and log"
     assert kinds["foreign-record"].message == f"holds records of other runs ({b})"
 
 
@@ -197,3 +199,64 @@ def test_unreadable_status_and_manifest_files(ws):
     assert problems[b].fix == f"rm {ws.manifest_path(b)}, then compile the spec it came from again"
     assert invoke("check", "--rerun-damaged", "-w", str(ws.root)).exit_code == 1
     assert ws.read_status(a).status == RunState.PENDING
+
+
+def cut_last_line(path: Path, keep: int = 100) -> None:
+    data = path.read_bytes()
+    start = data.rstrip(b"\n").rfind(b"\n") + 1
+    path.write_bytes(data[:start] + data[start:start + keep])
+
+
+def db_statuses(ws: Workspace) -> dict[str, str]:
+    from scaling_db.store.database import open_store
+    with open_store(ws, read_only=True) as con:
+        return dict(con.execute("SELECT run_id, status FROM runs").fetchall())
+
+
+@pytest.mark.parametrize("damage", ["torn", "short"])
+def test_a_finished_run_without_its_final_checkpoint_is_damaged_in_ingest_status_and_check(ws, damage):
+    """status.json says finished, the log lacks the final checkpoint: ingest stores the run as
+    damaged (fits and final_loss leave it out), `status` shows it, and `check` agrees with both."""
+    a, b = ws.run_ids()
+    path = ws.log_path(a)
+    if damage == "torn":
+        cut_last_line(path)
+    else:
+        drop_line(ws, a, 5)
+    result = invoke("ingest", "-w", str(ws.root))
+    assert result.exit_code == 0, result.output
+    said = f"{path}:5: torn last line (no newline) in a finished run" if damage == "torn" else \
+        f"{path}: the log ends at step {read_log(path)[-1].step} vs step {STEPS}, where status.json says"
+    assert said in result.output and "`scaledb check --rerun-damaged`" in result.output
+    assert "write in progress" not in result.output
+    assert db_statuses(ws) == {a: "damaged", b: "finished"}
+    assert [(p.run_id, p.kind) for p in check_workspace(ws).problems if p.kind.startswith("db-")] == []
+    status = invoke("status", "--json", "-w", str(ws.root))
+    assert status.exit_code == 0
+    rows = {r["run_id"]: r for r in json.loads(status.stdout)}
+    assert (rows[a]["status"], rows[b]["status"]) == ("damaged", "finished")
+    assert rows[a]["damage"][0].startswith(f"{path}: ")
+    shown = invoke("status", "-w", str(ws.root))
+    assert "1 damaged, 1 finished" in shown.output and f"warning: {path}: " in shown.output
+    assert invoke("check", "--rerun-damaged", "-w", str(ws.root)).exit_code == 1
+    assert invoke("run", str(ws.root.parent / "tiny.yaml"), "-w", str(ws.root), "--workers", "1").exit_code == 0
+    assert db_statuses(ws) == {a: "finished", b: "finished"} and check(ws) == []
+
+
+def test_damaged_run_files_leave_status_showing_the_others(ws):
+    a, b = ws.run_ids()
+    ws.status_path(a).write_text('{"status": "finis')
+    ws.manifest_path(b).write_bytes(ws.manifest_path(b).read_bytes()[:200])
+    result = invoke("status", "-w", str(ws.root))
+    assert result.exit_code == 0, result.output
+    assert "1 damaged, 1 unknown" in result.output
+    assert f"warning: {ws.status_path(a)}: unreadable status file (Invalid JSON: EOF while parsing a string" \
+        in result.output
+    assert f"warning: {ws.manifest_path(b)}: not a valid manifest (Invalid JSON: EOF while parsing" in result.output
+    ingest = invoke("ingest", "-w", str(ws.root))
+    assert f"{ws.status_path(a)}: unreadable status file (Invalid JSON: " in ingest.output
+    assert f"{ws.manifest_path(b)}: not a valid manifest (Invalid JSON: " in ingest.output
+    problem = next(p for p in check_workspace(ws).problems if p.kind == "status")
+    assert problem.fix == f"scaledb run {a} --force"  # no command rewrites a status file; the message says so
+    assert f"its log holds every checkpoint (through step {STEPS})" in problem.message
+    assert "trains it again from scratch" in problem.message

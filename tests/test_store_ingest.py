@@ -16,6 +16,8 @@ from scaling_db.store import logs as logs_module
 from scaling_db.errors import StoreError
 from scaling_db.store.ingest import ingest_runs
 from scaling_db.store.database import open_store
+from scaling_db.store.query import run_query
+from scaling_db.training.records import scan_log
 
 from store_fakes import finish_runs, make_workspace, record, write_log, write_status
 
@@ -132,10 +134,11 @@ def test_truncated_last_line_is_reported_and_loaded_once_complete(ws_runs, reade
     ws, manifests = ws_runs
     finish_runs(ws, manifests)
     run_id = manifests[2].run_id
+    write_status(ws, run_id, "running", step=10)
     path = ws.log_path(run_id)
     line = record(run_id, 11, loss=1.0).to_line()
     with open(path, "a") as fh:
-        fh.write(line[:40])  # the runner was killed mid-write
+        fh.write(line[:40])  # the runner is writing, or was killed mid-write
     report = ingest_runs(ws)
     assert [(s.path, s.line, s.kind) for s in report.skipped] == [(str(path), 11, "truncated")]
     assert "no newline" in report.skipped[0].format() and report.skipped[0].format().startswith(f"{path}:11: ")
@@ -159,7 +162,7 @@ def test_corrupt_line_is_reported_with_path_and_line_and_the_rest_loads(ws_runs,
     path.write_text("".join(lines))
     report = ingest_runs(ws)
     found = sorted((s.line, s.kind) for s in report.skipped)
-    assert found == [(4, "corrupt"), (7, "invalid"), (9, "mismatch")]
+    assert found == [(4, "corrupt-line"), (7, "invalid"), (9, "mismatch")]
     assert all(s.path == str(path) for s in report.skipped)
     assert "eval_loss is not a number (got 'high')" in " ".join(s.reason for s in report.skipped)
     got = counts(ws)
@@ -356,7 +359,8 @@ def test_a_record_without_run_id_among_clean_logs_is_named_not_stored_or_fatal(w
     lines[2] = json.dumps(rec) + "\n"
     path.write_text("".join(lines))
     report = ingest_runs(ws, ids)
-    assert [(s.path, s.line, s.kind) for s in report.skipped] == [(str(path), 3, "mismatch")]
+    assert [s.format() for s in report.skipped] == [
+        f"{path}:3: not a checkpoint record (run_id: Field required); line skipped"]  # as `scaledb check` says it
     assert counts(ws) == {ids[0]: 5, ids[1]: 4, ids[2]: 5}
     assert rows(ws, "SELECT count(*) FROM metrics WHERE run_id = ?", [ids[1]]) == [(4,)]
 
@@ -398,3 +402,111 @@ def test_no_load_ever_doubles_a_checkpoint_or_metric_row(ws_runs, reader, monkey
     assert duplicates(ws) == [(0, 0)] and rows(ws, "SELECT count(*) FROM checkpoints") == [(52,)]
     assert ingest_runs(ws, full=True).rows_loaded == 52 and duplicates(ws) == [(0, 0)]
     assert rows(ws, "SELECT count(*) FROM metrics") == [(5 * 10 * 2 - 3 + 2,)]  # run 0: 8..12 with one metric
+
+
+def _edit_line(path: Path, line: int, edit) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    rec = json.loads(lines[line - 1])
+    edit(rec)
+    lines[line - 1] = json.dumps(rec) + "\n"
+    path.write_text("".join(lines))
+
+
+def test_a_line_lacking_a_required_key_is_skipped_as_check_says(ws_runs, reader):
+    """A missing key is not a null: ingest once stored such a line with NULL tokens while `check` and
+    `status` skipped it, and `check` then asked for an `ingest --full` that changed nothing."""
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    a, b, c, d = (m.run_id for m in manifests[:4])
+    _edit_line(ws.log_path(a), 6, lambda rec: rec.pop("tokens"))
+    _edit_line(ws.log_path(b), 4, lambda rec: rec.pop("flops_exact"))  # a key that may hold null
+    _edit_line(ws.log_path(c), 2, lambda rec: rec.update(flops_exact=None))  # null is a value: loads
+    _edit_line(ws.log_path(d), 3, lambda rec: rec.update(loss_typo=1.0))
+    lines = ws.log_path(d).read_text().splitlines(keepends=True)
+    lines[6] = lines[6][:50] + "\n"  # not JSON
+    ws.log_path(d).write_text("".join(lines))
+    for full in (False, True):
+        report = ingest_runs(ws, full=full)
+        said = sorted(s.format() for s in report.skipped)
+        assert said == sorted(p.format() for m in manifests for p in scan_log(ws.log_path(m.run_id)).problems)
+        assert f"{ws.log_path(a)}:6: not a checkpoint record (tokens: Field required); line skipped" in said
+        assert f"{ws.log_path(b)}:4: not a checkpoint record (flops_exact: Field required); line skipped" in said
+        assert [s.kind for s in report.skipped if s.line == 7] == ["corrupt-line"]
+        assert counts(ws) == {a: 9, b: 9, c: 10, d: 8, manifests[4].run_id: 10}
+        assert rows(ws, "SELECT count(*) FROM checkpoints WHERE tokens IS NULL OR flops_exact IS NULL") == [(1,)]
+
+
+def test_an_explicit_null_keeps_a_batch_in_the_one_call_parse(ws_runs, monkeypatch):
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    _edit_line(ws.log_path(manifests[1].run_id), 10, lambda rec: rec.update(eval_loss=None, train_loss=None))
+    one_by_one = []
+    real = ingest_module.parse_log
+    monkeypatch.setattr(ingest_module, "parse_log", lambda path, run_id, *a: one_by_one.append(run_id) or real(
+        path, run_id, *a))
+    report = ingest_runs(ws)
+    assert (report.rows_loaded, report.skipped, one_by_one) == (50, [], [])
+    _edit_line(ws.log_path(manifests[1].run_id), 5, lambda rec: rec.pop("eval_loss"))
+    report = ingest_runs(ws, full=True)
+    assert [(s.line, s.kind) for s in report.skipped] == [(5, "invalid")]
+    assert sorted(one_by_one) == sorted(m.run_id for m in manifests)  # the batch fell back to log by log; nothing lost
+    assert report.rows_loaded == 49
+
+
+def _cut_last_line(path: Path, keep: int = 100) -> None:
+    data = path.read_bytes()
+    start = data.rstrip(b"\n").rfind(b"\n") + 1
+    path.write_bytes(data[:start] + data[start:start + keep])
+
+
+def test_a_finished_run_whose_log_lacks_its_final_checkpoint_is_stored_damaged(ws_runs, reader):
+    """A torn last line, or a last step short of status.json's, in a finished run is not a write in
+    progress: the run is stored as damaged (final_loss and fits leave it out), its other checkpoints
+    stay, and ingest says so with the fix."""
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    ingest_runs(ws)
+    torn, short = manifests[1].run_id, manifests[3].run_id
+    _cut_last_line(ws.log_path(torn))
+    data = ws.log_path(short).read_bytes()
+    ws.log_path(short).write_bytes(data[:data.rstrip(b"\n").rfind(b"\n") + 1])  # the last line gone whole
+    report = ingest_runs(ws)
+    said = {s.path: s for s in report.skipped}
+    assert sorted(said) == sorted(str(ws.log_path(r)) for r in (torn, short))
+    assert said[str(ws.log_path(torn))].format().startswith(
+        f"{ws.log_path(torn)}:10: torn last line (no newline) in a finished run")
+    assert said[str(ws.log_path(short))].format().startswith(
+        f"{ws.log_path(short)}: the log ends at step 9 vs step 10, where status.json says the run finished")
+    assert all(s.kind == "damaged" and "`scaledb check --rerun-damaged`" in s.reason and "write in progress"
+               not in s.reason for s in report.skipped)
+    statuses = dict(rows(ws, "SELECT run_id, status FROM runs"))
+    assert (statuses[torn], statuses[short]) == ("damaged", "damaged")
+    assert counts(ws)[torn] == 9 and counts(ws)[short] == 9  # what was recorded stays
+    final = run_query(ws, "final_loss", params={"experiment": "ba_graph"})
+    assert sorted(final["run_id"]) == sorted(m.run_id for m in manifests if m.run_id not in (torn, short))
+    assert ingest_runs(ws).runs_unchanged == 5 and dict(rows(ws, "SELECT run_id, status FROM runs"))[torn] == "damaged"
+    write_log(ws, torn, range(1, 11), n_params=manifests[1].counts.n_params)  # trained again
+    assert ingest_runs(ws).skipped == [] and dict(rows(ws, "SELECT run_id, status FROM runs"))[torn] == "finished"
+
+
+def test_a_log_that_grows_during_the_load_is_not_called_damaged(ws_runs, monkeypatch):
+    """A run writes its last line and its finished status while an ingest that planned its log
+    before the line runs: that is a race, not damage; the next ingest loads the line."""
+    ws, manifests = ws_runs
+    finish_runs(ws, manifests)
+    run_id = manifests[0].run_id
+    path = ws.log_path(run_id)
+    full = path.read_bytes()
+    path.write_bytes(full[:full.rstrip(b"\n").rfind(b"\n") + 1])
+    real = ingest_module.read_run_files
+
+    def finishing(run_dir, rid, *args):
+        if rid == run_id:
+            path.write_bytes(full)  # the last line lands after the plan
+        return real(run_dir, rid, *args)
+
+    monkeypatch.setattr(ingest_module, "read_run_files", finishing)
+    assert ingest_runs(ws).skipped == []
+    assert rows(ws, "SELECT status FROM runs WHERE run_id = ?", [run_id]) == [("finished",)]
+    monkeypatch.undo()
+    assert ingest_runs(ws).rows_loaded == 1 and counts(ws)[run_id] == 10

@@ -18,6 +18,7 @@ from scaling_db.cli import cli
 from scaling_db.cli.common import emit_json, get_workspace, json_option, workspace_option
 from scaling_db.cli.targets import resolve_targets
 from scaling_db.errors import ScaledbError
+from scaling_db.training.records import RunStatus
 from scaling_db.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -142,11 +143,18 @@ def _print_submission(report: "RunReport", backend: str, problems: list[str]) ->
         click.echo(line, err=True)
 
 
+def _read_status(ws: Workspace, run_id: str) -> RunStatus:
+    try:
+        return ws.read_status(run_id)
+    except ScaledbError:  # unreadable: `status` shows the run as unknown and names the file
+        return RunStatus(run_id=run_id)
+
+
 def add_backend_columns(ws: Workspace, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add `backend`, `job_id` and the backend's own `job_state` to `scaledb status` rows."""
     from runners.jobs import backend_states
 
-    statuses = [ws.read_status(r["run_id"]) for r in rows]
+    statuses = [_read_status(ws, r["run_id"]) for r in rows]
     states = backend_states(statuses)
     for row, status in zip(rows, statuses):
         row["backend"] = status.backend

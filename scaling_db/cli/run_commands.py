@@ -28,10 +28,11 @@ from scaling_db.cli.common import (
 )
 from scaling_db.cli.progress import progress_display
 from scaling_db.cli.targets import collect_targets, resolve_targets
-from scaling_db.errors import RunError
+from scaling_db.errors import RunError, ScaledbError
 from scaling_db.spec.plan import superseded_runs
 from scaling_db.spec.revisions import SUPERSEDED_NOTE
-from scaling_db.training.records import scan_log
+from scaling_db.store.tables import DAMAGED
+from scaling_db.training.records import RunStatus, lost_final_checkpoint, scan_log
 from scaling_db.workspace import Workspace
 
 
@@ -58,29 +59,54 @@ def _above_uniform(status: str, eval_loss: float | None, vocab_size: int | None)
             and eval_loss > math.log(vocab_size))
 
 
+def _run_files(ws: Workspace, run_id: str) -> tuple[Any, RunStatus | None, list[str]]:
+    """(manifest or None, status or None, what is wrong with them): a damaged file is named, not fatal."""
+    manifest = status = None
+    damage = []
+    try:
+        manifest = ws.load_manifest(run_id) if ws.manifest_path(run_id).exists() else None
+    except ScaledbError as exc:
+        damage.append(f"{exc}; `scaledb check` names the repair")
+    try:
+        status = ws.read_status(run_id)
+    except ScaledbError as exc:
+        damage.append(f"{exc}; status shown as 'unknown' (`scaledb check` names the repair)")
+    return manifest, status, damage
+
+
 def status_rows(ws: Workspace, run_ids: list[str]) -> list[dict[str, Any]]:
     """One row per run: status, last logged step of the total, last eval loss, error, and whether
-    it finished above the uniform-guess loss."""
+    it finished above the uniform-guess loss. A run with a damaged manifest, or finished without
+    its final checkpoint, shows as `damaged`; one with an unreadable status file as `unknown`."""
     rows = []
     for run_id in run_ids:
-        manifest = ws.load_manifest(run_id) if ws.manifest_path(run_id).exists() else None
-        status = ws.read_status(run_id)
+        manifest, status, damage = _run_files(ws, run_id)
         log = scan_log(ws.log_path(run_id))  # lines that are not records are skipped and named
-        record = log.records[-1] if log.records else None
+        mine = [r for r in log.records if r.run_id == run_id]
+        record = mine[-1] if mine else None
+        state = status.status.value if status else "unknown"
+        lost = lost_final_checkpoint(status.status, status.step, record.step if record else None,
+                                     log.torn) if status else None
+        if lost:
+            damage.append(f"{ws.log_path(run_id)}: {lost}; fits leave the run out. Train it again: "
+                          "`scaledb check --rerun-damaged`, then `scaledb run`")
+        if lost or (status and manifest is None and ws.manifest_path(run_id).exists()):
+            state = DAMAGED
         steps = None
         if manifest is not None:
             steps = manifest.train.steps if manifest.train.kind == "lm" else 1
         rows.append({
             "run_id": run_id,
             "name": manifest.name if manifest else None,
-            "status": status.status.value,
+            "status": state,
             "step": record.step if record else None,
             "steps": steps,
             "eval_loss": record.eval_loss if record else None,
             "train_loss": record.train_loss if record else None,
-            "error": status.error,
+            "error": status.error if status else None,
             "log_problems": [problem.format() for problem in log.problems],
-            "above_uniform": _above_uniform(status.status.value, record.eval_loss if record else None,
+            "damage": damage,
+            "above_uniform": _above_uniform(state, record.eval_loss if record else None,
                                             manifest.counts.vocab_size if manifest else None),
         })
     return rows
@@ -94,7 +120,7 @@ def _print_status(rows: list[dict[str, Any]], title: str | None = None) -> None:
     print_table(title, ["run_id", "name", "status", "step", "eval loss", "error"]
                 + (["backend", "job", "job state"] if jobs else []), [
         [r["run_id"], r["name"], r["status"] + (" (above uniform)" if r["above_uniform"] else ""),
-         f"{r['step'] if r['step'] is not None else '-'}/{r['steps']}",
+         f"{r['step'] if r['step'] is not None else '-'}/{r['steps'] if r['steps'] is not None else '-'}",
          _fmt_loss(r["eval_loss"]), r["error"]]
         + ([r.get("backend"), r.get("job_id"), r.get("job_state")] if jobs else [])
         for r in rows
@@ -110,8 +136,8 @@ def _print_status(rows: list[dict[str, Any]], title: str | None = None) -> None:
 
 
 def _warn_log_problems(rows: list[dict[str, Any]]) -> None:
-    """Name the log lines that are not records (skipped by every reader) on stderr."""
-    problems = [problem for r in rows for problem in r["log_problems"]]
+    """Name the log lines that are not records (skipped by every reader) and the damaged run files on stderr."""
+    problems = [problem for r in rows for problem in (*r["log_problems"], *r["damage"])]
     for problem in problems:
         click.echo(f"warning: {problem}", err=True)
     if problems:

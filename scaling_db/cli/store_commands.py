@@ -73,7 +73,7 @@ def ingest(
             f" ({report.runs_unchanged} runs unchanged) in {report.seconds:.2f} s{rate}"
         )
         if report.skipped:
-            click.echo(f"{len(report.skipped)} lines not loaded:", err=True)
+            click.echo(f"{len(report.skipped)} problems (lines and runs not loaded, damaged runs):", err=True)
             for item in report.skipped:
                 click.echo(f"  {item.format()}", err=True)
 

@@ -134,6 +134,7 @@ class FitOutcome:
     fit_id: str | None = None
     group_value: Any = None  # with `request.group_by`: this fit's value of that column
     groups: tuple[GroupStatus, ...] = ()  # every group of the grouped fit, in order, and whether it fitted
+    left_out: tuple[tuple[str, str], ...] = ()  # (name, status) of the runs the query's status filter dropped
 
     @property
     def name(self) -> str:
@@ -205,6 +206,8 @@ class FitOutcome:
             notes.append(f"fitted floor E = {ir.fitted:.4g} vs exact entropy rate {ir.true:.4g} nats "
                          f"({ir.difference:+.3g}; {judged})")
         notes += [f"excluded {run}: {reason}" for run, reason in self.fit.excluded]
+        if self.left_out:
+            notes.append(left_out_note(self.left_out))
         notes += [f"group {self.request.group_by}={g.value} not fitted: {g.error}" for g in self.groups if g.error]
         return notes
 
@@ -362,6 +365,46 @@ def fetch_rows(ws: Workspace, query: str | None, sql: str | None, params: dict[s
     return _manifest_columns(ws, data, optional_columns, required=False), text
 
 
+#: Runs named in a fit's "left out, not finished" note; the rest are counted.
+LEFT_OUT_SHOWN = 8
+
+
+def unfinished_runs(ws: Workspace, req: FitRequest) -> tuple[tuple[str, str], ...]:
+    """(name, status) of the runs of the request's experiments (and revision) that its named query
+    left out by its default `status = 'finished'`: pending or running ones, and those whose files
+    are damaged (`damaged`, `unknown`), which would otherwise vanish from a fit without a word."""
+    if req.sql is not None or req.query is None or "status" in req.params:
+        return ()
+    status = next((p for p in load_query(req.query, ws).params if p.name == "status"), None)
+    if status is None or status.default != "finished":
+        return ()
+    experiments = [req.params["experiment"]] if "experiment" in req.params else \
+        list(req.experiments) or ([req.experiment] if req.experiment else [])
+    found = run_query(ws, sql="SELECT name, status FROM runs WHERE list_contains($experiments, experiment) "
+                              "AND status <> 'finished' AND run_id IN (SELECT run_id FROM run_selection "
+                              "WHERE revision = $revision) ORDER BY name",
+                      params={"experiments": experiments, "revision": req.params.get("revision", "current")})
+    return tuple((str(name), str(state)) for name, state in zip(found["name"], found["status"]))
+
+
+def left_out_note(left_out: Sequence[tuple[str, str]]) -> str:
+    """The runs a fit's query left out as not finished, in one line."""
+    shown = ", ".join(f"{name} ({status})" for name, status in left_out[:LEFT_OUT_SHOWN])
+    more = f" and {len(left_out) - LEFT_OUT_SHOWN} more" if len(left_out) > LEFT_OUT_SHOWN else ""
+    return f"left out, not finished: {shown}{more}; `scaledb status` says why"
+
+
+def _fit_noting(req: FitRequest, data: pd.DataFrame, sql: str, left_out: tuple[tuple[str, str], ...],
+                **kwargs: Any) -> FitOutcome:
+    """`fit_frame`, with the runs left out as not finished in the outcome, or in its error."""
+    try:
+        return replace(fit_frame(req, data, sql, **kwargs), left_out=left_out)
+    except FitError as exc:
+        if not left_out:
+            raise
+        raise FitError(f"{exc} ({left_out_note(left_out)})") from None
+
+
 def fetch_fit_data(ws: Workspace, req: FitRequest) -> tuple[pd.DataFrame, str]:
     experiments = list(req.experiments) or ([req.experiment] if req.experiment else [])
     data, sql = fetch_rows(ws, req.query, req.sql, dict(req.params), experiments, [req.group_by or "", *req.best_per])
@@ -380,7 +423,7 @@ def fit_request(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 
     if req.group_by:
         raise FitError(f"fit {req.name}: group_by={req.group_by!r} gives one fit per group. Call fit_grouped.")
     data, sql = fetch_fit_data(ws, req)
-    return fit_frame(req, data, sql, seed=seed, n_jobs=n_jobs)
+    return _fit_noting(req, data, sql, unfinished_runs(ws, req), seed=seed, n_jobs=n_jobs)
 
 
 def fit_grouped(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 1) -> list[FitOutcome]:
@@ -391,8 +434,9 @@ def fit_grouped(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 
     with the reason any failed. Only when no group fits is it an error.
     """
     data, sql = fetch_fit_data(ws, req)
+    left_out = unfinished_runs(ws, req)
     if not req.group_by:
-        return [fit_frame(req, data, sql, seed=seed, n_jobs=n_jobs)]
+        return [_fit_noting(req, data, sql, left_out, seed=seed, n_jobs=n_jobs)]
     if req.group_by not in data.columns:
         raise FitError(f"fit {req.name}: group_by column not in the data ({req.group_by!r} vs "
                        f"{', '.join(map(str, data.columns))}). Group by a query column or a manifest path.")
@@ -414,8 +458,9 @@ def fit_grouped(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 
             status.append(GroupStatus(value, str(exc)))
     if not fitted:
         raise FitError(f"fit {req.name}: no group of {req.group_by} could be fitted ("
-                       + "; ".join(f"{g.value}: {g.error}" for g in status) + ")")
-    return [replace(o, groups=tuple(status)) for o in fitted]
+                       + "; ".join(f"{g.value}: {g.error}" for g in status) + ")"
+                       + (f" ({left_out_note(left_out)})" if left_out else ""))
+    return [replace(o, groups=tuple(status), left_out=left_out) for o in fitted]
 
 
 def fit_frame(req: FitRequest, data: pd.DataFrame, sql: str, *, seed: int = 0, n_jobs: int = 1) -> FitOutcome:

@@ -34,7 +34,8 @@ from scaling_db.errors import ScaledbError
 from scaling_db.spec.manifest import RunManifest
 from scaling_db.store.database import open_store
 from scaling_db.training.execute import reset_run, run_lock
-from scaling_db.training.records import CheckpointRecord, LogRead, RunState, RunStatus, scan_log
+from scaling_db.store.tables import DAMAGED
+from scaling_db.training.records import CheckpointRecord, LogRead, RunState, RunStatus, lost_final_checkpoint, scan_log
 from scaling_db.workspace import Workspace
 
 
@@ -115,7 +116,8 @@ def _check_run(ws: Workspace, run_id: str, out: list[CheckProblem]) -> tuple[Run
     try:
         status = ws.read_status(run_id)
     except ScaledbError as exc:
-        out.append(CheckProblem(run_id, str(ws.status_path(run_id)), "status", str(exc).split(": ", 1)[-1],
+        out.append(CheckProblem(run_id, str(ws.status_path(run_id)), "status",
+                                str(exc).split(": ", 1)[-1] + _complete_log_note(ws, manifest),
                                 _rerun(run_id), damaged=True))
         return None
     if _lock_held(ws, run_id):
@@ -128,6 +130,15 @@ def _check_run(ws: Workspace, run_id: str, out: list[CheckProblem]) -> tuple[Run
                                 "status is `running` but no process holds the run's lock (killed?); "
                                 "running it again resumes from its last saved state", f"scaledb run {run_id}"))
     return status, log
+
+
+def _complete_log_note(ws: Workspace, manifest: RunManifest) -> str:
+    """Beside an unreadable status file: whether the log still holds the run's whole result."""
+    logged = {r.step for r in scan_log(ws.log_path(manifest.run_id)).records if r.run_id == manifest.run_id}
+    if not logged or not set(expected_steps(manifest)) <= logged:
+        return ""
+    return (f"; its log holds every checkpoint (through step {max(logged)}): restoring status.json from a copy "
+            f"keeps the run, while the fix here trains it again from scratch (no command rewrites a status file)")
 
 
 def _lock_held(ws: Workspace, run_id: str) -> bool:
@@ -262,10 +273,14 @@ def _check_database(ws: Workspace, runs: dict[str, tuple[RunStatus, LogRead]]) -
         if run_id not in statuses:
             out.append(CheckProblem(run_id, path, "db-run", f"run {run_id} is not in the database", "scaledb ingest"))
             continue
-        if statuses[run_id] != status.status.value:
+        mine = [r for r in log.records if r.run_id == run_id]
+        expected = status.status.value
+        if lost_final_checkpoint(status.status, status.step, mine[-1].step if mine else None, log.torn):
+            expected = DAMAGED  # as ingest stores it (the log's own problem is reported above)
+        if statuses[run_id] != expected:
             out.append(CheckProblem(run_id, path, "db-status", f"run {run_id} is {statuses[run_id]!r} in the "
-                                    f"database vs {status.status.value!r} in its status file", "scaledb ingest"))
-        logged = {r.step for r in log.records if r.run_id == run_id}
+                                    f"database vs {expected!r} from its status file and log", "scaledb ingest"))
+        logged = {r.step for r in mine}
         stored = steps.get(run_id, set())
         if logged != stored:
             diff = []

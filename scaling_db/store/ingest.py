@@ -62,9 +62,10 @@ import pyarrow as pa
 from scaling_db.errors import StoreError
 from scaling_db.store.database import open_store, utc_now
 from scaling_db.store.experiments import known_experiments, read_experiment, refresh_experiments, write_experiments
-from scaling_db.store.logs import LogRows, concat, parse_log, parse_whole_logs
+from scaling_db.store.logs import LogRows, concat, last_logged_step, parse_log, parse_whole_logs
 from scaling_db.store.runs import SkippedLine, read_run_files
-from scaling_db.store.tables import RUNS_SCHEMA, STATE_SCHEMA
+from scaling_db.store.tables import DAMAGED, RUNS_SCHEMA, STATE_SCHEMA
+from scaling_db.training.records import RunState, lost_final_checkpoint
 from scaling_db.workspace import Workspace
 
 # Re-exported: the loaders' row types and the report's line type belong to the ingest interface.
@@ -299,12 +300,39 @@ def _load_batch(con: duckdb.DuckDBPyConnection, ws: Workspace, batch: list[_Run]
         reading = [r for r in reading if id(r) not in parsed]
     log_rows = _read_logs(reading)
     log_rows.extend(together, fresh=True)
+    for run in loading:
+        _judge_finished(run, rows_by_run[run.run_id])
     counts = _write_batch(con, ws, loading, rows_by_run, log_rows, known, now=now)
     report.runs_loaded += len(loading)
     report.rows_loaded += counts[0]
     report.metric_rows += counts[1]
     for run in batch:
         report.skipped.extend(run.problems)
+
+
+#: What a run whose log lacks its final checkpoint needs (said with every such problem).
+DAMAGED_FIX = (f"run stored as '{DAMAGED}': queries and fits leave it out. Train it again: "
+               "`scaledb check --rerun-damaged`, then `scaledb run`")
+
+
+def _judge_finished(run: _Run, row: dict[str, Any]) -> None:
+    """A run whose status says finished but whose log lacks its final checkpoint (a torn last line,
+    or a last step short of the status file's) is stored as damaged, and the problem says so; the
+    checkpoints it has are loaded all the same."""
+    if row["status"] != RunState.FINISHED.value:
+        return
+    torn = run.has_log and run.log_size > run.new_offset
+    last = last_logged_step(run.log_path, run.new_offset, run.run_id) if run.has_log and not torn else None
+    why = lost_final_checkpoint(RunState.FINISHED, row["last_step"], last, torn)
+    planned = f"{run.log_mtime_ns}:{run.log_size}" if run.has_log else "missing"
+    if why is None or _sig(run.log_path) != planned:
+        return  # complete; or the log moved since it was planned (the run just wrote its last line)
+    row["status"] = DAMAGED
+    line = None
+    if torn:  # the reader called it a write in progress: in a finished run it is not one
+        line = next((p.line for p in run.problems if p.kind == "truncated"), None)
+        run.problems = [p for p in run.problems if p.kind != "truncated"]
+    run.problems.append(SkippedLine(str(run.log_path), line, "damaged", f"{why}; {DAMAGED_FIX}"))
 
 
 def _mark_orphans(con: duckdb.DuckDBPyConnection, loading: list[_Run]) -> None:

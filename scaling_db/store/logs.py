@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import json
 import math
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,18 @@ import pyarrow.json as pa_json
 
 from scaling_db.store.runs import SkippedLine
 from scaling_db.store.tables import CHECKPOINT_SCHEMA, CHECKPOINTS, METRIC_SCHEMA
+from scaling_db.training.records import ALLOWED_FIELDS, REQUIRED_FIELDS, CheckpointRecord, parse_line
 
 CHECKPOINT_COLUMNS = tuple(CHECKPOINTS.names)
 #: Columns of a checkpoint record that are integers; the rest after run_id are floats.
 INT_COLUMNS = ("step", "tokens")
 FLOAT_COLUMNS = tuple(c for c in CHECKPOINT_COLUMNS if c not in ("run_id", *INT_COLUMNS))
+_REQUIRED = frozenset(REQUIRED_FIELDS)
+#: Required keys whose value may be null. Arrow reads a missing key as null too, so a null in
+#: these columns is looked up in its line; a null in the other required columns is never valid.
+_NULLABLE_REQUIRED = tuple(n for n in REQUIRED_FIELDS
+                           if type(None) in typing.get_args(CheckpointRecord.model_fields[n].annotation))
+_NOT_NULL_REQUIRED = tuple(n for n in REQUIRED_FIELDS if n not in _NULLABLE_REQUIRED)
 
 #: The checkpoint columns typed as stored; other fields are inferred from the data.
 _ARROW_PARSE = pa_json.ParseOptions(explicit_schema=CHECKPOINT_SCHEMA, unexpected_field_behavior="infer")
@@ -98,6 +107,9 @@ def _check_record(rec: Any, run_id: str) -> tuple[str, str] | tuple[None, tuple[
     """Validate one parsed line: (None, (row, metrics)) or (kind, reason)."""
     if not isinstance(rec, dict):
         return "invalid", f"not a JSON object (got {type(rec).__name__})"
+    keys_wrong = _keys_problem(rec)
+    if keys_wrong:
+        return "invalid", keys_wrong
     got = rec.get("run_id")
     if got != run_id:
         return "mismatch", f"record of run {got!r} vs {run_id!r} (the run's directory); not loaded"
@@ -120,6 +132,41 @@ def _check_record(rec: Any, run_id: str) -> tuple[str, str] | tuple[None, tuple[
             return "invalid", f"metric {name!r} is not a number (got {value!r})"
         clean[str(name)] = value
     return None, (row, clean)
+
+
+def _keys_problem(rec: dict[str, Any]) -> str | None:
+    """A missing required key or an unknown one, worded as `CheckpointRecord` (so `scaledb check`) says it."""
+    if rec.keys() >= _REQUIRED and rec.keys() <= ALLOWED_FIELDS:
+        return None
+    missing = [name for name in REQUIRED_FIELDS if name not in rec]
+    if missing:
+        return f"not a checkpoint record ({missing[0]}: Field required)"
+    extra = next(name for name in rec if name not in ALLOWED_FIELDS)
+    return f"not a checkpoint record ({extra}: Extra inputs are not permitted)"
+
+
+def _keys_complete(table: pa.Table, line_at: Callable[[int], bytes]) -> bool:
+    """Whether every line Arrow parsed into `table` has each required key and no unknown one.
+
+    Costs nothing on a clean log: the column names and null counts answer it; only a row with a
+    null in a column that may hold one (a diverged run's NaN loss, a closed-form run's FLOPs) has
+    its line read again, to tell `null` from a missing key."""
+    if not ALLOWED_FIELDS.issuperset(table.column_names):
+        return False
+    if any(table[name].null_count for name in _NOT_NULL_REQUIRED):
+        return False
+    rows: set[int] = set()
+    for name in _NULLABLE_REQUIRED:
+        if table[name].null_count:
+            rows.update(pc.indices_nonzero(pc.is_null(table[name])).to_pylist())
+    for row in sorted(rows):
+        try:
+            rec = json.loads(line_at(row))
+        except ValueError:
+            return False
+        if not isinstance(rec, dict) or not rec.keys() >= _REQUIRED:
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=16)
@@ -173,16 +220,17 @@ def _metric_rows(metrics: pa.ChunkedArray, run_id: str | pa.Array, steps: pa.Arr
     return concat(parts) if parts else pa.table({c: [] for c in METRIC_SCHEMA.names}, schema=METRIC_SCHEMA)
 
 
-def _parse_arrow(body: bytes, n_lines: int, run_id: str, out: LogRows) -> bool:
+def _parse_arrow(body: bytes, lines: list[bytes], run_id: str, out: LogRows) -> bool:
     """The common case, parsed in C++: plain JSON numbers (no NaN), one run, steps set, every record
-    with the same metric names. False, touching nothing, when any of that does not hold."""
+    with the required keys and the same metric names. False, touching nothing, when any of that
+    does not hold. `lines` are the body's non-blank lines."""
     if not ARROW_READER:
         return False
     try:
         table = pa_json.read_json(pa.BufferReader(body), parse_options=_parse_options(body))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return False
-    if table.num_rows != n_lines or table["step"].null_count or table["run_id"].null_count:
+    if table.num_rows != len(lines) or not _keys_complete(table, lines.__getitem__):
         return False
     if not pc.all(pc.equal(table["run_id"], run_id)).as_py() or pc.min(table["step"]).as_py() < 0:
         return False
@@ -218,7 +266,7 @@ def parse_whole_logs(logs: list[tuple[Path, str, int]], out: LogRows) -> list[in
     # Read into one buffer (no join, a copy of a few hundred MB); a blank line makes Arrow's row
     # count differ from the newline count below, which sends the batch to the per-log reader.
     body = bytearray(sum(size for _, _, size in logs))
-    view, at, counts = memoryview(body), 0, []
+    view, at, counts, offsets = memoryview(body), 0, [], []
     for path, _, size in logs:
         with open(path, "rb") as fh:
             if fh.readinto(view[at:at + size]) != size:
@@ -227,17 +275,18 @@ def parse_whole_logs(logs: list[tuple[Path, str, int]], out: LogRows) -> list[in
         if part[-1:] != b"\n" or part[:1] == b"\n":
             return None
         counts.append(body.count(b"\n", at, at + size))
+        offsets.append(at)
         at += size
     try:
         table = pa_json.read_json(pa.BufferReader(body), parse_options=_parse_options(body))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
-    if table.num_rows != sum(counts) or table["step"].null_count or table["run_id"].null_count \
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    if table.num_rows != sum(counts) or not _keys_complete(table, _line_finder(body, offsets, starts)) \
             or pc.min(table["step"]).as_py() < 0:
         return None
     # Each log's slice against its own id: building the expected column (np.repeat of strings)
     # cost more than Arrow's parse of the numbers.
-    starts = np.concatenate([[0], np.cumsum(counts)])
     column = table["run_id"]
     for (_, run_id, _), start, n in zip(logs, starts, counts):
         if not pc.all(pc.equal(column.slice(start, n), run_id)).as_py():
@@ -252,20 +301,33 @@ def parse_whole_logs(logs: list[tuple[Path, str, int]], out: LogRows) -> list[in
     return counts if _add_parsed(table, run_ids, out) else None
 
 
+def _line_finder(body: bytearray, offsets: list[int], starts: np.ndarray) -> Callable[[int], bytes]:
+    """Row -> its line in `body`, the logs laid end to end (log i from byte `offsets[i]`, rows
+    from `starts[i]`); only called for the few rows `_keys_complete` looks at."""
+    def line_at(row: int) -> bytes:
+        log = int(np.searchsorted(starts, row, side="right")) - 1
+        begin = offsets[log]
+        for _ in range(row - int(starts[log])):
+            begin = body.index(b"\n", begin) + 1
+        return bytes(body[begin:body.index(b"\n", begin)])
+    return line_at
+
+
 def _parse_bulk(body: bytes, lines: list[bytes], run_id: str, out: LogRows) -> bool:
     """Parse clean lines at once, in C++ (Arrow's JSON reader) or in one `json.loads` call (a JSON
     array); False, touching nothing, if any line is not a well-formed record of this run."""
     lines = [line for line in lines if line.strip()]
     if not lines:
         return True
-    if _parse_arrow(body, len(lines), run_id, out):
+    if _parse_arrow(body, lines, run_id, out):
         return True
     try:
         records = json.loads(b"[" + b",".join(lines) + b"]")
     except ValueError:
         return False
     for rec in records:
-        if type(rec) is not dict or rec.get("run_id") != run_id:
+        if type(rec) is not dict or rec.get("run_id") != run_id or not (rec.keys() >= _REQUIRED
+                                                                       and rec.keys() <= ALLOWED_FIELDS):
             return False
         step = rec.get("step")
         if type(step) is not int or step < 0:
@@ -320,6 +382,36 @@ def parse_log(path: Path, run_id: str, start_offset: int, size: int, start_line:
     return LogRead(start_offset + end, start_line + len(lines), problems)
 
 
+def _json_problem(raw: bytes, exc: ValueError) -> str:
+    """Why a line is not JSON, in the words of `scaledb check` (its parser's message)."""
+    why = parse_line(raw)
+    if isinstance(why, str):
+        return why
+    col = getattr(exc, "colno", None)  # the two parsers disagree: say what Python's found
+    return f"not valid JSON ({getattr(exc, 'msg', str(exc))}{f' at column {col}' if col else ''}); line skipped"
+
+
+def last_logged_step(path: Path, end: int, run_id: str) -> int | None:
+    """The step of the last line before byte `end` that loads as a record of `run_id` (None: no
+    such line). Reads the log backwards from `end` (a line's end), a block at a time."""
+    block, pos, head = 1 << 14, end, b""
+    with open(path, "rb") as fh:
+        while pos > 0:
+            start = max(0, pos - block)
+            fh.seek(start)
+            lines = (fh.read(pos - start) + head).split(b"\n")
+            head, pos = (lines.pop(0) if start > 0 else b""), start  # cut at the block's start
+            for raw in reversed(lines):
+                if raw.strip():
+                    try:
+                        kind, result = _check_record(json.loads(raw), run_id)
+                    except ValueError:
+                        continue
+                    if kind is None:
+                        return int(result[0][1])  # type: ignore[index]
+    return None
+
+
 def _parse_lines(path: Path, run_id: str, lines: list[bytes], start_line: int, out: LogRows) -> list[SkippedLine]:
     """Line by line, to say which line is bad and why; the good lines still load."""
     problems = []
@@ -330,10 +422,7 @@ def _parse_lines(path: Path, run_id: str, lines: list[bytes], start_line: int, o
         try:
             rec = json.loads(raw)
         except ValueError as exc:
-            msg = getattr(exc, "msg", str(exc))
-            col = getattr(exc, "colno", None)
-            problems.append(SkippedLine(str(path), number, "corrupt",
-                                        f"invalid JSON ({msg}{f' at column {col}' if col else ''}); line skipped"))
+            problems.append(SkippedLine(str(path), number, "corrupt-line", _json_problem(raw, exc)))
             continue
         kind, result = _check_record(rec, run_id)
         if kind is not None:

@@ -17,6 +17,7 @@ from scaling_db.spec.schema import ClosedFormTrain
 from scaling_db.store.database import to_utc
 from scaling_db.store.tables import RUN_STATUSES
 from scaling_db.training.records import RunStatus
+from scaling_db.workspace import first_problem
 
 #: Fields of the run identity that only pick a replicate: runs differing only here share a config_id.
 SEED_FIELDS = (("train", "seed"), ("data", "seed"))
@@ -28,7 +29,7 @@ class SkippedLine:
 
     path: str
     line: int | None
-    kind: str  # truncated | corrupt | invalid | mismatch | file
+    kind: str  # truncated | corrupt-line | invalid | mismatch | damaged | file
     reason: str
 
     def format(self) -> str:
@@ -147,11 +148,9 @@ def read_run_files(run_dir: Path, run_id: str, now: datetime, problems: list[Ski
     try:
         manifest = RunManifest.model_validate_json(text)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top)"
         problems.append(SkippedLine(str(manifest_path), None, "file",
-                                    f"not a valid manifest ({exc.error_count()} problems, first: {where}: "
-                                    f"{first['msg']}); run not loaded"))
+                                    f"not a valid manifest ({first_problem(exc)}); run not loaded. "
+                                    "`scaledb check` names the repair"))
         return None
     status, readable = _read_status(run_dir / "status.json", problems)
     row = run_row(manifest, text, status, status_readable=readable, created_at=created_at, now=now)
@@ -166,6 +165,6 @@ def _read_status(path: Path, problems: list[SkippedLine]) -> tuple[RunStatus | N
     except FileNotFoundError:
         return None, True
     except ValidationError as exc:
-        reason = exc.errors()[0]["msg"]
-        problems.append(SkippedLine(str(path), None, "file", f"unreadable status file ({reason}); status set to 'unknown'"))
+        problems.append(SkippedLine(str(path), None, "file", f"unreadable status file ({first_problem(exc)}); run "
+                                    "stored as 'unknown': queries and fits leave it out. `scaledb check` names the repair"))
         return None, False

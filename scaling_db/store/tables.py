@@ -18,6 +18,9 @@ from scaling_db.training.records import RunState
 
 #: A run's status: the runner's states, plus `unknown` for an unreadable status.json.
 RUN_STATUSES: tuple[str, ...] = (*(s.value for s in RunState), "unknown")
+#: The `runs` status of a run whose status file says finished but whose log lacks its final
+#: checkpoint (`scaling_db.training.records.lost_final_checkpoint`): set by the loader, never by a runner.
+DAMAGED = "damaged"
 
 _ARROW = {
     "VARCHAR": pa.string(), "JSON": pa.string(), "BIGINT": pa.int64(), "INTEGER": pa.int32(),
@@ -107,7 +110,8 @@ RUNS = Table(
         Column("run_id", "VARCHAR"),
         Column("experiment", "VARCHAR", not_null=True),
         Column("name", "VARCHAR"),
-        Column("status", "VARCHAR", " | ".join(RUN_STATUSES[:-1]) + " | unknown (unreadable status.json)",
+        Column("status", "VARCHAR", " | ".join(RUN_STATUSES[:-1]) + " | unknown (unreadable status.json) | "
+               f"{DAMAGED} (status.json says finished, but the log lacks the final checkpoint)",
                not_null=True),
         Column("config_id", "VARCHAR",
                "hash of the run identity without train.seed and data.seed: seed replicates share it"),

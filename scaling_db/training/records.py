@@ -131,12 +131,35 @@ class CheckpointRecord(BaseModel):
         return json.dumps(data, separators=(",", ":"), allow_nan=False) + "\n"
 
 
+#: Keys every log line must have (`null` is a value; a missing key is not): the `CheckpointRecord`
+#: fields without a default. The store's fast loaders check these, not a second copy of the schema.
+REQUIRED_FIELDS: tuple[str, ...] = tuple(n for n, f in CheckpointRecord.model_fields.items() if f.is_required())
+#: Keys a log line may have: the fields, and `nonfinite` (read by `_restore_nonfinite`).
+ALLOWED_FIELDS: frozenset[str] = frozenset((*CheckpointRecord.model_fields, "nonfinite"))
+
 _METRIC_PREFIX = "metrics."
 _NONFINITE_TEXT = ("NaN", "Infinity", "-Infinity")  # the spellings of Python's json and JavaScript
 
 
 def _nonfinite_text(value: float) -> str:
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def lost_final_checkpoint(state: RunState, final_step: int | None, last_step: int | None, torn: bool) -> str | None:
+    """Why a run whose status says finished lacks its final checkpoint (None: it does not, or it
+    is not finished). `final_step` is the status file's last step, `last_step` the step of the
+    log's last record, `torn` whether the log ends in a line without its newline.
+
+    Such a run is `damaged`: its last curve point is not its result, so fits and queries must not
+    take it as finished; only training it again repairs it (`scaledb check --rerun-damaged`)."""
+    if state != RunState.FINISHED:
+        return None
+    if torn:
+        return "torn last line (no newline) in a finished run: a write interrupted for good"
+    if final_step is not None and (last_step is None or last_step < final_step):
+        return (f"the log ends at step {last_step if last_step is not None else '-'} vs step {final_step}, "
+                f"where status.json says the run finished: its final checkpoint is missing")
+    return None
 
 
 @dataclass(frozen=True)
@@ -161,8 +184,8 @@ class LogRead:
     torn: bool = False
 
 
-def _parse_line(line: bytes) -> CheckpointRecord | str:
-    """A record, or why the line is not one."""
+def parse_line(line: bytes) -> CheckpointRecord | str:
+    """A record, or why the line is not one (the wording `status`, `check` and `ingest` share)."""
     try:
         return CheckpointRecord.model_validate_json(line)
     except ValidationError as exc:
@@ -186,7 +209,7 @@ def scan_log(path: Path) -> LogRead:
     for number, line in enumerate(lines[:-1], start=1):
         if not line.strip():
             continue
-        parsed = _parse_line(line)
+        parsed = parse_line(line)
         if isinstance(parsed, str):
             problems.append(LogProblem(str(path), number, parsed))
         else:
