@@ -13,7 +13,7 @@ from scaling_db.plot._frame import (PADDING, finite, finite_positive, has_values
                                     log_y, require, size_color, thin_log)
 from scaling_db.plot.theme import MUTED, OKABE_ITO, apply_theme, label, panel_width
 
-WINDOW_LABELS = 130  # px for a window label such as "drop 2 smallest, 1 largest", never cut
+WINDOW_LABELS = 190  # px for a window label such as "drop 2 smallest, 1 largest" at 13 px (130 cut it), never cut
 
 # What makes two runs "the same configuration, another seed"; the columns present are used.
 CONFIG_COLUMNS = ("experiment", "parameterization", "n_params", "n_params_nonembed", "d_model",
