@@ -324,3 +324,16 @@ def test_manifest_columns_match_the_database_row(sweep):
         for column in (*MANIFEST_PATHS, "experiment", "name", "tokens_budget"):
             expected = db.loc[m.run_id, column]
             assert (row[column] is None and pd.isna(expected)) or row[column] == expected, (m.run_id, column)
+
+
+def test_a_finished_run_missing_its_final_checkpoint_shows_damaged_not_finished(sweep):
+    """As ingest and `scaledb status` judge it: status.json says finished, the log ends early."""
+    ws, manifests = sweep
+    c = client(ws)
+    run_id = manifests[4].run_id
+    write_log(ws, run_id, range(1, 4), n_params=manifests[4].counts.n_params)
+    write_status(ws, run_id, "finished", step=10)
+    rows = c.get("/api/experiments/ba_graph/runs", params={"status": "damaged"}).json()["rows"]
+    assert [r["run_id"] for r in rows] == [run_id]
+    row = re.search(r'<tr data-experiment="ba_graph">(.*?)</tr>', c.get("/").text, re.S).group(1)
+    assert dict(re.findall(r'class="num count-(\w+)">(\d*)<', row))["finished"] == "3"

@@ -28,8 +28,9 @@ import pandas as pd
 
 from scaling_db.errors import QueryError, StoreError
 from scaling_db.spec.plan import superseded_runs
-from scaling_db.store.tables import RUN_STATUSES
+from scaling_db.store.tables import DAMAGED, RUN_STATUSES
 from scaling_db.store.query import run_query
+from scaling_db.training.records import RunState, lost_final_checkpoint
 from scaling_db.workspace import Workspace
 
 SERVE_QUERY_DIR = Path(__file__).resolve().parent / "queries"
@@ -129,6 +130,20 @@ class _FileRun:
     status: dict[str, Any] = field(default_factory=dict)
     last: dict[str, Any] | None = None
     row: dict[str, Any] | None = None  # from the manifest, for runs the database does not have
+
+
+def _file_status(entry: _FileRun) -> str:
+    """The run's status as its files say it, `damaged` where it says finished but the log lacks
+    the final checkpoint (as ingest and `scaledb status` judge it)."""
+    status = entry.status.get("status", "pending")
+    if status not in RUN_STATUSES:
+        return "unknown"
+    step, last = entry.status.get("step"), (entry.last or {}).get("step")
+    if status == RunState.FINISHED.value and lost_final_checkpoint(
+            RunState.FINISHED, step if isinstance(step, int) else None, last if isinstance(last, int) else None,
+            torn=False):
+        return DAMAGED  # a torn last line shows here too: the last complete record is an earlier step
+    return status
 
 
 @dataclass(frozen=True)
@@ -294,8 +309,7 @@ class WorkspaceView:
                 if row is None:
                     continue
                 extra.append(row)
-            status = entry.status.get("status", "pending")
-            fresh: dict[str, Any] = {"run_id": run_id, "status": status if status in RUN_STATUSES else "unknown"}
+            fresh: dict[str, Any] = {"run_id": run_id, "status": _file_status(entry)}
             if entry.last:
                 fresh.update(final_step=entry.last.get("step"), final_tokens=entry.last.get("tokens"),
                              final_flops=entry.last.get("flops_exact"),
@@ -345,8 +359,9 @@ class WorkspaceView:
         for name in names:
             info = self._experiment_info(name, rows.get(name))
             by_status = {s: int(counts.get((name, s), 0)) for s in RUN_STATUSES if s != "unknown"}
-            if counts.get((name, "unknown")):
-                by_status["unknown"] = int(counts[(name, "unknown")])
+            for odd in ("unknown", DAMAGED):  # counted only where there are some
+                if counts.get((name, odd)):
+                    by_status[odd] = int(counts[(name, odd)])
             by_status["superseded"] = len(superseded[name])
             plan = info.get("analysis") or {}
             out.append(ExperimentSummary(
