@@ -268,6 +268,7 @@ def frontier_surface(
     sel = select_rows(df, [n, d, y], where=where, log_columns=[n, d, y], min_points=10,
                       id_column=run)
     u, v, z = np.log(sel[n]), np.log(sel[d]), np.log(sel[y])
+    _check_spread(u, v, n, d, model, degree)
     surface = _log_loss_surface(u, v, z, model, degree, smoothing)
     k = flops_per_param_token
     rows, excluded = _iso_compute_minima(surface, u, v, k, n_grid)
@@ -280,15 +281,51 @@ def frontier_surface(
                         "excluded_rows": list(sel.excluded)})
 
 
+def _surface_name(model: str, degree: int) -> str:
+    return f"degree-{degree} polynomial surface" if model == "poly" else "thin-plate-spline surface"
+
+
+def _check_spread(u: Array, v: Array, n: str, d: str, model: str, degree: int) -> None:
+    """FitError unless (log N, log D) vary enough to determine the surface.
+
+    A bootstrap resample of few runs often draws one run several times: a single size has zero
+    variance (standardising divides by 0), and fewer sizes than the polynomial's degree + 1 leave
+    its design singular (any coefficients fit; the frontier would be arbitrary).
+    """
+    need = degree + 1 if model == "poly" else 2
+    sizes, lengths = len(np.unique(u)), len(np.unique(v))
+    if sizes < need or lengths < need:
+        raise FitError(f"frontier_surface: too few distinct values to determine a "
+                       f"{_surface_name(model, degree)} ({sizes} distinct {n} and {lengths} "
+                       f"distinct {d} vs at least {need} of each). Add runs of more sizes, or "
+                       f"use another frontier method.")
+
+
+def _singular(what: str, rank: int, need: int) -> FitError:
+    return FitError(f"frontier_surface: the points do not determine a {what} (design rank "
+                    f"{rank} vs {need}: they lie on a lower-degree curve in (log N, log D)). "
+                    f"Add runs of other sizes and lengths, or use another frontier method.")
+
+
 def _log_loss_surface(u: pd.Series, v: pd.Series, z: pd.Series, model: str, degree: int,
                       smoothing: float) -> Callable[[Array, Array], Array]:
-    """log L as a smooth function of (log N, log D), fitted in standardised coordinates."""
+    """log L as a smooth function of (log N, log D), fitted in standardised coordinates.
+
+    The caller has checked (`_check_spread`) that u and v each take several values.
+    """
     mu_u, sd_u, mu_v, sd_v = u.mean(), u.std(), v.mean(), v.std()
     su, sv = (u - mu_u) / sd_u, (v - mu_v) / sd_v
     if model == "poly":
-        coef, *_ = np.linalg.lstsq(_poly_design(su, sv, degree), z, rcond=None)
+        design = _poly_design(su, sv, degree)
+        coef, _, rank, _ = np.linalg.lstsq(design, z, rcond=None)
+        if rank < design.shape[1]:
+            raise _singular(_surface_name(model, degree), rank, design.shape[1])
         return lambda uu, vv: _poly_design((uu - mu_u) / sd_u, (vv - mu_v) / sd_v, degree) @ coef
     if model == "rbf":
+        # the spline's linear part needs points that are not all on one line
+        rank = int(np.linalg.matrix_rank(np.c_[np.ones_like(su), su, sv]))
+        if rank < 3:
+            raise _singular(_surface_name(model, degree), rank, 3)
         rbf = RBFInterpolator(np.c_[su, sv], z, kernel="thin_plate_spline", smoothing=smoothing)
 
         def surface(uu: Array, vv: Array) -> Array:
