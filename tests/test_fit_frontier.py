@@ -86,6 +86,16 @@ def test_isoflop_excludes_budgets_without_a_bracketed_minimum():
     assert "outside the sampled range" in f.excluded[0][1] or "downward" in f.excluded[0][1]
 
 
+def test_isoflop_excludes_a_budget_with_fewer_than_three_token_counts():
+    # 9 sizes but 2 token counts: the parabola in log D is singular (its vertex arbitrary)
+    df = isoflop_runs()
+    top = df["budget"] == df["budget"].max()
+    df.loc[top, "tokens"] = np.where(df.loc[top, "n_params"] < df.loc[top, "n_params"].median(), 1e10, 2e10)
+    f = frontier_isoflop(df, budget="budget")
+    assert len(f.optima) == 6
+    assert f.excluded == ((pytest.approx(1e21), "9 run(s), 9 size(s), 2 token count(s) (vs at least 3)"),)
+
+
 def test_lower_envelope_recovers_the_exponents():
     f = frontier_envelope(training_curves())
     assert f.a == pytest.approx(A_TRUE, abs=0.035)

@@ -27,7 +27,7 @@ from scaling_db.fit.resample import bootstrap
 from scaling_db.fit.chinchilla import fit_chinchilla
 from scaling_db.fit.options import FitOptions
 from scaling_db.fit.power import fit_power_law
-from scaling_db.fit.result import LawFit, jsonable, select_rows
+from scaling_db.fit.result import LawFit, jsonable, require_distinct, select_rows
 
 Array = np.ndarray
 METHODS = ("envelope", "isoflop", "parametric", "surface")
@@ -203,9 +203,11 @@ def _isoflop_profiles(df: pd.DataFrame, n: str, d: str, c: str, y: str, budget: 
     for lab in np.unique(labels):
         m = labels == lab
         flops = float(sel[budget][m][0]) if budget else float(np.exp(np.mean(np.log(sel[c][m]))))
-        if len(np.unique(sel[n][m])) < 3:
-            excluded.append((flops, f"{int(m.sum())} run(s), {len(np.unique(sel[n][m]))} "
-                                    f"size(s) (vs at least 3)"))
+        sizes, lengths = len(np.unique(sel[n][m])), len(np.unique(sel[d][m]))
+        if min(sizes, lengths) < 3:  # a parabola through fewer is singular (no vertex)
+            excluded.append((flops, f"{int(m.sum())} run(s), {sizes} size(s)"
+                                    + (f", {lengths} token count(s)" if lengths < sizes else "")
+                                    + " (vs at least 3)"))
             continue
         vn = _vertex(np.log(sel[n][m]), sel[y][m])
         vd = _vertex(np.log(sel[d][m]), sel[y][m])
@@ -267,8 +269,11 @@ def frontier_surface(
     where = "frontier_surface"
     sel = select_rows(df, [n, d, y], where=where, log_columns=[n, d, y], min_points=10,
                       id_column=run)
+    # a resample of few runs often draws one run several times: a single size has zero variance
+    # (standardising divides by 0) and fewer sizes than degree + 1 leave the design singular
+    require_distinct(sel, [n, d], degree + 1 if model == "poly" else 2, where=where,
+                     what=f"a {_surface_name(model, degree)}")
     u, v, z = np.log(sel[n]), np.log(sel[d]), np.log(sel[y])
-    _check_spread(u, v, n, d, model, degree)
     surface = _log_loss_surface(u, v, z, model, degree, smoothing)
     k = flops_per_param_token
     rows, excluded = _iso_compute_minima(surface, u, v, k, n_grid)
@@ -285,22 +290,6 @@ def _surface_name(model: str, degree: int) -> str:
     return f"degree-{degree} polynomial surface" if model == "poly" else "thin-plate-spline surface"
 
 
-def _check_spread(u: Array, v: Array, n: str, d: str, model: str, degree: int) -> None:
-    """FitError unless (log N, log D) vary enough to determine the surface.
-
-    A bootstrap resample of few runs often draws one run several times: a single size has zero
-    variance (standardising divides by 0), and fewer sizes than the polynomial's degree + 1 leave
-    its design singular (any coefficients fit; the frontier would be arbitrary).
-    """
-    need = degree + 1 if model == "poly" else 2
-    sizes, lengths = len(np.unique(u)), len(np.unique(v))
-    if sizes < need or lengths < need:
-        raise FitError(f"frontier_surface: too few distinct values to determine a "
-                       f"{_surface_name(model, degree)} ({sizes} distinct {n} and {lengths} "
-                       f"distinct {d} vs at least {need} of each). Add runs of more sizes, or "
-                       f"use another frontier method.")
-
-
 def _singular(what: str, rank: int, need: int) -> FitError:
     return FitError(f"frontier_surface: the points do not determine a {what} (design rank "
                     f"{rank} vs {need}: they lie on a lower-degree curve in (log N, log D)). "
@@ -311,7 +300,7 @@ def _log_loss_surface(u: pd.Series, v: pd.Series, z: pd.Series, model: str, degr
                       smoothing: float) -> Callable[[Array, Array], Array]:
     """log L as a smooth function of (log N, log D), fitted in standardised coordinates.
 
-    The caller has checked (`_check_spread`) that u and v each take several values.
+    The caller has checked (`require_distinct`) that u and v each take several values.
     """
     mu_u, sd_u, mu_v, sd_v = u.mean(), u.std(), v.mean(), v.std()
     su, sv = (u - mu_u) / sd_u, (v - mu_v) / sd_v
