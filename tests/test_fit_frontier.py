@@ -9,6 +9,7 @@ N_opt can only take the 14 simulated sizes. Each tolerance is about twice the wo
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -182,3 +183,17 @@ def test_compare_frontiers_reports_every_method_with_intervals():
                             n_jobs=1)
     assert iso.loc[0, "a_lo"] < iso.loc[0, "a"] < iso.loc[0, "a_hi"]
     assert json.dumps(frontier_isoflop(isoflop_runs(), budget="budget").to_record())
+
+
+def test_a_frontier_with_many_failed_refits_is_flagged():
+    # 5 runs, a cubic surface: most resamples draw < 4 distinct sizes and fail; the report's
+    # row says its interval only describes the rest
+    from scaling_db.report.comparisons import Source, frontier_outcome
+    from scaling_db.spec.schema import FrontierDecl
+    data = _runs(training_curves(), 5)
+    src = Source(experiment="t", experiments=("t",), query=None, sql="", data=data)
+    out = frontier_outcome(FrontierDecl(method="surface"), src, n_boot=40, seed=31, n_jobs=1)
+    hit = re.search(r"(\d+) of 40 refits failed: interval conditional on the rest", out.rows[0]["flag"])
+    assert hit and int(hit[1]) > 4
+    assert any(f"; {hit[1]} refits failed (first: frontier_surface: too few distinct" in n
+               for n in out.note_lines)
