@@ -229,6 +229,14 @@ def test_every_numeric_column_is_checked(tmp_path: Path, column: str, good: str,
     assert [s.format() for s in report.skipped] == ([] if reason is None else [f"{table}:3: {reason}; row skipped"])
 
 
+def test_a_nan_cell_in_a_text_column_is_a_missing_value(tmp_path: Path):
+    table = tmp_path / "t.csv"  # 'x' makes the column text, so 'nan' stays the string 'nan'
+    table.write_text("N,D,L,s\n10,20,4,x\n10,30,4,nan\n")
+    report = import_table(tmp_path / "ws", table, "t", parse_mapping(["n_params=N", "tokens=D", "loss=L", "seed=s"]))
+    assert [s.format() for s in report.skipped] == [f"{table}:2: seed is 'x', not a number; row skipped"]
+    assert one(tmp_path / "ws", "SELECT tokens_budget, seed FROM runs") == [(30, None)]
+
+
 def test_tokens_may_be_0_only_within_a_curve(tmp_path: Path):
     table = tmp_path / "t.csv"
     table.write_text("r,N,D,L\nm,10,0,5\nm,10,20,4\n")

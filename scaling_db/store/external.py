@@ -178,10 +178,10 @@ def _clean(value: Any) -> Any:
 
 
 def _as(kind: str, value: Any) -> Any:
-    """A checked value (`_value_problem` found none) as the column's type."""
-    value = _clean(value)
-    if value is None:
+    """A checked value (`_value_problem` found none) as the column's type; a missing one as None."""
+    if _missing(value):
         return None
+    value = _clean(value)
     if kind == "int":
         return int(float(value)) if not isinstance(value, int) else value
     if kind == "float":
