@@ -207,7 +207,16 @@ def _flat_runs(ws: Workspace) -> set[str]:
     return set(curves.loc[curves["d_model"] == 16, "run_id"])
 
 
-@pytest.mark.parametrize("method", ["envelope", "surface", "parametric"])
+def test_the_surface_frontier_of_the_three_widths_that_learned_is_refused(curves_ws: Workspace) -> None:
+    # width 16 left out, 3 widths remain: too few for the cubic surface (its minimum-norm fit
+    # was arbitrary); with every run kept, 4 widths determine it
+    with pytest.raises(FitError, match=r"\(3 distinct n_params and \d+ distinct tokens vs at least 4 of each\)"):
+        run_frontier(curves_ws, FrontierDecl(method="surface", bootstrap=0), "curves_vocab")
+    kept = run_frontier(curves_ws, FrontierDecl(method="surface", bootstrap=0, keep_above_uniform=True), "curves_vocab")
+    assert kept.to_record()["n_points"] == 12 * 8
+
+
+@pytest.mark.parametrize("method", ["envelope", "parametric"])
 def test_curve_frontiers_leave_out_whole_runs_above_the_uniform_guess(curves_ws: Workspace, method: str) -> None:
     flat = _flat_runs(curves_ws)
     out = run_frontier(curves_ws, FrontierDecl(method=method, bootstrap=0), "curves_vocab")

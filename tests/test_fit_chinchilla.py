@@ -117,3 +117,11 @@ def test_invalid_rows_are_excluded_and_unusable_data_raises(data):
         fit_chinchilla(data.head(3))
     with pytest.raises(FitError, match=r"unknown loss \('l1' vs one of huber, lsq\)"):
         fit_chinchilla(data, options=FitOptions(loss="l1"))
+
+
+@pytest.mark.parametrize("fitter", [fit_chinchilla, fit_kaplan_nd])
+def test_one_size_is_a_fit_error_not_an_arbitrary_exponent(data, fitter):
+    # every row at one N: A/N^alpha is a constant E absorbs, so alpha could be anything
+    one = data.assign(n_params=1e9)
+    with pytest.raises(FitError, match=r"\(1 distinct n_params and 250 distinct tokens vs at least 2 of each\)"):
+        fitter(one)

@@ -9,6 +9,7 @@ N_opt can only take the 14 simulated sizes. Each tolerance is about twice the wo
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -86,6 +87,16 @@ def test_isoflop_excludes_budgets_without_a_bracketed_minimum():
     assert "outside the sampled range" in f.excluded[0][1] or "downward" in f.excluded[0][1]
 
 
+def test_isoflop_excludes_a_budget_with_fewer_than_three_token_counts():
+    # 9 sizes but 2 token counts: the parabola in log D is singular (its vertex arbitrary)
+    df = isoflop_runs()
+    top = df["budget"] == df["budget"].max()
+    df.loc[top, "tokens"] = np.where(df.loc[top, "n_params"] < df.loc[top, "n_params"].median(), 1e10, 2e10)
+    f = frontier_isoflop(df, budget="budget")
+    assert len(f.optima) == 6
+    assert f.excluded == ((pytest.approx(1e21), "9 run(s), 9 size(s), 2 token count(s) (vs at least 3)"),)
+
+
 def test_lower_envelope_recovers_the_exponents():
     f = frontier_envelope(training_curves())
     assert f.a == pytest.approx(A_TRUE, abs=0.035)
@@ -114,6 +125,53 @@ def test_smooth_surface_recovers_the_exponents(model, tol):
     assert f.settings["surface_rmse_log"] < 0.01
 
 
+def _runs(df, k):
+    """The rows of k runs spread over the sizes (the 3-width specs shrink to this)."""
+    keep = [f"r{i}" for i in np.linspace(0, 13, k).round().astype(int)]
+    return df[df.run_id.isin(keep)]
+
+
+@pytest.mark.parametrize("model", ["poly", "rbf"])
+def test_surface_of_one_size_is_a_fit_error(model):
+    # one run: log N has zero variance, so standardising it divided by 0 and lstsq saw NaN
+    one = training_curves().query("run_id == 'r5'")
+    need = 4 if model == "poly" else 2
+    with pytest.raises(FitError, match=rf"\(1 distinct n_params and 25 distinct tokens vs at "
+                                       rf"least {need} of each\)"):
+        frontier_surface(one, model=model)
+
+
+def test_cubic_surface_needs_four_sizes():
+    # 3 sizes leave the cubic's design singular: lstsq's minimum-norm answer gave a ~ 0.06
+    with pytest.raises(FitError, match=r"degree-3 polynomial surface \(3 distinct n_params"):
+        frontier_surface(_runs(training_curves(), 3))
+    assert frontier_surface(_runs(training_curves(), 3), model="rbf").a > 0
+
+
+def test_surface_on_one_line_is_a_fit_error():
+    # every run stopped at 20 tokens per parameter: (log N, log D) on one line, no surface
+    rows = pd.DataFrame({"run_id": [f"r{i}" for i in range(12)],
+                         "n_params": np.geomspace(1e6, 1e9, 12)})
+    rows["tokens"] = 20 * rows["n_params"]
+    rows["loss"] = noisy_loss(rows, np.random.default_rng(0))
+    for model in ("poly", "rbf"):
+        with pytest.raises(FitError, match=r"do not determine a .* \(design rank \d+ vs \d+"):
+            frontier_surface(rows, model=model)
+
+
+def test_degenerate_bootstrap_resamples_are_failed_refits():
+    # 5 runs; with seed 31 resample 1 draws one run five times (zero-variance log N: NaN in the
+    # least squares, a LinAlgError or a misleading message before) and most draw < 4 distinct
+    # sizes (a singular cubic, 'fitted' before): each is now a failed refit, counted
+    from scaling_db.fit.frontier import frontier_fn
+    from scaling_db.fit.resample import bootstrap
+    boot = bootstrap(frontier_fn("surface"), _runs(training_curves(), 5), n=40, seed=31,
+                     n_jobs=1, warm_start=False)
+    assert 0 < boot.n_failed < 40 and len(boot.samples) == 40 - boot.n_failed
+    assert any("(1 distinct n_params" in f for f in boot.failures)
+    assert f"{boot.n_failed} refits failed" in boot.note()
+
+
 def test_compare_frontiers_reports_every_method_with_intervals():
     table = compare_frontiers(training_curves(), methods=["envelope", "parametric", "surface"],
                               n_boot=30, n_jobs=1)
@@ -125,3 +183,17 @@ def test_compare_frontiers_reports_every_method_with_intervals():
                             n_jobs=1)
     assert iso.loc[0, "a_lo"] < iso.loc[0, "a"] < iso.loc[0, "a_hi"]
     assert json.dumps(frontier_isoflop(isoflop_runs(), budget="budget").to_record())
+
+
+def test_a_frontier_with_many_failed_refits_is_flagged():
+    # 5 runs, a cubic surface: most resamples draw < 4 distinct sizes and fail; the report's
+    # row says its interval only describes the rest
+    from scaling_db.report.comparisons import Source, frontier_outcome
+    from scaling_db.spec.schema import FrontierDecl
+    data = _runs(training_curves(), 5)
+    src = Source(experiment="t", experiments=("t",), query=None, sql="", data=data)
+    out = frontier_outcome(FrontierDecl(method="surface"), src, n_boot=40, seed=31, n_jobs=1)
+    hit = re.search(r"(\d+) of 40 refits failed: interval conditional on the rest", out.rows[0]["flag"])
+    assert hit and int(hit[1]) > 4
+    assert any(f"; {hit[1]} refits failed (first: frontier_surface: too few distinct" in n
+               for n in out.note_lines)

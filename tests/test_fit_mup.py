@@ -141,3 +141,13 @@ def test_results_have_short_reprs_and_count_warnings_once():
         "ParameterEfficiencyFit: sp needs")
     assert fit.bootstrap.n_failed > 0 and "distinct n_params" in fit.bootstrap.failures[0]
     assert len(repr(fit_lr_transfer(sweeps())).splitlines()) == 4  # title, header, mup, sp
+
+
+def test_optimal_hparam_law_refuses_scales_that_move_together():
+    # every run at 20 tokens per parameter: log D = log N + const, so a_N and a_D are not separate
+    grid = [(n, lr) for n in np.geomspace(1e7, 1e9, 5) for lr in np.geomspace(1e-4, 1e-2, 5)]
+    rows = [{"run_id": i, "n_params": n, "tokens": 20 * n, "lr": lr,
+             "loss": 2 + (np.log(lr) + 7) ** 2 / 100} for i, (n, lr) in enumerate(grid)]
+    with pytest.raises(FitError, match=r"do not separate the scales' exponents \(design rank 2 vs 3; "
+                                       r"5 distinct n_params, 5 distinct tokens\)"):
+        fit_optimal_hparam_law(pd.DataFrame(rows), "lr", "loss")

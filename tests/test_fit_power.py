@@ -109,3 +109,23 @@ def test_compare_laws_extrapolation_holds_out_largest_scales():
     assert table.loc[0, "law"] == "power_law"
     assert table.set_index("law").loc["exponential", "cv_rmse"] > \
         5 * table.set_index("law").loc["power_law", "cv_rmse"]
+
+
+@pytest.mark.parametrize(("fitter", "need"), [
+    (fit_power_law, 2), (fit_exponential, 2), (fit_saturating_power_law, 3),
+    (fit_saturating_exponential, 3),
+])
+def test_too_few_distinct_sizes_is_a_fit_error_not_arbitrary_parameters(fitter, need):
+    # a bootstrap resample drawing one or two runs several times: one size leaves the slope free
+    # (statsmodels' pseudo-inverse split it with the intercept and reported that, no error)
+    df = synthetic(lambda x: 2 + 50 * x ** -0.3, n=8)
+    df["n_params"] = np.where(np.arange(8) < 4, 1e7, 1e8) if need == 3 else 1e7
+    got = 2 if need == 3 else 1
+    with pytest.raises(FitError, match=rf"\({got} distinct n_params vs at least {need} of each\)"):
+        fitter(df)
+
+
+def test_extrapolation_needs_two_sizes():
+    df = synthetic(lambda x: 50 * x ** -0.3, n=8).assign(n_params=1e7)
+    with pytest.raises(FitError, match=r"cv='extrapolate' .*\(got 1 distinct n_params vs at least 2\)"):
+        compare_laws(df, laws=["power_law"], cv="extrapolate")

@@ -193,6 +193,60 @@ def test_run_level_values_must_be_constant_within_a_run(table: Path, tmp_path: P
                                                             "loss=L", "seed=seed"]))
 
 
+@pytest.mark.parametrize(("cells", "reason"), [
+    ("4,x,5", "tokens is 'x', not a number"),  # a ValueError traceback before
+    ("-3,4,5", "n_params is -3, not > 0"),
+    ("6,2.5,5", "tokens is 2.5, not a whole number (round it in the mapping: tokens=round(COL))"),  # was 2
+    ("6,0,5", "tokens is 0, not > 0"),
+    ("7,8,-1", "loss is -1, not >= 0"),
+    ("7,8,inf", "loss is inf, not a finite number"),
+    ("x,-8,inf", "n_params is 'x', not a number; tokens is -8, not > 0; loss is inf, not a finite number"),
+    ("1,2,", "no value for loss"),
+])
+def test_bad_cells_skip_their_row_with_file_line_column_and_value(tmp_path: Path, cells: str, reason: str):
+    table = tmp_path / "bad.csv"
+    table.write_text(f"a,b,c\n1,2,3\n{cells}\n")
+    report = import_table(tmp_path / "ws", table, "b", parse_mapping(["n_params=a", "tokens=b", "loss=c"]))
+    assert (report.runs, report.rows_read) == (1, 2)
+    assert [s.format() for s in report.skipped] == [f"{table}:3: {reason}; row skipped"]
+    assert one(tmp_path / "ws", "SELECT n_params, tokens_budget FROM runs") == [(1, 2)]
+
+
+@pytest.mark.parametrize(("column", "good", "cell", "reason"), [
+    ("lr", "0.1", "fast", "lr is 'fast', not a number"),
+    ("lr", "0.1", "-0.1", "lr is -0.1, not >= 0"),
+    ("d_model", "16", "16.5", "d_model is 16.5, not a whole number (round it in the mapping: d_model=round(COL))"),
+    ("d_model", "16", "0", "d_model is 0, not > 0"),
+    ("seed", "0", "-1", None),  # any integer
+    ("step", "1", "-1", "step is -1, not >= 0"),
+    ("flops", "1e18", "-1e18", "flops is -1e+18, not >= 0"),
+    ("wall_time_s", "3", "soon", "wall_time_s is 'soon', not a number"),
+])
+def test_every_numeric_column_is_checked(tmp_path: Path, column: str, good: str, cell: str, reason: str | None):
+    table = tmp_path / "t.csv"
+    table.write_text(f"N,D,L,x\n10,20,4,{good}\n10,30,4,{cell}\n")
+    report = import_table(tmp_path / "ws", table, "t", parse_mapping(["n_params=N", "tokens=D", "loss=L", f"{column}=x"]))
+    assert [s.format() for s in report.skipped] == ([] if reason is None else [f"{table}:3: {reason}; row skipped"])
+
+
+def test_a_nan_cell_in_a_text_column_is_a_missing_value(tmp_path: Path):
+    table = tmp_path / "t.csv"  # 'x' makes the column text, so 'nan' stays the string 'nan'
+    table.write_text("N,D,L,s\n10,20,4,x\n10,30,4,nan\n")
+    report = import_table(tmp_path / "ws", table, "t", parse_mapping(["n_params=N", "tokens=D", "loss=L", "seed=s"]))
+    assert [s.format() for s in report.skipped] == [f"{table}:2: seed is 'x', not a number; row skipped"]
+    assert one(tmp_path / "ws", "SELECT tokens_budget, seed FROM runs") == [(30, None)]
+
+
+def test_tokens_may_be_0_only_within_a_curve(tmp_path: Path):
+    table = tmp_path / "t.csv"
+    table.write_text("r,N,D,L\nm,10,0,5\nm,10,20,4\n")
+    curve = import_table(tmp_path / "ws", table, "t", parse_mapping(["run=r", "step=D", "n_params=N", "tokens=D",
+                                                                     "loss=L"]))
+    assert (curve.checkpoints, curve.skipped) == (2, [])  # a step-0 evaluation
+    lone = import_table(tmp_path / "ws", table, "u", parse_mapping(["n_params=N", "tokens=D", "loss=L"]))
+    assert [s.format() for s in lone.skipped] == [f"{table}:2: tokens is 0, not > 0; row skipped"]
+
+
 @pytest.mark.parametrize(("items", "where", "message"), [
     (["n_params=N", "tokens=D"], None, r"no mapping for loss \(required: n_params, tokens, loss\)"),
     (["n_params=N", "tokens=D", "loss=L", "n_param=N"], None, r"--map n_param: .*did you mean `n_params`"),

@@ -184,7 +184,7 @@ def test_isoflop_groups_by_compute_without_the_variable(tmp_path: Path):
             (2e7, 1.0e19, 2.6), (4e7, 1.02e19, 2.5), (8e7, 0.98e19, 2.55)]
     table.write_text("n,c,loss\n" + "".join(f"{n},{c},{loss}\n" for n, c, loss in rows))
     result = CliRunner().invoke(cli, ["import", str(table), "-e", "iso", "-w", str(tmp_path / "ws"),
-                                      "n_params=n", "tokens=c / (6 * n)", "flops=c", "loss=loss"])
+                                      "n_params=n", "tokens=round(c / (6 * n))", "flops=c", "loss=loss"])
     assert result.exit_code == 0, result.output
     df = run_query(tmp_path / "ws", "isoflop", params={"experiment": "iso"})
     assert df.n_in_budget.tolist() == [3] * 6

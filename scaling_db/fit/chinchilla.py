@@ -17,7 +17,7 @@ import pandas as pd
 
 from scaling_db.fit.laws import CHINCHILLA, KAPLAN_ND, huber, r_squared
 from scaling_db.fit.options import DEFAULT_OPTIONS, FitOptions
-from scaling_db.fit.result import LawFit, select_rows
+from scaling_db.fit.result import LawFit, require_distinct, select_rows
 from scaling_db.fit.solver import MultiStartResult, check_loss, minimize_multistart
 
 Array = np.ndarray
@@ -109,6 +109,8 @@ def fit_chinchilla(
     n_par = 4 if tie_exponents else 5
     sel = select_rows(df, [n, d, y], where=where, log_columns=[n, d, y],
                       min_points=n_par + 1, id_column=options.id_column)
+    # one N (or one D) leaves its exponent and coefficient free: E absorbs the term
+    require_distinct(sel, [n, d], 2, where=where, what="both exponents")
     names = _THETA[:n_par]
 
     def to_theta(p: Mapping[str, float]) -> Array:
@@ -191,6 +193,7 @@ def fit_kaplan_nd(
     check_loss(where, loss, delta)
     sel = select_rows(df, [n, d, y], where=where, log_columns=[n, d, y], min_points=5,
                       id_column=options.id_column)
+    require_distinct(sel, [n, d], 2, where=where, what="both exponents")
 
     def to_theta(p: Mapping[str, float]) -> Array:
         return np.array([np.log(p["N_c"]), np.log(p["D_c"]), p["alpha_N"], p["alpha_D"]])

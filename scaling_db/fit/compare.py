@@ -28,6 +28,9 @@ def _folds(df: pd.DataFrame, x: str, group: str, cv: str, k: int, seed: int,
     if cv == "extrapolate":
         # hold out the largest `holdout` fraction of distinct scales: the use scaling laws are for
         levels = np.sort(df[x].unique())
+        if len(levels) < 2:
+            raise FitError(f"compare_laws: cv='extrapolate' holds out the largest {x} (got "
+                           f"{len(levels)} distinct {x} vs at least 2). Use cv='kfold' or add sizes.")
         cut = levels[max(1, int(np.floor(len(levels) * (1 - holdout))))]
         return [np.flatnonzero(df[x].to_numpy() >= cut)]
     uniq = pd.unique(keys)

@@ -27,7 +27,7 @@ from scaling_db.fit.resample import bootstrap
 from scaling_db.fit.chinchilla import fit_chinchilla
 from scaling_db.fit.options import FitOptions
 from scaling_db.fit.power import fit_power_law
-from scaling_db.fit.result import LawFit, jsonable, select_rows
+from scaling_db.fit.result import LawFit, jsonable, require_distinct, select_rows
 
 Array = np.ndarray
 METHODS = ("envelope", "isoflop", "parametric", "surface")
@@ -203,9 +203,11 @@ def _isoflop_profiles(df: pd.DataFrame, n: str, d: str, c: str, y: str, budget: 
     for lab in np.unique(labels):
         m = labels == lab
         flops = float(sel[budget][m][0]) if budget else float(np.exp(np.mean(np.log(sel[c][m]))))
-        if len(np.unique(sel[n][m])) < 3:
-            excluded.append((flops, f"{int(m.sum())} run(s), {len(np.unique(sel[n][m]))} "
-                                    f"size(s) (vs at least 3)"))
+        sizes, lengths = len(np.unique(sel[n][m])), len(np.unique(sel[d][m]))
+        if min(sizes, lengths) < 3:  # a parabola through fewer is singular (no vertex)
+            excluded.append((flops, f"{int(m.sum())} run(s), {sizes} size(s)"
+                                    + (f", {lengths} token count(s)" if lengths < sizes else "")
+                                    + " (vs at least 3)"))
             continue
         vn = _vertex(np.log(sel[n][m]), sel[y][m])
         vd = _vertex(np.log(sel[d][m]), sel[y][m])
@@ -267,6 +269,10 @@ def frontier_surface(
     where = "frontier_surface"
     sel = select_rows(df, [n, d, y], where=where, log_columns=[n, d, y], min_points=10,
                       id_column=run)
+    # a resample of few runs often draws one run several times: a single size has zero variance
+    # (standardising divides by 0) and fewer sizes than degree + 1 leave the design singular
+    require_distinct(sel, [n, d], degree + 1 if model == "poly" else 2, where=where,
+                     what=f"a {_surface_name(model, degree)}")
     u, v, z = np.log(sel[n]), np.log(sel[d]), np.log(sel[y])
     surface = _log_loss_surface(u, v, z, model, degree, smoothing)
     k = flops_per_param_token
@@ -280,15 +286,35 @@ def frontier_surface(
                         "excluded_rows": list(sel.excluded)})
 
 
+def _surface_name(model: str, degree: int) -> str:
+    return f"degree-{degree} polynomial surface" if model == "poly" else "thin-plate-spline surface"
+
+
+def _singular(what: str, rank: int, need: int) -> FitError:
+    return FitError(f"frontier_surface: the points do not determine a {what} (design rank "
+                    f"{rank} vs {need}: they lie on a lower-degree curve in (log N, log D)). "
+                    f"Add runs of other sizes and lengths, or use another frontier method.")
+
+
 def _log_loss_surface(u: pd.Series, v: pd.Series, z: pd.Series, model: str, degree: int,
                       smoothing: float) -> Callable[[Array, Array], Array]:
-    """log L as a smooth function of (log N, log D), fitted in standardised coordinates."""
+    """log L as a smooth function of (log N, log D), fitted in standardised coordinates.
+
+    The caller has checked (`require_distinct`) that u and v each take several values.
+    """
     mu_u, sd_u, mu_v, sd_v = u.mean(), u.std(), v.mean(), v.std()
     su, sv = (u - mu_u) / sd_u, (v - mu_v) / sd_v
     if model == "poly":
-        coef, *_ = np.linalg.lstsq(_poly_design(su, sv, degree), z, rcond=None)
+        design = _poly_design(su, sv, degree)
+        coef, _, rank, _ = np.linalg.lstsq(design, z, rcond=None)
+        if rank < design.shape[1]:
+            raise _singular(_surface_name(model, degree), rank, design.shape[1])
         return lambda uu, vv: _poly_design((uu - mu_u) / sd_u, (vv - mu_v) / sd_v, degree) @ coef
     if model == "rbf":
+        # the spline's linear part needs points that are not all on one line
+        rank = int(np.linalg.matrix_rank(np.c_[np.ones_like(su), su, sv]))
+        if rank < 3:
+            raise _singular(_surface_name(model, degree), rank, 3)
         rbf = RBFInterpolator(np.c_[su, sv], z, kernel="thin_plate_spline", smoothing=smoothing)
 
         def surface(uu: Array, vv: Array) -> Array:

@@ -336,6 +336,12 @@ def fit_optimal_hparam_law(
         raise FitError(f"{where}: too few near-optimal runs ({len(kept)} vs at least "
                        f"{len(scales) + 2}). Raise tolerance= or add cells.")
     x = sm.add_constant(np.log(kept[scales].to_numpy(float)), has_constant="add")
+    rank = int(np.linalg.matrix_rank(x))
+    if rank < x.shape[1]:  # a scale that does not vary, or scales that move together (D = 20 N)
+        distinct = ", ".join(f"{kept[s].nunique()} distinct {s}" for s in scales)
+        raise FitError(f"{where}: the near-optimal runs do not separate the scales' exponents "
+                       f"(design rank {rank} vs {x.shape[1]}; {distinct}). Add runs that vary each "
+                       f"of {', '.join(scales)} independently, or pass fewer scales=.")
     ly = np.log(kept[hparam].to_numpy(float))
     res = sm.OLS(ly, x).fit()
     ci = np.asarray(res.conf_int(alpha=1 - level))

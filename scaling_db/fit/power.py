@@ -17,7 +17,7 @@ from scaling_db.errors import FitError
 from scaling_db.fit.laws import (EXPONENTIAL, POWER_LAW, SATURATING_EXPONENTIAL,
                                  SATURATING_POWER_LAW, Law, huber, r_squared)
 from scaling_db.fit.options import DEFAULT_OPTIONS, FitOptions
-from scaling_db.fit.result import LawFit, Selection, select_rows
+from scaling_db.fit.result import LawFit, Selection, require_distinct, select_rows
 from scaling_db.fit.solver import check_loss, minimize_multistart
 
 Array = np.ndarray
@@ -78,6 +78,7 @@ def fit_power_law(
     cols = [x, y] + ([weights] if weights else [])
     sel = select_rows(df, cols, where=where, log_columns=[x, y], min_points=3,
                       id_column=options.id_column)
+    require_distinct(sel, [x], 2, where=where, what="a slope")
     lx, ly = np.log(sel[x]), np.log(sel[y])
     res, settings = _log_linear(where, sel, sm.add_constant(lx, has_constant="add"), ly,
                                 method, weights, level)
@@ -113,6 +114,7 @@ def fit_exponential(
     cols = [x, y] + ([weights] if weights else [])
     sel = select_rows(df, cols, where=where, log_columns=[y], min_points=3,
                       id_column=options.id_column)
+    require_distinct(sel, [x], 2, where=where, what="a rate")
     scale = float(np.max(np.abs(sel[x])))  # k x spans orders of magnitude; keep the design O(1)
     ly = np.log(sel[y])
     res, settings = _log_linear(where, sel, sm.add_constant(sel[x] / scale, has_constant="add"),
@@ -169,6 +171,7 @@ def _fit_saturating(
     check_loss(where, loss, delta)
     sel = select_rows(df, [x, y], where=where, log_columns=[y] if exponential else [x, y],
                       min_points=4, id_column=options.id_column)
+    require_distinct(sel, [x], 3, where=where, what=f"{law.name}'s 3 parameters")
     scale = float(np.max(np.abs(sel[x]))) if exponential else 1.0
     feature = sel[x] / scale if exponential else np.log(sel[x])
     rates = np.array([0.3, 1, 3, 10, 30]) if exponential else \

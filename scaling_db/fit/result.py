@@ -180,3 +180,18 @@ def select_rows(
         excluded=tuple(reasons),
         positions=np.flatnonzero(keep),
     )
+
+
+def require_distinct(sel: Selection, columns: Iterable[str], need: int, *, where: str, what: str) -> None:
+    """FitError unless each of `columns` takes at least `need` distinct values in `sel`.
+
+    Fewer leave the law's design singular (one value: zero variance), so any parameters fit
+    equally well; a bootstrap resample that draws one run several times hits this often, and
+    then counts as a failed refit instead of reporting arbitrary numbers.
+    """
+    counts = {c: len(np.unique(sel[c])) for c in columns}
+    short = {c: k for c, k in counts.items() if k < need}
+    if short:
+        got = " and ".join(f"{k} distinct {c}" for c, k in counts.items())
+        raise FitError(f"{where}: too few distinct values to determine {what} ({got} vs at least {need} "
+                       f"of each). Add runs that vary {', '.join(short)}.")

@@ -24,9 +24,11 @@ whatever convention the authors used; flops_6n (and flops_6n_nonembed, with n_pa
 are computed as 6*N*D when not mapped.
 
 Idempotent: an import replaces every run of that experiment (in one transaction); importing
-into an experiment compiled from a spec is refused. Rows lacking a required value are skipped
-and reported by file and line; for a (run, step) given twice, the later row wins and the
-earlier is reported.
+into an experiment compiled from a spec is refused. Rows lacking a required value, or with a
+numeric cell that is not valid for its column (not a number, not whole where a count is, out of
+range: `_value_problem`), are skipped and reported by file, line, column and value, never
+rounded or stored; for a (run, step) given twice, the later row wins and the earlier is
+reported.
 """
 
 from __future__ import annotations
@@ -63,6 +65,12 @@ CHECKPOINT_TARGETS = {
     "wall_time_s": "float",
 }
 TARGETS = ("run", *NUMERIC_RUN, *TEXT_RUN, *CHECKPOINT_TARGETS)
+#: The smallest value a numeric column accepts (exclusive when True): sizes and counts are > 0,
+#: losses, FLOPs, times, rates and steps >= 0; seeds may be any integer. `tokens` is > 0 when
+#: each row is a run, >= 0 in checkpoint curves (a step-0 evaluation); see `_limit`.
+_POSITIVE = ("n_params", "batch_size", "d_model", "n_layers", "n_heads", "d_ff", "context", "vocab_size",
+             "tokens_budget")
+_ANY_SIGN = ("seed",)
 REQUIRED = ("n_params", "tokens", "loss")
 #: Columns that pick a replicate, not a configuration: left out of config_id.
 _NOT_CONFIG = ("seed", "name")
@@ -170,15 +178,66 @@ def _clean(value: Any) -> Any:
 
 
 def _as(kind: str, value: Any) -> Any:
-    value = _clean(value)
-    if value is None:
+    """A checked value (`_value_problem` found none) as the column's type; a missing one as None."""
+    if _missing(value):
         return None
+    value = _clean(value)
     if kind == "int":
-        number = float(value)
-        return int(round(number)) if math.isfinite(number) else None
+        return int(float(value)) if not isinstance(value, int) else value
     if kind == "float":
         return float(value)
     return str(value)
+
+
+def _missing(raw: Any) -> bool:
+    """An empty or NaN cell (an infinite one is a value, and a problem)."""
+    value = _clean(raw)
+    if value is None:
+        return not (isinstance(raw, float) and math.isinf(raw))
+    try:
+        return isinstance(value, str) and math.isnan(float(value))
+    except ValueError:
+        return False
+
+
+def _limit(target: str, curves: bool) -> tuple[float, bool] | None:
+    """(lowest value, whether it is excluded) for a numeric column; None when any sign will do."""
+    if target in _ANY_SIGN:
+        return None
+    if target in _POSITIVE or (target == "tokens" and not curves):
+        return 0.0, True
+    return 0.0, False
+
+
+def _value_problem(target: str, kind: str, raw: Any, curves: bool) -> str | None:
+    """Why a mapped cell is not a valid value for its numeric column (None: valid or empty).
+
+    Empty and NaN cells are missing values (required ones are reported as such); anything else
+    that is not a finite number of the right kind and sign is a problem, never rounded or kept.
+    """
+    if _missing(raw):
+        return None
+    value = raw if isinstance(raw, float) else _clean(raw)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return f"{target} is {value!r}, not a number"
+    shown = str(value)  # a number as the table writes it (2.5, inf, 1e+20), a string unquoted
+    if math.isinf(number):
+        return f"{target} is {shown}, not a finite number"
+    if kind == "int" and not number.is_integer():
+        return f"{target} is {shown}, not a whole number (round it in the mapping: {target}=round(COL))"
+    limit = _limit(target, curves)
+    if limit is not None and (number <= limit[0] if limit[1] else number < limit[0]):
+        return f"{target} is {shown}, not {'>' if limit[1] else '>='} {limit[0]:g}"
+    return None
+
+
+def _row_problems(rec: dict[str, Any], curves: bool) -> list[str]:
+    """Every mapped numeric cell of one row that `_value_problem` refuses, in mapping order."""
+    kinds = {**NUMERIC_RUN, **CHECKPOINT_TARGETS}
+    found = (_value_problem(k, kinds[k], v, curves) for k, v in rec.items() if k in kinds)
+    return [p for p in found if p]
 
 
 def import_table(
@@ -275,10 +334,12 @@ def _group_runs(source: _Source, path: Path, experiment: str, report: ImportRepo
         rec = dict(zip(source.names, values))
         row = rec.pop("_row")
         loss_key = "loss" if "loss" in rec else "eval_loss"
-        lacking = [k for k in ("n_params", "tokens", loss_key) if _clean(rec.get(k)) is None]
-        if lacking:
+        lacking = [k for k in ("n_params", "tokens", loss_key) if _missing(rec.get(k))]
+        problems = _row_problems(rec, curves="run" in rec)
+        if lacking or problems:
+            what = ([f"no value for {', '.join(lacking)}"] if lacking else []) + problems
             report.skipped.append(SkippedLine(str(path), line_of(row), "invalid",
-                                              f"no value for {', '.join(lacking)}; row skipped"))
+                                              f"{'; '.join(what)}; row skipped"))
             continue
         original = {c: _clean(v) for c, v in zip(source.columns, source.raw_rows[row])}
         key = str(rec["run"]) if rec.get("run") is not None else canonical_json(original)
