@@ -69,7 +69,7 @@ def window_sensitivity(
                      "min_progress": f, "n_points": fit.n_points, **_quantities(fit, derived)})
     if not rows:
         raise FitError(f"window_sensitivity: no window could be fitted ({len(failed)} failed vs "
-                       f"at least 1); first: {failed[0][1] if failed else '-'}. Use fewer drops.")
+                       f"at least 1); first: {failed[0][1].rstrip('.') if failed else '-'}. Use fewer drops.")
     table = pd.DataFrame(rows)
     quantities = [c for c in table.columns
                   if c not in ("window", "drop_smallest", "drop_largest", "min_progress",
