@@ -13,7 +13,9 @@ from scaling_db.plot._frame import (PADDING, finite, finite_positive, has_values
                                     log_y, require, size_color, thin_log)
 from scaling_db.plot.theme import MUTED, OKABE_ITO, apply_theme, label, panel_width
 
-WINDOW_LABELS = 190  # px for a window label such as "drop 2 smallest, 1 largest" at 13 px (130 cut it), never cut
+#: px for a window label such as "drop 2 smallest, 1 largest", never cut: on screen (11 px labels;
+#: 130 cut it) and in the paper theme (7.5 px labels, where more room would narrow the panels)
+WINDOW_LABELS, WINDOW_LABELS_PAPER = 190, 130
 
 # What makes two runs "the same configuration, another seed"; the columns present are used.
 CONFIG_COLUMNS = ("experiment", "parameterization", "n_params", "n_params_nonembed", "d_model",
@@ -143,7 +145,8 @@ def window_sensitivity(
     xtitle = label(parameter) if data["parameter"].nunique() == 1 else None
     xaxis = alt.Axis(title=xtitle, tickCount=6)
     x = alt.X("exponent:Q", axis=xaxis, scale=alt.Scale(zero=False, padding=PADDING))
-    y = alt.Y("window:N", sort=order, title=window_title, axis=alt.Axis(labelLimit=WINDOW_LABELS))
+    label_room = WINDOW_LABELS if paper is None else WINDOW_LABELS_PAPER
+    y = alt.Y("window:N", sort=order, title=window_title, axis=alt.Axis(labelLimit=label_room))
     is_window = alt.datum._layer == "window"
     is_boot = alt.datum._layer == "bootstrap"
     layers: list[alt.Chart] = []
@@ -165,7 +168,7 @@ def window_sensitivity(
     subtitle = _window_subtitle(df, boot)
     n_panels = data["parameter"].nunique()
     # the window labels ("drop 0 smallest, 2 largest") need more room than a numeric axis
-    panel = panel_width(n_panels, paper, 300, axis_room=WINDOW_LABELS + 20)
+    panel = panel_width(n_panels, paper, 300, axis_room=label_room + 20)
     body = alt.layer(*layers, data=inline(data)).properties(width=panel, height=alt.Step(26))
     heading = alt.Title(title or "Fit-window sensitivity", subtitle=subtitle)
     if df["parameter"].nunique() == 1:
