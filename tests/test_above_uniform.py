@@ -263,6 +263,8 @@ def test_the_allocation_figure_leaves_them_out_and_says_so(curves_ws: Workspace)
     said = "3 run(s) above the uniform guess ln(vocab_size) left out: they learned nothing"
     points, subtitle = _allocation(curves_ws)
     assert n_flat not in points and said in subtitle
+    # the 3 widths left cannot determine the cubic surface: the figure says so instead of dropping it silently
+    assert "surface not drawn: frontier_surface: too few distinct values" in str(subtitle)
     store_outcome(curves_ws, run_frontier(curves_ws, FrontierDecl(method="envelope", bootstrap=0,
                                                                   keep_above_uniform=True), "curves_vocab"))
     points, subtitle = _allocation(curves_ws)

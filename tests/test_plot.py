@@ -440,8 +440,8 @@ def test_optimal_allocation_subtitle_names_only_what_is_drawn() -> None:
     some = full[full["kind"] == "curve"].copy()
     some.loc[some["approach"] == "parametric", ["n_lo", "n_hi", "d_lo", "d_hi"]] = np.nan
     assert _subtitle(some) == "lines: fitted laws; bands: their intervals, where computed"
-    note = optimal_allocation(bare, note="2 run(s) left out").to_dict()["title"]["subtitle"]
-    assert note.endswith("; 2 run(s) left out")
+    note = optimal_allocation(bare, notes=["2 run(s) left out"]).to_dict()["title"]["subtitle"]
+    assert note == ["lines: fitted laws; points: estimated optima", "2 run(s) left out"]
 
 
 def test_lr_sweep_spec(specs: dict[str, dict[str, Any]]) -> None:

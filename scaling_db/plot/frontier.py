@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -163,7 +165,7 @@ def _allocation_rows(chart: str, df: pd.DataFrame, x: str) -> pd.DataFrame:
 
 
 def optimal_allocation(frontiers_df: pd.DataFrame, *, x: str = "flops", paper: str | None = None,
-                       title: str | None = None, note: str | None = None) -> alt.FacetChart:
+                       title: str | None = None, notes: Sequence[str] = ()) -> alt.FacetChart:
     """N_opt(C) (and D_opt(C)) from each approach on shared axes, approach as colour, intervals.
 
     Columns: `approach`, `x` (default `flops`), `n_opt`; optional `n_lo`, `n_hi`, `d_opt`,
@@ -171,7 +173,7 @@ def optimal_allocation(frontiers_df: pd.DataFrame, *, x: str = "flops", paper: s
     and `kind`: "curve" (a fitted N_opt(C) law: line and band, the default) or "point" (an
     estimated optimum, e.g. an IsoFLOP minimum: point and error bar). One panel per quantity.
     `paper` ("column" or "page"): panels sized so the whole figure fits that journal width.
-    The subtitle names the marks drawn, then `note` (e.g. which runs were left out).
+    The subtitle names the marks drawn, then `notes`, one line each (e.g. which runs were left out).
     """
     chart = "optimal_allocation"
     df = require(chart, frontiers_df, ["approach", x, "n_opt"])
@@ -210,6 +212,8 @@ def optimal_allocation(frontiers_df: pd.DataFrame, *, x: str = "flops", paper: s
     facet = body.facet(row=alt.Row("quantity:N", title=None, sort=sort) if across == 1 and paper else alt.Undefined,
                        column=alt.Column("quantity:N", title=None, sort=sort) if across > 1 or not paper
                        else alt.Undefined)
-    sub = _allocation_subtitle(data) + ([note] if note else [])
+    # the marks on one line on screen (a line each in print), then each note on a line of its own
+    marks = _allocation_subtitle(data) if paper else ["; ".join(_allocation_subtitle(data))]
+    sub = [*marks, *notes]
     return apply_theme(facet.resolve_scale(y="independent").properties(title=alt.Title(
-        title or "Compute-optimal allocation", subtitle=sub if paper else "; ".join(sub))))
+        title or "Compute-optimal allocation", subtitle=sub[0] if len(sub) == 1 else sub)))

@@ -253,15 +253,16 @@ def _isoflop(ws: Workspace, req: FigureRequest) -> alt.Chart:
                         subtitle=[marked, *notes])
 
 
-def _stored_frontier_rows(ws: Workspace, req: FigureRequest) -> tuple[list[dict[str, Any]], set[str]]:
+def _stored_frontier_rows(ws: Workspace, req: FigureRequest) -> tuple[list[dict[str, Any]], set[str], list[str]]:
     """The frontiers the experiment's analysis stored, redrawn from the same rows and settings, and
-    labelled with the stored exponents and intervals, so the figure and the fits table agree; and
-    the runs left out of them above the uniform-guess loss."""
+    labelled with the stored exponents and intervals, so the figure and the fits table agree; the
+    runs left out of them above the uniform-guess loss; and why a stored one could not be redrawn."""
     stored = run_query(ws, sql="SELECT * FROM fits WHERE experiment = $e AND law LIKE 'frontier_%' "
                               "QUALIFY row_number() OVER (PARTITION BY name ORDER BY created_at DESC) = 1 "
                               "ORDER BY name", params={"e": req.experiment})
     rows: list[dict[str, Any]] = []
     left_out: set[str] = set()
+    not_drawn: list[str] = []
     for _, rec in stored.iterrows():
         settings, extra = _json_field(rec["settings"]) or {}, _json_field(rec["extra"]) or {}
         method = settings.get("method")
@@ -275,7 +276,8 @@ def _stored_frontier_rows(ws: Workspace, req: FigureRequest) -> tuple[list[dict[
         try:
             fit = frontier_fn(method, n=settings.get("n", "n_params"), d=settings.get("d", "tokens"),
                               c=settings.get("c", "flops"), y=settings.get("y", "loss"), budget=budget)(data)
-        except FitError:
+        except FitError as err:
+            not_drawn.append(_not_drawn(method, err))
             continue
         key = next((k for k in (_json_field(rec["params"]) or {}) if k.startswith("a ")), None)
         ci = (_json_field(rec["intervals"]) or {}).get(key) if key else None
@@ -284,7 +286,11 @@ def _stored_frontier_rows(ws: Workspace, req: FigureRequest) -> tuple[list[dict[
         span = data[settings.get("c", "flops")] if method == "parametric" else None
         rows += _allocation_rows(method, fit, label, span)
         left_out |= {str(run) for run, _ in above}
-    return rows, left_out
+    return rows, left_out, not_drawn
+
+
+def _not_drawn(method: str, err: FitError) -> str:
+    return f"{method} not drawn: {str(err).split('. ')[0]}"
 
 
 def _allocation_rows(method: str, fit: Any, label: str, span: pd.Series | None = None) -> list[dict[str, Any]]:
@@ -315,9 +321,11 @@ def _left_out_note(runs: set[str]) -> str | None:
 
 def _optimal_allocation(ws: Workspace, req: FigureRequest) -> alt.Chart:
     # a query of the figure's own, or every run kept, is fitted here: stored frontiers used neither
-    rows, left_out = _stored_frontier_rows(ws, req) if not (req.query or req.keep_above_uniform) else ([], set())
+    stored = _stored_frontier_rows(ws, req) if not (req.query or req.keep_above_uniform) else ([], set(), [])
+    rows, left_out, not_drawn = stored
     if rows:
-        return plot.optimal_allocation(pd.DataFrame(rows), paper=req.width, note=_left_out_note(left_out),
+        return plot.optimal_allocation(pd.DataFrame(rows), paper=req.width,
+                                       notes=[n for n in (_left_out_note(left_out), *not_drawn) if n],
                                        title=req.title or f"{req.experiment}: compute-optimal allocation")
     # no stored frontier: fit them here, leaving out runs that learned nothing as the analysis does
     checkpoints, above = _learned(_query(ws, req, "loss_curves"), req)
@@ -326,14 +334,15 @@ def _optimal_allocation(ws: Workspace, req: FigureRequest) -> alt.Chart:
     checkpoints = checkpoints[checkpoints["tokens"] > 0]
     final = checkpoints.sort_values("step").groupby("run_id").tail(1)
     summary = compare_frontiers(checkpoints, final=final, methods=("envelope", "surface"), n_boot=50, n_jobs=1)
-    rows = []
+    rows, not_drawn = [], []
     builders = {"envelope": lambda: frontier_envelope(checkpoints),
                 "surface": lambda: frontier_surface(checkpoints),
                 "isoflop": lambda: frontier_isoflop(final)}
     for method, build in builders.items():
         try:
             fit = build()
-        except FitError:
+        except FitError as err:
+            not_drawn.append(_not_drawn(method, err))
             continue
         label = method
         hit = summary[summary["method"] == method] if "method" in summary else pd.DataFrame()
@@ -342,9 +351,9 @@ def _optimal_allocation(ws: Workspace, req: FigureRequest) -> alt.Chart:
             label = f"{method}: a = {r['a']:.2g} {fmt_interval(r['a_lo'], r['a_hi'])}"
         rows += _allocation_rows(method, fit, label)
     if not rows:
-        raise PlotError("optimal_allocation: no frontier method could be fitted (too few runs or compute levels)")
-    return plot.optimal_allocation(pd.DataFrame(rows), paper=req.width,
-                                   note=_left_out_note({str(run) for run, _ in above}),
+        raise PlotError(f"optimal_allocation: no frontier method could be fitted ({'; '.join(not_drawn)})")
+    left = _left_out_note({str(run) for run, _ in above})
+    return plot.optimal_allocation(pd.DataFrame(rows), paper=req.width, notes=[n for n in (left, *not_drawn) if n],
                                    title=req.title or f"{req.experiment}: compute-optimal allocation")
 
 
