@@ -407,3 +407,19 @@ def test_a_fit_names_the_runs_its_query_left_out_as_not_finished(tmp_path: Path)
                                       "n_params_nonembed", "--bootstrap", "0", "--no-store", "-w", str(ws.root)])
     assert result.exit_code == 0, result.output
     assert "left out, not finished: small-d48 (unknown), small-d96 (damaged)" in result.output
+
+
+def test_a_fit_whose_bootstrap_lost_many_refits_says_so_beside_each_number() -> None:
+    """Four runs: a quarter of the resamples hold only two distinct sizes, which cannot determine a
+    saturating law; those refits fail, and the interval describes only the rest (as frontier rows say)."""
+    import pandas as pd
+
+    from scaling_db.report.analyses import fit_frame
+
+    n = np.array([1e3, 1e4, 1e5, 1e6])
+    data = pd.DataFrame({"run_id": [f"r{i}" for i in range(4)], "n_params": n, "loss": 2 + 50 * n ** -0.3})
+    req = FitRequest(name="four", law="saturating_power_law", x=["n_params"], bootstrap=100)
+    out = fit_frame(req, data, "SELECT ...")
+    assert out.boot is not None and out.boot.n_failed > 10
+    flag = f"{out.boot.n_failed} of 100 refits failed: interval conditional on the rest"
+    assert all(flag in row["flag"] for row in out.table() if row["quantity"] in ("E", "A", "alpha"))

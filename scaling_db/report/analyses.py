@@ -163,7 +163,7 @@ class FitOutcome:
         """One row per parameter: estimate and interval; plus the true floor where known."""
         rows = [{"fit": self.name, "kind": self.kind, "quantity": k, "estimate": v,
                  "lo": self.intervals.get(k, (None, None))[0], "hi": self.intervals.get(k, (None, None))[1],
-                 "flag": _degenerate(k, v)}
+                 "flag": "; ".join(f for f in (_degenerate(k, v), failed_refits_flag(self.boot)) if f)}
                 for k, v in self.fit.params.items()]
         if self.irreducible is not None:
             rows.append({"fit": self.name, "kind": self.kind, "quantity": "true floor (entropy rate, nats)",
@@ -291,6 +291,14 @@ def above_uniform_note(n_runs: int) -> str:
 #: optimizer bent the law into a step: the data do not determine that term.
 EXPONENT_NAMES = ("alpha", "beta", "alpha_N", "alpha_D")
 IMPLAUSIBLE_EXPONENT = 10.0
+
+
+def failed_refits_flag(boot: BootstrapFit | None) -> str:
+    """A flag when more than 10% of the bootstrap's refits failed (e.g. resamples too degenerate
+    to fit): the interval then only describes the resamples that could be fitted."""
+    if boot is None or boot.n_failed <= 0.1 * boot.n_requested:
+        return ""
+    return f"{boot.n_failed} of {boot.n_requested} refits failed: interval conditional on the rest"
 
 
 def _degenerate(name: str, value: float) -> str:

@@ -22,12 +22,11 @@ import pandas as pd
 from scaling_db.errors import FitError, ScaledbError
 from scaling_db.fit import bootstrap, fit_lr_transfer, parameter_efficiency
 from scaling_db.fit.frontier import FrontierFit, final_rows, frontier_fn
-from scaling_db.fit.resample import BootstrapFit
 from scaling_db.fit.mup import fit_lr_optima
 from scaling_db.fit.theory import nt_symmetry, theory_agreement
 from scaling_db.report.cache import cached_fit
-from scaling_db.report.analyses import (Excluded, FitRequest, Outcome, Row, fetch_rows, fit_grouped,
-                                        split_above_uniform, store_outcome)
+from scaling_db.report.analyses import (Excluded, FitRequest, Outcome, Row, failed_refits_flag, fetch_rows,
+                                        fit_grouped, split_above_uniform, store_outcome)
 from scaling_db.spec.schema import (AnalysisSpec, ComparisonDecl, FrontierDecl, LrOptimumDecl,
                                     LrTransferDecl, ParameterEfficiencyDecl, SymmetryDecl,
                                     TheoryAgreementDecl)
@@ -148,14 +147,6 @@ def lr_transfer_outcome(decl: LrTransferDecl, src: Source) -> ComparisonOutcome:
                     {"width": decl.width, "by": decl.by, "n_around": decl.n_around, "level": decl.level})
 
 
-def _failed_refits(boot: BootstrapFit | None) -> str:
-    """A flag when more than 10% of the bootstrap's refits failed (e.g. resamples too degenerate
-    to fit): the interval then only describes the resamples that could be fitted."""
-    if boot is None or boot.n_failed <= 0.1 * boot.n_requested:
-        return ""
-    return f"{boot.n_failed} of {boot.n_requested} refits failed: interval conditional on the rest"
-
-
 def efficiency_outcome(decl: ParameterEfficiencyDecl, src: Source, *, n_boot: int, seed: int,
                        n_jobs: int) -> ComparisonOutcome:
     """How many times more parameters `other` needs to match `reference`'s loss."""
@@ -163,7 +154,7 @@ def efficiency_outcome(decl: ParameterEfficiencyDecl, src: Source, *, n_boot: in
                                n=decl.n, y=decl.y, group=decl.group, saturating=decl.saturating,
                                n_boot=max(n_boot, 2), seed=seed, n_jobs=n_jobs, level=decl.level)
     boot = fit.bootstrap
-    flag = _failed_refits(boot)
+    flag = failed_refits_flag(boot)
     rows = [_row(decl.name, decl.kind,
                  f"N_{decl.other} / N_{decl.reference} at equal {decl.y} ({decl.n} = {fit.target_n:.3g})",
                  fit.ratio, *fit.interval, flag)]
@@ -201,7 +192,7 @@ def frontier_outcome(decl: FrontierDecl, src: Source, *, n_boot: int, seed: int,
     flags = ([f"{len(fit.excluded)} of {n_levels} compute levels left out"] if fit.excluded else []) + \
         ([] if boot is not None else ["no interval"]) + \
         ([f"only {len(fit.optima)} compute-optimal points"] if len(fit.optima) < 5 else []) + \
-        [_failed_refits(boot)]
+        [failed_refits_flag(boot)]
     flag = "; ".join(f for f in flags if f)
     rows = [_row(decl.label, kind, f"a (N_opt ∝ C^a, N = {decl.n})", fit.a, *ci.get("a", (None, None)), flag),
             _row(decl.label, kind, f"b (D_opt ∝ C^b, D = {decl.d})", fit.b, *ci.get("b", (None, None)), flag)]
