@@ -393,7 +393,8 @@ def _check_revision(con: duckdb.DuckDBPyConnection, query: NamedQuery, values: M
         return
     of = f" of experiment {experiment!r}" if isinstance(experiment, str) else ""
     raise QueryError(f"query {query.label}: no revision {revision!r}{of} (got {revision!r} vs current, all"
-                     + "".join(f", {k}" for k in known) + "). `scaledb status` shows the revisions.")
+                     + "".join(f", {k}" for k in known) + "): each compile of the spec is one, its hash listed in "
+                     "the `run_revisions` table.")
 
 
 def run_query(
