@@ -371,20 +371,9 @@ def test_figures_from_the_database_for_a_journal(synth: Workspace, tmp_path: Pat
         build_figure(synth, FigureRequest(kind="lr_sweep", experiment="synth", width="poster"))
 
 
-
-SMALL_SPEC = """
-experiment: small
-data: {kind: graph_walk, graph: {kind: barabasi_albert, n: 1000, m: 2}}
-model: {kind: transformer, n_layers: 2, d_model: 16, d_head: 8, context: 16}
-train:
-  optimizer: {kind: adamw, lr: 1.0e-2}
-  batch_size: 8
-  tokens: 200_000
-  checkpoints: {kind: log, count: 8, first: 2}
-sweep:
-  axes:
-    model.d_model: [16, 32, 48, 64, 96, 128]
-"""
+# SPEC's runs, one per width
+SMALL_SPEC = (SPEC.split("sweep:")[0].replace("experiment: synth", "experiment: small")
+              + "sweep:\n  axes:\n    model.d_model: [16, 32, 48, 64, 96, 128]\n")
 
 
 def test_a_fit_names_the_runs_its_query_left_out_as_not_finished(tmp_path: Path) -> None:
