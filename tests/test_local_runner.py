@@ -148,6 +148,11 @@ def test_cli_run_then_status(tmp_path):
     assert all(r["eval_loss"] > 0 for r in rows)
     table = invoke("status", "-w", ws_dir).output
     assert "2 finished" in table and "40/40" in table
+    # a spec not compiled here: its runs are `new` (they were `pending`, nameless, as if queued)
+    other = write_spec(tmp_path / "other", sweep={"axes": {"model.d_model": [24]}})
+    result = invoke("status", str(other), "-w", ws_dir)
+    assert result.exit_code == 0 and "1 new" in result.output and "pending" not in result.output
+    assert "1 run(s) not compiled in this workspace yet (status new): `scaledb compile SPEC`" in result.output
 
 
 def test_cli_run_only_a_pattern_and_manifest_files(tmp_path):

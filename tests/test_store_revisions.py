@@ -137,6 +137,11 @@ def test_status_plan_and_report_say_how_many_runs_are_superseded(revised, tmp_pa
     assert f"rev: {len(old_ids)} runs superseded: produced by an earlier revision" in result.output
     rows = json.loads(CliRunner().invoke(cli, ["status", "-w", str(ws.root), "--json"]).output)
     assert {r["run_id"] for r in rows if r["superseded"]} == old_ids
+    # the table marks them too, listed after the current runs (sweep order, then earlier revisions)
+    marked = [line for line in result.output.splitlines() if "(superseded)" in line]
+    assert len(marked) == len(old_ids) and all(any(r in line for r in old_ids) for line in marked)
+    order = [r["run_id"] for r in rows]
+    assert order == ws.experiment_info("rev")["run_ids"] + [r for r in order if r in old_ids]
     result = CliRunner().invoke(cli, ["compile", "--dry-run", "-w", str(ws.root), str(spec)])
     assert f"superseded      {len(old_ids)} runs superseded" in result.output
     path = write_report(ws, "rev", "", str(spec), [], [], run_query(ws, "final_loss", params={"experiment": "rev"}),

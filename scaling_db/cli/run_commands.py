@@ -30,7 +30,7 @@ from scaling_db.cli.progress import progress_display
 from scaling_db.cli.targets import collect_targets, resolve_targets
 from scaling_db.errors import RunError, ScaledbError
 from scaling_db.spec.plan import superseded_runs
-from scaling_db.spec.revisions import SUPERSEDED_NOTE
+from scaling_db.spec.revisions import SUPERSEDED_NOTE, revisions_of
 from scaling_db.store.tables import DAMAGED
 from scaling_db.training.records import RunStatus, lost_final_checkpoint, scan_log
 from scaling_db.workspace import Workspace
@@ -74,6 +74,26 @@ def _run_files(ws: Workspace, run_id: str) -> tuple[Any, RunStatus | None, list[
     return manifest, status, damage
 
 
+#: The status of a run a spec names that this workspace has not compiled (as the plan calls it).
+NEW = "new"
+
+
+def sweep_order(ws: Workspace) -> list[str]:
+    """Every run here: each experiment's in sweep order (upstream first, then its earlier
+    revisions' runs), then any others by id."""
+    present = ws.run_ids()
+    ordered: list[str] = []
+    for experiment in ws.experiments():
+        try:
+            info = ws.experiment_info(experiment)
+        except (ScaledbError, ValueError):  # a damaged experiment.json: its runs still show, by id
+            continue
+        ordered += [*info.get("upstream_run_ids", []), *info.get("run_ids", [])]
+        ordered += [r for rev in reversed(revisions_of(info)) for r in rev.run_ids]
+    known = set(present)
+    return [r for r in dict.fromkeys(ordered) if r in known] + sorted(known - set(ordered))
+
+
 def status_rows(ws: Workspace, run_ids: list[str]) -> list[dict[str, Any]]:
     """One row per run: status, last logged step of the total, last eval loss, error, and whether
     it finished above the uniform-guess loss. A run with a damaged manifest, or finished without
@@ -92,6 +112,8 @@ def status_rows(ws: Workspace, run_ids: list[str]) -> list[dict[str, Any]]:
                           "`scaledb check --rerun-damaged`, then `scaledb run`")
         if lost or (status and manifest is None and ws.manifest_path(run_id).exists()):
             state = DAMAGED
+        elif not ws.manifest_path(run_id).exists():
+            state = NEW  # a spec target not compiled in this workspace: nothing of it is here
         steps = None
         if manifest is not None:
             steps = manifest.train.steps if manifest.train.kind == "lm" else 1
@@ -119,7 +141,8 @@ def _print_status(rows: list[dict[str, Any]], title: str | None = None) -> None:
     jobs = any(r.get("job_id") for r in rows)  # runs placed on Slurm/Ray: show where, and the job's state
     print_table(title, ["run_id", "name", "status", "step", "eval loss", "error"]
                 + (["backend", "job", "job state"] if jobs else []), [
-        [r["run_id"], r["name"], r["status"] + (" (above uniform)" if r["above_uniform"] else ""),
+        [r["run_id"], r["name"], r["status"] + (" (above uniform)" if r["above_uniform"] else "")
+         + (" (superseded)" if r.get("superseded") else ""),
          f"{r['step'] if r['step'] is not None else '-'}/{r['steps'] if r['steps'] is not None else '-'}",
          _fmt_loss(r["eval_loss"]), r["error"]]
         + ([r.get("backend"), r.get("job_id"), r.get("job_state")] if jobs else [])
@@ -244,7 +267,7 @@ def _print_run_summary(ws: Workspace, rows: list[dict[str, Any]], skipped: list[
 def status(targets: tuple[str, ...], workspace: str | None, as_json: bool) -> None:
     """List runs with status, last step and last eval loss (all runs, or those of TARGETS)."""
     ws = get_workspace(workspace).require_existing()
-    run_ids = resolve_targets(ws, targets, write=False) if targets else ws.run_ids()
+    run_ids = resolve_targets(ws, targets, write=False) if targets else sweep_order(ws)
     rows = add_backend_columns(ws, status_rows(ws, run_ids))  # job id and state on Slurm/Ray
     superseded = {e: superseded_runs(ws, e) for e in ws.experiments()}
     flagged = {r for ids in superseded.values() for r in ids}
@@ -255,6 +278,10 @@ def status(targets: tuple[str, ...], workspace: str | None, as_json: bool) -> No
         return
     _print_status(rows)
     _warn_log_problems(rows)
+    new = sum(r["status"] == NEW for r in rows)
+    if new:
+        click.echo(f"{new} run(s) not compiled in this workspace yet (status {NEW}): `scaledb compile SPEC` "
+                   "writes them, `scaledb run SPEC` trains them.")
     for experiment, ids in superseded.items():
         shown = flagged.intersection(r["run_id"] for r in rows).intersection(ids)
         if shown:
