@@ -283,6 +283,9 @@ def test_cli_import(table: Path, tmp_path: Path):
     assert json.loads(js.output)["replaced_runs"] == 3
     bad = CliRunner().invoke(cli, ["import", str(table), "-e", "ext", "-w", ws, "n_params"])
     assert bad.exit_code == 1 and "expected NAME=COLUMN" in bad.output
+    # imported runs have no run files: status says where they are instead of "no runs"
+    status = CliRunner().invoke(cli, ["status", "-w", ws])
+    assert status.exit_code == 0 and "ext: 3 imported run(s) in the database" in status.output
 
 
 def test_the_mapping_and_filter_cannot_write_or_read_other_files(tmp_path: Path):

@@ -277,6 +277,8 @@ def status(targets: tuple[str, ...], workspace: str | None, as_json: bool) -> No
         emit_json(rows)
         return
     _print_status(rows)
+    if not rows and not targets:  # only then: a status of run files need not import duckdb
+        _note_imported(ws)
     _warn_log_problems(rows)
     new = sum(r["status"] == NEW for r in rows)
     if new:
@@ -286,6 +288,23 @@ def status(targets: tuple[str, ...], workspace: str | None, as_json: bool) -> No
         shown = flagged.intersection(r["run_id"] for r in rows).intersection(ids)
         if shown:
             click.echo(f"{experiment}: {len(shown)} runs {SUPERSEDED_NOTE}")
+
+
+def _note_imported(ws: Workspace) -> None:
+    """Imported experiments have no run files, so the status table (of run files) omits them: say
+    they are in the database, where queries and fits find them."""
+    from scaling_db.store.query import run_query
+
+    if not ws.db_path.exists():
+        return
+    try:
+        imported = run_query(ws, sql="SELECT r.experiment, count(*) AS n FROM runs AS r JOIN experiments AS e "
+                                     "USING (experiment) WHERE e.source = 'import' GROUP BY 1 ORDER BY 1")
+    except ScaledbError:  # a busy or damaged database: the table above is the run files' own account
+        return
+    for experiment, n in zip(imported["experiment"], imported["n"]):
+        click.echo(f"{experiment}: {n} imported run(s) in the database (no run files to list; "
+                   f"`scaledb query final_loss -p experiment={experiment}` shows them)")
 
 
 def _parse_widths(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
