@@ -78,7 +78,7 @@ def test_corrupt_line_is_found_and_rerunning_from_scratch_gives_the_same_curve(w
     assert result.exit_code == 1
     assert f"{ws.log_path(a)}:3: not valid JSON" in result.output
     assert f"  fix: scaledb run {a} --force -w {ws.root}\n" in result.output
-    assert "2 runs checked: 3 problems, 1 runs damaged" in result.output  # line, missing step, database rows
+    assert "2 runs checked: 3 problems, 1 run damaged" in result.output  # line, missing step, database rows
     report = json.loads(invoke("check", "--json", "-w", str(ws.root)).stdout)
     assert report["damaged"] == [a] and {p["kind"] for p in report["problems"]} == {
         "corrupt-line", "missing-steps", "db-steps"}

@@ -285,7 +285,7 @@ def test_read_only_mount(finished, tmp_path):
         assert code == 1 and text.count("\n") == 1 and text.startswith("Error: "), text
         assert "Read-only file system" in text
     assert out["status"][0] == 0 and "finished" in out["status"][1]
-    assert out["check"] == [0, "1 runs checked: no problems\n"]
+    assert out["check"] == [0, "1 run checked: no problems\n"]
     assert out["query"] == [0, "n\n1\n"]
 
 

@@ -7,7 +7,7 @@ import sys
 import click
 
 from scaling_db.cli import cli
-from scaling_db.cli.common import emit_json, get_workspace, json_option, workspace_option
+from scaling_db.cli.common import counted, emit_json, get_workspace, json_option, workspace_option
 
 
 @cli.command()
@@ -38,8 +38,9 @@ def check(targets: tuple[str, ...], rerun_damaged: bool, workspace: str | None, 
         for problem in report.problems:
             click.echo(f"{problem.format()}\n  fix: {problem.fix}")
         damaged = report.damaged
-        click.echo(f"{report.runs_checked} runs checked: "
-                   + (f"{len(report.problems)} problems, {len(damaged)} runs damaged" if report.problems else "no problems"))
+        click.echo(f"{counted(report.runs_checked, 'run')} checked: " + (
+            f"{counted(len(report.problems), 'problem')}, {counted(len(damaged), 'run')} damaged"
+            if report.problems else "no problems"))
         if reset:
             click.echo(f"{len(reset)} damaged runs reset to pending; train them again with "
                        f"`scaledb run {' '.join(reset)}{suffix}`")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from scaling_db.cli import cli
-from scaling_db.cli.common import emit_json, get_workspace, json_option, workspace_option
+from scaling_db.cli.common import counted, emit_json, get_workspace, json_option, workspace_option
 from scaling_db.cli.targets import resolve_targets
 from scaling_db.errors import ScaledbError
 from scaling_db.training.records import RunStatus
@@ -132,7 +132,7 @@ def _print_submission(report: "RunReport", backend: str, problems: list[str]) ->
     if report.jobs:
         ids = sorted(set(report.jobs.values()))
         shown = ", ".join(ids[:6]) + (f", ... ({len(ids)} in all)" if len(ids) > 6 else "")
-        click.echo(f"{len(report.jobs)} runs submitted to {backend}: {shown}"
+        click.echo(f"{counted(len(report.jobs), 'run')} submitted to {backend}: {shown}"
                    + (f"\njob files and logs: {report.folder}" if report.folder else ""))
     for run_id, job in report.in_flight.items():
         click.echo(f"{run_id}: already queued or running ({job}); not submitted again")
@@ -184,7 +184,7 @@ def cancel(targets: tuple[str, ...], wait_s: float, workspace: str | None, as_js
         emit_json({"cancelled": report.cancelled, "already_done": report.already_done,
                    "backend_errors": report.backend_errors})
     else:
-        click.echo(f"{len(report.cancelled)} runs cancelled, {len(report.already_done)} already done")
+        click.echo(f"{counted(len(report.cancelled), 'run')} cancelled, {len(report.already_done)} already done")
         for line in report.backend_errors:
             click.echo(f"warning: {line}", err=True)
     if report.backend_errors:

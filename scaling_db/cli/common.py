@@ -56,6 +56,11 @@ def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) ->
     console().print(table)
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 run`, `2 runs`: a count with its noun in the right number."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def key_values(items: tuple[str, ...], what: str) -> dict[str, str]:
     """`KEY=VALUE` arguments as a dict (the value may contain `=`)."""
     out: dict[str, str] = {}

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from scaling_db.cli.common import counted
 from scaling_db.training.records import RunState, RunStatus, last_record
 from scaling_db.workspace import Workspace
 
@@ -54,7 +55,7 @@ class PlainProgress:
         self.runs, self.total_steps = runs, total_steps
         self.t0 = self.last_summary = self.clock()
         already = f" ({skipped} already done)" if skipped else ""
-        self.echo(f"scaledb: {runs} runs to run{already}")
+        self.echo(f"scaledb: {counted(runs, 'run')} to run{already}")
 
     def run_started(self, run_id: str, name: str, steps: int) -> None:
         self.names[run_id] = name

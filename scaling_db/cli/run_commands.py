@@ -16,6 +16,7 @@ from scaling_db.cli.cluster_commands import (
 from scaling_db.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_RUNS_FAILED,
+    counted,
     echo_failed_runs,
     emit_json,
     get_workspace,
@@ -255,7 +256,7 @@ def _print_run_summary(ws: Workspace, rows: list[dict[str, Any]], skipped: list[
         _print_status(ran)
     if skipped:
         earlier = [r for r in skipped if r in failures]
-        click.echo(f"{len(skipped)} runs already done (skipped; --force to re-run"
+        click.echo(f"{counted(len(skipped), 'run')} already done (skipped; --force to re-run"
                    + (f"; {len(earlier)} of them failed: --retry-failed runs those again)" if earlier else ")"))
     echo_failed_runs(ws, failures, retry=f"scaledb run {' '.join(targets)} --retry-failed")
 
@@ -287,7 +288,7 @@ def status(targets: tuple[str, ...], workspace: str | None, as_json: bool) -> No
     for experiment, ids in superseded.items():
         shown = flagged.intersection(r["run_id"] for r in rows).intersection(ids)
         if shown:
-            click.echo(f"{experiment}: {len(shown)} runs {SUPERSEDED_NOTE}")
+            click.echo(f"{experiment}: {counted(len(shown), 'run')} {SUPERSEDED_NOTE}")
 
 
 def _note_imported(ws: Workspace) -> None:

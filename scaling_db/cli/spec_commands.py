@@ -14,7 +14,7 @@ import click
 
 from scaling_db.cli import cli
 from scaling_db.cli.common import (
-    emit_json, get_workspace, json_option, print_table, sync_revisions, workspace_option,
+    counted, emit_json, get_workspace, json_option, print_table, sync_revisions, workspace_option,
 )
 from scaling_db.spec.compiler import (
     DEFAULT_MAX_RUNS, CompiledExperiment, QueryLookup, compile_source, is_analysis_only, validate_analysis_only,
@@ -175,12 +175,12 @@ def _print_plan(compiled: CompiledExperiment, rows: list[PlanRow], gflops: float
         click.echo(f"  training FLOPs  {s.flops['exact']:.3g} (exact: Chinchilla App. F); "
                    f"{s.flops['6n']:.3g} (6N); {s.flops['6n_nonembed']:.3g} (6N non-embedding, Kaplan)")
     if s.wall_time_s is not None:
-        click.echo(f"  est. wall time  {s.wall_time_text} for the {s.n_todo} runs not yet finished, serially")
+        click.echo(f"  est. wall time  {s.wall_time_text} for the {counted(s.n_todo, 'run')} not yet finished, serially")
         for basis, n in sorted(s.wall_time_basis.items(), key=lambda kv: -kv[1]):
             hint = " (exact FLOPs; change with --gflops)" if basis.startswith("FLOP-based") else ""
             click.echo(f"                  {n} run{'s' * (n != 1)}: {basis}{hint}")
     if superseded:
-        click.echo(f"  superseded      {len(superseded)} runs {SUPERSEDED_NOTE}")
+        click.echo(f"  superseded      {counted(len(superseded), 'run')} {SUPERSEDED_NOTE}")
     for d in compiled.dropped:
         shown = ", ".join(f"{k}={v}" for k, v in d.assignments.items())
         click.echo(f"  dropped         {shown or '(base point)'}: {d.reason}")
