@@ -412,3 +412,13 @@ def test_a_fit_whose_bootstrap_lost_many_refits_says_so_beside_each_number() -> 
     assert out.boot is not None and out.boot.n_failed > 10
     flag = f"{out.boot.n_failed} of 100 refits failed: interval conditional on the rest"
     assert all(flag in row["flag"] for row in out.table() if row["quantity"] in ("E", "A", "alpha"))
+
+
+def test_a_query_with_no_rows_says_so_not_that_columns_are_missing() -> None:
+    """Every run diverged: no experiment's rows came back, so the frame has no columns either."""
+    import pandas as pd
+
+    from scaling_db.report.analyses import fit_frame
+
+    with pytest.raises(FitError, match=r"fit f: the query returned no rows\. Have the runs finished"):
+        fit_frame(FitRequest(name="f", law="power_law", bootstrap=0), pd.DataFrame(), "SELECT ...")

@@ -474,14 +474,14 @@ def fit_grouped(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 
 def fit_frame(req: FitRequest, data: pd.DataFrame, sql: str, *, seed: int = 0, n_jobs: int = 1) -> FitOutcome:
     """Fit the request's law to rows already fetched, with its bootstrap, floor check and curve."""
     xs = req.columns()
+    if data.empty:  # first: rows from no experiment have no columns either (all runs diverged, say)
+        raise FitError(f"fit {req.name}: the query returned no rows. Have the runs finished and been ingested?")
     missing = [c for c in (*xs, req.y) if c not in data.columns]
     if missing:
         raise FitError(
             f"fit {req.name}: the query result has no column(s) {', '.join(missing)} "
             f"(columns: {', '.join(data.columns)}). Pass --x/--y or select them in the query."
         )
-    if data.empty:
-        raise FitError(f"fit {req.name}: the query returned no rows. Have the runs finished and been ingested?")
     queried = data  # kept whole in the outcome: its run ids are the fit's provenance
     data, above = (data, ()) if req.keep_above_uniform else split_above_uniform(data)
     if data.empty:
