@@ -231,6 +231,11 @@ def test_cli_grouped_fits_comparisons_and_analysis_only_spec_across_experiments(
                               "-e", "synth_b", "--json", *w])
     assert res.exit_code == 0, res.output
     assert [r["name"] for r in json.loads(res.output)] == ["power_law[data.graph.m=2]", "power_law[data.graph.m=3]"]
+    table = runner.invoke(cli, ["fit", "--query", "final_loss", "-e", "synth", "--law", "power_law", "--x",
+                                "n_params_nonembed", "--group-by", "data.graph.m", "--bootstrap", "0", "-e", "synth_b", *w])
+    # each row names its group (rich took `[data.graph.m=2]` for markup and printed `power_law` for both)
+    rows = [line for line in table.output.splitlines() if "│ alpha" in line]
+    assert [line.split("│")[0].strip() for line in rows] == ["power_law[data.graph.m=2]", "power_law[data.graph.m=3]"]
     res = runner.invoke(cli, ["fit", "--query", "final_loss", "-e", "synth", "--analysis", "lr_transfer", "--json", *w])
     assert res.exit_code == 0, res.output
     (rec,) = json.loads(res.output)

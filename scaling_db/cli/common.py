@@ -11,6 +11,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from scaling_db.workspace import DEFAULT_DIRNAME, ENV_VAR, Workspace
 
@@ -48,11 +49,13 @@ def console() -> Console:
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
-    table = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
+    # Cells are Text, never markup: rich would take `[data.kappa=0.0]` in a fit's name for a tag and drop it.
+    table = Table(title=None if title is None else Text(title), title_justify="left", show_edge=False,
+                  header_style="bold")
     for col in columns:
-        table.add_column(col, overflow="fold")
+        table.add_column(Text(col), overflow="fold")
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
     console().print(table)
 
 

@@ -126,7 +126,9 @@ class RichProgress:
         return f"[bold]runs {self._finished}/{self._runs}"
 
     def run_started(self, run_id: str, name: str, steps: int) -> None:
-        self._tasks[run_id] = self._progress.add_task(f"  {name}", total=max(1, steps), detail="starting")
+        from rich.markup import escape  # a run's name is data, not markup
+
+        self._tasks[run_id] = self._progress.add_task(f"  {escape(name)}", total=max(1, steps), detail="starting")
         self._done_steps.setdefault(run_id, 0)
 
     def update(self, run_id: str, step: int, steps: int, tokens_per_s: float | None) -> None:
