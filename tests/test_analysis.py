@@ -401,6 +401,11 @@ def test_a_fit_names_the_runs_its_query_left_out_as_not_finished(tmp_path: Path)
                                       "n_params_nonembed", "--bootstrap", "0", "--no-store", "-w", str(ws.root)])
     assert result.exit_code == 0, result.output
     assert "left out, not finished: small-d48 (unknown), small-d96 (damaged)" in result.output
+    # the report's fits (cached) say it too, also when the outcome comes from the cache
+    from scaling_db.report.cache import cached_fit
+
+    for _ in range(2):
+        assert cached_fit(ws, req).left_out == (("small-d48", "unknown"), ("small-d96", "damaged"))
 
 
 def test_a_fit_whose_bootstrap_lost_many_refits_says_so_beside_each_number() -> None:

@@ -402,7 +402,7 @@ def left_out_note(left_out: Sequence[tuple[str, str]]) -> str:
     return f"left out, not finished: {shown}{more}; `scaledb status` says why"
 
 
-def _fit_noting(req: FitRequest, data: pd.DataFrame, sql: str, left_out: tuple[tuple[str, str], ...],
+def fit_noting(req: FitRequest, data: pd.DataFrame, sql: str, left_out: tuple[tuple[str, str], ...],
                 **kwargs: Any) -> FitOutcome:
     """`fit_frame`, with the runs left out as not finished in the outcome, or in its error."""
     try:
@@ -431,7 +431,7 @@ def fit_request(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 
     if req.group_by:
         raise FitError(f"fit {req.name}: group_by={req.group_by!r} gives one fit per group. Call fit_grouped.")
     data, sql = fetch_fit_data(ws, req)
-    return _fit_noting(req, data, sql, unfinished_runs(ws, req), seed=seed, n_jobs=n_jobs)
+    return fit_noting(req, data, sql, unfinished_runs(ws, req), seed=seed, n_jobs=n_jobs)
 
 
 def fit_grouped(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 1) -> list[FitOutcome]:
@@ -444,7 +444,7 @@ def fit_grouped(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 
     data, sql = fetch_fit_data(ws, req)
     left_out = unfinished_runs(ws, req)
     if not req.group_by:
-        return [_fit_noting(req, data, sql, left_out, seed=seed, n_jobs=n_jobs)]
+        return [fit_noting(req, data, sql, left_out, seed=seed, n_jobs=n_jobs)]
     if req.group_by not in data.columns:
         raise FitError(f"fit {req.name}: group_by column not in the data ({req.group_by!r} vs "
                        f"{', '.join(map(str, data.columns))}). Group by a query column or a manifest path.")

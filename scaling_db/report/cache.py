@@ -22,6 +22,7 @@ import hashlib
 from importlib import resources
 import json
 import pickle
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import altair as alt
 import pandas as pd
 
 from scaling_db import __version__
-from scaling_db.report.analyses import FitOutcome, FitRequest, fetch_fit_data, fit_frame
+from scaling_db.report.analyses import FitOutcome, FitRequest, fetch_fit_data, fit_noting, unfinished_runs
 from scaling_db.report.figures import FigureRequest, build_figure
 from scaling_db.store.query import list_queries, run_query
 from scaling_db.workspace import Workspace, atomic_write_bytes
@@ -63,15 +64,17 @@ def fit_key(req: FitRequest, data: pd.DataFrame, sql: str, seed: int = 0) -> str
 
 
 def cached_fit(ws: Workspace, req: FitRequest, *, seed: int = 0, n_jobs: int = 1) -> FitOutcome:
-    """`fit_request`, reusing the outcome of an earlier fit of the same request over the same rows."""
+    """`fit_request`, reusing the outcome of an earlier fit of the same request over the same rows;
+    the runs its status filter left out are looked up each time (they are not among the rows)."""
     data, sql = fetch_fit_data(ws, req)
+    left_out = unfinished_runs(ws, req)
     path = ws.cache_dir / "fits" / f"{fit_key(req, data, sql, seed)}.pkl"
     if path.exists():
         try:
-            return pickle.loads(path.read_bytes())
+            return replace(pickle.loads(path.read_bytes()), left_out=left_out)
         except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
             pass  # written by another version of the classes: refit and overwrite
-    outcome = fit_frame(req, data, sql, seed=seed, n_jobs=n_jobs)  # the rows fetched once, for key and fit
+    outcome = fit_noting(req, data, sql, left_out, seed=seed, n_jobs=n_jobs)  # rows fetched once, for key and fit
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, pickle.dumps(FitOutcome(**{**outcome.__dict__, "fit_id": None})))
     return outcome
