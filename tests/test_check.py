@@ -162,6 +162,13 @@ def test_stale_running_status_and_runs_being_trained(ws):
     ingest_runs(ws)
     with run_lock(ws, b):  # b is being trained: not judged
         assert check(ws) == [(a, "stale-running", f"scaledb run {a}")]
+        # status says so too (it showed both as plainly `running`), and writes no lock file of its own
+        (ws.run_dir(a) / "lock").unlink(missing_ok=True)
+        rows = {r["run_id"]: r for r in json.loads(invoke("status", "-w", str(ws.root), "--json").output)}
+        assert (rows[a]["stale"], rows[b]["stale"]) == (True, False)
+        assert not (ws.run_dir(a) / "lock").exists()
+        table = invoke("status", "-w", str(ws.root)).output
+        assert table.count("running (stale: no process holds it; `scaledb run` resumes it)") == 1
 
 
 def test_database_behind_the_files(ws):

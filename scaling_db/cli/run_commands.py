@@ -33,6 +33,7 @@ from scaling_db.errors import RunError, ScaledbError
 from scaling_db.spec.plan import superseded_runs
 from scaling_db.spec.revisions import SUPERSEDED_NOTE, revisions_of
 from scaling_db.store.tables import DAMAGED
+from scaling_db.training.execute import stale_running
 from scaling_db.training.records import RunStatus, lost_final_checkpoint, scan_log
 from scaling_db.workspace import Workspace
 
@@ -129,6 +130,7 @@ def status_rows(ws: Workspace, run_ids: list[str]) -> list[dict[str, Any]]:
             "error": status.error if status else None,
             "log_problems": [problem.format() for problem in log.problems],
             "damage": damage,
+            "stale": bool(status and stale_running(ws, status)),  # `running`, but its process is gone
             "above_uniform": _above_uniform(state, record.eval_loss if record else None,
                                             manifest.counts.vocab_size if manifest else None),
         })
@@ -143,7 +145,8 @@ def _print_status(rows: list[dict[str, Any]], title: str | None = None) -> None:
     print_table(title, ["run_id", "name", "status", "step", "eval loss", "error"]
                 + (["backend", "job", "job state"] if jobs else []), [
         [r["run_id"], r["name"], r["status"] + (" (above uniform)" if r["above_uniform"] else "")
-         + (" (superseded)" if r.get("superseded") else ""),
+         + (" (superseded)" if r.get("superseded") else "")
+         + (" (stale: no process holds it; `scaledb run` resumes it)" if r.get("stale") else ""),
          f"{r['step'] if r['step'] is not None else '-'}/{r['steps'] if r['steps'] is not None else '-'}",
          _fmt_loss(r["eval_loss"]), r["error"]]
         + ([r.get("backend"), r.get("job_id"), r.get("job_state")] if jobs else [])

@@ -20,9 +20,7 @@ deterministic, so the curve comes back identical. `reset_damaged` sets such runs
 
 from __future__ import annotations
 
-import fcntl
 import os
-import socket
 import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -33,7 +31,7 @@ import duckdb
 from scaling_db.errors import ScaledbError
 from scaling_db.spec.manifest import RunManifest
 from scaling_db.store.database import open_store
-from scaling_db.training.execute import reset_run, run_lock
+from scaling_db.training.execute import lock_is_held, reset_run, run_lock, stale_running
 from scaling_db.store.tables import DAMAGED
 from scaling_db.training.records import CheckpointRecord, LogRead, RunState, RunStatus, lost_final_checkpoint, scan_log
 from scaling_db.workspace import Workspace
@@ -120,12 +118,12 @@ def _check_run(ws: Workspace, run_id: str, out: list[CheckProblem]) -> tuple[Run
                                 str(exc).split(": ", 1)[-1] + _complete_log_note(ws, manifest),
                                 _rerun(run_id), damaged=True))
         return None
-    if _lock_held(ws, run_id):
+    if lock_is_held(ws, run_id):
         return None  # being trained now: its files are moving; check it when it is done
     log = scan_log(ws.log_path(run_id))
     out += _check_log(ws, manifest, status, log)
     out += _check_state(ws, manifest, status, log)
-    if status.status == RunState.RUNNING and status.backend in (None, "local") and status.host == socket.gethostname():
+    if stale_running(ws, status):
         out.append(CheckProblem(run_id, str(ws.status_path(run_id)), "stale-running",
                                 "status is `running` but no process holds the run's lock (killed?); "
                                 "running it again resumes from its last saved state", f"scaledb run {run_id}"))
@@ -139,21 +137,6 @@ def _complete_log_note(ws: Workspace, manifest: RunManifest) -> str:
         return ""
     return (f"; its log holds every checkpoint (through step {max(logged)}): restoring status.json from a copy "
             f"keeps the run, while the fix here trains it again from scratch (no command rewrites a status file)")
-
-
-def _lock_held(ws: Workspace, run_id: str) -> bool:
-    """Whether a process holds the run's lock (so it is executing it now, on this machine)."""
-    try:
-        fd = os.open(ws.run_dir(run_id) / "lock", os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing releases a lock we got
-    return False
 
 
 def expected_steps(manifest: RunManifest) -> list[int]:

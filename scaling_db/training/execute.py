@@ -80,12 +80,26 @@ def run_lock(workspace: Workspace, run_id: str) -> Iterator[None]:
 
 
 def lock_is_held(workspace: Workspace, run_id: str) -> bool:
-    """Whether some process (on any node sharing the workspace) is executing the run now."""
+    """Whether some process (on any node sharing the workspace) is executing the run now. Only
+    reads: a run never started has no lock file, and none is made (`status` and `check` ask too)."""
     try:
-        with run_lock(workspace, run_id):
-            return False
-    except RunBusy:
+        fd = os.open(workspace.run_dir(run_id) / "lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
+    finally:
+        os.close(fd)  # closing releases a lock we got
+    return False
+
+
+def stale_running(workspace: Workspace, status: RunStatus) -> bool:
+    """A run whose status says `running` on this machine, locally, though no process holds its lock:
+    its process was killed; running it again resumes from its last saved state."""
+    return (status.status == RunState.RUNNING and status.backend in (None, "local")
+            and status.host == socket.gethostname() and not lock_is_held(workspace, status.run_id))
 
 
 def reset_run(workspace: Workspace, run_id: str) -> None:
