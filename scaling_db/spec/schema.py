@@ -96,15 +96,16 @@ class TransformerModel(StrictModel):
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "TransformerModel":
-        if self.n_heads is None:  # heads = d_model / d_head: name the field the user set
-            if self.d_model % self.d_head:
-                raise ValueError(f"d_model must be a multiple of d_head (d_model={self.d_model}, d_head={self.d_head}"
-                                 f"), so that the heads (d_model / d_head) are a whole number")
-        elif self.d_model % self.n_heads:
-            raise ValueError(
-                f"d_model must be a multiple of the number of heads (d_model={self.d_model}, heads={self.n_heads})"
-            )
-        return self
+        heads = self.n_heads or self.d_model // self.d_head
+        if heads >= 1 and self.d_model % heads == 0:
+            return self
+        if self.n_heads is None:  # the heads come from d_head: name the field the user set
+            raise ValueError(f"d_model must split into d_model // d_head heads of equal width (d_model="
+                             f"{self.d_model}, d_head={self.d_head}: {heads} heads). Choose a d_head that gives "
+                             f"a divisor of d_model, or set n_heads")
+        raise ValueError(
+            f"d_model must be a multiple of the number of heads (d_model={self.d_model}, heads={heads})"
+        )
 
 
 class RandomFeaturesModel(StrictModel):
