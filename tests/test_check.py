@@ -84,7 +84,7 @@ def test_corrupt_line_is_found_and_rerunning_from_scratch_gives_the_same_curve(w
         "corrupt-line", "missing-steps", "db-steps"}
 
     result = invoke("check", "--rerun-damaged", "-w", str(ws.root))
-    assert result.exit_code == 1 and f"1 damaged runs reset to pending; train them again with `scaledb run {a} -w" \
+    assert result.exit_code == 1 and f"1 damaged run reset to pending; train them again with `scaledb run {a} -w" \
         in result.output
     assert ws.read_status(a).status == RunState.PENDING and not ws.log_path(a).exists()
     assert ws.read_status(b).status == RunState.FINISHED

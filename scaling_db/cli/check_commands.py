@@ -42,7 +42,7 @@ def check(targets: tuple[str, ...], rerun_damaged: bool, workspace: str | None, 
             f"{counted(len(report.problems), 'problem')}, {counted(len(damaged), 'run')} damaged"
             if report.problems else "no problems"))
         if reset:
-            click.echo(f"{len(reset)} damaged runs reset to pending; train them again with "
+            click.echo(f"{counted(len(reset), 'damaged run')} reset to pending; train them again with "
                        f"`scaledb run {' '.join(reset)}{suffix}`")
         elif damaged:
             click.echo(f"`scaledb check --rerun-damaged{suffix}` resets the damaged runs to pending.")
