@@ -171,7 +171,7 @@ def _worker_loop(index: int, settings: _Settings, gpu: int | None, tasks: Any, r
             results.put(("done", index, run_id, status.model_dump(mode="json")))
         except RunBusy:  # another process took it since the driver looked: the driver waits for it
             results.put(("busy", index, run_id))
-        except Exception as exc:  # a run the executor could not even start (locked, no manifest)
+        except Exception as exc:  # a run the executor could not even start (no manifest, disk full)
             results.put(("error", index, run_id, f"{type(exc).__name__}: {exc}"))
     results.put(("exit", index))
 
@@ -370,7 +370,7 @@ def _run_in_process(driver: _Driver, todo: list[str], settings: _Settings) -> No
             except RunBusy:
                 driver.elsewhere.append(run_id)
                 continue
-            except Exception as exc:  # not even started (locked elsewhere; the disk full when writing its status)
+            except Exception as exc:  # not even started (no manifest; the disk full when writing its status)
                 driver.error(run_id, str(exc) if isinstance(exc, ScaledbError) else f"{type(exc).__name__}: {exc}")
                 continue
             driver.finish(run_id, status)

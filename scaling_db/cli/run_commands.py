@@ -103,6 +103,7 @@ def status_rows(ws: Workspace, run_ids: list[str]) -> list[dict[str, Any]]:
     rows = []
     for run_id in run_ids:
         manifest, status, damage = _run_files(ws, run_id)
+        compiled = ws.manifest_path(run_id).exists()
         log = scan_log(ws.log_path(run_id))  # lines that are not records are skipped and named
         mine = [r for r in log.records if r.run_id == run_id]
         record = mine[-1] if mine else None
@@ -112,9 +113,9 @@ def status_rows(ws: Workspace, run_ids: list[str]) -> list[dict[str, Any]]:
         if lost:
             damage.append(f"{ws.log_path(run_id)}: {lost}; fits leave the run out. Train it again: "
                           "`scaledb check --rerun-damaged`, then `scaledb run`")
-        if lost or (status and manifest is None and ws.manifest_path(run_id).exists()):
+        if lost or (status and manifest is None and compiled):
             state = DAMAGED
-        elif not ws.manifest_path(run_id).exists():
+        elif not compiled:
             state = NEW  # a spec target not compiled in this workspace: nothing of it is here
         steps = None
         if manifest is not None:

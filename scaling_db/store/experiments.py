@@ -138,11 +138,11 @@ def refresh_experiments(con: duckdb.DuckDBPyConnection, ws: Workspace, now: date
     return n
 
 
-def sync_experiments(ws: Workspace, lock_timeout_s: float | None = None) -> int:
+def sync_experiments(ws: Workspace) -> int:
     """`refresh_experiments` in its own connection, right after a compile: the runs a new revision
     supersedes leave fits, queries and figures at once, not at the next ingest. Without a
     database there is nothing to bring up to date (its first load writes every row)."""
     if not ws.db_path.exists():
         return 0
-    with open_store(ws, lock_timeout_s=lock_timeout_s) as con:
+    with open_store(ws) as con:
         return refresh_experiments(con, ws, utc_now())
